@@ -1,0 +1,142 @@
+"""
+The unmasking MDP (paper section 3; DESIGN.md section 3), with the frozen dLLM as the environment.
+
+  state    buffer x = [prompt | L x MASK] per row, its current block, NFE spent, done flag
+  step     one dLLM forward over the unfinished rows: x0 = argmax logits (or a Gumbel sample at
+           temperature T > 0, noise in float64), conf = softmax(logits)[x0] from the noise-free logits
+  obs      conf and mask bit at all L positions, candidates (masked positions of the current block),
+           time t = NFE / L; heuristics may also ask for the top1-top2 margin and the entropy
+  action   a subset of the candidates; selected positions take x0 and are never remasked
+  NFE      +1 per row per forward while that row has masks in its current block; finished rows are
+           not computed at all
+  end      no masks left, or the step budget is spent (BL iterations per block, L in total: a block
+           that is not filled in time is left with its masks and the next block starts)
+  reward   computed outside (train.py) from the grader: correct * ((L - NFE + 1) / L) ** alpha
+
+Semi-autoregressive decoding fills blocks of BL positions left to right (BL < L); BL == L is full
+diffusion. Every policy - heuristic or learned - runs through this one `generate` loop.
+
+    python sample.py --model tiny --task sum --policies "topk:steps=32,threshold:0.9"   # uses this
+"""
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Obs:
+    """What a policy sees at one step, for the b unfinished rows (shapes below)."""
+    x0: torch.Tensor          # (b, L) long   the dLLM's proposal for every generation position
+    conf: torch.Tensor        # (b, L) float32 probability of x0 (all positions, unmasked ones too)
+    masked: torch.Tensor      # (b, L) bool   still [MASK]
+    cand: torch.Tensor        # (b, L) bool   masked and in the row's current block (may be unmasked)
+    t: torch.Tensor           # (b,)   float32 NFE spent so far / L
+    block_step: torch.Tensor  # (b,)   long   iterations already spent in the current block
+    n_blocks: int             # L / BL
+    keys: torch.Tensor        # (b,)   long   per-row random key (see uniform)
+    margin: torch.Tensor = None   # (b, L) float32 top1 - top2 probability, when policy.needs it
+    entropy: torch.Tensor = None  # (b, L) float32 entropy of the predictive distribution, when needed
+
+    def uniform(self):
+        """(b, L) uniforms in [0, 1) that depend only on (row key, NFE spent, position): a row's draws do
+        not change with batching or sharding, so the same seed gives the same rollouts everywhere."""
+        L = self.conf.shape[1]
+        step = (self.t * L).round().long()
+        h = fmix32(fmix32(self.keys[:, None] ^ fmix32(step[:, None] + 0x51ED27)) ^ torch.arange(L, device=self.keys.device))
+        return (h >> 8).float() / 2 ** 24
+
+
+@dataclass
+class Rollout:
+    """The result of generate(). Steps are recorded only with record=True (what GRPO needs)."""
+    tokens: torch.Tensor      # (B, L) final generation (MASK where never unmasked)
+    nfe: torch.Tensor         # (B,) forwards spent per row
+    order: torch.Tensor       # (B, L) the NFE (1-based) at which each position was unmasked, 0 = never
+    steps: list = field(default_factory=list)  # per step: dict(rows, conf, masked, cand, t, action, logp)
+
+
+def fmix32(h):
+    """MurmurHash3's 32-bit finaliser on int64 tensors (a counter-based random number generator)."""
+    M = 0xFFFFFFFF
+    h = h & M
+    h = ((h ^ (h >> 16)) * 0x85EBCA6B) & M
+    h = ((h ^ (h >> 13)) * 0xC2B2AE35) & M
+    return h ^ (h >> 16)
+
+
+def row_keys(seed, ids):
+    """Random keys (B,) for rows identified by integers ids (B,) (e.g. problem index * G + member)."""
+    return fmix32(fmix32(torch.as_tensor(ids, dtype=torch.long)) ^ fmix32(torch.tensor(seed, dtype=torch.long) + 0x9E37))
+
+
+def sample_tokens(logits, temperature, gen):
+    """x0 and conf (b, L) from logits (b, L, V). Greedy at T = 0; otherwise a Gumbel-max sample in
+    float64, which is an exact draw from softmax(logits / T). conf always uses the noise-free softmax."""
+    probs = torch.softmax(logits.float(), dim=-1)                      # (b, L, V) float32
+    if temperature > 0:
+        u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=gen)
+        x0 = (logits.double() / temperature - torch.log(-torch.log(u.clamp_min(1e-300)))).argmax(-1)
+    else:
+        x0 = logits.argmax(-1)
+    return x0, probs.gather(-1, x0[..., None]).squeeze(-1), probs
+
+
+def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
+             record=False, keys=None, gen=None):
+    """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished.
+    Returns a Rollout. The policy object needs `act(obs) -> (unmask (b, L) bool, logp (b,) or None)`
+    and an optional set `needs` of extra observations ('margin', 'entropy'). keys (B,) seed each row's
+    policy randomness (default: row_keys(0, arange(B))); gen drives the dLLM's Gumbel noise at T > 0."""
+    L, BL = gen_length, block_length
+    if BL <= 0 or L % BL:
+        raise ValueError(f"gen length {L} must be a positive multiple of block length {BL}")
+    policy.check(L, BL)
+    B, P = prompt_ids.shape
+    dev = prompt_ids.device
+    x = torch.cat([prompt_ids, torch.full((B, L), dllm.mask_id, dtype=torch.long, device=dev)], 1)  # (B, P+L)
+    am = torch.cat([prompt_mask, torch.ones((B, L), dtype=prompt_mask.dtype, device=dev)], 1)
+    pos = torch.arange(L, device=dev)                                  # (L,)
+    block = torch.zeros(B, dtype=torch.long, device=dev)               # current block per row
+    block_step = torch.zeros(B, dtype=torch.long, device=dev)
+    nfe = torch.zeros(B, dtype=torch.long, device=dev)
+    order = torch.zeros((B, L), dtype=torch.long, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
+    keys = (row_keys(0, torch.arange(B)) if keys is None else keys).to(dev)
+    needs = getattr(policy, "needs", ())
+    steps = []
+    while not done.all():
+        rows = (~done).nonzero().squeeze(1)                            # (b,) unfinished rows only
+        logits = dllm.logits(x[rows], am[rows], start=P)               # (b, L, V)
+        x0, conf, probs = sample_tokens(logits, temperature, gen)
+        gx = x[rows, P:]                                               # (b, L)
+        masked = gx == dllm.mask_id
+        in_block = (pos[None] // BL) == block[rows, None]
+        obs = Obs(x0, conf, masked, masked & in_block, nfe[rows].float() / L, block_step[rows], L // BL,
+                  keys[rows])
+        if "margin" in needs:
+            top2 = probs.topk(2, dim=-1).values
+            obs.margin = top2[..., 0] - top2[..., 1]
+        if "entropy" in needs:
+            obs.entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+        del probs
+        unmask, logp = policy.act(obs)
+        unmask = unmask & obs.cand                                     # never touch anything else
+        nfe[rows] += 1
+        x[rows, P:] = torch.where(unmask, x0, gx)
+        order[rows] = torch.where(unmask, nfe[rows, None], order[rows])
+        if record:
+            steps.append(dict(rows=rows, conf=conf, masked=masked, cand=obs.cand, t=obs.t,
+                              action=unmask, logp=logp))
+        # advance blocks: filled, or out of iterations (BL per block)
+        left = (obs.cand & ~unmask).any(1)
+        block_step[rows] += 1
+        advance = ~left | (block_step[rows] >= BL)
+        block[rows] += advance.long()
+        block_step[rows] = torch.where(advance, 0, block_step[rows])
+        done[rows] = block[rows] >= L // BL
+    return Rollout(x[:, P:], nfe, order, steps)
+
+
+def decode_rollout(dllm, rollout):
+    """Generated texts, cut at end-of-text (still-masked positions shown as '_' for tiny models)."""
+    return [dllm.decode(row.tolist()) for row in rollout.tokens.cpu()]

@@ -1,0 +1,402 @@
+"""
+The dLLM: one bidirectional transformer (RMSNorm, rotary positions, SwiGLU, optional grouped KV heads
+and q/k/v biases) that serves the tiny models trained here and the real ones. LLaDA-8B-Instruct /
+LLaDA-1.5 and Dream-v0-Instruct-7B load by copying the official safetensors into it through a key map
+with shape checks (DESIGN.md section 7) - no remote code, so nothing executes from the hub and no
+transformers release can break it.
+
+    load_dllm("tiny")   -> DLLM with .mask_id .eos_id .pad_id .vocab_size .device .tokenizer
+                           .logits(x, attention_mask) -> (B, N, V), position i scores token i
+    python model.py --shape llada      # build LLaDA-8B's exact shape on the meta device, count params
+    python model.py --name tiny        # load (pretraining if missing) and print a summary
+
+Names: tiny, tiny-b (trained here by pretrain.py, stored under out/), llada, llada-1.5, dream (hub),
+a local directory in the official LLaDA or Dream layout, or a tiny checkpoint file (*.pt).
+"""
+import argparse
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HUB = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "llada-1.5": "GSAI-ML/LLaDA-1.5",
+       "dream": "Dream-org/Dream-v0-Instruct-7B"}
+TINY = ("tiny", "tiny-b")
+OUT_DIR = "out"
+
+# Token ids of the real models (DESIGN.md section 7); config.json values win, these are the check.
+KNOWN_IDS = {"llada": dict(mask=126336, eos=126081, pad=126081, eot=126348),
+             "dream": dict(mask=151666, eos=151643, pad=151643)}
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    mlp_hidden: int
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    qkv_bias: bool = False
+    tie_embeddings: bool = False
+    emb_scale: float = 1.0    # LLaDA input_emb_norm: embeddings * sqrt(d_model)
+    logit_scale: float = 1.0  # LLaDA scale_logits: logits / sqrt(d_model)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the architecture
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()  # normalise in float32, cast back, then scale (LLaDA / Qwen2 convention)
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+def rotary(pos, head_dim, theta):
+    """cos, sin of shape (B, 1, N, hd) for integer positions pos (B, N), computed in float32."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+    freqs = pos.float()[..., None] * inv_freq             # (B, N, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]      # (B, 1, N, hd), "NeoX" layout
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x, cos, sin):
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    return (xf * cos + torch.cat((-x2, x1), dim=-1) * sin).to(x.dtype)
+
+
+class Block(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        hd = c.d_model // c.n_heads
+        self.c, self.hd = c, hd
+        self.attn_norm = RMSNorm(c.d_model, c.norm_eps)
+        self.q = nn.Linear(c.d_model, c.n_heads * hd, bias=c.qkv_bias)
+        self.k = nn.Linear(c.d_model, c.n_kv_heads * hd, bias=c.qkv_bias)
+        self.v = nn.Linear(c.d_model, c.n_kv_heads * hd, bias=c.qkv_bias)
+        self.o = nn.Linear(c.n_heads * hd, c.d_model, bias=False)
+        self.mlp_norm = RMSNorm(c.d_model, c.norm_eps)
+        self.gate = nn.Linear(c.d_model, c.mlp_hidden, bias=False)
+        self.up = nn.Linear(c.d_model, c.mlp_hidden, bias=False)
+        self.down = nn.Linear(c.mlp_hidden, c.d_model, bias=False)
+
+    def forward(self, x, cos, sin, attn_mask):
+        B, N, _ = x.shape
+        h = self.attn_norm(x)
+        q = self.q(h).view(B, N, -1, self.hd).transpose(1, 2)  # (B, H, N, hd)
+        k = self.k(h).view(B, N, -1, self.hd).transpose(1, 2)  # (B, Hkv, N, hd)
+        v = self.v(h).view(B, N, -1, self.hd).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.c.n_kv_heads != self.c.n_heads:  # grouped KV heads (Dream)
+            rep = self.c.n_heads // self.c.n_kv_heads
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # bidirectional, scale 1/sqrt(hd)
+        x = x + self.o(a.transpose(1, 2).reshape(B, N, -1))
+        h = self.mlp_norm(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.c = c
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.norm = RMSNorm(c.d_model, c.norm_eps)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+
+    def forward(self, x, attention_mask=None, start=0):
+        """x (B, N) token ids; attention_mask (B, N) 1 = real token, 0 = left padding.
+        -> logits (B, N - start, V) for positions start.. (the LM head skips the prompt)."""
+        if attention_mask is None:
+            pos = torch.arange(x.shape[1], device=x.device).expand_as(x)
+            attn = None
+        else:  # positions from the cumulative mask, so left padding changes nothing
+            pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            attn = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, N) keys
+        cos, sin = rotary(pos, self.c.d_model // self.c.n_heads, self.c.rope_theta)
+        h = self.tok_emb(x) * self.c.emb_scale
+        for block in self.blocks:
+            h = block(h, cos, sin, attn)
+        return self.lm_head(self.norm(h[:, start:])) * self.c.logit_scale
+
+
+# ----------------------------------------------------------------------------------------------------
+# tokenizers and the dLLM object the rest of the repo sees
+
+class CharTokenizer:
+    """Character tokenizer of the tiny world, with pad / mask / end-of-text specials."""
+    specials = ("<pad>", "<mask>", "<eos>")
+    chars = "0123456789+-=#:?"
+
+    def __init__(self):
+        self.itos = list(self.specials) + list(self.chars)
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+        self.pad_token_id, self.mask_token_id, self.eos_token_id = 0, 1, 2
+
+    def __len__(self):
+        return len(self.itos)
+
+    def encode(self, s):
+        bad = set(s) - set(self.chars)
+        if bad:
+            raise ValueError(f"characters {sorted(bad)} are not in the tiny vocabulary {self.chars!r}")
+        return [self.stoi[ch] for ch in s]
+
+    def decode(self, ids):
+        return "".join(self.itos[i] if i >= len(self.specials) else "" for i in ids)
+
+
+class DLLM:
+    """A frozen dLLM: the network, its tokenizer and its special ids. Shift handling lives here only."""
+
+    def __init__(self, net, tokenizer, name, mask_id, eos_id, pad_id, stop_ids=(), shift=False):
+        if pad_id == mask_id:
+            raise ValueError(f"{name}: the pad token must not be the mask token ({pad_id})")
+        if not 0 <= mask_id < net.c.vocab_size:
+            raise ValueError(f"{name}: mask id {mask_id} outside the vocabulary ({net.c.vocab_size})")
+        self.net, self.tokenizer, self.name = net.eval().requires_grad_(False), tokenizer, name
+        self.mask_id, self.eos_id, self.pad_id, self.shift = mask_id, eos_id, pad_id, shift
+        self.stop_ids = {eos_id, *stop_ids}
+        self.vocab_size = net.c.vocab_size
+        self.is_tiny = isinstance(tokenizer, CharTokenizer)
+
+    @property
+    def device(self):
+        return self.net.tok_emb.weight.device
+
+    @torch.no_grad()
+    def logits(self, x, attention_mask=None, start=0):
+        """(B, N) ids -> (B, N - start, V) logits where row j scores token start + j.
+        Dream's logit at i predicts token i+1, so it reads one position earlier; nothing else knows."""
+        if not self.shift:
+            return self.net(x, attention_mask, start)
+        if start > 0:
+            return self.net(x, attention_mask, start - 1)[:, :-1]
+        out = self.net(x, attention_mask)
+        return torch.cat([out[:, :1], out[:, :-1]], dim=1)  # position 0 has no predictor: repeat
+
+    def prompt_text(self, question, system, answer_prefix):
+        """The full prompt string: chat template for real models, the bare question for tiny ones."""
+        if self.is_tiny:
+            return question
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+        return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + answer_prefix
+
+    def encode(self, texts):
+        """Left-padded prompt ids (B, P) and attention mask (B, P) on the model's device."""
+        ids = [self.tokenizer.encode(t) if self.is_tiny else self.tokenizer(t, add_special_tokens=False)["input_ids"]
+               for t in texts]
+        P = max(len(t) for t in ids)
+        x = torch.full((len(ids), P), self.pad_id, dtype=torch.long)
+        am = torch.zeros((len(ids), P), dtype=torch.long)
+        for i, t in enumerate(ids):
+            x[i, P - len(t):], am[i, P - len(t):] = torch.tensor(t), 1
+        return x.to(self.device), am.to(self.device)
+
+    def decode(self, ids):
+        """Generated ids -> text, cut at the first end-of-text / end-of-turn; masks shown as '_'."""
+        out = []
+        for i in ids:
+            if i in self.stop_ids:
+                break
+            out.append(i)
+        if self.is_tiny:
+            return "".join("_" if i == self.mask_id else self.tokenizer.decode([i]) for i in out)
+        return self.tokenizer.decode([self.pad_id if i == self.mask_id else i for i in out], skip_special_tokens=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# loading
+
+def default_device():
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def config_from_hf(cfg):
+    """(ModelConfig, layout, ids) from an official config.json dict: 'llada' (OLMo names) or 'dream'."""
+    kind = str(cfg.get("model_type", "")).lower()
+    if "llada" in kind or "d_model" in cfg:
+        d = cfg["d_model"]
+        mc = ModelConfig(
+            vocab_size=cfg.get("embedding_size") or cfg["vocab_size"], d_model=d, n_layers=cfg["n_layers"],
+            n_heads=cfg["n_heads"], n_kv_heads=cfg.get("n_kv_heads") or cfg["n_heads"],
+            mlp_hidden=cfg["mlp_hidden_size"], rope_theta=cfg.get("rope_theta", 10000.0),
+            norm_eps=cfg.get("rms_norm_eps", 1e-5), qkv_bias=bool(cfg.get("include_qkv_bias", False)),
+            tie_embeddings=bool(cfg.get("weight_tying", False)),
+            emb_scale=math.sqrt(d) if cfg.get("input_emb_norm") else 1.0,
+            logit_scale=1 / math.sqrt(d) if cfg.get("scale_logits") else 1.0)
+        layout, known = "llada", KNOWN_IDS["llada"]
+    elif "dream" in kind or "hidden_size" in cfg:
+        mc = ModelConfig(
+            vocab_size=cfg["vocab_size"], d_model=cfg["hidden_size"], n_layers=cfg["num_hidden_layers"],
+            n_heads=cfg["num_attention_heads"], n_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
+            mlp_hidden=cfg["intermediate_size"], rope_theta=cfg.get("rope_theta", 10000.0),
+            norm_eps=cfg.get("rms_norm_eps", 1e-6), qkv_bias=True,
+            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
+        layout, known = "dream", KNOWN_IDS["dream"]
+    else:
+        raise ValueError("config.json is neither the LLaDA (d_model, n_layers, ...) nor the Dream "
+                         "(hidden_size, num_hidden_layers, ...) layout")
+    ids = {k: cfg.get(f"{k}_token_id", v) for k, v in known.items()}
+    return mc, layout, ids
+
+
+def key_map(layout, n_layers, qkv_bias, tied):
+    """Official checkpoint key -> our parameter name."""
+    if layout == "llada":
+        pre, m = "model.transformer.", {"model.transformer.wte.weight": "tok_emb.weight",
+                                        "model.transformer.ln_f.weight": "norm.weight",
+                                        "model.transformer.ff_out.weight": "lm_head.weight"}
+        names = dict(attn_norm="attn_norm", q_proj="q", k_proj="k", v_proj="v", attn_out="o",
+                     ff_norm="mlp_norm", ff_proj="gate", up_proj="up", ff_out="down")
+        block = lambda i, k: f"{pre}blocks.{i}.{k}"
+    else:
+        m = {"model.embed_tokens.weight": "tok_emb.weight", "model.norm.weight": "norm.weight",
+             "lm_head.weight": "lm_head.weight"}
+        names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "q", "self_attn.k_proj": "k",
+                 "self_attn.v_proj": "v", "self_attn.o_proj": "o", "post_attention_layernorm": "mlp_norm",
+                 "mlp.gate_proj": "gate", "mlp.up_proj": "up", "mlp.down_proj": "down"}
+        block = lambda i, k: f"model.layers.{i}.{k}"
+    if tied:
+        m = {k: v for k, v in m.items() if v != "lm_head.weight"}
+    for i in range(n_layers):
+        for theirs, ours in names.items():
+            m[block(i, theirs) + ".weight"] = f"blocks.{i}.{ours}.weight"
+            if qkv_bias and ours in ("q", "k", "v"):
+                m[block(i, theirs) + ".bias"] = f"blocks.{i}.{ours}.bias"
+    return m
+
+
+def load_hf_dir(path, device, dtype, name=None):
+    """Load a directory in the official LLaDA or Dream layout into our Transformer."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+    with open(os.path.join(path, "config.json")) as f:
+        mc, layout, ids = config_from_hf(json.load(f))
+    files = sorted(fn for fn in os.listdir(path) if fn.endswith(".safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path} has no *.safetensors weights")
+    with torch.device("meta"):
+        net = Transformer(mc)
+    want = {k: v.shape for k, v in net.state_dict().items()}
+    kmap, sd = key_map(layout, mc.n_layers, mc.qkv_bias, mc.tie_embeddings), {}
+    for fn in files:  # one shard at a time, straight to the target device and dtype
+        for k, t in load_file(os.path.join(path, fn), device=str(device)).items():
+            if k not in kmap:
+                continue  # e.g. rotary caches some exports carry
+            if tuple(t.shape) != tuple(want[kmap[k]]):
+                raise ValueError(f"{k}: checkpoint shape {tuple(t.shape)} != expected {tuple(want[kmap[k]])}")
+            sd[kmap[k]] = t.to(dtype)
+    missing = sorted(set(kmap) - {k for k, v in kmap.items() if v in sd})
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
+    net.load_state_dict(sd, strict=not mc.tie_embeddings, assign=True)
+    if mc.tie_embeddings:
+        net.lm_head.weight = net.tok_emb.weight
+    tok = AutoTokenizer.from_pretrained(path)
+    stop = (ids["eot"],) if "eot" in ids else ()
+    return DLLM(net, tok, name or path, ids["mask"], ids["eos"], ids["pad"], stop, shift=(layout == "dream"))
+
+
+def save_tiny(path, net, meta):
+    """Tiny checkpoint: config + weights + how it was trained; written atomically."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    torch.save({"config": asdict(net.c), "state_dict": net.state_dict(), "meta": meta}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_tiny_file(path, device, name=None):
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or "config" not in ck or "state_dict" not in ck:
+        raise ValueError(f"{path} is not a tiny dLLM checkpoint (written by pretrain.py)")
+    net = Transformer(ModelConfig(**ck["config"]))
+    net.load_state_dict(ck["state_dict"])
+    tok = CharTokenizer()
+    d = DLLM(net.to(device), tok, name or path, tok.mask_token_id, tok.eos_token_id, tok.pad_token_id)
+    d.meta = ck.get("meta", {})
+    return d
+
+
+def load_dllm(name, device=None, dtype=None, revision=None, out_dir=OUT_DIR):
+    """Any dLLM by name (see the module docstring). bf16 on GPU, fp32 on CPU unless dtype says otherwise."""
+    device = torch.device(device) if device else default_device()
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if name in TINY:
+        path = os.path.join(out_dir, f"{name}.pt")
+        if not os.path.exists(path):
+            import pretrain  # builds it (a few minutes on CPU); imported only when needed
+            print(f"{path} missing: pretraining {name} now (python pretrain.py --name {name})")
+            pretrain.pretrain(pretrain.PretrainConfig(name=name, out_dir=out_dir))
+        return load_tiny_file(path, device, name)
+    if name.endswith(".pt") and os.path.isfile(name):
+        return load_tiny_file(name, device)
+    if os.path.isdir(name):
+        return load_hf_dir(name, device, dtype)
+    if name in HUB:
+        try:
+            from huggingface_hub import snapshot_download
+            path = snapshot_download(HUB[name], revision=revision,
+                                     allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+        except Exception as e:
+            raise RuntimeError(f"could not fetch {HUB[name]} from the hub ({type(e).__name__}); download it "
+                               f"with huggingface-cli and pass the local directory instead") from None
+        return load_hf_dir(path, device, dtype, name)
+    raise ValueError(f"unknown model {name!r}: use one of {TINY + tuple(HUB)}, a local directory in the "
+                     f"LLaDA or Dream layout, or a tiny checkpoint *.pt")
+
+
+# Exact shapes of the real models, for meta-device builds and GPU benchmarks without a download.
+SHAPES = {
+    "llada": dict(model_type="llada", d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_hidden_size=12288,
+                  rope_theta=500000.0, rms_norm_eps=1e-5, vocab_size=126464, embedding_size=126464,
+                  weight_tying=False, input_emb_norm=False, scale_logits=False, include_qkv_bias=False),
+    "dream": dict(model_type="Dream", hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
+                  num_key_value_heads=4, intermediate_size=18944, rope_theta=1e6, rms_norm_eps=1e-6,
+                  vocab_size=152064, tie_word_embeddings=False),
+}
+
+
+def build_shape(kind, device="meta"):
+    """A randomly initialised (or, on meta, unallocated) network of a real model's exact shape."""
+    mc, _, _ = config_from_hf(SHAPES[kind])
+    with torch.device(device):
+        return Transformer(mc)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", choices=sorted(SHAPES), help="build this real shape on the meta device and count params")
+    p.add_argument("--name", help="load a dLLM by name and print a summary")
+    p.add_argument("--revision", default=None, help="hub revision (commit, tag) to pin")
+    a = p.parse_args()
+    if a.shape:
+        net = build_shape(a.shape)
+        print(f"{a.shape}: {sum(t.numel() for t in net.parameters()) / 1e9:.3f}B parameters, config {net.c}")
+    if a.name:
+        try:
+            d = load_dllm(a.name, revision=a.revision)
+        except (ValueError, RuntimeError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}")
+        n = sum(t.numel() for t in d.net.parameters())
+        print(f"{d.name}: {n / 1e6:.2f}M parameters on {d.device} ({d.net.tok_emb.weight.dtype}), "
+              f"mask {d.mask_id} eos {d.eos_id} pad {d.pad_id}, vocab {d.vocab_size}")
+    if not (a.shape or a.name):
+        p.print_help()

@@ -1,0 +1,232 @@
+"""
+Unmasking policies, all behind one interface: `act(obs) -> (unmask (b, L) bool, logp (b,) or None)`,
+driven by env.generate. Heuristics (DESIGN.md section 6) and the learned policy (paper section 4) differ
+only in how they score the candidates (masked positions of the current block).
+
+  random / topk / margin / entropy (steps=S)  fixed schedule: S steps split equally over the blocks; in a
+                 block its masks are split evenly over its steps, the remainder to the earliest steps;
+                 chosen uniformly / by highest conf / highest top1-top2 margin / lowest entropy
+  threshold (lam)   Fast-dLLM: every candidate with conf >= lam, and always the row's most confident one
+  factor (f)        Fast-dLLM: longest prefix of sorted confs with c(n) >= 1 - f / (n + 1)
+  eb (gamma)        EB-sampler: by entropy ascending, largest prefix whose entropy sum minus its max <= gamma
+  learned           one adaptive-LayerNorm transformer block over (conf, mask bit, time) -> Bernoulli logits
+Ties in a ranking (common: a saturated tiny model gives conf == 1.0) go to the lowest position.
+
+    parse_policy("topk:steps=32"), parse_policy("threshold:0.9"), parse_policy("out/ckpt.pt:tau=0.5")
+"""
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model import apply_rotary, rotary
+
+
+def rank_select(score, cand, k):
+    """Select the k (per row, (b,) long) highest-scoring candidates; ties go to the lowest position."""
+    score = score.masked_fill(~cand, float("-inf"))
+    order = torch.sort(score, dim=1, descending=True, stable=True).indices         # (b, L)
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
+    return cand & (ranks < k[:, None])
+
+
+def sorted_prefix(values, cand, descending, ok_fn):
+    """Length (b,) of the longest prefix of the candidates' values, sorted, for which ok_fn holds (>= 1)."""
+    fill = float("-inf") if descending else 1e9
+    v = torch.sort(values.masked_fill(~cand, fill), dim=1, descending=descending).values   # (b, L)
+    n = torch.arange(1, v.shape[1] + 1, device=v.device, dtype=v.dtype)                   # 1-based rank
+    return ok_fn(v, n).long().cumprod(1).sum(1).clamp(min=1)
+
+
+class Heuristic:
+    needs = ()
+    spec = "?"
+
+    def check(self, L, BL):
+        pass
+
+    def act(self, obs):
+        return self.select(obs), None
+
+
+class FixedSteps(Heuristic):
+    """random / topk / margin / entropy with a fixed number of steps (LLaDA's schedule)."""
+
+    def __init__(self, kind, steps):
+        self.kind, self.steps, self.spec = kind, int(steps), f"{kind}:steps={steps}"
+        self.needs = {"margin": ("margin",), "entropy": ("entropy",)}.get(kind, ())
+
+    def check(self, L, BL):
+        if not 0 < self.steps <= L or self.steps % (L // BL):
+            raise ValueError(f"{self.spec}: steps must be in 1..{L} and a multiple of the {L // BL} blocks")
+
+    def select(self, obs):
+        per_block = self.steps // obs.n_blocks
+        left = (per_block - obs.block_step).clamp(min=1)                 # steps left in this block
+        k = -(-obs.cand.sum(1) // left)                                  # ceil: remainder goes first
+        score = {"random": obs.uniform,
+                 "topk": lambda: obs.conf, "margin": lambda: obs.margin,
+                 "entropy": lambda: -obs.entropy}[self.kind]()
+        return rank_select(score, obs.cand, k)
+
+
+class Threshold(Heuristic):
+    def __init__(self, lam):
+        self.lam, self.spec = float(lam), f"threshold:{lam}"
+
+    def select(self, obs):  # the fallback is per row: no row ever stalls
+        one = torch.ones(obs.conf.shape[0], dtype=torch.long, device=obs.conf.device)
+        return (obs.cand & (obs.conf >= self.lam)) | rank_select(obs.conf, obs.cand, one)
+
+
+class Factor(Heuristic):
+    def __init__(self, f):
+        self.f, self.spec = float(f), f"factor:{f}"
+
+    def select(self, obs):
+        k = sorted_prefix(obs.conf, obs.cand, True, lambda c, n: c >= 1 - self.f / (n + 1))
+        return rank_select(obs.conf, obs.cand, k)
+
+
+class EB(Heuristic):
+    needs = ("entropy",)
+
+    def __init__(self, gamma):
+        self.gamma, self.spec = float(gamma), f"eb:gamma={gamma}"
+
+    def select(self, obs):
+        k = sorted_prefix(obs.entropy, obs.cand, False, lambda e, n: e.cumsum(1) - e <= self.gamma)
+        return rank_select(-obs.entropy, obs.cand, k)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the learned policy (paper section 4)
+
+@dataclass
+class PolicyConfig:
+    width: int = 128        # hidden size
+    heads: int = 2          # attention heads (rotary positions, bidirectional)
+    mlp: int = 512          # GELU MLP width
+    init_bias: float = -2.0 # output bias: every masked token starts at sigmoid(-2) = 0.12
+
+
+def sinusoidal(t, dim, max_period=10000.0):
+    """(n,) times in [0, 1] -> (n, dim) sinusoidal features (t scaled by 1000, as diffusion timesteps)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    a = 1000 * t.float()[:, None] * freqs[None]
+    return torch.cat([a.cos(), a.sin()], dim=-1)
+
+
+def bernoulli_log_prob(logits, cand, action, tau=1.0):
+    """Exact log-probability (n,) in float32 of a Bernoulli action (n, L) over the candidates:
+    sum of u log s + (1 - u) log(1 - s), s = sigmoid(logit / tau) clamped away from 0 and 1."""
+    s = torch.sigmoid(logits.float() / tau).clamp(1e-6, 1 - 1e-6)
+    return (torch.where(action, s.log(), (1 - s).log()) * cand).sum(1)
+
+
+def bernoulli_entropy(logits, cand, tau=1.0):
+    """Mean entropy (nats) of the per-position Bernoulli over the candidates (a scalar)."""
+    s = torch.sigmoid(logits.float() / tau).clamp(1e-6, 1 - 1e-6)
+    h = -(s * s.log() + (1 - s) * (1 - s).log())
+    return (h * cand).sum() / cand.sum().clamp(min=1)
+
+
+class LearnedPolicy(nn.Module):
+    """conf (n, L), mask bit (n, L), time (n,) -> one unmask logit per position (n, L)."""
+
+    def __init__(self, c: PolicyConfig = PolicyConfig()):
+        super().__init__()
+        d, self.c = c.width, c
+        self.conf_in = nn.Linear(1, d)
+        self.mask_emb = nn.Embedding(2, d)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.ada = nn.Linear(d, 6 * d)   # shift, scale, gate for attention and MLP
+        self.ln1, self.ln2 = nn.LayerNorm(d, elementwise_affine=False), nn.LayerNorm(d, elementwise_affine=False)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, c.mlp), nn.GELU(), nn.Linear(c.mlp, d))
+        self.ln_out, self.head = nn.LayerNorm(d), nn.Linear(d, 1)
+        nn.init.zeros_(self.ada.weight), nn.init.zeros_(self.ada.bias)     # identity modulation at init
+        nn.init.zeros_(self.head.weight), nn.init.constant_(self.head.bias, c.init_bias)
+        self.tau, self.fallback, self.spec = 1.0, True, "learned"
+
+    def forward(self, conf, masked, t):
+        n, L = conf.shape
+        h = self.conf_in(conf.float()[..., None])                                   # (n, L, d)
+        cond = self.mask_emb(masked.long()) + self.time_mlp(sinusoidal(t, h.shape[-1]))[:, None]
+        b1, s1, g1, b2, s2, g2 = self.ada(cond).chunk(6, dim=-1)                    # each (n, L, d)
+        a = self.ln1(h) * (1 + s1) + b1
+        q, k, v = self.qkv(a).view(n, L, 3, self.c.heads, -1).permute(2, 0, 3, 1, 4)  # (n, H, L, hd) each
+        cos, sin = rotary(torch.arange(L, device=conf.device).expand(n, L), q.shape[-1], 10000.0)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, L, -1)
+        h = h + (1 + g1) * self.proj(a)
+        h = h + (1 + g2) * self.mlp(self.ln2(h) * (1 + s2) + b2)
+        return self.head(self.ln_out(h)).squeeze(-1)                                # (n, L)
+
+    def check(self, L, BL):
+        pass
+
+    @torch.no_grad()
+    def act(self, obs):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=obs.conf.is_cuda):
+            logits = self(obs.conf, obs.masked, obs.t).float()
+        s = torch.sigmoid(logits / self.tau)
+        u = (obs.uniform() < s) & obs.cand
+        logp = bernoulli_log_prob(logits, obs.cand, u, self.tau)
+        if self.fallback:  # evaluation: a row that drew nothing unmasks its best candidate
+            none = ~u.any(1, keepdim=True)
+            best = rank_select(logits, obs.cand, torch.ones_like(logp, dtype=torch.long))
+            u = u | (none & best)
+        return u, logp
+
+
+def load_policy(path, device="cpu"):
+    """A learned policy from a train.py checkpoint -> (policy in eval mode, checkpoint dict)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"policy checkpoint {path} not found (train one with python train.py)")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or "policy" not in ck or "policy_config" not in ck:
+        raise ValueError(f"{path} is not a policy checkpoint written by train.py")
+    pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))
+    pol.load_state_dict(ck["policy"])
+    pol.spec = os.path.basename(path)
+    return pol.to(device).eval(), ck
+
+
+def parse_policy(spec, device="cpu"):
+    """One spec string -> a policy object. 'topk:steps=64', 'threshold:0.9', 'eb:gamma=0.1',
+    'factor:1', 'random:32', or a checkpoint 'path/ckpt.pt' with an optional ':tau=0.5'."""
+    name, _, arg = spec.strip().partition(":")
+    key, _, val = arg.rpartition("=")
+    if name.endswith(".pt"):
+        pol, _ = load_policy(name, device)
+        if arg:
+            if key != "tau":
+                raise ValueError(f"{spec!r}: a checkpoint takes only ':tau=T'")
+            pol.tau = float(val)
+            pol.spec = f"{pol.spec}:tau={val}"
+        return pol
+    keys = {"random": "steps", "topk": "steps", "margin": "steps", "entropy": "steps",
+            "threshold": "lam", "factor": "f", "eb": "gamma"}
+    if name not in keys:
+        raise ValueError(f"unknown policy {spec!r}: use one of {sorted(keys)} (e.g. topk:steps=32) or a *.pt checkpoint")
+    if not val or key not in ("", keys[name]):
+        raise ValueError(f"{spec!r}: write it as {name}:{keys[name]}=VALUE")
+    try:
+        num = float(val)
+    except ValueError:
+        raise ValueError(f"{spec!r}: {val!r} is not a number") from None
+    if keys[name] == "steps":
+        if num != int(num):
+            raise ValueError(f"{spec!r}: steps must be an integer")
+        return FixedSteps(name, int(num))
+    return {"threshold": Threshold, "factor": Factor, "eb": EB}[name](val)
+
+
+def parse_policies(specs, device="cpu"):
+    """A comma-separated list of specs -> list of policies (the CLIs' --policies)."""
+    return [parse_policy(s, device) for s in specs.split(",") if s.strip()]

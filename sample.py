@@ -1,0 +1,154 @@
+"""
+Compare unmasking policies on a task: accuracy, mean NFE, tokens per NFE and seconds for each, through
+the one env.generate loop, and show generations with the step at which each token was revealed.
+
+    python sample.py --model tiny --task sum --gen-length 32 --block-length 32 --n 500 \
+        --policies "random:steps=32,topk:steps=32,threshold:0.9,factor:1,eb:gamma=0.1" --json results.json
+    python sample.py --policy out/ckpt.pt --policies "threshold:0.9" --show 2   # model, L, BL from ckpt
+"""
+import argparse
+import json
+import os
+import time
+
+import torch
+from tqdm import tqdm
+
+from env import generate, row_keys
+from model import load_dllm
+from policy import LearnedPolicy, load_policy, parse_policies
+from tasks import SYSTEM_PROMPT, ANSWER_PREFIX, get_problems, grade
+
+DEFAULTS = dict(model="tiny", task="sum", gen_length=32, block_length=32)
+
+
+def prompts_of(dllm, problems):
+    return dllm.encode([dllm.prompt_text(p.question, SYSTEM_PROMPT, ANSWER_PREFIX) for p in problems])
+
+
+def check_fits(dllm, problems, gen_length, max_len=None):
+    """A clear error when a prompt plus the buffer exceeds what the model can take."""
+    ids, _ = prompts_of(dllm, problems[:1])
+    limit = max_len or getattr(dllm, "max_len", None)
+    if limit and ids.shape[1] + gen_length > limit:
+        raise ValueError(f"prompt ({ids.shape[1]} tokens) + gen length {gen_length} exceeds the model's {limit}")
+
+
+def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=128, temperature=0.0,
+             seed=0, progress=True, keep=0):
+    """Run one policy over problems -> dict(accuracy, mean_nfe, tokens_per_nfe, seconds, n) and the first
+    `keep` (problem, rollout row, text, correct) for display."""
+    gen = torch.Generator(device=dllm.device).manual_seed(seed)  # dLLM Gumbel noise (T > 0 only)
+    correct = nfe = unmasked = 0
+    shown, t0 = [], time.time()
+    batches = range(0, len(problems), batch_size)
+    for i in tqdm(batches, desc=f"{policy.spec}", leave=False, disable=not progress or len(batches) < 3):
+        chunk = problems[i:i + batch_size]
+        ids, am = prompts_of(dllm, chunk)
+        keys = row_keys(seed, torch.arange(i, i + len(chunk)))  # a problem's draws do not depend on batching
+        r = generate(dllm, policy, ids, am, gen_length, block_length, temperature, keys=keys, gen=gen)
+        for j, p in enumerate(chunk):
+            text = dllm.decode(r.tokens[j].tolist())
+            ok = grade(task, p, text)
+            correct += ok
+            if len(shown) < keep:
+                shown.append((p, r.tokens[j].cpu(), r.order[j].cpu(), text, ok))
+        nfe += r.nfe.sum().item()
+        unmasked += (r.order > 0).sum().item()
+    n = len(problems)
+    row = dict(policy=policy.spec, accuracy=100.0 * correct / n, mean_nfe=nfe / n,
+               tokens_per_nfe=unmasked / max(nfe, 1), seconds=time.time() - t0, n=n)
+    return row, shown
+
+
+def show_generation(dllm, problem, tokens, order, text, ok):
+    """Two aligned lines: each generated token, and the step (NFE) at which it was unmasked."""
+    toks = [("." if t == dllm.eos_id else dllm.decode([t]) or "?") if dllm.is_tiny else dllm.tokenizer.decode([t])
+            for t in tokens.tolist()]
+    steps = [str(s) if s else "-" for s in order.tolist()]
+    w = [max(len(a), len(b)) + 1 for a, b in zip(toks, steps)]
+    print(f"  prompt {problem.question!r}  gold {problem.gold!r}  -> {text!r} {'correct' if ok else 'WRONG'}")
+    print("  token " + "".join(a.rjust(k) for a, k in zip(toks, w)))
+    print("  step  " + "".join(b.rjust(k) for b, k in zip(steps, w)))
+
+
+def table(rows):
+    head = f"{'policy':<28} {'accuracy':>8} {'mean NFE':>9} {'tok/NFE':>8} {'seconds':>8} {'n':>5}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['policy']:<28} {r['accuracy']:>8.1f} {r['mean_nfe']:>9.2f} {r['tokens_per_nfe']:>8.2f} "
+                     f"{r['seconds']:>8.1f} {r['n']:>5}")
+    return "\n".join(lines)
+
+
+def resolve(args):
+    """Explicit flags win, then the learned policy's checkpoint, then DEFAULTS."""
+    ck_args = {}
+    if args.policy:
+        _, ck = load_policy(args.policy)
+        ck_args = ck.get("args", {})
+    for k, v in DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, ck_args.get(k, v))
+    return args
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="compare unmasking policies on a task")
+    p.add_argument("--model", default=None, help="dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt (default tiny, or the checkpoint's)")
+    p.add_argument("--task", default=None, help="sum, sub (tiny world) or gsm8k, math500 (default sum, or the checkpoint's)")
+    p.add_argument("--policies", default="", help="comma-separated policy specs, e.g. 'topk:steps=32,threshold:0.9,out/ckpt.pt'")
+    p.add_argument("--policy", default=None, help="a learned policy checkpoint; sets model, task, L and BL unless given")
+    p.add_argument("--gen-length", type=int, default=None, help="L, the generation buffer (default 32, or the checkpoint's)")
+    p.add_argument("--block-length", type=int, default=None, help="BL; BL == L is full diffusion (default 32, or the checkpoint's)")
+    p.add_argument("--n", type=int, default=500, help="number of problems")
+    p.add_argument("--batch-size", type=int, default=128, help="prompts per generate call")
+    p.add_argument("--temperature", type=float, default=0.0, help="dLLM sampling temperature (0: greedy)")
+    p.add_argument("--tau", type=float, default=None, help="policy temperature for learned policies")
+    p.add_argument("--seed", type=int, default=0, help="problem set and policy randomness")
+    p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500")
+    p.add_argument("--split", default="test", help="problem split")
+    p.add_argument("--json", default=None, help="write the rows to this JSON file")
+    p.add_argument("--show", type=int, default=0, help="print K generations per policy with the unmask step of each token")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
+    p.add_argument("--revision", default=None, help="hub revision of the dLLM")
+    args = p.parse_args(argv)
+    try:
+        args = resolve(args)
+        specs = ",".join(s for s in (args.policy, args.policies) if s)
+        if not specs:
+            raise ValueError("no policy given: pass --policies and/or --policy")
+        dllm = load_dllm(args.model, device=args.device, revision=args.revision)
+        policies = parse_policies(specs, dllm.device)
+        for pol in policies:
+            pol.check(args.gen_length, args.block_length)
+            if isinstance(pol, LearnedPolicy) and args.tau is not None:
+                pol.tau, pol.spec = args.tau, f"{pol.spec}:tau={args.tau}"
+        if args.block_length <= 0 or args.gen_length % args.block_length:
+            raise ValueError(f"--gen-length {args.gen_length} must be a multiple of --block-length {args.block_length}")
+        problems = get_problems(args.task, args.n, args.seed, args.split, args.data)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}")
+    print(f"model {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}), task {args.task}, "
+          f"L={args.gen_length} BL={args.block_length}, n={len(problems)}, T={args.temperature}")
+    rows = []
+    for pol in policies:
+        row, shown = evaluate(dllm, pol, problems, args.task, args.gen_length, args.block_length,
+                              args.batch_size, args.temperature, args.seed, keep=args.show)
+        row.update(model=args.model, task=args.task, gen_length=args.gen_length, block_length=args.block_length)
+        rows.append(row)
+        for s in shown:
+            print(f"[{pol.spec}]")
+            show_generation(dllm, *s)
+    print(table(rows))
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(rows, f, indent=1)
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""
+Tasks: problems, prompts and graders. One grader per task serves both the GRPO reward and evaluation.
+
+Real tasks (paper protocol, DESIGN.md section 8): GSM8K (train/test) and MATH-500, zero-shot, with the
+"<reasoning>...</reasoning><answer>...</answer>" instruction. Downloaded on first use into a cache
+directory, or read from a local jsonl with `--data`.
+
+Synthetic tasks for the tiny world (DESIGN.md section 10), generated from a seed:
+  sum  (in-domain)  prompt "3527?17:"  ->  "5+3=08+7=15+2=17#17" then end-of-text padding.
+       Add the digits in ANY order, writing each partial sum with two digits, then '#' and the total.
+       The number after '?' is a hint: it equals the total 70% of the time and is off by 1-3 otherwise.
+       A dLLM is confident about the hint-shaped answer before any reasoning exists (the tiny analogue
+       of LLaDA's over-confident end-of-text tokens), so confidence rules in full diffusion write the
+       answer first and are wrong whenever the hint is.
+  sub  (out-of-domain)  prompt "40-352:"  ->  "40-5=35-3=32-2=30#30", no hint.
+The tiny grader checks the work like a teacher: every step must use an unused prompt digit and be
+computed correctly, and the answer must equal the final value. Since many orders are valid, unmasking
+two coupled tokens in one step (say, the next term and a partial sum, each from a different order)
+breaks the derivation.
+
+    python tasks.py --task sum --n 3        # print a few problems with a reference answer
+"""
+import argparse
+import json
+import os
+import random
+import re
+import urllib.request
+from dataclasses import dataclass
+
+# ----------------------------------------------------------------------------------------------------
+# problems
+
+@dataclass
+class Problem:
+    question: str       # what the user asks (tiny: the whole prompt string)
+    gold: str           # what the grader compares against
+    reference: str = "" # one valid answer (tiny tasks: used as pretraining target)
+
+
+TINY_TASKS = ("sum", "sub")
+REAL_TASKS = ("gsm8k", "math500")
+HINT_RIGHT = 0.7  # probability that the sum task's hint equals the total
+
+
+def _chain(start, terms, op):
+    """Reference derivation: start, then for each term 'op d=VV' with VV zero-padded to two digits."""
+    out, value = str(start), start
+    for i, d in enumerate(terms):
+        value = value + d if op == "+" else value - d
+        out += f"{op}{d}=" + f"{value:02d}"
+    return out + f"#{value}", value
+
+
+def make_sum(rng):
+    digits = [rng.randint(1, 9) for _ in range(rng.randint(3, 5))]
+    total = sum(digits)
+    hint = total if rng.random() < HINT_RIGHT else max(0, total + rng.choice([-3, -2, -1, 1, 2, 3]))
+    order = digits[:]
+    rng.shuffle(order)
+    ref, _ = _chain(order[0], order[1:], "+")
+    return Problem("".join(map(str, digits)) + f"?{hint}:", str(total), ref)
+
+
+def make_sub(rng):
+    digits = [rng.randint(1, 9) for _ in range(rng.randint(3, 4))]
+    start = rng.randint(sum(digits) + 10, 99)
+    order = digits[:]
+    rng.shuffle(order)
+    ref, value = _chain(start, order, "-")
+    return Problem(f"{start}-" + "".join(map(str, digits)) + ":", str(value), ref)
+
+
+def tiny_problems(task, n, seed, split="test"):
+    """n problems of a tiny task. Train and test streams use disjoint seeds (split offsets them)."""
+    make = {"sum": make_sum, "sub": make_sub}[task]
+    rng = random.Random(f"{task}-{split}-{seed}")
+    return [make(rng) for _ in range(n)]
+
+
+def grade_tiny(task, question, response):
+    """True iff `response` is a valid derivation for `question` (each prompt digit used once, every
+    partial value right, final answer after '#' equal to the last value). Exact, no partial credit."""
+    op = "+" if task == "sum" else "-"
+    if task == "sum":
+        digits = [int(c) for c in question.split("?")[0]]
+        m = re.fullmatch(r"(\d)((?:\+\d=\d\d)+)#(\d+)", response)
+        if not m:
+            return False
+        value, used, steps = int(m.group(1)), [int(m.group(1))], m.group(2)
+    else:
+        start, rest = question.rstrip(":").split("-")
+        digits = [int(c) for c in rest]
+        m = re.fullmatch(r"(\d+)((?:-\d=\d\d)+)#(\d+)", response)
+        if not m or int(m.group(1)) != int(start):
+            return False
+        value, used, steps = int(start), [], m.group(2)
+    for d, v in re.findall(r"[+-](\d)=(\d\d)", steps):
+        value = value + int(d) if op == "+" else value - int(d)
+        if int(v) != value:
+            return False
+        used.append(int(d))
+    return sorted(used) == sorted(digits) and int(m.group(3)) == value
+
+
+# ----------------------------------------------------------------------------------------------------
+# real tasks: data
+
+GSM8K_URL = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/{split}.jsonl"
+MATH500_REPO = "HuggingFaceH4/MATH-500"
+CACHE = os.path.join(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "~/.cache")), "dllm-unmask")
+
+SYSTEM_PROMPT = ("You are a math expert. You will be given a question to solve. Solve it step by step. "
+                 "Wrap the final answer in a \\boxed{}. Respond in the following format:\n"
+                 "<reasoning>\nYour reasoning here\n</reasoning>\n<answer>\n\\boxed{...}\n</answer>")
+ANSWER_PREFIX = "<reasoning>\n"  # written as the start of the answer (DESIGN.md section 8)
+
+
+def read_jsonl(path, task):
+    """Read a local jsonl. GSM8K rows need 'question' and 'answer' ('... #### 42'); MATH rows need
+    'problem' and 'answer'. Raises ValueError with the line number on anything malformed."""
+    need = ("question", "answer") if task == "gsm8k" else ("problem", "answer")
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or any(k not in row for k in need):
+                raise ValueError(f"{path}:{i}: a {task} row needs the keys {need}")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def _download_real(task, split):
+    os.makedirs(CACHE, exist_ok=True)
+    if task == "gsm8k":
+        path = os.path.join(CACHE, f"gsm8k_{split}.jsonl")
+        if not os.path.exists(path):
+            try:
+                with urllib.request.urlopen(GSM8K_URL.format(split=split), timeout=30) as r:
+                    data = r.read()
+            except OSError as e:
+                raise RuntimeError(f"could not download GSM8K ({e}); pass a local jsonl with --data") from None
+            with open(path + ".tmp", "wb") as f:
+                f.write(data)
+            os.replace(path + ".tmp", path)
+        return path
+    try:
+        from huggingface_hub import hf_hub_download
+        return hf_hub_download(MATH500_REPO, "test.jsonl", repo_type="dataset", cache_dir=CACHE)
+    except Exception as e:  # offline, gated, or no huggingface_hub
+        raise RuntimeError(f"could not download MATH-500 ({type(e).__name__}); pass a local jsonl with --data") from None
+
+
+def real_problems(task, split="test", data=None, n=None):
+    if task == "math500" and split == "train":
+        raise ValueError("MATH-500 has no train split here; pass a local jsonl with --data")
+    rows = read_jsonl(data or _download_real(task, split), task)[:n]
+    if task == "gsm8k":
+        return [Problem(r["question"], r["answer"].split("####")[-1].strip()) for r in rows]
+    return [Problem(r["problem"], r["answer"]) for r in rows]
+
+
+def get_problems(task, n=None, seed=0, split="test", data=None):
+    """The single entry point the scripts use: a list of Problems."""
+    if task in TINY_TASKS:
+        return tiny_problems(task, n or 500, seed, split)
+    if task in REAL_TASKS:
+        return real_problems(task, split, data, n)
+    raise ValueError(f"unknown task {task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# real tasks: graders (DESIGN.md section 8)
+
+def _boxed_all(text):
+    """Contents of every \\boxed{...} in text, with nested braces balanced."""
+    out, i = [], 0
+    while (i := text.find("\\boxed", i)) != -1:
+        j = i + len("\\boxed")
+        while j < len(text) and text[j] == " ":
+            j += 1
+        if j >= len(text) or text[j] != "{":
+            i = j
+            continue
+        depth, k = 0, j
+        while k < len(text):
+            depth += {"{": 1, "}": -1}.get(text[k], 0)
+            if depth == 0:
+                break
+            k += 1
+        if depth:  # unbalanced: stop
+            break
+        out.append(text[j + 1:k])
+        i = k + 1
+    return out
+
+
+def _to_number(s):
+    s = s.replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+NUMBER = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
+
+
+def extract_gsm8k(response):
+    """The first \\boxed{} that parses as a number, else the last number inside <answer>...</answer>."""
+    for b in _boxed_all(response):
+        v = _to_number(b)
+        if v is not None:
+            return v
+    m = re.search(r"<answer>(.*?)(?:</answer>|$)", response, re.S)
+    if m:
+        nums = [_to_number(x) for x in NUMBER.findall(m.group(1).replace("$", ""))]
+        nums = [x for x in nums if x is not None]
+        if nums:
+            return nums[-1]
+    return None
+
+
+def grade_gsm8k(response, gold):
+    pred, ref = extract_gsm8k(response), _to_number(gold)
+    return pred is not None and ref is not None and abs(pred - ref) < 1e-6
+
+
+def _strip_math(s):
+    """Hendrycks-style normalisation of a MATH answer string (string equivalence after cleanup)."""
+    s = s.strip().replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
+    s = s.replace("tfrac", "frac").replace("dfrac", "frac").replace("\\left", "").replace("\\right", "")
+    s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\$", "").replace("$", "")
+    s = re.sub(r"\\text\{\s*([^}]*)\}", r"\1", s)
+    s = s.replace("\\%", "").replace("%", "")
+    s = s.replace(" .", " 0.").replace("{.", "{0.")
+    if s.startswith("."):
+        s = "0" + s
+    if len(s.split("=")) == 2 and len(s.split("=")[0]) <= 2:  # "x = 5" -> "5"
+        s = s.split("=")[1]
+    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)           # \frac12 -> \frac{1}{2}
+    s = re.sub(r"\\frac\{([^}]*)\}(\d)", r"\\frac{\1}{\2}", s)     # \frac{1}2
+    s = re.sub(r"\\sqrt(\w)", r"\\sqrt{\1}", s)                     # \sqrt3 -> \sqrt{3}
+    s = s.replace(" ", "")
+    if s == "0.5":
+        s = "\\frac{1}{2}"
+    if re.fullmatch(r"-?\d+/\d+", s):                              # a/b -> \frac{a}{b}
+        a, b = s.split("/")
+        s = f"\\frac{{{a}}}{{{b}}}"
+    return s
+
+
+def grade_math(response, gold):
+    """The last \\boxed{} of each side, normalised and compared as strings."""
+    pred = _boxed_all(response)
+    ref = _boxed_all(gold) or [gold]
+    return bool(pred) and _strip_math(pred[-1]) == _strip_math(ref[-1])
+
+
+def grade(task, problem, response):
+    """The one grader: bool correct for a decoded response (text after the prompt, up to end-of-text)."""
+    if task in TINY_TASKS:
+        return grade_tiny(task, problem.question, response)
+    if task == "gsm8k":
+        return grade_gsm8k(response, problem.gold)
+    if task == "math500":
+        return grade_math(response, problem.gold)
+    raise ValueError(f"unknown task {task!r}")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description="print a few problems of a task")
+    p.add_argument("--task", default="sum", help=f"one of {TINY_TASKS + REAL_TASKS}")
+    p.add_argument("--n", type=int, default=3, help="how many")
+    p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500")
+    a = p.parse_args()
+    try:
+        probs = get_problems(a.task, a.n, data=a.data)
+    except (ValueError, RuntimeError, OSError) as e:
+        raise SystemExit(f"error: {e}")
+    for pr in probs:
+        print(f"{pr.question!r} -> gold {pr.gold!r}  reference {pr.reference!r}")

@@ -1,0 +1,296 @@
+"""
+Train the unmasking policy with GRPO against the frozen dLLM (paper section 5; DESIGN.md section 5).
+
+Per step: take P prompts, roll out a group of G episodes each through env.generate (the dLLM at temperature
+0, so the spread comes from the policy's Bernoulli draws), grade them, reward
+R = correct * ((L - NFE + 1) / L) ** alpha, advantage A = R - mean over the group. Then take K optimizer
+steps on the stored rollouts with the clipped objective, per rollout the mean over its steps of
+-min(rho A, clip(rho, 1 - eps, 1 + eps) A), rho = exp(logp - logp_old); the batch loss is the mean over rollouts.
+How this departs from textbook GRPO (as the paper ran it): no KL term, no reference model; advantages are
+not divided by the group std (--std-adv turns that on); a batch whose advantages are all zero is skipped.
+
+    python train.py                                   # tiny world, full diffusion (about 15 min on 2 CPU cores)
+    python train.py --block-length 8 --out out/ckpt_bl8.pt   # semi-autoregressive
+    python train.py --model llada --block-length 32   # the paper's run (one GPU, ~24 GB+)
+    torchrun --nproc_per_node=8 train.py --model llada      # data parallel: each rank rolls out its prompts
+"""
+import argparse
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.distributed as dist
+
+from env import generate, row_keys
+from model import TINY, load_dllm
+from policy import LearnedPolicy, PolicyConfig, bernoulli_entropy, bernoulli_log_prob
+from sample import evaluate, prompts_of
+from tasks import get_problems, grade
+
+# Defaults that depend on the world: the paper's for real models, tuned ones for the tiny world.
+REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, steps=0, lr=3e-5, warmup=100,
+            batch_size=16, eval_every=100, eval_n=200)
+TINY_DEFAULTS = dict(task="sum", gen_length=32, block_length=32, prompts_per_step=16, steps=300, lr=1e-3,
+                     warmup=10, batch_size=128, eval_every=50, eval_n=256)
+SETUP = ("model", "task", "gen_length", "block_length", "alpha", "reward", "group_size")  # must match on resume
+
+
+@dataclass
+class TrainConfig:
+    model: str = "tiny"               # dLLM (frozen): tiny, tiny-b, llada, llada-1.5, dream, or a local dir
+    revision: str = None              # hub revision of the dLLM, to pin it
+    task: str = None                  # training task (tiny: sum; real: gsm8k train split)
+    data: str = None                  # local jsonl instead of downloading the task
+    gen_length: int = None            # L (tiny 32, real 256)
+    block_length: int = None          # BL; BL == L is full diffusion (tiny 32, real 32)
+    alpha: float = 3.0                # reward exponent; 0 = pure correctness
+    reward: str = "mult"              # mult: correct*((L-NFE+1)/L)**alpha; additive: correct - alpha*NFE/L (ablation)
+    group_size: int = 8               # G rollouts per prompt
+    prompts_per_step: int = None      # prompts per optimizer batch, over all ranks (tiny 16, real 16)
+    steps: int = None                 # GRPO steps (tiny 300; real 0 = one epoch over the data)
+    updates_per_batch: int = 2        # optimizer steps on each rollout batch
+    clip_eps: float = 0.5             # PPO clip range
+    std_adv: bool = False             # divide advantages by the group std
+    lr: float = None                  # AdamW peak lr (tiny 1e-3, real 3e-5)
+    weight_decay: float = 0.1
+    grad_clip: float = 0.2
+    warmup: int = None                # linear warm-up steps, then cosine to 0 (tiny 10, real 100)
+    temperature: float = 0.0          # dLLM sampling temperature during rollouts
+    width: int = 128                  # policy width (331K parameters at 128)
+    batch_size: int = None            # rows per loss chunk and per eval batch (memory knob)
+    eval_every: int = None            # evaluate on held-out problems every N steps (0: never)
+    eval_n: int = None                # held-out problems per evaluation
+    seed: int = 0
+    out: str = "out/ckpt.pt"          # checkpoint path (a .jsonl log is written beside it)
+    save_every: int = 50              # checkpoint every N steps (and at the end)
+    resume: bool = False              # continue from --out
+    wandb: bool = False               # also log to Weights & Biases (imported only then)
+    device: str = None                # cuda, mps, cpu (default: autodetect; rank's GPU under torchrun)
+    compile: bool = False             # torch.compile the policy
+
+
+def resolve(cfg):
+    """Fill the None defaults from the tiny or the real table."""
+    table = TINY_DEFAULTS if (cfg.model in TINY or cfg.model.endswith(".pt")) else REAL
+    for k, v in table.items():
+        if getattr(cfg, k) is None:
+            setattr(cfg, k, v)
+    if cfg.reward not in ("mult", "additive"):
+        raise ValueError(f"--reward must be mult or additive, not {cfg.reward!r}")
+    if cfg.block_length <= 0 or cfg.gen_length % cfg.block_length:
+        raise ValueError(f"--gen-length {cfg.gen_length} must be a multiple of --block-length {cfg.block_length}")
+    return cfg
+
+
+def rewards(correct, nfe, L, alpha, kind):
+    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) (paper eq. for R; DESIGN.md section 3)."""
+    c, f = correct.float(), nfe.float()
+    if kind == "additive":
+        return c - alpha * f / L
+    return c * ((L - f + 1) / L) ** alpha
+
+
+def advantages(r, G, std=False):
+    """Group-relative advantages (B,) for rewards laid out as [prompt0 x G, prompt1 x G, ...]."""
+    g = r.view(-1, G)
+    a = g - g.mean(1, keepdim=True)
+    if std:
+        a = a / (g.std(1, keepdim=True) + 1e-6)
+    return a.reshape(-1)
+
+
+def collate(steps):
+    """env Rollout.steps -> one flat batch over all (rollout, step) pairs, S of them."""
+    cat = lambda k: torch.cat([s[k] for s in steps])
+    return dict(conf=cat("conf"), masked=cat("masked"), cand=cat("cand"), t=cat("t"), action=cat("action"),
+                logp_old=cat("logp"), row=cat("rows"))
+
+
+def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True):
+    """Clipped GRPO loss, per rollout the mean over its steps, then the mean over rollouts. Computed in
+    chunks of step-rows with gradients accumulated (the loss is linear in per-step terms, so this is
+    exact). `net` is the policy module (or its DDP wrapper). Returns (loss, clip fraction, entropy)."""
+    row = batch["row"]
+    count = torch.zeros(n_rollouts, device=row.device).index_add_(0, row, torch.ones_like(row, dtype=torch.float))
+    weight = 1.0 / (n_rollouts * count[row])                               # (S,)
+    total = clipped = ent = 0.0
+    S = row.shape[0]
+    for i in range(0, S, chunk):
+        sl = slice(i, i + chunk)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["conf"].is_cuda):
+            logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl])
+        logp = bernoulli_log_prob(logits.float(), batch["cand"][sl], batch["action"][sl])   # fp32
+        ratio = torch.exp(logp - batch["logp_old"][sl])
+        a = adv[row[sl]]
+        per_step = -torch.min(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+        loss = (per_step * weight[sl]).sum()
+        if backward:
+            loss.backward()
+        total += loss.item()
+        clipped += ((ratio - 1).abs() > clip_eps).float().sum().item()
+        ent += bernoulli_entropy(logits.detach(), batch["cand"][sl]).item() * (min(S, i + chunk) - i)
+    return total, clipped / S, ent / S
+
+
+def lr_at(step, cfg):
+    """Linear warm-up, then cosine to zero over cfg.steps."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+
+
+def save_checkpoint(path, policy, opt, cfg, step, metrics):
+    """Self-describing, atomic: a crash mid-write leaves the previous checkpoint intact."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    ck = dict(policy=policy.state_dict(), optimizer=opt.state_dict(), policy_config=asdict(policy.c),
+              args=asdict(cfg), step=step, metrics=metrics, torch_rng=torch.get_rng_state())
+    torch.save(ck, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def check_resume(ck, cfg):
+    diff = {k: (ck["args"].get(k), getattr(cfg, k)) for k in SETUP if ck["args"].get(k) != getattr(cfg, k)}
+    if diff:
+        raise ValueError(f"checkpoint {cfg.out} is from another setup ({', '.join(f'{k}: {a!r} there, {b!r} here' for k, (a, b) in diff.items())}); "
+                         f"pass the same flags or a new --out")
+
+
+def train(cfg: TrainConfig):
+    cfg = resolve(cfg)
+    # --- distributed (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK); plain `python train.py` is rank 0 of 1
+    ddp = "RANK" in os.environ
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+    if ddp and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if ddp and torch.cuda.is_available():
+        cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    if cfg.prompts_per_step % world:
+        raise ValueError(f"--prompts-per-step {cfg.prompts_per_step} must be divisible by the {world} ranks")
+    log = print if rank == 0 else (lambda *a, **k: None)
+
+    # --- seeds: policy init and everything random below derive from cfg.seed (rollout noise: env.row_keys)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    dllm = load_dllm(cfg.model, device=cfg.device, revision=cfg.revision)
+    dev = dllm.device
+    G, L, BL = cfg.group_size, cfg.gen_length, cfg.block_length
+    train_set = get_problems(cfg.task, None if cfg.task in ("gsm8k", "math500") else 100_000, cfg.seed, "train", cfg.data)
+    random.Random(cfg.seed).shuffle(train_set)
+    if cfg.steps == 0:  # one epoch
+        cfg.steps = len(train_set) // cfg.prompts_per_step
+    eval_set = get_problems(cfg.task, cfg.eval_n, cfg.seed, "test", None) if cfg.eval_every and cfg.task in ("sum", "sub") else []
+
+    policy = LearnedPolicy(PolicyConfig(width=cfg.width)).to(dev)          # fp32 weights
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    start, metrics = 0, {}
+    if cfg.resume and os.path.exists(cfg.out):
+        ck = torch.load(cfg.out, map_location="cpu", weights_only=False)
+        check_resume(ck, cfg)
+        policy.load_state_dict(ck["policy"])
+        opt.load_state_dict(ck["optimizer"])
+        start, metrics = ck["step"], ck["metrics"]
+        torch.set_rng_state(ck["torch_rng"])
+        log(f"resumed from {cfg.out} at step {start}")
+    elif cfg.resume:
+        raise FileNotFoundError(f"--resume: no checkpoint at {cfg.out}")
+    net = torch.compile(policy) if cfg.compile else policy
+    if ddp:
+        net = torch.nn.parallel.DistributedDataParallel(net)
+    log(f"config {asdict(cfg)}")
+    log(f"dLLM {dllm.name} on {dev} ({dllm.net.tok_emb.weight.dtype}); policy {sum(p.numel() for p in policy.parameters()):,} "
+        f"params fp32{' + bf16 autocast' if dev.type == 'cuda' else ''}; world {world}; {len(train_set)} train problems")
+    wb = None
+    if cfg.wandb and rank == 0:
+        import wandb
+        wb = wandb.init(project="dllm-unmask", config=asdict(cfg))
+    logfile = open(os.path.splitext(cfg.out)[0] + ".jsonl", "a") if rank == 0 else None
+
+    per_rank = cfg.prompts_per_step // world
+    for step in range(start, cfg.steps):
+        t0 = time.time()
+        # --- rollouts: this rank's share of the step's prompts, G copies each, policy sampling, no fallback
+        first = step * cfg.prompts_per_step + rank * per_rank
+        idx = [(first + j) % len(train_set) for j in range(per_rank)]
+        probs = [train_set[i] for i in idx]
+        ids, am = prompts_of(dllm, probs)
+        ids, am = ids.repeat_interleave(G, 0), am.repeat_interleave(G, 0)
+        keys = row_keys(cfg.seed, torch.tensor([(first + j) * G + g for j in range(per_rank) for g in range(G)]))
+        policy.eval().fallback, policy.tau = False, 1.0
+        r = generate(dllm, policy, ids, am, L, BL, cfg.temperature, record=True, keys=keys)
+        correct = torch.tensor([grade(cfg.task, probs[i // G], dllm.decode(row.tolist()))
+                                for i, row in enumerate(r.tokens.cpu())], device=dev)
+        R = rewards(correct, r.nfe, L, cfg.alpha, cfg.reward)
+        A = advantages(R, G, cfg.std_adv)
+        t_roll = time.time() - t0
+
+        # --- update: K optimizer steps on this batch (skipped when every rank's advantages are all zero)
+        nonzero = torch.tensor(float(A.abs().max() > 0), device=dev)
+        if ddp:
+            dist.all_reduce(nonzero)
+        batch, loss, clip_frac, ent = collate(r.steps), 0.0, 0.0, 0.0
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        policy.train()
+        if nonzero.item() > 0:
+            for _ in range(cfg.updates_per_batch):
+                opt.zero_grad(set_to_none=True)
+                loss, clip_frac, ent = grpo_loss(net, batch, A, len(A), cfg.clip_eps, chunk=cfg.batch_size * L)
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+                opt.step()
+
+        # --- log (rank 0; the rollout statistics are this rank's, reduced over ranks when distributed)
+        stats = torch.stack([R.mean(), correct.float().mean(), r.nfe.float().mean(),
+                             (A.view(-1, G).abs().max(1).values == 0).float().mean()])
+        if ddp:
+            dist.all_reduce(stats)
+            stats /= world
+        metrics = dict(step=step + 1, reward=stats[0].item(), accuracy=100 * stats[1].item(), nfe=stats[2].item(),
+                       zero_adv=stats[3].item(), entropy=ent, clip_frac=clip_frac, loss=loss, lr=lr_at(step, cfg),
+                       rollout_s=t_roll, update_s=time.time() - t0 - t_roll)
+        if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
+            policy.eval().fallback = True
+            row, _ = evaluate(dllm, policy, eval_set, cfg.task, L, BL, cfg.batch_size, progress=False)
+            metrics.update(eval_accuracy=row["accuracy"], eval_nfe=row["mean_nfe"])
+        log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        if rank == 0:
+            logfile.write(json.dumps(metrics) + "\n")
+            logfile.flush()
+            if wb:
+                wb.log(metrics)
+            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+                save_checkpoint(cfg.out, policy, opt, cfg, step + 1, metrics)
+    if rank == 0:
+        if start >= cfg.steps:  # nothing to do: keep the checkpoint as it is
+            log(f"{cfg.out} already at step {start} of {cfg.steps}")
+        logfile.close()
+        log(f"saved {cfg.out}")
+    if ddp:
+        dist.destroy_process_group()
+    return policy, metrics
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="GRPO training of the unmasking policy",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = open(__file__).read()
+    for f in fields(TrainConfig):  # help text = the comment beside each field above
+        line = next(l for l in src.splitlines() if l.strip().startswith(f"{f.name}:"))
+        help_ = line.split("#", 1)[1].strip() if "#" in line else f.name
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action="store_true", help=help_)
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            p.add_argument(flag, type=typ, default=f.default, help=help_)
+    return TrainConfig(**vars(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    try:
+        train(parse_args())
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}")
