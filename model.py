@@ -173,6 +173,7 @@ class DLLM:
         self.stop_ids = {eos_id, *stop_ids}
         self.vocab_size = net.c.vocab_size
         self.is_tiny = isinstance(tokenizer, CharTokenizer)
+        self.max_len = None  # longest prompt + buffer the model takes (None: no limit known)
 
     @property
     def device(self):
@@ -290,7 +291,8 @@ def load_hf_dir(path, device, dtype, name=None):
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
     with open(os.path.join(path, "config.json")) as f:
-        mc, layout, ids = config_from_hf(json.load(f))
+        cfg = json.load(f)
+    mc, layout, ids = config_from_hf(cfg)
     files = sorted(fn for fn in os.listdir(path) if fn.endswith(".safetensors"))
     if not files:
         raise FileNotFoundError(f"{path} has no *.safetensors weights")
@@ -311,9 +313,13 @@ def load_hf_dir(path, device, dtype, name=None):
     net.load_state_dict(sd, strict=not mc.tie_embeddings, assign=True)
     if mc.tie_embeddings:
         net.lm_head.weight = net.tok_emb.weight
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()  # AutoTokenizer reads config.json and warns about the unknown model_type
     tok = AutoTokenizer.from_pretrained(path)
     stop = (ids["eot"],) if "eot" in ids else ()
-    return DLLM(net, tok, name or path, ids["mask"], ids["eos"], ids["pad"], stop, shift=(layout == "dream"))
+    d = DLLM(net, tok, name or path, ids["mask"], ids["eos"], ids["pad"], stop, shift=(layout == "dream"))
+    d.max_len = cfg.get("max_sequence_length") or cfg.get("max_position_embeddings")
+    return d
 
 
 def save_tiny(path, net, meta):
@@ -324,7 +330,10 @@ def save_tiny(path, net, meta):
 
 
 def load_tiny_file(path, device, name=None):
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a tiny dLLM checkpoint ({type(e).__name__})") from None
     if not isinstance(ck, dict) or "config" not in ck or "state_dict" not in ck:
         raise ValueError(f"{path} is not a tiny dLLM checkpoint (written by pretrain.py)")
     net = Transformer(ModelConfig(**ck["config"]))

@@ -188,7 +188,10 @@ def load_policy(path, device="cpu"):
     """A learned policy from a train.py checkpoint -> (policy in eval mode, checkpoint dict)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"policy checkpoint {path} not found (train one with python train.py)")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or foreign pickled objects
+        raise ValueError(f"{path} is not a policy checkpoint written by train.py ({type(e).__name__})") from None
     if not isinstance(ck, dict) or "policy" not in ck or "policy_config" not in ck:
         raise ValueError(f"{path} is not a policy checkpoint written by train.py")
     pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))

@@ -30,14 +30,14 @@ SIZES = {"tiny": dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidd
 class PretrainConfig:
     name: str = "tiny"         # which tiny model (sets size and seed)
     out_dir: str = "out"       # writes {out_dir}/{name}.pt
-    steps: int = 1600          # optimizer steps
-    batch_size: int = 128      # sequences per step
+    steps: int = 4000          # optimizer steps
+    batch_size: int = 64      # sequences per step
     lr: float = 3e-3           # peak AdamW learning rate
     warmup: int = 100          # linear warm-up steps, then cosine to lr/10
     gen_length: int = 32       # answer buffer L the models mostly see ...
-    long_frac: float = 0.15    # ... and this fraction of batches use 2L (length-transfer experiments)
-    sub_frac: float = 0.25     # fraction of out-of-domain 'sub' problems in the mix
-    eps: float = 1e-3          # t ~ U(eps, 1)
+    long_frac: float = 0.10    # ... and this fraction of batches use 2L (length-transfer experiments)
+    sub_frac: float = 0.10     # fraction of out-of-domain 'sub' problems in the mix
+    eps: float = 0.1           # t ~ U(eps, 1)
     threads: int = 0           # torch threads (0: leave torch's default)
 
 
@@ -60,7 +60,8 @@ def make_batch(rng, tok, n, L, sub_frac):
 def diffusion_loss(net, x0, am, P, mask_id, eps, gen):
     """Masked-diffusion loss on the answer part x0[:, P:] (LLaDA eq. 3, SFT form)."""
     n, L = x0.shape[0], x0.shape[1] - P
-    t = eps + (1 - eps) * torch.rand(n, 1, generator=gen)                    # (n, 1)
+    u = (torch.rand(1, generator=gen) + torch.arange(n) / n) % 1             # stratified over the batch
+    t = (eps + (1 - eps) * u)[:, None]                                       # (n, 1) ~ U(eps, 1)
     masked = torch.rand(n, L, generator=gen) < t                             # (n, L)
     xt = x0.clone()
     xt[:, P:][masked] = mask_id

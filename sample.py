@@ -26,14 +26,6 @@ def prompts_of(dllm, problems):
     return dllm.encode([dllm.prompt_text(p.question, SYSTEM_PROMPT, ANSWER_PREFIX) for p in problems])
 
 
-def check_fits(dllm, problems, gen_length, max_len=None):
-    """A clear error when a prompt plus the buffer exceeds what the model can take."""
-    ids, _ = prompts_of(dllm, problems[:1])
-    limit = max_len or getattr(dllm, "max_len", None)
-    if limit and ids.shape[1] + gen_length > limit:
-        raise ValueError(f"prompt ({ids.shape[1]} tokens) + gen length {gen_length} exceeds the model's {limit}")
-
-
 def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=128, temperature=0.0,
              seed=0, progress=True, keep=0):
     """Run one policy over problems -> dict(accuracy, mean_nfe, tokens_per_nfe, seconds, n) and the first

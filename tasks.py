@@ -6,13 +6,13 @@ Real tasks (paper protocol, DESIGN.md section 8): GSM8K (train/test) and MATH-50
 directory, or read from a local jsonl with `--data`.
 
 Synthetic tasks for the tiny world (DESIGN.md section 10), generated from a seed:
-  sum  (in-domain)  prompt "3527?17:"  ->  "5+3=08+7=15+2=17#17" then end-of-text padding.
-       Add the digits in ANY order, writing each partial sum with two digits, then '#' and the total.
-       The number after '?' is a hint: it equals the total 70% of the time and is off by 1-3 otherwise.
+  sum  (in-domain)  prompt "3527?7:"  ->  "5+3=8+7=5+2=7#7" then end-of-text padding.
+       Add 3-5 digits modulo 10 in ANY order, writing each partial sum, then '#' and the total.
+       The digit after '?' is a hint: it equals the total 70% of the time and is another digit otherwise.
        A dLLM is confident about the hint-shaped answer before any reasoning exists (the tiny analogue
        of LLaDA's over-confident end-of-text tokens), so confidence rules in full diffusion write the
        answer first and are wrong whenever the hint is.
-  sub  (out-of-domain)  prompt "40-352:"  ->  "40-5=35-3=32-2=30#30", no hint.
+  sub  (out-of-domain)  prompt "4-352:"  ->  "4-5=9-3=6-2=4#4" (subtract modulo 10), no hint.
 The tiny grader checks the work like a teacher: every step must use an unused prompt digit and be
 computed correctly, and the answer must equal the final value. Since many orders are valid, unmasking
 two coupled tokens in one step (say, the next term and a partial sum, each from a different order)
@@ -41,21 +41,25 @@ class Problem:
 TINY_TASKS = ("sum", "sub")
 REAL_TASKS = ("gsm8k", "math500")
 HINT_RIGHT = 0.7  # probability that the sum task's hint equals the total
+MOD = 10          # the running value is kept modulo MOD
 
 
 def _chain(start, terms, op):
-    """Reference derivation: start, then for each term 'op d=VV' with VV zero-padded to two digits."""
+    """Reference derivation: start, then 'op d=v' for each term, v the running value modulo 10."""
     out, value = str(start), start
-    for i, d in enumerate(terms):
-        value = value + d if op == "+" else value - d
-        out += f"{op}{d}=" + f"{value:02d}"
+    for d in terms:
+        value = (value + d if op == "+" else value - d) % MOD
+        out += f"{op}{d}={value}"
     return out + f"#{value}", value
 
 
+TERMS = (1, 2, 3)  # the digits problems are made of: a small addition table the tiny dLLM can learn
+
+
 def make_sum(rng):
-    digits = [rng.randint(1, 9) for _ in range(rng.randint(3, 5))]
-    total = sum(digits)
-    hint = total if rng.random() < HINT_RIGHT else max(0, total + rng.choice([-3, -2, -1, 1, 2, 3]))
+    digits = [rng.choice(TERMS) for _ in range(rng.randint(3, 5))]
+    total = sum(digits) % MOD
+    hint = total if rng.random() < HINT_RIGHT else rng.choice([v for v in range(MOD) if v != total])
     order = digits[:]
     rng.shuffle(order)
     ref, _ = _chain(order[0], order[1:], "+")
@@ -63,8 +67,8 @@ def make_sum(rng):
 
 
 def make_sub(rng):
-    digits = [rng.randint(1, 9) for _ in range(rng.randint(3, 4))]
-    start = rng.randint(sum(digits) + 10, 99)
+    digits = [rng.choice(TERMS) for _ in range(rng.randint(3, 4))]
+    start = rng.randint(0, MOD - 1)
     order = digits[:]
     rng.shuffle(order)
     ref, value = _chain(start, order, "-")
@@ -84,19 +88,19 @@ def grade_tiny(task, question, response):
     op = "+" if task == "sum" else "-"
     if task == "sum":
         digits = [int(c) for c in question.split("?")[0]]
-        m = re.fullmatch(r"(\d)((?:\+\d=\d\d)+)#(\d+)", response)
+        m = re.fullmatch(r"(\d)((?:\+\d=\d)+)#(\d)", response)
         if not m:
             return False
         value, used, steps = int(m.group(1)), [int(m.group(1))], m.group(2)
     else:
         start, rest = question.rstrip(":").split("-")
         digits = [int(c) for c in rest]
-        m = re.fullmatch(r"(\d+)((?:-\d=\d\d)+)#(\d+)", response)
+        m = re.fullmatch(r"(\d)((?:-\d=\d)+)#(\d)", response)
         if not m or int(m.group(1)) != int(start):
             return False
         value, used, steps = int(start), [], m.group(2)
-    for d, v in re.findall(r"[+-](\d)=(\d\d)", steps):
-        value = value + int(d) if op == "+" else value - int(d)
+    for d, v in re.findall(r"[+-](\d)=(\d)", steps):
+        value = (value + int(d) if op == "+" else value - int(d)) % MOD
         if int(v) != value:
             return False
         used.append(int(d))

@@ -20,6 +20,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -121,15 +122,18 @@ def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True):
     S = row.shape[0]
     for i in range(0, S, chunk):
         sl = slice(i, i + chunk)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["conf"].is_cuda):
-            logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl])
-        logp = bernoulli_log_prob(logits.float(), batch["cand"][sl], batch["action"][sl])   # fp32
-        ratio = torch.exp(logp - batch["logp_old"][sl])
-        a = adv[row[sl]]
-        per_step = -torch.min(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
-        loss = (per_step * weight[sl]).sum()
-        if backward:
-            loss.backward()
+        last = i + chunk >= S  # under DDP only the last chunk's backward all-reduces (ranks differ in S)
+        ddp = isinstance(net, torch.nn.parallel.DistributedDataParallel)
+        with net.no_sync() if ddp and not last else nullcontext():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["conf"].is_cuda):
+                logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl])
+            logp = bernoulli_log_prob(logits.float(), batch["cand"][sl], batch["action"][sl])   # fp32
+            ratio = torch.exp(logp - batch["logp_old"][sl])
+            a = adv[row[sl]]
+            per_step = -torch.min(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+            loss = (per_step * weight[sl]).sum()
+            if backward:
+                loss.backward()
         total += loss.item()
         clipped += ((ratio - 1).abs() > clip_eps).float().sum().item()
         ent += bernoulli_entropy(logits.detach(), batch["cand"][sl]).item() * (min(S, i + chunk) - i)
@@ -188,7 +192,7 @@ def train(cfg: TrainConfig):
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     start, metrics = 0, {}
     if cfg.resume and os.path.exists(cfg.out):
-        ck = torch.load(cfg.out, map_location="cpu", weights_only=False)
+        ck = torch.load(cfg.out, map_location="cpu", weights_only=True)
         check_resume(ck, cfg)
         policy.load_state_dict(ck["policy"])
         opt.load_state_dict(ck["optimizer"])
@@ -207,6 +211,8 @@ def train(cfg: TrainConfig):
     if cfg.wandb and rank == 0:
         import wandb
         wb = wandb.init(project="dllm-unmask", config=asdict(cfg))
+    if rank == 0:
+        os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
     logfile = open(os.path.splitext(cfg.out)[0] + ".jsonl", "a") if rank == 0 else None
 
     per_rank = cfg.prompts_per_step // world

@@ -1,0 +1,106 @@
+"""Shared fixtures: a briefly trained tiny dLLM, and small checkpoints in the official LLaDA / Dream layouts."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+torch.set_num_threads(2)
+
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                 "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+                 "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+SPECIALS = ["[UNK]", "<|startoftext|>", "<|endoftext|>", "<|eot_id|>", "<|mdm_mask|>",
+            "<|start_header_id|>", "<|end_header_id|>"]
+WORDS = ["system", "user", "assistant", "You", "are", "a", "math", "expert", "What", "is", "2", "3", "+", "?",
+         "<", ">", "reasoning", "answer", "boxed", "{", "}", "\\", ".", ",", "the", "of", "solve", "step", "by"]
+
+
+def write_tokenizer(path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>", unk_token="[UNK]", mask_token="<|mdm_mask|>",
+                                   additional_special_tokens=SPECIALS[3:4] + SPECIALS[5:])
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    return vocab
+
+
+def write_fixture(path, layout, vocab_size=48, d=32, layers=2, heads=4, kv_heads=4, hidden=64, seed=0):
+    """A random model in the official layout: config.json, model.safetensors (official key names), tokenizer."""
+    from safetensors.torch import save_file
+    os.makedirs(path, exist_ok=True)
+    vocab = write_tokenizer(path)
+    g = torch.Generator().manual_seed(seed)
+    w = lambda *s: torch.randn(*s, generator=g) * 0.2
+    hd = d // heads
+    sd = {}
+    if layout == "llada":
+        cfg = dict(model_type="llada", d_model=d, n_layers=layers, n_heads=heads, n_kv_heads=kv_heads,
+                   mlp_hidden_size=hidden, rope_theta=500000.0, rms_norm_eps=1e-5, vocab_size=vocab_size,
+                   embedding_size=vocab_size, weight_tying=False, input_emb_norm=False, scale_logits=False,
+                   include_qkv_bias=False, mask_token_id=vocab["<|mdm_mask|>"], eos_token_id=vocab["<|endoftext|>"],
+                   pad_token_id=vocab["<|endoftext|>"], eot_token_id=vocab["<|eot_id|>"], max_sequence_length=4096)
+        p = "model.transformer."
+        sd[p + "wte.weight"], sd[p + "ln_f.weight"], sd[p + "ff_out.weight"] = w(vocab_size, d), 1 + w(d), w(vocab_size, d)
+        for i in range(layers):
+            b = f"{p}blocks.{i}."
+            sd.update({b + "attn_norm.weight": 1 + w(d), b + "q_proj.weight": w(heads * hd, d),
+                       b + "k_proj.weight": w(kv_heads * hd, d), b + "v_proj.weight": w(kv_heads * hd, d),
+                       b + "attn_out.weight": w(d, heads * hd), b + "ff_norm.weight": 1 + w(d),
+                       b + "ff_proj.weight": w(hidden, d), b + "up_proj.weight": w(hidden, d),
+                       b + "ff_out.weight": w(d, hidden)})
+    else:
+        cfg = dict(model_type="Dream", hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
+                   num_key_value_heads=kv_heads, intermediate_size=hidden, rope_theta=1e6, rms_norm_eps=1e-6,
+                   vocab_size=vocab_size, tie_word_embeddings=False, mask_token_id=vocab["<|mdm_mask|>"],
+                   pad_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+                   max_position_embeddings=4096)
+        sd["model.embed_tokens.weight"], sd["model.norm.weight"], sd["lm_head.weight"] = w(vocab_size, d), 1 + w(d), w(vocab_size, d)
+        for i in range(layers):
+            b = f"model.layers.{i}."
+            sd.update({b + "input_layernorm.weight": 1 + w(d), b + "post_attention_layernorm.weight": 1 + w(d),
+                       b + "self_attn.q_proj.weight": w(heads * hd, d), b + "self_attn.q_proj.bias": w(heads * hd),
+                       b + "self_attn.k_proj.weight": w(kv_heads * hd, d), b + "self_attn.k_proj.bias": w(kv_heads * hd),
+                       b + "self_attn.v_proj.weight": w(kv_heads * hd, d), b + "self_attn.v_proj.bias": w(kv_heads * hd),
+                       b + "self_attn.o_proj.weight": w(d, heads * hd), b + "mlp.gate_proj.weight": w(hidden, d),
+                       b + "mlp.up_proj.weight": w(hidden, d), b + "mlp.down_proj.weight": w(d, hidden)})
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(path, "model.safetensors"))
+    return cfg, sd
+
+
+@pytest.fixture(scope="session")
+def llada_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("llada"))
+    write_fixture(path, "llada")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dream_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("dream"))
+    write_fixture(path, "dream", kv_heads=2)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory):
+    """A tiny dLLM trained for a few seconds: the real code path, not the 8-minute model."""
+    import pretrain
+    out = str(tmp_path_factory.mktemp("tiny"))
+    return pretrain.pretrain(pretrain.PretrainConfig(name="tiny", out_dir=out, steps=60, batch_size=64, warmup=10))
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_path):
+    from model import load_dllm
+    return load_dllm(tiny_path, device="cpu")

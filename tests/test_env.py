@@ -1,0 +1,155 @@
+"""env.py and the heuristics of policy.py: hand-computed decisions, NFE accounting, batch invariance."""
+import pytest
+import torch
+
+from env import Obs, generate, row_keys, sample_tokens
+from policy import EB, Factor, FixedSteps, Threshold, parse_policy, parse_policies
+from sample import prompts_of
+from tasks import tiny_problems
+
+
+def obs(conf, cand=None, block_step=0, n_blocks=1, entropy=None, margin=None):
+    conf = torch.tensor(conf, dtype=torch.float32)
+    b, L = conf.shape
+    cand = torch.ones(b, L, dtype=torch.bool) if cand is None else torch.tensor(cand)
+    return Obs(torch.zeros(b, L, dtype=torch.long), conf, cand.clone(), cand, torch.zeros(b),
+               torch.full((b,), block_step), n_blocks, row_keys(0, torch.arange(b)),
+               margin=None if margin is None else torch.tensor(margin),
+               entropy=None if entropy is None else torch.tensor(entropy))
+
+
+def picked(pol, o):
+    u, logp = pol.act(o)
+    assert logp is None
+    return [r.nonzero().squeeze(1).tolist() for r in u]
+
+
+def test_topk_schedule_remainder_first():
+    # 8 masks over 3 steps: 3, 3, 2 (LLaDA: the remainder goes to the earliest steps), by highest conf
+    conf = [[0.1, 0.9, 0.8, 0.2, 0.7, 0.3, 0.6, 0.5]]
+    pol = FixedSteps("topk", 3)
+    assert picked(pol, obs(conf)) == [[1, 2, 4]]
+    cand = [[True, False, False, True, False, True, True, True]]
+    assert picked(pol, obs(conf, cand, block_step=1)) == [[5, 6, 7]]        # ceil(5 / 2) = 3
+    assert picked(pol, obs(conf, [[True, False, False, True] + [False] * 4], block_step=2)) == [[0, 3]]
+
+
+def test_topk_ties_go_to_the_lowest_position():
+    assert picked(FixedSteps("topk", 4), obs([[1.0] * 8])) == [[0, 1]]
+
+
+def test_steps_split_over_blocks():
+    pol = FixedSteps("topk", 4)
+    pol.check(8, 4)                                   # 2 blocks x 2 steps
+    with pytest.raises(ValueError, match="multiple of the 4 blocks"):
+        FixedSteps("topk", 6).check(16, 4)
+    cand = [[True] * 4 + [False] * 4]
+    assert picked(pol, obs([[0.5, 0.9, 0.1, 0.8, 1, 1, 1, 1]], cand, n_blocks=2)) == [[1, 3]]
+
+
+def test_margin_and_entropy_rankings():
+    m = [[0.1, 0.5, 0.3, 0.0]]
+    assert picked(FixedSteps("margin", 2), obs([[0.5] * 4], margin=m)) == [[1, 2]]
+    e = [[0.9, 0.1, 0.5, 0.2]]
+    assert picked(FixedSteps("entropy", 2), obs([[0.5] * 4], entropy=e)) == [[1, 3]]
+
+
+def test_threshold_fallback_is_per_row():
+    conf = [[0.95, 0.5, 0.92, 0.3], [0.5, 0.6, 0.4, 0.1]]
+    assert picked(Threshold(0.9), obs(conf)) == [[0, 2], [1]]   # row 1 still makes progress alone
+
+
+def test_factor():
+    # sorted 0.99, 0.7, 0.6, 0.5: n=2 needs >= 1 - 1/3 (0.7 ok), n=3 needs >= 0.75 (0.6 fails) -> 2
+    assert picked(Factor(1), obs([[0.6, 0.99, 0.5, 0.7]])) == [[1, 3]]
+    assert picked(Factor(0.01), obs([[0.6, 0.99, 0.5, 0.7]])) == [[1]]      # n = 1 always taken
+
+
+def test_eb_sampler():
+    # entropies sorted 0.02, 0.05, 0.1, 0.3; sum minus max of the prefix: 0, 0.02, 0.07, 0.17 -> k = 3 at 0.1
+    e = [[0.05, 0.3, 0.02, 0.1]]
+    assert picked(EB(0.1), obs([[0.5] * 4], entropy=e)) == [[0, 2, 3]]
+    assert picked(EB(0.0), obs([[0.5] * 4], entropy=e)) == [[2]]
+
+
+def test_random_is_uniform_and_exact_count():
+    # 4000 rows pick 2 of 8: each position's rate is 0.25 +- 0.0068 (1 sd); 5 sd -> failure prob < 1e-6
+    o = obs([[0.5] * 8] * 4000)
+    u, _ = FixedSteps("random", 4).act(o)
+    assert (u.sum(1) == 2).all()
+    assert (u.float().mean(0) - 0.25).abs().max() < 5 * 0.0068
+
+
+def test_parse_policy_specs_and_errors():
+    specs = ["topk:steps=32", "random:32", "threshold:0.9", "threshold:lam=0.9", "factor:1", "eb:gamma=0.1",
+             "margin:steps=8", "entropy:steps=8"]
+    pols = parse_policies(",".join(specs))
+    assert [type(p).__name__ for p in pols] == ["FixedSteps"] * 2 + ["Threshold"] * 2 + ["Factor", "EB"] + ["FixedSteps"] * 2
+    assert pols[0].steps == 32 and pols[2].lam == 0.9 and pols[5].gamma == 0.1
+    for bad, msg in [("topp:3", "unknown policy"), ("topk", "steps=VALUE"), ("topk:steps=x", "not a number"),
+                     ("threshold:gamma=0.3", "lam=VALUE"), ("missing.pt", "not found"), ("topk:steps=2.5", "integer")]:
+        with pytest.raises((ValueError, FileNotFoundError), match=msg):
+            parse_policy(bad)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the loop, on a briefly trained tiny dLLM
+
+def run(tiny, pol, n=8, L=32, BL=32, seed=0, offset=0):
+    probs = tiny_problems("sum", n, seed=seed)
+    ids, am = prompts_of(tiny, probs)
+    return generate(tiny, pol, ids, am, L, BL, keys=row_keys(0, torch.arange(offset, offset + n)))
+
+
+def test_fixed_steps_nfe_and_order(tiny):
+    r = run(tiny, parse_policy("topk:steps=8"), L=32, BL=8)
+    assert (r.nfe == 8).all()
+    assert (r.order > 0).all() and (r.tokens != tiny.mask_id).all()     # every position unmasked once
+    blk = torch.arange(32) // 8
+    for row in r.order:   # semi-AR: every position of block j before any of block j+1
+        assert all(row[blk == j].max() < row[blk == j + 1].min() for j in range(3))
+
+
+def test_step_budget_and_progress(tiny):
+    class Never:
+        needs, spec = (), "never"
+        def check(self, L, BL): pass
+        def act(self, o): return torch.zeros_like(o.cand), None
+    r = run(tiny, Never(), L=16, BL=4)
+    assert (r.nfe == 16).all() and (r.tokens == tiny.mask_id).all()    # BL iterations per block, L in total
+    r = run(tiny, parse_policy("threshold:0.9"), L=32, BL=32)
+    assert (r.nfe >= 1).all() and (r.nfe <= 32).all() and (r.tokens != tiny.mask_id).all()
+
+
+def test_finished_rows_cost_nothing(tiny):
+    seen = []
+    orig = tiny.logits
+    tiny.logits = lambda x, am=None, start=0: (seen.append(x.shape[0]), orig(x, am, start))[1]
+    try:
+        r = run(tiny, parse_policy("threshold:0.5"), n=16)
+    finally:
+        tiny.logits = orig
+    assert sum(seen) == r.nfe.sum().item()                      # a forward per unfinished row, no more
+    assert len(seen) == r.nfe.max().item() and seen == sorted(seen, reverse=True)
+
+
+@pytest.mark.parametrize("spec", ["threshold:0.7", "topk:steps=16", "random:steps=8", "eb:gamma=0.5"])
+def test_batch_invariance(tiny, spec):
+    pol, BL = parse_policy(spec), 8 if spec.startswith("topk") else 32
+    batch = run(tiny, pol, n=12, BL=BL)
+    for i in range(0, 12, 5):   # prompts of different lengths: alone they are not padded at all
+        ids, am = prompts_of(tiny, tiny_problems("sum", 12, seed=0)[i:i + 1])
+        alone = generate(tiny, pol, ids, am, 32, BL, keys=row_keys(0, torch.tensor([i])))
+        assert torch.equal(alone.tokens[0], batch.tokens[i]) and alone.nfe[0] == batch.nfe[i]
+
+
+def test_gumbel_sample_is_exact():
+    # 20000 draws over 4 tokens at T = 0.7: each frequency within 5 sd of softmax(logits / T) (fail < 1e-5)
+    logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0]]]).expand(1, 20000, 4)
+    x0, conf, _ = sample_tokens(logits, 0.7, torch.Generator().manual_seed(0))
+    p = torch.softmax(logits[0, 0] / 0.7, -1)
+    freq = torch.bincount(x0[0], minlength=4).float() / 20000
+    assert ((freq - p).abs() < 5 * (p * (1 - p) / 20000).sqrt() + 1e-4).all()
+    assert torch.allclose(conf[0, 0], torch.softmax(logits[0, 0], -1)[x0[0, 0]])   # conf is noise-free
+    greedy, _, _ = sample_tokens(logits, 0.0, None)
+    assert (greedy == 0).all()

@@ -1,0 +1,118 @@
+"""model.py: official layouts load through the real code path and compute what the architecture says."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, write_fixture
+from model import TINY, build_shape, load_dllm
+
+
+def reference_logits(sd, cfg, layout, x):
+    """An independent, literal forward pass over the official key names (DESIGN.md section 7), unpadded."""
+    if layout == "llada":
+        d, H, Hkv, theta, eps = cfg["d_model"], cfg["n_heads"], cfg["n_kv_heads"], cfg["rope_theta"], cfg["rms_norm_eps"]
+        n, pre = cfg["n_layers"], "model.transformer."
+        emb, lnf, head = sd[pre + "wte.weight"], sd[pre + "ln_f.weight"], sd[pre + "ff_out.weight"]
+        names = lambda i: [f"{pre}blocks.{i}.{k}" for k in ("attn_norm", "q_proj", "k_proj", "v_proj", "attn_out",
+                                                              "ff_norm", "ff_proj", "up_proj", "ff_out")]
+    else:
+        d, H, Hkv, theta, eps = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["rope_theta"], cfg["rms_norm_eps"]
+        n = cfg["num_hidden_layers"]
+        emb, lnf, head = sd["model.embed_tokens.weight"], sd["model.norm.weight"], sd["lm_head.weight"]
+        names = lambda i: [f"model.layers.{i}.{k}" for k in ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj",
+                           "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj",
+                           "mlp.up_proj", "mlp.down_proj")]
+    hd, N = d // H, x.shape[1]
+    rms = lambda h, w: h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps) * w
+    inv = theta ** (-torch.arange(0, hd, 2).float() / hd)
+    ang = torch.arange(N).float()[:, None] * inv
+    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+    rot = lambda t: t * cos + torch.cat([-t[..., hd // 2:], t[..., :hd // 2]], -1) * sin
+    lin = lambda h, k: h @ sd[k + ".weight"].T + (sd[k + ".bias"] if k + ".bias" in sd else 0)
+    h = emb[x]
+    for i in range(n):
+        an, q, k, v, o, fn, g, u, dn = names(i)
+        a = rms(h, sd[an + ".weight"])
+        Q = lin(a, q).view(1, N, H, hd).transpose(1, 2)
+        K = lin(a, k).view(1, N, Hkv, hd).transpose(1, 2).repeat_interleave(H // Hkv, 1)
+        V = lin(a, v).view(1, N, Hkv, hd).transpose(1, 2).repeat_interleave(H // Hkv, 1)
+        att = torch.softmax(rot(Q) @ rot(K).transpose(-1, -2) / hd ** 0.5, -1) @ V   # no causal mask
+        h = h + lin(att.transpose(1, 2).reshape(1, N, d), o)
+        f = rms(h, sd[fn + ".weight"])
+        h = h + lin(torch.nn.functional.silu(lin(f, g)) * lin(f, u), dn)
+    out = rms(h, lnf) @ head.T
+    if layout == "dream":  # position i must score token i: read the logit one position earlier
+        out = torch.cat([out[:, :1], out[:, :-1]], 1)
+    return out
+
+
+@pytest.mark.parametrize("layout", ["llada", "dream"])
+def test_official_layout_matches_reference(tmp_path, layout):
+    cfg, sd = write_fixture(str(tmp_path), layout, kv_heads=2 if layout == "dream" else 4)
+    d = load_dllm(str(tmp_path), device="cpu")
+    assert (d.mask_id, d.pad_id, d.shift) == (cfg["mask_token_id"], cfg["pad_token_id"], layout == "dream")
+    x = torch.randint(7, cfg["vocab_size"], (1, 11))
+    torch.testing.assert_close(d.logits(x), reference_logits(sd, cfg, layout, x), rtol=1e-4, atol=1e-4)
+    # the prompt-skipping LM head returns exactly the tail
+    torch.testing.assert_close(d.logits(x, start=5), d.logits(x)[:, 5:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["llada", "dream"])
+def test_padded_equals_unpadded(request, layout):
+    d = load_dllm(request.getfixturevalue(f"{layout}_dir"), device="cpu")
+    texts = ["What is 2 + 3 ?", "What is 2 ?"]
+    prompts = [d.prompt_text(t, "You are a math expert .", "<reasoning>") for t in texts]
+    ids, am = d.encode(prompts)
+    assert ids.shape[0] == 2 and am[1].sum() < am[0].sum() and am[1, 0] == 0   # left-padded
+    assert prompts[0].startswith("<|startoftext|><|start_header_id|>system")     # chat template applied
+    x = torch.cat([ids, torch.full((2, 6), d.mask_id)], 1)
+    full = d.logits(x, torch.cat([am, torch.ones(2, 6, dtype=am.dtype)], 1), start=ids.shape[1])
+    for i in range(2):
+        alone = int((am[i] == 0).sum())
+        xi = x[i:i + 1, alone:]
+        torch.testing.assert_close(full[i:i + 1], d.logits(xi, start=xi.shape[1] - 6), rtol=1e-4, atol=1e-4)
+
+
+def test_shape_check_and_bad_names(tmp_path, llada_dir):
+    cfg = json.load(open(os.path.join(llada_dir, "config.json")))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in os.listdir(llada_dir):
+        (bad / f).write_bytes(open(os.path.join(llada_dir, f), "rb").read())
+    cfg["d_model"] = 16
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="shape"):
+        load_dllm(str(bad), device="cpu")
+    cfg["d_model"], cfg["pad_token_id"] = 32, cfg["mask_token_id"]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="pad token must not be the mask"):
+        load_dllm(str(bad), device="cpu")
+    with pytest.raises(ValueError, match="unknown model"):
+        load_dllm("gpt-17", device="cpu")
+
+
+def test_llada_8b_shape_on_meta():
+    net = build_shape("llada")
+    n = sum(p.numel() for p in net.parameters())
+    assert 8.0e9 < n < 8.1e9, n    # LLaDA-8B: 8.02B parameters
+    assert next(net.parameters()).device.type == "meta"
+    out = subprocess.run([sys.executable, "model.py", "--shape", "dream"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "B parameters" in out.stdout
+
+
+def test_hub_name_offline_is_one_clear_error(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, "model.py", "--name", "llada"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert out.returncode != 0 and out.stderr.strip().startswith("error: could not fetch GSAI-ML/LLaDA-8B-Instruct")
+    assert "Traceback" not in out.stderr
+
+
+def test_tiny_checkpoint_roundtrip(tiny):
+    assert tiny.is_tiny and tiny.pad_id != tiny.mask_id and "tiny" in TINY
+    ids, am = tiny.encode(["123?6:", "45?9:"])
+    assert ids.shape == (2, 6) and am[1, 0] == 0
+    assert tiny.decode(tiny.tokenizer.encode("1+2=03#3") + [tiny.eos_id, 5]) == "1+2=03#3"

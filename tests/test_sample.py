@@ -1,0 +1,77 @@
+"""sample.py end to end: the README's commands on tiny budgets, JSON rows, --show, and bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+
+def sample(*args):
+    return subprocess.run([sys.executable, "sample.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+
+
+def test_readme_comparison_command(tiny_path, tmp_path):
+    out = sample("--model", tiny_path, "--task", "sum", "--policies",
+                 "random:steps=32,topk:steps=32,threshold:0.9,factor:1,eb:gamma=0.1", "--gen-length", "32",
+                 "--block-length", "32", "--n", "24", "--json", str(tmp_path / "r.json"), "--show", "1")
+    assert out.returncode == 0, out.stderr
+    rows = json.load(open(tmp_path / "r.json"))
+    assert [r["policy"] for r in rows] == ["random:steps=32", "topk:steps=32", "threshold:0.9", "factor:1", "eb:gamma=0.1"]
+    for r in rows:
+        assert {"policy", "accuracy", "mean_nfe", "tokens_per_nfe", "seconds", "n"} <= set(r) and r["n"] == 24
+        assert 0 <= r["accuracy"] <= 100 and 1 <= r["mean_nfe"] <= 32
+    assert rows[0]["mean_nfe"] == 32 and rows[1]["tokens_per_nfe"] == 1.0
+    assert "mean NFE" in out.stdout and out.stdout.count("  step  ") == 5      # one shown generation each
+
+
+def test_semi_ar_and_temperature(tiny_path):
+    out = sample("--model", tiny_path, "--policies", "topk:steps=8,margin:steps=8,entropy:steps=8",
+                 "--block-length", "8", "--n", "8", "--temperature", "0.5")
+    assert out.returncode == 0, out.stderr
+    assert "BL=8" in out.stdout and out.stdout.count(" 8.00 ") == 3
+
+
+def test_learned_policy_checkpoint_sets_the_setup(tiny_path, tmp_path):
+    import train
+    train.train(train.TrainConfig(model=tiny_path, gen_length=16, block_length=8, prompts_per_step=2, group_size=2,
+                                  steps=1, eval_every=0, out=str(tmp_path / "p.pt")))
+    out = sample("--policy", str(tmp_path / "p.pt"), "--policies", "threshold:0.9", "--n", "8", "--tau", "0.5")
+    assert out.returncode == 0, out.stderr
+    assert "L=16 BL=8" in out.stdout and "p.pt:tau=0.5" in out.stdout and "threshold:0.9" in out.stdout
+
+
+def test_real_layout_with_local_gsm8k(llada_dir, tmp_path):
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {i} + 3 ?", "answer": f"... #### {i + 3}"}) for i in range(3)))
+    out = sample("--model", llada_dir, "--task", "gsm8k", "--data", str(data), "--policies", "topk:steps=8,threshold:0.9",
+                 "--gen-length", "16", "--block-length", "8", "--n", "3", "--show", "1")
+    assert out.returncode == 0, out.stderr
+    assert "topk:steps=8" in out.stdout and " 8.00 " in out.stdout      # random weights: accuracy is noise, NFE is not
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--model", "gpt-17"], "unknown model"),
+    (["--gen-length", "30", "--block-length", "8"], "multiple"),
+    (["--policies", "topk:steps=7", "--block-length", "8"], "multiple of the 4 blocks"),
+    (["--policies", "best:3"], "unknown policy"),
+    (["--policy", "missing.pt"], "not found"),
+    (["--task", "gsm9k"], "unknown task"),
+    (["--policies", ""], "no policy given"),
+])
+def test_bad_input_is_one_clear_error(tiny_path, args, msg):
+    base = {"--model": tiny_path, "--policies": "topk:steps=32"}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    out = sample(*[x for kv in base.items() for x in kv], "--n", "4")
+    assert out.returncode != 0 and msg in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_bad_policy_checkpoint(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"hello": 1}, bad)
+    out = sample("--policy", str(bad))
+    assert out.returncode != 0 and "not a policy checkpoint" in out.stderr
