@@ -17,7 +17,7 @@ import argparse
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -370,6 +370,23 @@ def load_dllm(name, device=None, dtype=None, revision=None, out_dir=OUT_DIR):
         return load_hf_dir(path, device, dtype, name)
     raise ValueError(f"unknown model {name!r}: use one of {TINY + tuple(HUB)}, a local directory in the "
                      f"LLaDA or Dream layout, or a tiny checkpoint *.pt")
+
+
+def parse_dataclass(cls, argv=None, description=None):
+    """argparse for a config dataclass: one --flag per field, its help the comment beside the field."""
+    import inspect
+    src = inspect.getsource(cls).splitlines()
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(cls):
+        line = next(l for l in src if l.strip().startswith(f"{f.name}:"))
+        help_ = line.split("#", 1)[1].strip() if "#" in line else f.name
+        typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+        flag = f"--{f.name.replace('_', '-')}"
+        if typ is bool:
+            p.add_argument(flag, action="store_true", help=help_)
+        else:
+            p.add_argument(flag, type=typ, default=f.default, help=help_)
+    return cls(**vars(p.parse_args(argv)))
 
 
 # Exact shapes of the real models, for meta-device builds and GPU benchmarks without a download.

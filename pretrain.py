@@ -8,7 +8,6 @@ two CPU cores in a few minutes.
     python pretrain.py --name tiny      # about 8 minutes on 2 CPU cores, writes out/tiny.pt
     python pretrain.py --name tiny-b    # the second model (other seed and size), for model transfer
 """
-import argparse
 import math
 import random
 import time
@@ -18,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import CharTokenizer, ModelConfig, Transformer, save_tiny
+from model import CharTokenizer, ModelConfig, Transformer, parse_dataclass, save_tiny
 from tasks import make_sub, make_sum
 
 # The two tiny models: same family, different seed and size (model-transfer experiments).
@@ -37,7 +36,7 @@ class PretrainConfig:
     gen_length: int = 32       # answer buffer L the models mostly see ...
     long_frac: float = 0.10    # ... and this fraction of batches use 2L (length-transfer experiments)
     sub_frac: float = 0.10     # fraction of out-of-domain 'sub' problems in the mix
-    eps: float = 0.1           # t ~ U(eps, 1)
+    eps: float = 0.1           # t ~ U(eps, 1); not LLaDA's 1e-3: with 32 answer tokens a tiny t weighs one token up to 1000x
     threads: int = 0           # torch threads (0: leave torch's default)
 
 
@@ -87,7 +86,7 @@ def pretrain(cfg: PretrainConfig):
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
     sched = lambda s: min(1, (s + 1) / cfg.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / cfg.steps)))
     t0, ema = time.time(), None
-    bar = tqdm(range(cfg.steps), desc=f"pretrain {cfg.name}")
+    bar = tqdm(range(cfg.steps), desc=f"pretrain {cfg.name}", mininterval=2)
     for step in bar:
         L = cfg.gen_length * (2 if rng.random() < cfg.long_frac else 1)
         x0, am, P = make_batch(rng, tok, cfg.batch_size, L, cfg.sub_frac)
@@ -108,10 +107,7 @@ def pretrain(cfg: PretrainConfig):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description="pretrain a tiny dLLM (masked-diffusion loss)")
-    for k, v in asdict(PretrainConfig()).items():
-        p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
     try:
-        pretrain(PretrainConfig(**vars(p.parse_args())))
+        pretrain(parse_dataclass(PretrainConfig, description="pretrain a tiny dLLM (masked-diffusion loss)"))
     except ValueError as e:
         raise SystemExit(f"error: {e}")

@@ -34,7 +34,7 @@ def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=
     correct = nfe = unmasked = 0
     shown, t0 = [], time.time()
     batches = range(0, len(problems), batch_size)
-    for i in tqdm(batches, desc=f"{policy.spec}", leave=False, disable=not progress or len(batches) < 3):
+    for i in tqdm(batches, desc=f"{policy.spec}", leave=False, disable=None if progress else True):
         chunk = problems[i:i + batch_size]
         ids, am = prompts_of(dllm, chunk)
         keys = row_keys(seed, torch.arange(i, i + len(chunk)))  # a problem's draws do not depend on batching

@@ -21,13 +21,13 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
 
 from env import generate, row_keys
-from model import TINY, load_dllm
+from model import TINY, load_dllm, parse_dataclass
 from policy import LearnedPolicy, PolicyConfig, bernoulli_entropy, bernoulli_log_prob
 from sample import evaluate, prompts_of
 from tasks import get_problems, grade
@@ -84,6 +84,8 @@ def resolve(cfg):
         raise ValueError(f"--reward must be mult or additive, not {cfg.reward!r}")
     if cfg.block_length <= 0 or cfg.gen_length % cfg.block_length:
         raise ValueError(f"--gen-length {cfg.gen_length} must be a multiple of --block-length {cfg.block_length}")
+    if cfg.resume and not os.path.exists(cfg.out):  # before loading a 16 GB model, not after
+        raise FileNotFoundError(f"--resume: no checkpoint at {cfg.out}")
     return cfg
 
 
@@ -199,8 +201,6 @@ def train(cfg: TrainConfig):
         start, metrics = ck["step"], ck["metrics"]
         torch.set_rng_state(ck["torch_rng"])
         log(f"resumed from {cfg.out} at step {start}")
-    elif cfg.resume:
-        raise FileNotFoundError(f"--resume: no checkpoint at {cfg.out}")
     net = torch.compile(policy) if cfg.compile else policy
     if ddp:
         net = torch.nn.parallel.DistributedDataParallel(net)
@@ -279,24 +279,8 @@ def train(cfg: TrainConfig):
     return policy, metrics
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="GRPO training of the unmasking policy",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    src = open(__file__).read()
-    for f in fields(TrainConfig):  # help text = the comment beside each field above
-        line = next(l for l in src.splitlines() if l.strip().startswith(f"{f.name}:"))
-        help_ = line.split("#", 1)[1].strip() if "#" in line else f.name
-        flag = f"--{f.name.replace('_', '-')}"
-        if f.type in (bool, "bool"):
-            p.add_argument(flag, action="store_true", help=help_)
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            p.add_argument(flag, type=typ, default=f.default, help=help_)
-    return TrainConfig(**vars(p.parse_args(argv)))
-
-
 if __name__ == "__main__":
     try:
-        train(parse_args())
+        train(parse_dataclass(TrainConfig, description="GRPO training of the unmasking policy"))
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")

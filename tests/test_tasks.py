@@ -97,7 +97,7 @@ def test_synthetic_properties(task):
     probs = tiny_problems(task, 2000, seed=0)
     assert all(grade(task, p, p.reference) for p in probs)                          # references are valid
     lengths = {len(p.reference) for p in probs}
-    assert len(lengths) >= 3 and max(lengths) <= 32                                 # varying length, fits L = 32
+    assert len(lengths) >= 2 and max(lengths) <= 32                                 # varying length, fits L = 32
     assert tiny_problems(task, 5, 0) == tiny_problems(task, 5, 0)                   # seeded
     assert tiny_problems(task, 50, 0, "train") != tiny_problems(task, 50, 0, "test")  # disjoint streams
 
