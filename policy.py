@@ -196,7 +196,7 @@ def load_policy(path, device="cpu"):
         raise ValueError(f"{path} is not a policy checkpoint written by train.py")
     pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))
     pol.load_state_dict(ck["policy"])
-    pol.spec = os.path.basename(path)
+    pol.spec = path  # the path as given: several checkpoints share a file name
     return pol.to(device).eval(), ck
 
 

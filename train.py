@@ -9,7 +9,7 @@ steps on the stored rollouts with the clipped objective, per rollout the mean ov
 How this departs from textbook GRPO (as the paper ran it): no KL term, no reference model; advantages are
 not divided by the group std (--std-adv turns that on); a batch whose advantages are all zero is skipped.
 
-    python train.py                                   # tiny world, full diffusion (about 15 min on 2 CPU cores)
+    python train.py                                   # tiny world, full diffusion (11 min on 2 CPU cores)
     python train.py --block-length 8 --out out/ckpt_bl8.pt   # semi-autoregressive
     python train.py --model llada --block-length 32   # the paper's run (one GPU, ~24 GB+)
     torchrun --nproc_per_node=8 train.py --model llada      # data parallel: each rank rolls out its prompts
@@ -35,8 +35,8 @@ from tasks import get_problems, grade
 # Defaults that depend on the world: the paper's for real models, tuned ones for the tiny world.
 REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, steps=0, lr=3e-5, warmup=100,
             batch_size=16, eval_every=100, eval_n=200)
-TINY_DEFAULTS = dict(task="sum", gen_length=32, block_length=32, prompts_per_step=16, steps=300, lr=1e-3,
-                     warmup=10, batch_size=128, eval_every=50, eval_n=256)
+TINY_DEFAULTS = dict(task="sum", gen_length=32, block_length=32, prompts_per_step=16, steps=400, lr=3e-3,
+                     warmup=10, batch_size=128, eval_every=100, eval_n=256)
 SETUP = ("model", "task", "gen_length", "block_length", "alpha", "reward", "group_size")  # must match on resume
 
 
@@ -52,11 +52,11 @@ class TrainConfig:
     reward: str = "mult"              # mult: correct*((L-NFE+1)/L)**alpha; additive: correct - alpha*NFE/L (ablation)
     group_size: int = 8               # G rollouts per prompt
     prompts_per_step: int = None      # prompts per optimizer batch, over all ranks (tiny 16, real 16)
-    steps: int = None                 # GRPO steps (tiny 300; real 0 = one epoch over the data)
+    steps: int = None                 # GRPO steps (tiny 400; real 0 = one epoch over the data)
     updates_per_batch: int = 2        # optimizer steps on each rollout batch
     clip_eps: float = 0.5             # PPO clip range
     std_adv: bool = False             # divide advantages by the group std
-    lr: float = None                  # AdamW peak lr (tiny 1e-3, real 3e-5)
+    lr: float = None                  # AdamW peak lr (tiny 3e-3, real 3e-5)
     weight_decay: float = 0.1
     grad_clip: float = 0.2
     warmup: int = None                # linear warm-up steps, then cosine to 0 (tiny 10, real 100)

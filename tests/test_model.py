@@ -116,3 +116,13 @@ def test_tiny_checkpoint_roundtrip(tiny):
     ids, am = tiny.encode(["123?6:", "45?9:"])
     assert ids.shape == (2, 6) and am[1, 0] == 0
     assert tiny.decode(tiny.tokenizer.encode("1+2=03#3") + [tiny.eos_id, 5]) == "1+2=03#3"
+
+
+def test_pretrain_cli(tmp_path):
+    out = subprocess.run([sys.executable, "pretrain.py", "--name", "tiny", "--steps", "3", "--batch-size", "8",
+                          "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and os.path.exists(tmp_path / "tiny.pt"), out.stderr
+    d = load_dllm(str(tmp_path / "tiny.pt"), device="cpu")
+    assert d.meta["pretrain"]["steps"] == 3
+    out = subprocess.run([sys.executable, "pretrain.py", "--name", "huge"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "unknown tiny model" in out.stderr

@@ -134,3 +134,29 @@ def test_jsonl_loading_and_errors(tmp_path):
     bad.write_text('{"question": "q"}\n')
     with pytest.raises(ValueError, match="needs the keys"):
         read_jsonl(str(bad), "gsm8k")
+
+
+def test_offline_without_data_is_one_clear_error(monkeypatch, tmp_path):
+    import urllib.request
+
+    import tasks
+
+    def offline(*a, **k):
+        raise OSError("no network")
+    monkeypatch.setattr(tasks, "CACHE", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(RuntimeError, match="could not download GSM8K.*--data"):
+        get_problems("gsm8k", split="train")
+    with pytest.raises(ValueError, match="no train split"):
+        get_problems("math500", split="train")
+
+
+def test_tasks_cli():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    out = subprocess.run([sys.executable, "tasks.py", "--task", "sum", "--n", "2"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.count("gold") == 2
+    out = subprocess.run([sys.executable, "tasks.py", "--task", "gsm9k"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "unknown task" in out.stderr and "Traceback" not in out.stderr
