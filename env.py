@@ -138,7 +138,3 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
         done[rows] = block[rows] >= L // BL
     return Rollout(x[:, P:], nfe, order, steps)
 
-
-def decode_rollout(dllm, rollout):
-    """Generated texts, cut at end-of-text (still-masked positions shown as '_' for tiny models)."""
-    return [dllm.decode(row.tolist()) for row in rollout.tokens.cpu()]

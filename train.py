@@ -63,7 +63,7 @@ class TrainConfig:
     temperature: float = 0.0          # dLLM sampling temperature during rollouts
     width: int = 128                  # policy width (331K parameters at 128)
     batch_size: int = None            # rows per loss chunk and per eval batch (memory knob)
-    eval_every: int = None            # evaluate on held-out problems every N steps (0: never)
+    eval_every: int = None            # evaluate on held-out problems every N steps (tiny tasks; 0: never)
     eval_n: int = None                # held-out problems per evaluation
     seed: int = 0
     out: str = "out/ckpt.pt"          # checkpoint path (a .jsonl log is written beside it)
@@ -86,6 +86,8 @@ def resolve(cfg):
         raise ValueError(f"--gen-length {cfg.gen_length} must be a multiple of --block-length {cfg.block_length}")
     if cfg.resume and not os.path.exists(cfg.out):  # before loading a 16 GB model, not after
         raise FileNotFoundError(f"--resume: no checkpoint at {cfg.out}")
+    if not cfg.resume and os.path.exists(cfg.out):  # never overwrite a finished or interrupted run
+        raise FileExistsError(f"{cfg.out} exists: pass --resume to continue it, or another --out")
     return cfg
 
 
@@ -282,5 +284,5 @@ def train(cfg: TrainConfig):
 if __name__ == "__main__":
     try:
         train(parse_dataclass(TrainConfig, description="GRPO training of the unmasking policy"))
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, RuntimeError, FileNotFoundError, FileExistsError) as e:
         raise SystemExit(f"error: {e}")

@@ -117,9 +117,12 @@ def test_resume_reproduces_uninterrupted_run(tiny_path, tmp_path, monkeypatch):
 def test_bad_flags_fail_cleanly(tmp_path):
     for args, msg in [(["--gen-length", "30", "--block-length", "8"], "must be a multiple"),
                       (["--reward", "sum"], "must be mult or additive"),
-                      (["--resume", "--out", str(tmp_path / "none.pt")], "no checkpoint")]:
+                      (["--resume", "--out", str(tmp_path / "none.pt")], "no checkpoint"),
+                      (["--out", str(tmp_path / "exists.pt")], "exists: pass --resume")]:
+        (tmp_path / "exists.pt").write_bytes(b"a finished run")
         out = subprocess.run([sys.executable, "train.py", "--model", "nope.pt", *args], cwd=ROOT, capture_output=True, text=True)
         assert out.returncode != 0 and msg in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert (tmp_path / "exists.pt").read_bytes() == b"a finished run"      # untouched
 
 
 def test_torchrun_two_processes_match_one(tiny_path, tmp_path):
