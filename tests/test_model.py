@@ -124,5 +124,9 @@ def test_pretrain_cli(tmp_path):
     assert out.returncode == 0 and os.path.exists(tmp_path / "tiny.pt"), out.stderr
     d = load_dllm(str(tmp_path / "tiny.pt"), device="cpu")
     assert d.meta["pretrain"]["steps"] == 3
+    import pretrain
+    path = pretrain.pretrain(pretrain.PretrainConfig(name="tiny-b", steps=2, batch_size=4, out_dir=str(tmp_path)))
+    b = load_dllm(path, device="cpu")          # the second model: grouped KV heads, other size
+    assert b.net.c.n_kv_heads == 2 and b.net.c.d_model == 160 and b.logits(torch.tensor([[3, 4, 5]])).shape == (1, 3, b.vocab_size)
     out = subprocess.run([sys.executable, "pretrain.py", "--name", "huge"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "unknown tiny model" in out.stderr
