@@ -223,13 +223,13 @@ def train(cfg: TrainConfig):
         # --- rollouts: this rank's share of the step's prompts, G copies each, policy sampling, no fallback
         first = step * cfg.prompts_per_step + rank * per_rank
         idx = [(first + j) % len(train_set) for j in range(per_rank)]
-        probs = [train_set[i] for i in idx]
-        ids, am = prompts_of(dllm, probs)
+        problems = [train_set[i] for i in idx]
+        ids, am = prompts_of(dllm, problems)
         ids, am = ids.repeat_interleave(G, 0), am.repeat_interleave(G, 0)
         keys = row_keys(cfg.seed, torch.tensor([(first + j) * G + g for j in range(per_rank) for g in range(G)]))
         policy.eval().fallback, policy.tau = False, 1.0
         r = generate(dllm, policy, ids, am, L, BL, cfg.temperature, record=True, keys=keys)
-        correct = torch.tensor([grade(cfg.task, probs[i // G], dllm.decode(row.tolist()))
+        correct = torch.tensor([grade(cfg.task, problems[i // G], dllm.decode(row.tolist()))
                                 for i, row in enumerate(r.tokens.cpu())], device=dev)
         R = rewards(correct, r.nfe, L, cfg.alpha, cfg.reward)
         A = advantages(R, G, cfg.std_adv)
@@ -272,10 +272,8 @@ def train(cfg: TrainConfig):
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 save_checkpoint(cfg.out, policy, opt, cfg, step + 1, metrics)
     if rank == 0:
-        if start >= cfg.steps:  # nothing to do: keep the checkpoint as it is
-            log(f"{cfg.out} already at step {start} of {cfg.steps}")
         logfile.close()
-        log(f"saved {cfg.out}")
+        log(f"{cfg.out} already at step {start} of {cfg.steps}: nothing to do" if start >= cfg.steps else f"saved {cfg.out}")
     if ddp:
         dist.destroy_process_group()
     return policy, metrics
