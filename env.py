@@ -92,7 +92,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
         raise ValueError(f"gen length {L} must be a positive multiple of block length {BL}")
     policy.check(L, BL)
     B, P = prompt_ids.shape
-    if getattr(dllm, "max_len", None) and P + L > dllm.max_len:
+    if dllm.max_len and P + L > dllm.max_len:
         raise ValueError(f"prompt of {P} tokens + gen length {L} exceeds {dllm.name}'s {dllm.max_len} positions")
     dev = prompt_ids.device
     x = torch.cat([prompt_ids, torch.full((B, L), dllm.mask_id, dtype=torch.long, device=dev)], 1)  # (B, P+L)

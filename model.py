@@ -290,6 +290,8 @@ def load_hf_dir(path, device, dtype, name=None):
     """Load a directory in the official LLaDA or Dream layout into our Transformer."""
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"{path} is not a model directory: it has no config.json (LLaDA or Dream layout)")
     with open(os.path.join(path, "config.json")) as f:
         cfg = json.load(f)
     mc, layout, ids = config_from_hf(cfg)

@@ -30,7 +30,7 @@ class PretrainConfig:
     name: str = "tiny"         # which tiny model (sets size and seed)
     out_dir: str = "out"       # writes {out_dir}/{name}.pt
     steps: int = 4000          # optimizer steps
-    batch_size: int = 64      # sequences per step
+    batch_size: int = 64       # sequences per step
     lr: float = 3e-3           # peak AdamW learning rate
     warmup: int = 100          # linear warm-up steps, then cosine to lr/10
     gen_length: int = 32       # answer buffer L the models mostly see ...

@@ -110,14 +110,14 @@ def main(argv=None):
         specs = ",".join(s for s in (args.policy, args.policies) if s)
         if not specs:
             raise ValueError("no policy given: pass --policies and/or --policy")
+        if args.block_length <= 0 or args.gen_length % args.block_length:
+            raise ValueError(f"--gen-length {args.gen_length} must be a multiple of --block-length {args.block_length}")
         dllm = load_dllm(args.model, device=args.device, revision=args.revision)
         policies = parse_policies(specs, dllm.device)
         for pol in policies:
             pol.check(args.gen_length, args.block_length)
             if isinstance(pol, LearnedPolicy) and args.tau is not None:
                 pol.tau, pol.spec = args.tau, f"{pol.spec}:tau={args.tau}"
-        if args.block_length <= 0 or args.gen_length % args.block_length:
-            raise ValueError(f"--gen-length {args.gen_length} must be a multiple of --block-length {args.block_length}")
         problems = get_problems(args.task, args.n, args.seed, args.split, args.data)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")

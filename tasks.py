@@ -6,13 +6,13 @@ Real tasks (paper protocol, DESIGN.md section 8): GSM8K (train/test) and MATH-50
 directory, or read from a local jsonl with `--data`.
 
 Synthetic tasks for the tiny world (DESIGN.md section 10), generated from a seed:
-  sum  (in-domain)  prompt "3527?7:"  ->  "5+3=8+7=5+2=7#7" then end-of-text padding.
-       Add 3-5 digits modulo 10 in ANY order, writing each partial sum, then '#' and the total.
+  sum  (in-domain)  prompt "2112?6:"  ->  "1+2=3+2=5+1=6#6" then end-of-text padding.
+       Add 3-5 terms from {1, 2, 3} modulo 10 in ANY order, writing each partial sum, then '#' and the total.
        The digit after '?' is a hint: it equals the total 70% of the time and is another digit otherwise.
        A dLLM is confident about the hint-shaped answer before any reasoning exists (the tiny analogue
        of LLaDA's over-confident end-of-text tokens), so confidence rules in full diffusion write the
        answer first and are wrong whenever the hint is.
-  sub  (out-of-domain)  prompt "4-352:"  ->  "4-5=9-3=6-2=4#4" (subtract modulo 10), no hint.
+  sub  (out-of-domain)  prompt "3-213:"  ->  "3-2=1-1=0-3=7#7" (subtract modulo 10), no hint.
 The tiny grader checks the work like a teacher: every step must use an unused prompt digit and be
 computed correctly, and the answer must equal the final value. Since many orders are valid, unmasking
 two coupled tokens in one step (say, the next term and a partial sum, each from a different order)
@@ -124,6 +124,8 @@ def read_jsonl(path, task):
     """Read a local jsonl. GSM8K rows need 'question' and 'answer' ('... #### 42'); MATH rows need
     'problem' and 'answer'. Raises ValueError with the line number on anything malformed."""
     need = ("question", "answer") if task == "gsm8k" else ("problem", "answer")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file {path} not found (pass a {task} jsonl with --data)")
     rows = []
     with open(path) as f:
         for i, line in enumerate(f, 1):

@@ -124,10 +124,10 @@ def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True):
     weight = 1.0 / (n_rollouts * count[row])                               # (S,)
     total = clipped = ent = 0.0
     S = row.shape[0]
+    ddp = isinstance(net, torch.nn.parallel.DistributedDataParallel)
     for i in range(0, S, chunk):
         sl = slice(i, i + chunk)
         last = i + chunk >= S  # under DDP only the last chunk's backward all-reduces (ranks differ in S)
-        ddp = isinstance(net, torch.nn.parallel.DistributedDataParallel)
         with net.no_sync() if ddp and not last else nullcontext():
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["conf"].is_cuda):
                 logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl])
