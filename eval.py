@@ -1,0 +1,321 @@
+"""
+Benchmarks: evaluate a set of policies over a set of settings (dLLM, task, L, BL) and keep one JSON row per
+(policy, setting, seed). The rows file is resumable: a rerun skips rows already there, and it is rewritten
+atomically after every row, so an interrupted run loses at most the row in progress.
+`--suite tiny` is the paper's experiments in the tiny world in one command: it pretrains the tiny dLLMs if
+missing, trains the policies it needs with train.py, evaluates every setting (semi-AR, full diffusion, length,
+model and domain transfer, the alpha and tau sweeps, the additive-reward ablation) and writes results/tiny.json
+and the report results/tiny.md (report.py: tables and one verdict per paper claim).
+
+    python eval.py --suite tiny --plot                 # everything; results/tiny.{json,md,png}, about an hour on 2 CPU cores
+    python eval.py --model tiny --task sum --gen-length 32 --block-lengths 8,32 --sweep all \
+        --policies out/ckpt.pt --taus 0.5,1 --seeds 0,1,2 --out results/mine.json --plot
+    python eval.py --model llada --task gsm8k --gen-length 256 --block-lengths 32,256 --sweep threshold,eb \
+        --policies ckpt.pt --n 1319 --batch-size 16 --out results/llada_gsm8k.json
+"""
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+from env import generate, row_keys
+from model import TINY, load_dllm
+from policy import LearnedPolicy, parse_policy
+from sample import evaluate, prompts_of
+from tasks import get_problems, grade
+
+# Sweep grids: enough points to draw each heuristic's accuracy-vs-NFE front. Step counts are powers of two
+# from the number of blocks up to L (a fixed-step rule needs a multiple of L / BL steps, at most L).
+GRIDS = dict(threshold=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99], factor=[0.25, 0.5, 1, 2, 4],
+             eb=[0.01, 0.1, 0.3, 1, 3])
+STEP_RULES = ("topk", "random", "margin", "entropy")
+ALL = ("topk", "random", "threshold", "factor", "eb")    # what --sweep all means (margin/entropy on request)
+KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature")  # a row's identity
+
+
+def sweep_specs(names, L, BL):
+    """Heuristic names -> policy specs over their grids, valid for this (L, BL)."""
+    specs = []
+    for name in names:
+        if name in STEP_RULES:
+            s, blocks = [], L // BL
+            k = blocks
+            while k <= L:
+                s.append(k)
+                k *= 2
+            specs += [f"{name}:steps={k}" for k in s]
+        elif name in GRIDS:
+            key = {"threshold": "", "factor": "", "eb": "gamma="}[name]
+            specs += [f"{name}:{key}{v}" for v in GRIDS[name]]
+        else:
+            raise ValueError(f"unknown sweep {name!r}: use 'all' or some of {list(STEP_RULES) + list(GRIDS)}")
+    return specs
+
+
+def learned_specs(paths, taus):
+    return [f"{p}:tau={float(t)}" for p in paths for t in taus]
+
+
+# ----------------------------------------------------------------------------------------------------
+# the rows file: a JSON list, appended to and resumed
+
+def load_rows(path):
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path) as f:
+            rows = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{path} is not a results file (not JSON); move it away or pass another --out") from None
+    if not isinstance(rows, list) or any(not isinstance(r, dict) or not set(KEY) <= set(r) for r in rows):
+        raise ValueError(f"{path} is not a results file written by eval.py (a JSON list of rows with {KEY}); "
+                         f"move it away or pass another --out")
+    return rows
+
+
+def save_rows(path, rows):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(rows, f, indent=1)
+    os.replace(path + ".tmp", path)   # atomic: the file is always the old or the new list, never half of one
+
+
+def row_key(r):
+    return tuple(r[k] for k in KEY)
+
+
+@dataclass
+class Setting:
+    model: str
+    task: str
+    gen_length: int
+    block_length: int
+    specs: list          # policy specs to evaluate here
+    name: str = ""       # label in the report, e.g. "full diffusion"
+
+
+def check_setting(s):
+    if s.block_length <= 0 or s.gen_length % s.block_length:
+        raise ValueError(f"gen length {s.gen_length} must be a multiple of block length {s.block_length}")
+
+
+def canonical(spec):
+    """The spec string a row is stored under (heuristics: as the policy prints itself)."""
+    return parse_policy(spec).spec if not spec.split(":")[0].endswith(".pt") else spec
+
+
+def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, device=None, data=None, split="test",
+        progress=True):
+    """Evaluate every (setting, spec, seed) that has no row in `out` yet; returns all rows of the file."""
+    for s in settings:
+        check_setting(s)
+    rows = load_rows(out)
+    have = {row_key(r) for r in rows}
+    dllm, loaded = None, None
+    for s in settings:
+        problems = {seed: get_problems(s.task, n, seed, split, data) for seed in seeds}   # cheap; before the model
+        todo = [(canonical(spec), seed) for spec in s.specs for seed in seeds]
+        todo = [(spec, seed) for spec, seed in todo if (s.model, s.task, s.gen_length, s.block_length, spec,
+                                                         len(problems[seed]), seed, temperature) not in have]
+        if not todo:
+            continue
+        if loaded != s.model:   # one dLLM in memory at a time (real ones are 16 GB)
+            dllm = None
+            dllm, loaded = load_dllm(s.model, device=device), s.model
+        for spec, seed in todo:
+            pol = parse_policy(spec, dllm.device)
+            pol.check(s.gen_length, s.block_length)
+            row, _ = evaluate(dllm, pol, problems[seed], s.task, s.gen_length, s.block_length, batch_size,
+                              temperature, seed, progress)
+            row.update(model=s.model, task=s.task, gen_length=s.gen_length, block_length=s.block_length,
+                       policy=spec, seed=seed, temperature=temperature, setting=s.name)
+            if isinstance(pol, LearnedPolicy):
+                row["trained"] = trained_on(spec)
+            rows.append(row)
+            have.add(row_key(row))
+            save_rows(out, rows)
+            if progress:
+                print(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} seed {seed} "
+                      f"{spec:<40} {row['accuracy']:5.1f}% @ {row['mean_nfe']:6.2f} NFE ({row['seconds']:.1f} s)")
+    return rows
+
+
+def trained_on(spec):
+    """The training setup of a checkpoint policy, stored in its rows (the report groups policies by alpha)."""
+    ck = torch.load(spec.split(":tau=")[0], map_location="cpu", weights_only=True)
+    a = ck["args"]
+    return dict(model=a["model"], task=a["task"], gen_length=a["gen_length"], block_length=a["block_length"],
+                alpha=a["alpha"], reward=a["reward"], step=ck["step"])
+
+
+def summarize(rows):
+    """Mean and spread over seeds: one dict per (setting, policy) with accuracy/mean_nfe means and sds."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in KEY if k != "seed"), []).append(r)
+    out = []
+    for g in groups.values():
+        acc = torch.tensor([r["accuracy"] for r in g], dtype=torch.float64)
+        nfe = torch.tensor([r["mean_nfe"] for r in g], dtype=torch.float64)
+        s = dict(g[0])
+        s.update(accuracy=acc.mean().item(), mean_nfe=nfe.mean().item(), seeds=len(g),
+                 accuracy_sd=acc.std().item() if len(g) > 1 else 0.0, mean_nfe_sd=nfe.std().item() if len(g) > 1 else 0.0,
+                 tokens_per_nfe=sum(r["tokens_per_nfe"] for r in g) / len(g), seconds=sum(r["seconds"] for r in g))
+        out.append(s)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# the tiny-world suite
+
+SUITE = dict(task="sum", ood_task="sub", model="tiny", other_model="tiny-b", L=32, semi_bl=8,
+             alphas=(0, 1, 3, 10), additive_alpha=10, taus=(0.5, 1.0, 2.0), steps=100, prompts=16, group=8, n=500)
+
+
+def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"]):
+    """Train (or finish, or reuse) one suite policy with train.py's loop; returns its checkpoint path."""
+    import train
+    path = os.path.join(out_dir, f"policy_bl{BL}_{'add' if reward == 'additive' else 'a'}{alpha:g}.pt")
+    if os.path.exists(path):
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if ck["step"] >= ck["args"]["steps"]:
+            return path
+    print(f"training {path}: BL={BL} alpha={alpha} reward={reward}, {steps} GRPO steps")
+    train.train(train.TrainConfig(model=SUITE["model"], task=SUITE["task"], gen_length=SUITE["L"], block_length=BL,
+                                  alpha=float(alpha), reward=reward, steps=steps, eval_every=0, out=path,
+                                  prompts_per_step=SUITE["prompts"], group_size=SUITE["group"],
+                                  save_every=10, resume=os.path.exists(path)))
+    return path
+
+
+def suite_settings(pols):
+    """pols[(BL, alpha, reward)] -> checkpoint. The settings of DESIGN.md section 9, in the tiny world."""
+    c, L, S = SUITE, SUITE["L"], SUITE["semi_bl"]
+    tau1 = lambda BL, rewards=("mult",): learned_specs([pols[k] for k in sorted(pols) if k[0] == BL and k[2] in rewards], [1.0])
+    taus = lambda BL: learned_specs([pols[(BL, 3, "mult")]], [t for t in c["taus"] if t != 1.0])
+    return [
+        Setting(c["model"], c["task"], L, S, sweep_specs(ALL, L, S) + tau1(S) + taus(S), "semi-AR"),
+        Setting(c["model"], c["task"], L, L, sweep_specs(ALL, L, L) + tau1(L, ("mult", "additive")) + taus(L),
+                "full diffusion"),
+        Setting(c["model"], c["task"], 2 * L, S, sweep_specs(ALL, 2 * L, S) + tau1(S), "length transfer, semi-AR"),
+        Setting(c["model"], c["task"], 2 * L, 2 * L, sweep_specs(ALL, 2 * L, 2 * L) + tau1(L), "length transfer, full"),
+        Setting(c["other_model"], c["task"], L, S, sweep_specs(ALL, L, S) + tau1(S), "model transfer, semi-AR"),
+        Setting(c["other_model"], c["task"], L, L, sweep_specs(ALL, L, L) + tau1(L), "model transfer, full"),
+        Setting(c["model"], c["ood_task"], L, S, sweep_specs(ALL, L, S) + tau1(S), "domain transfer, semi-AR"),
+        Setting(c["model"], c["ood_task"], L, L, sweep_specs(ALL, L, L) + tau1(L), "domain transfer, full"),
+    ]
+
+
+def unmask_orders(model, task, L, BL, specs, seed=0):
+    """One problem decoded by each spec -> [(spec, token strings, step at which each was revealed, correct)]."""
+    dllm = load_dllm(model)
+    p = get_problems(task, 1, seed, "test")
+    ids, am = prompts_of(dllm, p)
+    out = []
+    for spec in specs:
+        r = generate(dllm, parse_policy(spec), ids, am, L, BL, keys=row_keys(seed, torch.arange(1)))
+        toks = ["." if t == dllm.eos_id else dllm.decode([t]) or "?" for t in r.tokens[0].tolist()]
+        out.append((spec, toks, r.order[0].tolist(), grade(task, p[0], dllm.decode(r.tokens[0].tolist()))))
+    return p[0].question, out
+
+
+def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["steps"]):
+    import report
+    t0 = time.time()
+    for name in (SUITE["model"], SUITE["other_model"]):
+        load_dllm(name)          # pretrains out/<name>.pt if missing
+    pols = {}
+    for BL in (SUITE["semi_bl"], SUITE["L"]):
+        for a in SUITE["alphas"]:
+            pols[(BL, a, "mult")] = suite_policy(out_dir, BL, a, steps=steps)
+    pols[(SUITE["L"], SUITE["additive_alpha"], "additive")] = suite_policy(out_dir, SUITE["L"], SUITE["additive_alpha"],
+                                                                          "additive", steps=steps)
+    path = os.path.join(results_dir, "tiny.json")
+    settings = suite_settings(pols)
+    rows = run(path, settings, n=SUITE["n"])
+    by = report.by_setting(summarize(rows), settings)
+    logs = {}   # name -> (BL, alpha, reward, per-step log); a resumed run may have logged a step twice: keep the last
+    for k, p in pols.items():
+        steps = {m["step"]: m for m in map(json.loads, open(os.path.splitext(p)[0] + ".jsonl"))}
+        logs[os.path.basename(p)] = (*k, [steps[s] for s in sorted(steps)])
+    md = report.suite_report(by, SUITE, logs, minutes=(time.time() - t0) / 60)
+    if plot:
+        report.plot_fronts({report.title(k, v): v for k, v in by.items()}, os.path.join(results_dir, "tiny.png"))
+        L = SUITE["L"]
+        question, orders = unmask_orders(SUITE["model"], SUITE["task"], L, L,
+                                         ["threshold:0.9", f"{pols[(L, 3, 'mult')]}:tau=1.0"])
+        report.plot_orders(question, orders, os.path.join(results_dir, "tiny_order.png"))
+        md += "\n![accuracy vs NFE](tiny.png)\n\n![unmask order](tiny_order.png)\n"
+    with open(os.path.join(results_dir, "tiny.md"), "w") as f:
+        f.write(md)
+    print(md)
+    print(f"wrote {results_dir}/tiny.json and tiny.md in {(time.time() - t0) / 60:.1f} min")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="evaluate unmasking policies over settings; resumable JSON rows")
+    p.add_argument("--suite", default=None, help="'tiny': the paper's experiments in the tiny world, end to end")
+    p.add_argument("--model", default="tiny", help="dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt")
+    p.add_argument("--task", default="sum", help="sum, sub (tiny world) or gsm8k, math500")
+    p.add_argument("--gen-length", type=int, default=32, help="L, the generation buffer (real models: 256)")
+    p.add_argument("--block-lengths", default="32", help="comma-separated BLs; BL == L is full diffusion")
+    p.add_argument("--sweep", default="", help="heuristic sweeps: 'all' or some of topk,random,threshold,factor,eb,margin,entropy")
+    p.add_argument("--policies", default="", help="extra specs: heuristics ('threshold:0.9') or checkpoints ('ckpt.pt')")
+    p.add_argument("--taus", default="1", help="policy-temperature grid for the checkpoints in --policies")
+    p.add_argument("--n", type=int, default=500, help="problems per row")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (problem set and policy randomness); mean and sd reported")
+    p.add_argument("--batch-size", type=int, default=128, help="prompts per generate call")
+    p.add_argument("--temperature", type=float, default=0.0, help="dLLM sampling temperature")
+    p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500")
+    p.add_argument("--split", default="test", help="problem split")
+    p.add_argument("--out", default="results/eval.json", help="rows file (resumed if it exists)")
+    p.add_argument("--plot", action="store_true", help="also draw accuracy vs NFE to a PNG beside --out (needs matplotlib)")
+    p.add_argument("--suite-steps", type=int, default=SUITE["steps"], help="GRPO steps per suite policy")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
+    args = p.parse_args(argv)
+    try:
+        if args.plot:
+            import report
+            report.need_matplotlib()
+        if args.suite:
+            if args.suite != "tiny":
+                raise ValueError(f"unknown suite {args.suite!r}: the one suite is 'tiny'")
+            return suite(plot=args.plot, steps=args.suite_steps)
+        L = args.gen_length
+        BLs = [int(b) for b in args.block_lengths.split(",") if b.strip()]
+        names = ALL if args.sweep == "all" else [s for s in args.sweep.split(",") if s.strip()]
+        ckpts = [s for s in args.policies.split(",") if s.strip().endswith(".pt")]
+        others = [s for s in args.policies.split(",") if s.strip() and s not in ckpts]
+        taus = [float(t) for t in args.taus.split(",")]
+        settings = [Setting(args.model, args.task, L, BL, sweep_specs(names, L, BL) + others + learned_specs(ckpts, taus))
+                    for BL in BLs]
+        if not any(s.specs for s in settings):
+            raise ValueError("nothing to evaluate: pass --sweep and/or --policies")
+        for s in settings:
+            check_setting(s)
+            for spec in s.specs:
+                parse_policy(spec).check(L, s.block_length)    # fail before loading a model, not midway
+        seeds = [int(s) for s in args.seeds.split(",")]
+        rows = run(args.out, settings, args.n, seeds, args.batch_size, args.temperature, args.device, args.data,
+                   args.split)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}")
+    mine = [r for r in summarize(rows) if (r["model"], r["task"], r["gen_length"]) == (args.model, args.task, L)
+            and r["block_length"] in BLs and r["temperature"] == args.temperature and r["n"] == args.n]
+    import report
+    for BL in BLs:
+        print(f"\n{args.model} {args.task} L={L} BL={BL}, mean over {len(seeds)} seed(s) (± sd)")
+        print(report.markdown_table([r for r in mine if r["block_length"] == BL]))
+    if args.plot:
+        png = os.path.splitext(args.out)[0] + ".png"
+        report.plot_fronts({f"{args.model} {args.task} L={L} BL={BL}": [r for r in mine if r["block_length"] == BL]
+                            for BL in BLs}, png)
+        print(f"wrote {png}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

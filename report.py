@@ -1,0 +1,268 @@
+"""
+From eval.py's rows to what a reader looks at: markdown tables, one verdict per paper claim, and pictures.
+Kept apart from eval.py because it never runs a model: it only reads rows (and training logs), so the
+verdict rules can be read, and argued with, in one place.
+
+Matched NFE (the rule every comparison below uses): a policy at mean NFE x is compared with the best heuristic
+accuracy among heuristic rows of the same setting whose mean NFE is at most 1.1 x ("read off the sweep").
+The gap is the policy's accuracy minus that. matplotlib is needed only for the pictures (--plot).
+"""
+import math
+
+SLACK = 1.1          # a heuristic within 10% more NFE counts as matched
+BUDGETS = (4, 6, 8, 12, 16, 32)
+
+
+def need_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("--plot needs matplotlib, an optional dependency: pip install matplotlib") from None
+
+
+def is_learned(r):
+    return "trained" in r
+
+
+def family(r):
+    return "learned" if is_learned(r) else r["policy"].split(":")[0]
+
+
+def best_at(heuristics, nfe, slack=SLACK):
+    """Best heuristic accuracy at matched NFE (<= slack * nfe), or None if every heuristic is slower."""
+    acc = [r["accuracy"] for r in heuristics if r["mean_nfe"] <= slack * nfe]
+    return max(acc) if acc else None
+
+
+def gaps(rows):
+    """(policy row, best heuristic at matched NFE, gap) for each learned row of one setting."""
+    heur = [r for r in rows if not is_learned(r)]
+    out = []
+    for r in rows:
+        if is_learned(r):
+            b = best_at(heur, r["mean_nfe"])
+            out.append((r, b, None if b is None else r["accuracy"] - b))
+    return out
+
+
+def label(r):
+    if not is_learned(r):
+        return r["policy"]
+    t = r["trained"]
+    tau = r["policy"].rsplit(":tau=", 1)[-1]
+    return f"learned {'additive' if t['reward'] == 'additive' else 'alpha'}={t['alpha']:g} tau={float(tau):g} (BL {t['block_length']})"
+
+
+def markdown_table(rows):
+    lines = ["| policy | accuracy % | mean NFE | tokens/NFE | best heuristic at matched NFE | gap |",
+             "|---|---:|---:|---:|---:|---:|"]
+    best = {id(r): (b, g) for r, b, g in gaps(rows)}
+    for r in sorted(rows, key=lambda r: (is_learned(r), family(r), r["mean_nfe"])):
+        b, g = best.get(id(r), (None, None))
+        sd = f" ± {r['accuracy_sd']:.1f}" if r.get("seeds", 1) > 1 else ""
+        name = f"**{label(r)}**" if is_learned(r) else label(r)
+        lines.append(f"| {name} | {r['accuracy']:.1f}{sd} | {r['mean_nfe']:.2f} | {r['tokens_per_nfe']:.2f} | "
+                     f"{'' if b is None else f'{b:.1f}'} | {'' if g is None else f'{g:+.1f}'} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# verdicts: one per claim of DESIGN.md section 9 (and the GRPO claims of section 5)
+
+def best_gap(rows, reward="mult", tau=None):
+    g = [(r, b, x) for r, b, x in gaps(rows) if x is not None and r["trained"]["reward"] == reward
+         and (tau is None or r["policy"].endswith(f":tau={float(tau)}"))]
+    return max(g, key=lambda t: t[2]) if g else (None, None, None)
+
+
+def fmt(r, b, g):
+    if g is None:
+        return "no policy point has a heuristic at matched NFE"
+    return f"{label(r)}: {r['accuracy']:.1f}% @ {r['mean_nfe']:.2f} NFE vs best heuristic {b:.1f}% (gap {g:+.1f})"
+
+
+def sg(g):
+    return "n/a" if g is None else f"{g:+.1f}"
+
+
+def verdict(held, claim, evidence):
+    word = {True: "held", False: "did not hold", None: "mixed or not measurable"}[held]
+    return f"- **{claim}: {word}.** {evidence}"
+
+
+def both(a, b):
+    return a if a == b else None
+
+
+def suite_verdicts(by, cfg, logs):
+    """by[setting name] -> summarized rows. Returns markdown lines."""
+    out, semi, full = [], by["semi-AR"], by["full diffusion"]
+    # heuristics degrade with larger blocks: the heuristic fronts read at a few NFE budgets
+    hs, hf = [r for r in semi if not is_learned(r)], [r for r in full if not is_learned(r)]
+    pairs = [(B, best_at(hs, B, 1.0), best_at(hf, B, 1.0)) for B in BUDGETS]
+    pairs = [(B, s, f) for B, s, f in pairs if s is not None and f is not None]
+    diff = sum(s - f for _, s, f in pairs) / max(1, len(pairs))
+    out.append(verdict(diff >= 2, "Heuristics degrade with larger blocks (full diffusion below semi-AR at equal NFE)",
+                       "best heuristic at NFE <= B, BL = %d vs BL = L: " % cfg["semi_bl"] +
+                       ", ".join(f"B={B}: {s:.1f} vs {f:.1f}" for B, s, f in pairs) + f" (mean difference {diff:+.1f})."))
+    r, b, g = best_gap(semi)
+    out.append(verdict(None if g is None else g >= -2, "The policy matches the best heuristic in semi-AR (within 2 points at matched NFE)",
+                       f"Best point: {fmt(r, b, g)}."))
+    r, b, g = best_gap(full)
+    out.append(verdict(None if g is None else g >= 10, "The policy beats every heuristic in full diffusion (by >= 10 points somewhere)",
+                       f"Best point: {fmt(r, b, g)}."))
+    for claim, prefix in (("Length transfer holds (trained at L, evaluated at 2L: no worse against heuristics)",
+                           "length transfer"),
+                          ("Model transfer holds (trained on tiny, evaluated on tiny-b: no worse against heuristics)",
+                           "model transfer")):
+        ev, held = [], []
+        for mode, home in (("semi-AR", semi), ("full", full)):
+            away = by[f"{prefix}, {mode}"]
+            g0, g1 = best_gap(home, tau=1.0)[2], best_gap(away, tau=1.0)[2]
+            held.append(None if None in (g0, g1) else g1 >= g0 - 2)
+            ev.append(f"{mode}: best gap {sg(g0)} at home, {sg(g1)} transferred")
+        out.append(verdict(both(*held), claim, "; ".join(ev) + "."))
+    ev, held = [], []
+    for mode, home in (("semi-AR", semi), ("full", full)):
+        g0, g1 = best_gap(home, tau=1.0)[2], best_gap(by[f"domain transfer, {mode}"], tau=1.0)[2]
+        held.append(None if None in (g0, g1) else g1 < g0 - 2)
+        ev.append(f"{mode}: best gap {sg(g0)} on {cfg['task']}, {sg(g1)} on {cfg['ood_task']}")
+    out.append(verdict(both(*held), "Out of domain the policy degrades (a smaller gap to heuristics than in domain)",
+                       "; ".join(ev) + "."))
+    a = cfg["additive_alpha"]
+    add = [r for r in full if is_learned(r) and r["trained"]["reward"] == "additive" and r["policy"].endswith(":tau=1.0")]
+    mult = [r for r in full if is_learned(r) and r["trained"]["reward"] == "mult" and r["trained"]["alpha"] == a
+            and r["policy"].endswith(":tau=1.0")]
+    if add and mult:
+        ad, mu = add[0], mult[0]
+        out.append(verdict(ad["accuracy"] <= mu["accuracy"] - 10 and ad["mean_nfe"] <= mu["mean_nfe"],
+                           f"The additive reward is gamed (alpha = {a:g}: fast and wrong, >= 10 points below the "
+                           f"multiplicative reward)",
+                           f"additive {ad['accuracy']:.1f}% @ {ad['mean_nfe']:.2f} NFE, multiplicative "
+                           f"{mu['accuracy']:.1f}% @ {mu['mean_nfe']:.2f}."))
+    ev, held = [], []
+    for mode, rows in (("semi-AR", semi), ("full", full)):
+        pol = [r for r in rows if is_learned(r) and r["trained"]["reward"] == "mult"]
+        tau1 = [r for r in pol if r["policy"].endswith(":tau=1.0")]
+        a3 = [r for r in pol if r["trained"]["alpha"] == 3]
+        span = lambda rs: max(r["mean_nfe"] for r in rs) - min(r["mean_nfe"] for r in rs)
+        held.append(span(a3) < 0.5 * span(tau1))
+        ev.append(f"{mode}: tau in {{{', '.join(f'{t:g}' for t in cfg['taus'])}}} moves alpha=3's NFE over "
+                  f"{span(a3):.2f}, the alphas over {span(tau1):.2f}")
+    out.append(verdict(both(*held), "The policy temperature moves the trade-off only a little (less than half "
+                       "the NFE range of the alpha sweep)", "; ".join(ev) + "."))
+    ev, held = [], []
+    for mode, rows in (("semi-AR", semi), ("full", full)):
+        tau1 = {r["trained"]["alpha"]: r for r in rows if is_learned(r) and r["trained"]["reward"] == "mult"
+                and r["policy"].endswith(":tau=1.0")}
+        held.append(tau1[0]["accuracy"] >= max(r["accuracy"] for r in tau1.values()))
+        ev.append(f"{mode}: " + ", ".join(f"alpha {a:g} {r['accuracy']:.1f}% @ {r['mean_nfe']:.2f}"
+                                         for a, r in sorted(tau1.items())))
+    out.append(verdict(both(*held), "alpha = 0 keeps accuracy highest", "; ".join(ev) + "."))
+    ev, held = [], []
+    for name, (BL, alpha, reward, log) in sorted(logs.items()):
+        head, tail = log[:10], log[-10:]
+        m = lambda rs, k: sum(x[k] for x in rs) / len(rs)
+        if alpha > 0 and reward == "mult":
+            held.append(m(tail, "reward") > m(head, "reward") and m(tail, "nfe") < m(head, "nfe"))
+        ev.append(f"{name}: reward {m(head, 'reward'):.3f} -> {m(tail, 'reward'):.3f}, NFE {m(head, 'nfe'):.1f} -> "
+                  f"{m(tail, 'nfe'):.1f}")
+    out.append(verdict(all(held) if held else None, "GRPO: training reward rises and mean NFE falls for alpha > 0 "
+                       "(multiplicative reward; mean of the first 10 steps -> the last 10)", "; ".join(ev) + "."))
+    return out
+
+
+def by_setting(rows, settings):
+    """Summarized rows -> {setting name: its rows}. Matched on (model, task, L, BL, policy), not on the stored
+    name, since two settings may share rows (the same evaluation is never run twice)."""
+    from eval import canonical
+    out = {}
+    for s in settings:
+        specs = {canonical(p) for p in s.specs}
+        out[s.name] = [r for r in rows if (r["model"], r["task"], r["gen_length"], r["block_length"]) ==
+                       (s.model, s.task, s.gen_length, s.block_length) and r["policy"] in specs]
+    return out
+
+
+def title(name, rows):
+    r = rows[0]
+    return f"{name}: {r['model']}, {r['task']}, L = {r['gen_length']}, BL = {r['block_length']}"
+
+
+def suite_report(by, cfg, logs, minutes):
+    md = ["# The paper's claims in the tiny world", "",
+          f"Generated by `python eval.py --suite tiny` ({minutes:.1f} min for this invocation, 2 CPU cores unless "
+          f"noted); every number below is computed from `results/tiny.json`. Task `{cfg['task']}`, L = {cfg['L']}, "
+          f"{cfg['n']} held-out problems per row, dLLM temperature 0. Policies: {cfg['steps']} GRPO steps each "
+          f"({cfg['prompts']} prompts x {cfg['group']} rollouts), alpha in {list(cfg['alphas'])} at BL = {cfg['semi_bl']} and BL = L, plus "
+          f"the additive reward at alpha = {cfg['additive_alpha']:g}. Matched NFE: the best heuristic whose mean "
+          f"NFE is at most 1.1x the policy's.", "", "## Verdicts", ""]
+    md += suite_verdicts(by, cfg, logs)
+    for name, rs in by.items():
+        md += ["", f"## {title(name, rs)}", "", markdown_table(rs)]
+    return "\n".join(md) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------
+# pictures (matplotlib imported here only)
+
+def plot_fronts(panels, path):
+    """Accuracy against mean NFE (log axis): a curve per heuristic, points for learned policies; panels is
+    {title: rows}, one panel each."""
+    need_matplotlib()
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cols = min(2, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 4 * nrows), squeeze=False)
+    for ax, (title, rs) in zip(axes.flat, panels.items()):
+        for fam in sorted({family(r) for r in rs if not is_learned(r)}):
+            pts = sorted((r["mean_nfe"], r["accuracy"]) for r in rs if family(r) == fam)
+            ax.plot(*zip(*pts), marker="o", ms=3, label=fam)
+        for r in rs:
+            if is_learned(r):
+                ax.scatter(r["mean_nfe"], r["accuracy"], marker="*", s=90, color="black", zorder=3)
+                t = r["trained"]
+                tau = float(r["policy"].rsplit(":tau=", 1)[-1])
+                ax.annotate(f"{'add' if t['reward'] == 'additive' else 'a'}{t['alpha']:g}" + (f" t{tau:g}" if tau != 1 else ""),
+                            (r["mean_nfe"], r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("mean NFE")
+        ax.set_ylabel("accuracy %")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_orders(question, orders, path):
+    """One generation per policy, side by side: each position coloured by the step that revealed it."""
+    need_matplotlib()
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    L = len(orders[0][2])
+    fig, axes = plt.subplots(len(orders), 1, figsize=(max(8, 0.42 * L), 1.3 * len(orders) + 0.6), squeeze=False)
+    for ax, (spec, toks, order, ok) in zip(axes[:, 0], orders):
+        steps = np.ma.masked_equal(np.array([order], dtype=float), 0)   # 0: never revealed
+        ax.imshow(steps, cmap="viridis", aspect="auto", vmin=1, vmax=max(max(order), 1))
+        for i, (t, s) in enumerate(zip(toks, order)):
+            ax.text(i, -0.12, t, ha="center", va="center", fontsize=10, color="white", weight="bold")
+            ax.text(i, 0.28, str(s) if s else "-", ha="center", va="center", fontsize=7, color="white")
+        ax.set_yticks([])
+        ax.set_xticks(range(L))
+        ax.tick_params(labelsize=6)
+        ax.set_title(f"{spec}: {max(order)} steps, {'correct' if ok else 'wrong'}", fontsize=9)
+    fig.suptitle(f"prompt {question!r}: the step at which each position was revealed (colour; number below the token)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

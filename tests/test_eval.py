@@ -1,0 +1,247 @@
+"""eval.py and report.py: sweep builders, the rows file (format, resume, interruption), seeds, verdict rules by
+hand, the pictures (skipped without matplotlib), the CLI on the tiny and the official-layout fixture models,
+and the whole tiny suite on a shrunken configuration."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+import eval as ev
+import report
+from policy import parse_policy
+
+
+def run_eval(*args):
+    return subprocess.run([sys.executable, "eval.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+
+
+def test_sweep_specs_cover_each_rule_and_are_valid():
+    assert ev.sweep_specs(["topk"], 32, 32) == [f"topk:steps={k}" for k in (1, 2, 4, 8, 16, 32)]
+    assert ev.sweep_specs(["random"], 32, 8) == [f"random:steps={k}" for k in (4, 8, 16, 32)]
+    assert ev.sweep_specs(["topk"], 256, 32) == [f"topk:steps={k}" for k in (8, 16, 32, 64, 128, 256)]
+    specs = ev.sweep_specs(ev.ALL + ("margin", "entropy"), 64, 8)
+    assert len(specs) == 4 * 4 + sum(len(v) for v in ev.GRIDS.values())
+    for s in specs:
+        parse_policy(s).check(64, 8)     # every built spec is valid where it is used
+    with pytest.raises(ValueError, match="unknown sweep"):
+        ev.sweep_specs(["best"], 32, 32)
+
+
+def settings(model):
+    return [ev.Setting(model, "sum", 16, 8, ["topk:steps=4", "threshold:lam=0.9"], "semi"),
+            ev.Setting(model, "sum", 16, 16, ["eb:gamma=0.1"], "full")]
+
+
+def test_rows_format_resume_and_interruption(tiny_path, tmp_path, monkeypatch):
+    out = str(tmp_path / "rows.json")
+    calls, real = [], ev.evaluate
+
+    def counting(*a, **k):
+        calls.append(a[1].spec)
+        if len(calls) == 4 and "interrupt" in os.environ.get("EVAL_TEST", ""):
+            raise KeyboardInterrupt    # killed while the 4th row is in progress
+        return real(*a, **k)
+
+    monkeypatch.setattr(ev, "evaluate", counting)
+    monkeypatch.setenv("EVAL_TEST", "interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        ev.run(out, settings(tiny_path), n=6, seeds=(0, 1), progress=False)
+    rows = json.load(open(out))                               # valid JSON, the 3 finished rows
+    assert len(rows) == 3 and not os.path.exists(out + ".tmp")
+    monkeypatch.setenv("EVAL_TEST", "")
+    calls.clear()
+    rows = ev.run(out, settings(tiny_path), n=6, seeds=(0, 1), progress=False)
+    assert len(calls) == 3 and len(rows) == 6                 # only the missing rows ran
+    assert len({ev.row_key(r) for r in rows}) == 6            # nothing duplicated
+    for r in rows:
+        assert set(ev.KEY) | {"accuracy", "mean_nfe", "tokens_per_nfe", "seconds", "setting"} <= set(r)
+        assert r["n"] == 6 and r["temperature"] == 0.0 and 1 <= r["mean_nfe"] <= 16
+    assert {r["policy"] for r in rows} == {"topk:steps=4", "threshold:0.9", "eb:gamma=0.1"}   # canonical specs
+    calls.clear()
+    assert len(ev.run(out, settings(tiny_path), n=6, seeds=(0, 1), progress=False)) == 6 and not calls
+    # the same problems and keys give the same row, whether resumed or not
+    again = ev.run(str(tmp_path / "fresh.json"), settings(tiny_path), n=6, seeds=(0, 1), progress=False)
+    strip = lambda rs: sorted((ev.row_key(r), r["accuracy"], r["mean_nfe"]) for r in rs)
+    assert strip(again) == strip(rows)
+
+
+def test_summarize_mean_and_spread():
+    base = dict(model="m", task="sum", gen_length=8, block_length=8, policy="p", n=10, temperature=0.0,
+                tokens_per_nfe=2.0, seconds=1.0)
+    rows = [dict(base, seed=0, accuracy=40.0, mean_nfe=4.0), dict(base, seed=1, accuracy=60.0, mean_nfe=6.0)]
+    (s,) = ev.summarize(rows)
+    assert s["accuracy"] == 50.0 and s["mean_nfe"] == 5.0 and s["seeds"] == 2
+    assert s["accuracy_sd"] == pytest.approx(14.1421, abs=1e-3) and s["mean_nfe_sd"] == pytest.approx(1.4142, abs=1e-3)
+
+
+def test_malformed_rows_file_is_refused_and_kept(tiny_path, tmp_path):
+    bad = tmp_path / "r.json"
+    bad.write_text('{"not": "a list"}')
+    out = run_eval("--model", tiny_path, "--sweep", "eb", "--n", "4", "--out", str(bad))
+    assert out.returncode != 0 and "not a results file" in out.stderr and "Traceback" not in out.stderr
+    assert bad.read_text() == '{"not": "a list"}'
+
+
+def hrow(policy, acc, nfe, setting="s"):
+    return dict(policy=policy, accuracy=acc, mean_nfe=nfe, tokens_per_nfe=1.0, setting=setting)
+
+
+def lrow(alpha, acc, nfe, tau=1.0, reward="mult", setting="s", BL=8):
+    return dict(hrow(f"p_a{alpha}_{reward}.pt:tau={tau}", acc, nfe, setting),
+                trained=dict(alpha=alpha, reward=reward, block_length=BL))
+
+
+def test_matched_nfe_rule_by_hand():
+    heur = [hrow("topk:steps=4", 30.0, 4.0), hrow("threshold:0.9", 90.0, 6.0), hrow("topk:steps=8", 95.0, 8.0)]
+    assert report.best_at(heur, 5.0) == 30.0            # 6.0 > 1.1 * 5
+    assert report.best_at(heur, 5.5) == 90.0            # 6.0 <= 6.05
+    assert report.best_at(heur, 3.0) is None            # every heuristic is slower
+    (r, b, g), = report.gaps(heur + [lrow(3, 70.0, 5.5)])
+    assert b == 90.0 and g == -20.0
+    md = report.markdown_table(heur + [lrow(3, 70.0, 5.5)])
+    assert "| **learned alpha=3 tau=1 (BL 8)** | 70.0 | 5.50 |" in md and "| -20.0 |" in md
+
+
+def fake_suite_rows():
+    """Summarized rows of every suite setting, built so that each verdict's outcome is known."""
+    by = {}
+    front = lambda s, acc: [hrow("topk:steps=4", acc[0], 4.0, s), hrow("threshold:0.9", acc[1], 8.0, s)]
+    for s, acc in (("semi-AR", (50, 90)), ("full diffusion", (20, 60))):    # full is 30 points below semi
+        by[s] = front(s, acc)
+    by["semi-AR"] += [lrow(a, acc, nfe, setting="semi-AR") for a, acc, nfe in ((0, 85, 16), (3, 85, 8), (10, 40, 4.2))]
+    by["semi-AR"] += [lrow(3, 84, 8.5, tau=0.5, setting="semi-AR"), lrow(3, 87, 7.5, tau=2.0, setting="semi-AR")]
+    by["full diffusion"] += [lrow(a, acc, nfe, setting="full diffusion", BL=32) for a, acc, nfe in ((0, 80, 16), (3, 75, 8), (10, 40, 4))]
+    by["full diffusion"] += [lrow(3, 76, 9, tau=0.5, setting="full diffusion", BL=32), lrow(3, 74, 8, tau=2.0, setting="full diffusion", BL=32),
+                             lrow(10, 5, 1.5, reward="additive", setting="full diffusion", BL=32)]
+    for prefix, shift in (("length transfer", 0), ("model transfer", -10), ("domain transfer", -10)):
+        for mode, home in (("semi-AR", "semi-AR"), ("full", "full diffusion")):
+            name = f"{prefix}, {mode}"
+            by[name] = front(name, (50, 90) if mode == "semi-AR" else (20, 60))
+            by[name] += [dict(r, accuracy=r["accuracy"] + shift, setting=name) for r in by[home]
+                         if report.is_learned(r) and r["policy"].endswith("tau=1.0") and r["trained"]["reward"] == "mult"]
+    return by
+
+
+def test_suite_verdicts_by_hand():
+    cfg = dict(ev.SUITE)
+    log = lambda r0, r1, n0, n1: [dict(step=i, reward=r0, nfe=n0) for i in range(10)] + \
+        [dict(step=10 + i, reward=r1, nfe=n1) for i in range(10)]
+    logs = {"policy_bl8_a3.pt": (8, 3, "mult", log(0.1, 0.5, 20, 6)),
+            "policy_bl8_a0.pt": (8, 0, "mult", log(0.5, 0.6, 20, 21))}
+    lines = report.suite_verdicts(fake_suite_rows(), cfg, logs)
+    v = {l.split(":")[0].strip("- *"): l for l in lines}
+    assert ": held." in v["Heuristics degrade with larger blocks (full diffusion below semi-AR at equal NFE)"]
+    assert "mean difference +30.0" in v["Heuristics degrade with larger blocks (full diffusion below semi-AR at equal NFE)"]
+    assert "did not hold" in v["The policy matches the best heuristic in semi-AR (within 2 points at matched NFE)"]
+    assert "(gap -3.0)" in v["The policy matches the best heuristic in semi-AR (within 2 points at matched NFE)"]
+    # full: alpha 0 at 80 @ 16 vs best heuristic 60 @ 8 -> +20
+    assert ": held." in v["The policy beats every heuristic in full diffusion (by >= 10 points somewhere)"]
+    assert "(gap +20.0)" in v["The policy beats every heuristic in full diffusion (by >= 10 points somewhere)"]
+    assert ": held." in v["Length transfer holds (trained at L, evaluated at 2L"]
+    assert "did not hold" in v["Model transfer holds (trained on tiny, evaluated on tiny-b"]
+    assert ": held." in v["Out of domain the policy degrades (a smaller gap to heuristics than in domain)"]
+    assert ": held." in v["The additive reward is gamed (alpha = 10"]
+    assert ": held." in v["The policy temperature moves the trade-off only a little (less than half the NFE range of the alpha sweep)"]
+    assert ": held." in v["alpha = 0 keeps accuracy highest"]
+    assert ": held." in v["GRPO"]
+
+
+def test_plots_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = report.plot_fronts(fake_suite_rows(), str(tmp_path / "f.png"))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    orders = [("threshold:0.9", list("1+2=3#3") + ["."] * 3, [2, 3, 1, 4, 5, 6, 7, 1, 1, 1], True),
+              ("ckpt.pt:tau=1.0", list("1+2=3#3") + ["."] * 3, [1, 1, 2, 2, 3, 3, 3, 3, 3, 0], False)]
+    png = report.plot_orders("12?3:", orders, str(tmp_path / "o.png"))
+    assert os.path.getsize(png) > 1000
+
+
+def test_plot_without_matplotlib_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib now raises ImportError
+    with pytest.raises(SystemExit, match="--plot needs matplotlib"):
+        ev.main(["--sweep", "eb", "--plot", "--out", "/nonexistent/never.json"])
+
+
+def test_cli_with_checkpoint_taus_and_seeds(tiny_path, tmp_path):
+    import train
+    ck = str(tmp_path / "p.pt")
+    train.train(train.TrainConfig(model=tiny_path, gen_length=16, block_length=8, prompts_per_step=2, group_size=2,
+                                  steps=1, eval_every=0, out=ck))
+    out = run_eval("--model", tiny_path, "--gen-length", "16", "--block-lengths", "8,16", "--sweep", "topk",
+                   "--policies", f"{ck},threshold:0.9", "--taus", "0.5,1", "--seeds", "0,1", "--n", "4",
+                   "--out", str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stderr
+    rows = json.load(open(tmp_path / "r.json"))
+    # BL 8: topk 2,4,8,16; BL 16: topk 1,2,4,8,16; + threshold + 2 taus; x 2 seeds
+    assert len(rows) == 2 * ((4 + 3) + (5 + 3))
+    learned = [r for r in rows if "trained" in r]
+    assert {r["policy"] for r in learned} == {f"{ck}:tau=0.5", f"{ck}:tau=1.0"}
+    assert all(r["trained"]["block_length"] == 8 and r["trained"]["alpha"] == 3.0 for r in learned)
+    assert out.stdout.count("| **learned alpha=3 tau=") == 4 and "± " in out.stdout
+
+
+def test_cli_real_layout_with_local_gsm8k(llada_dir, tmp_path):
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {i} + 3 ?", "answer": f"... #### {i + 3}"}) for i in range(3)))
+    out = run_eval("--model", llada_dir, "--task", "gsm8k", "--data", str(data), "--gen-length", "16",
+                   "--block-lengths", "8,16", "--sweep", "topk", "--policies", "threshold:0.9", "--n", "3",
+                   "--batch-size", "2", "--out", str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stderr
+    rows = json.load(open(tmp_path / "r.json"))
+    assert len(rows) == (4 + 1) + (5 + 1) and all(r["n"] == 3 and r["task"] == "gsm8k" for r in rows)
+    assert {r["mean_nfe"] for r in rows if r["policy"] == "topk:steps=8"} == {8.0}
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--block-lengths", "5", "--sweep", "eb"], "multiple of block length"),
+    (["--sweep", "best"], "unknown sweep"),
+    (["--policies", "topk:steps=3", "--block-lengths", "8"], "multiple of the 4 blocks"),
+    (["--policies", "missing.pt"], "not found"),
+    (["--suite", "huge"], "unknown suite"),
+    ([], "nothing to evaluate"),
+])
+def test_bad_input_is_one_clear_error(tmp_path, args, msg):
+    out = run_eval(*args, "--out", str(tmp_path / "r.json"))
+    assert out.returncode != 0 and msg in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(ev, "SUITE", dict(ev.SUITE, model=tiny_path, other_model=tiny_path, L=16, alphas=(0, 3),
+                                          additive_alpha=3, taus=(0.5, 1.0), steps=2, prompts=2, group=2, n=6))
+    monkeypatch.setattr(ev, "ALL", ("topk", "threshold"))
+    monkeypatch.setattr(ev, "GRIDS", dict(ev.GRIDS, threshold=[0.5, 0.9]))
+    res, out = str(tmp_path / "results"), str(tmp_path / "out")
+    plot = report_has_matplotlib()
+    ev.suite(results_dir=res, out_dir=out, plot=plot, steps=2)
+    rows = json.load(open(os.path.join(res, "tiny.json")))
+    assert len({ev.row_key(r) for r in rows}) == len(rows)
+    md = open(os.path.join(res, "tiny.md")).read()
+    for name in ("semi-AR", "full diffusion", "length transfer, semi-AR", "length transfer, full", "model transfer, semi-AR",
+                 "model transfer, full", "domain transfer, semi-AR", "domain transfer, full"):
+        assert f"\n## {name}: " in md     # model == other model here: the model-transfer rows are shared, not rerun
+    assert md.count("\n- **") == 10 and "## Verdicts" in md and "## length transfer, full: " in md
+    assert all(w in md for w in ("held", "transferred"))
+    ckpts = sorted(os.listdir(out))
+    runs = [f"bl{b}_a{a}" for b in (8, 16) for a in (0, 3)] + ["bl16_add3"]
+    assert ckpts == sorted(f"policy_{r}.{e}" for r in runs for e in ("pt", "jsonl"))
+    stamp = {f: os.path.getmtime(os.path.join(out, f)) for f in ckpts}
+    ev.suite(results_dir=res, out_dir=out, plot=False, steps=2)      # a rerun trains nothing and adds no row
+    assert json.load(open(os.path.join(res, "tiny.json"))) == rows
+    assert stamp == {f: os.path.getmtime(os.path.join(out, f)) for f in ckpts}
+    if plot:
+        assert os.path.exists(os.path.join(res, "tiny.png")) and os.path.exists(os.path.join(res, "tiny_order.png"))
+
+
+def report_has_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+        return True
+    except ImportError:
+        return False
