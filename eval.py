@@ -113,13 +113,22 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
     for s in settings:
         check_setting(s)
     rows = load_rows(out)
-    have = {row_key(r) for r in rows}
+    have = {row_key(r): r for r in rows}
+    trained = {}   # checkpoint spec -> its training setup; a row of an older state of that file is stale
+
+    def done(key):
+        spec = key[KEY.index("policy")]
+        if spec.split(":tau=")[0].endswith(".pt"):
+            trained.setdefault(spec, trained_on(spec))
+            return key in have and have[key].get("trained") == trained[spec]
+        return key in have
+
     dllm, loaded = None, None
     for s in settings:
         problems = {seed: get_problems(s.task, n, seed, split, data) for seed in seeds}   # cheap; before the model
         todo = [(canonical(spec), seed) for spec in s.specs for seed in seeds]
-        todo = [(spec, seed) for spec, seed in todo if (s.model, s.task, s.gen_length, s.block_length, spec,
-                                                         len(problems[seed]), seed, temperature) not in have]
+        todo = [(spec, seed) for spec, seed in todo if not done((s.model, s.task, s.gen_length, s.block_length, spec,
+                                                                  len(problems[seed]), seed, temperature))]
         if not todo:
             continue
         if loaded != s.model:   # one dLLM in memory at a time (real ones are 16 GB)
@@ -133,9 +142,10 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
             row.update(model=s.model, task=s.task, gen_length=s.gen_length, block_length=s.block_length,
                        policy=spec, seed=seed, temperature=temperature, setting=s.name)
             if isinstance(pol, LearnedPolicy):
-                row["trained"] = trained_on(spec)
-            rows.append(row)
-            have.add(row_key(row))
+                row["trained"] = trained[spec]
+            stale = have.get(row_key(row))
+            rows = [r for r in rows if r is not stale] + [row]
+            have[row_key(row)] = row
             save_rows(out, rows)
             if progress:
                 print(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} seed {seed} "
@@ -181,7 +191,10 @@ def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"]):
     path = os.path.join(out_dir, f"policy_bl{BL}_{'add' if reward == 'additive' else 'a'}{alpha:g}.pt")
     if os.path.exists(path):
         ck = torch.load(path, map_location="cpu", weights_only=True)
-        if ck["step"] >= ck["args"]["steps"]:
+        if ck["args"]["steps"] != steps:
+            raise ValueError(f"{path} was trained for {ck['args']['steps']} steps, not {steps}: move {out_dir} away "
+                             f"or pass --suite-steps {ck['args']['steps']}")
+        if ck["step"] >= steps:
             return path
     print(f"training {path}: BL={BL} alpha={alpha} reward={reward}, {steps} GRPO steps")
     train.train(train.TrainConfig(model=SUITE["model"], task=SUITE["task"], gen_length=SUITE["L"], block_length=BL,

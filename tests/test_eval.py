@@ -245,3 +245,17 @@ def report_has_matplotlib():
         return True
     except ImportError:
         return False
+
+
+def test_rows_of_a_retrained_checkpoint_are_replaced(tiny_path, tmp_path):
+    import train
+    ck, out = str(tmp_path / "p.pt"), str(tmp_path / "r.json")
+    cfg = dict(model=tiny_path, gen_length=16, block_length=8, prompts_per_step=2, group_size=2, eval_every=0, out=ck)
+    train.train(train.TrainConfig(steps=1, **cfg))
+    s = [ev.Setting(tiny_path, "sum", 16, 8, [ck, "topk:steps=4"])]
+    first = ev.run(out, s, n=4, progress=False)
+    assert [r["trained"]["step"] for r in first if "trained" in r] == [1]
+    train.train(train.TrainConfig(steps=2, resume=True, **cfg))        # the same file, trained further
+    rows = ev.run(out, s, n=4, progress=False)
+    assert len(rows) == 2 and [r["trained"]["step"] for r in rows if "trained" in r] == [2]
+    assert [r for r in rows if "trained" not in r] == [r for r in first if "trained" not in r]
