@@ -238,8 +238,9 @@ def unmask_orders(model, task, L, BL, specs, seed=0):
 def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["steps"]):
     import report
     t0 = time.time()
+    pretrain_min = {}
     for name in (SUITE["model"], SUITE["other_model"]):
-        load_dllm(name)          # pretrains out/<name>.pt if missing
+        pretrain_min[name] = getattr(load_dllm(name), "meta", {}).get("minutes")   # pretrains out/<name>.pt if missing
     pols = {}
     for BL in (SUITE["semi_bl"], SUITE["L"]):
         for a in SUITE["alphas"]:
@@ -254,7 +255,7 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
     for k, p in pols.items():
         steps = {m["step"]: m for m in map(json.loads, open(os.path.splitext(p)[0] + ".jsonl"))}
         logs[os.path.basename(p)] = (*k, [steps[s] for s in sorted(steps)])
-    md = report.suite_report(by, SUITE, logs, minutes=(time.time() - t0) / 60)
+    md = report.suite_report(by, SUITE, logs, (time.time() - t0) / 60, pretrain_min, rows)
     if plot:
         report.plot_fronts({report.title(k, v): v for k, v in by.items()}, os.path.join(results_dir, "tiny.png"))
         L = SUITE["L"]

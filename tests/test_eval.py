@@ -227,7 +227,7 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
                  "model transfer, full", "domain transfer, semi-AR", "domain transfer, full"):
         assert f"\n## {name}: " in md     # model == other model here: the model-transfer rows are shared, not rerun
     assert md.count("\n- **") == 10 and "## Verdicts" in md and "## length transfer, full: " in md
-    assert all(w in md for w in ("held", "transferred"))
+    assert all(w in md for w in ("held", "transferred", "Time, summed from the artifacts", "(the 5 training logs)"))
     ckpts = sorted(os.listdir(out))
     runs = [f"bl{b}_a{a}" for b in (8, 16) for a in (0, 3)] + ["bl16_add3"]
     assert ckpts == sorted(f"policy_{r}.{e}" for r in runs for e in ("pt", "jsonl"))
