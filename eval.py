@@ -253,8 +253,8 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
     by = report.by_setting(summarize(rows), settings)
     logs = {}   # name -> (BL, alpha, reward, per-step log); a resumed run may have logged a step twice: keep the last
     for k, p in pols.items():
-        steps = {m["step"]: m for m in map(json.loads, open(os.path.splitext(p)[0] + ".jsonl"))}
-        logs[os.path.basename(p)] = (*k, [steps[s] for s in sorted(steps)])
+        by_step = {m["step"]: m for m in map(json.loads, open(os.path.splitext(p)[0] + ".jsonl"))}
+        logs[os.path.basename(p)] = (*k, [by_step[s] for s in sorted(by_step)])
     md = report.suite_report(by, SUITE, logs, (time.time() - t0) / 60, pretrain_min, rows)
     if plot:
         report.plot_fronts({report.title(k, v): v for k, v in by.items()}, os.path.join(results_dir, "tiny.png"))
