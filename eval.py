@@ -109,7 +109,8 @@ def canonical(spec):
 
 def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, device=None, data=None, split="test",
         progress=True):
-    """Evaluate every (setting, spec, seed) that has no row in `out` yet; returns all rows of the file."""
+    """Evaluate every (setting, spec, seed) that has no row in `out` yet; returns the rows asked for (evaluated
+    now or found in the file), not the file's other rows."""
     for s in settings:
         check_setting(s)
     rows = load_rows(out)
@@ -123,12 +124,13 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
             return key in have and have[key].get("trained") == trained[spec]
         return key in have
 
-    dllm, loaded = None, None
+    dllm, loaded, asked = None, None, []
     for s in settings:
         problems = {seed: get_problems(s.task, n, seed, split, data) for seed in seeds}   # cheap; before the model
-        todo = [(canonical(spec), seed) for spec in s.specs for seed in seeds]
-        todo = [(spec, seed) for spec, seed in todo if not done((s.model, s.task, s.gen_length, s.block_length, spec,
-                                                                  len(problems[seed]), seed, temperature))]
+        keys = {(spec, seed): (s.model, s.task, s.gen_length, s.block_length, spec, len(problems[seed]), seed,
+                               temperature) for spec in map(canonical, s.specs) for seed in seeds}
+        asked += keys.values()
+        todo = [(spec, seed) for (spec, seed), key in keys.items() if not done(key)]
         if not todo:
             continue
         if loaded != s.model:   # one dLLM in memory at a time (real ones are 16 GB)
@@ -150,7 +152,7 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
             if progress:
                 print(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} seed {seed} "
                       f"{spec:<40} {row['accuracy']:5.1f}% @ {row['mean_nfe']:6.2f} NFE ({row['seconds']:.1f} s)")
-    return rows
+    return [have[k] for k in dict.fromkeys(asked)]
 
 
 def trained_on(spec):
@@ -269,18 +271,27 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
     print(f"wrote {results_dir}/tiny.json and tiny.md in {(time.time() - t0) / 60:.1f} min")
 
 
+def comma(cast):
+    def parse(text):
+        try:
+            return [cast(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {cast.__name__}s") from None
+    return parse
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="evaluate unmasking policies over settings; resumable JSON rows")
     p.add_argument("--suite", default=None, help="'tiny': the paper's experiments in the tiny world, end to end")
     p.add_argument("--model", default="tiny", help="dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt")
     p.add_argument("--task", default="sum", help="sum, sub (tiny world) or gsm8k, math500")
     p.add_argument("--gen-length", type=int, default=32, help="L, the generation buffer (real models: 256)")
-    p.add_argument("--block-lengths", default="32", help="comma-separated BLs; BL == L is full diffusion")
+    p.add_argument("--block-lengths", type=comma(int), default="32", help="comma-separated BLs; BL == L is full diffusion")
     p.add_argument("--sweep", default="", help="heuristic sweeps: 'all' or some of topk,random,threshold,factor,eb,margin,entropy")
     p.add_argument("--policies", default="", help="extra specs: heuristics ('threshold:0.9') or checkpoints ('ckpt.pt')")
-    p.add_argument("--taus", default="1", help="policy-temperature grid for the checkpoints in --policies")
+    p.add_argument("--taus", type=comma(float), default="1", help="policy-temperature grid for the checkpoints in --policies")
     p.add_argument("--n", type=int, default=500, help="problems per row")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (problem set and policy randomness); mean and sd reported")
+    p.add_argument("--seeds", type=comma(int), default="0", help="comma-separated seeds (problem set and policy randomness); mean and sd reported")
     p.add_argument("--batch-size", type=int, default=128, help="prompts per generate call")
     p.add_argument("--temperature", type=float, default=0.0, help="dLLM sampling temperature")
     p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500")
@@ -299,11 +310,10 @@ def main(argv=None):
                 raise ValueError(f"unknown suite {args.suite!r}: the one suite is 'tiny'")
             return suite(plot=args.plot, steps=args.suite_steps)
         L = args.gen_length
-        BLs = [int(b) for b in args.block_lengths.split(",") if b.strip()]
+        BLs, taus, seeds = args.block_lengths, args.taus, args.seeds
         names = ALL if args.sweep == "all" else [s for s in args.sweep.split(",") if s.strip()]
         ckpts = [s for s in args.policies.split(",") if s.strip().endswith(".pt")]
         others = [s for s in args.policies.split(",") if s.strip() and s not in ckpts]
-        taus = [float(t) for t in args.taus.split(",")]
         settings = [Setting(args.model, args.task, L, BL, sweep_specs(names, L, BL) + others + learned_specs(ckpts, taus))
                     for BL in BLs]
         if not any(s.specs for s in settings):
@@ -312,13 +322,11 @@ def main(argv=None):
             check_setting(s)
             for spec in s.specs:
                 parse_policy(spec).check(L, s.block_length)    # fail before loading a model, not midway
-        seeds = [int(s) for s in args.seeds.split(",")]
         rows = run(args.out, settings, args.n, seeds, args.batch_size, args.temperature, args.device, args.data,
                    args.split)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
-    mine = [r for r in summarize(rows) if (r["model"], r["task"], r["gen_length"]) == (args.model, args.task, L)
-            and r["block_length"] in BLs and r["temperature"] == args.temperature and r["n"] == args.n]
+    mine = summarize(rows)
     import report
     for BL in BLs:
         print(f"\n{args.model} {args.task} L={L} BL={BL}, mean over {len(seeds)} seed(s) (± sd)")

@@ -13,6 +13,14 @@ SLACK = 1.1          # a heuristic within 10% more NFE counts as matched
 BUDGETS = (4, 6, 8, 12, 16, 32)
 
 
+def pyplot():
+    need_matplotlib()
+    import matplotlib
+    matplotlib.use("Agg")   # files only, no display
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def need_matplotlib():
     try:
         import matplotlib  # noqa: F401
@@ -22,6 +30,11 @@ def need_matplotlib():
 
 def is_learned(r):
     return "trained" in r
+
+
+def tau_of(r):
+    """The policy temperature of a learned row (its spec ends in ':tau=T')."""
+    return float(r["policy"].rsplit(":tau=", 1)[-1])
 
 
 def family(r):
@@ -49,8 +62,7 @@ def label(r):
     if not is_learned(r):
         return r["policy"]
     t = r["trained"]
-    tau = r["policy"].rsplit(":tau=", 1)[-1]
-    return f"learned {'additive' if t['reward'] == 'additive' else 'alpha'}={t['alpha']:g} tau={float(tau):g} (BL {t['block_length']})"
+    return f"learned {'additive' if t['reward'] == 'additive' else 'alpha'}={t['alpha']:g} tau={tau_of(r):g} (BL {t['block_length']})"
 
 
 def markdown_table(rows):
@@ -71,7 +83,7 @@ def markdown_table(rows):
 
 def best_gap(rows, reward="mult", tau=None):
     g = [(r, b, x) for r, b, x in gaps(rows) if x is not None and r["trained"]["reward"] == reward
-         and (tau is None or r["policy"].endswith(f":tau={float(tau)}"))]
+         and (tau is None or tau_of(r) == tau)]
     return max(g, key=lambda t: t[2]) if g else (None, None, None)
 
 
@@ -130,9 +142,9 @@ def suite_verdicts(by, cfg, logs):
     out.append(verdict(both(*held), "Out of domain the policy degrades (a smaller gap to heuristics than in domain)",
                        "; ".join(ev) + "."))
     a = cfg["additive_alpha"]
-    add = [r for r in full if is_learned(r) and r["trained"]["reward"] == "additive" and r["policy"].endswith(":tau=1.0")]
+    add = [r for r in full if is_learned(r) and r["trained"]["reward"] == "additive" and tau_of(r) == 1.0]
     mult = [r for r in full if is_learned(r) and r["trained"]["reward"] == "mult" and r["trained"]["alpha"] == a
-            and r["policy"].endswith(":tau=1.0")]
+            and tau_of(r) == 1.0]
     if add and mult:
         ad, mu = add[0], mult[0]
         out.append(verdict(ad["accuracy"] <= mu["accuracy"] - 10 and ad["mean_nfe"] <= mu["mean_nfe"],
@@ -143,7 +155,7 @@ def suite_verdicts(by, cfg, logs):
     ev, held = [], []
     for mode, rows in (("semi-AR", semi), ("full", full)):
         pol = [r for r in rows if is_learned(r) and r["trained"]["reward"] == "mult"]
-        tau1 = [r for r in pol if r["policy"].endswith(":tau=1.0")]
+        tau1 = [r for r in pol if tau_of(r) == 1.0]
         a3 = [r for r in pol if r["trained"]["alpha"] == 3]
         span = lambda rs: max(r["mean_nfe"] for r in rs) - min(r["mean_nfe"] for r in rs)
         held.append(span(a3) < 0.5 * span(tau1))
@@ -154,7 +166,7 @@ def suite_verdicts(by, cfg, logs):
     ev, held = [], []
     for mode, rows in (("semi-AR", semi), ("full", full)):
         tau1 = {r["trained"]["alpha"]: r for r in rows if is_learned(r) and r["trained"]["reward"] == "mult"
-                and r["policy"].endswith(":tau=1.0")}
+                and tau_of(r) == 1.0}
         held.append(tau1[0]["accuracy"] >= max(r["accuracy"] for r in tau1.values()))
         ev.append(f"{mode}: " + ", ".join(f"alpha {a:g} {r['accuracy']:.1f}% @ {r['mean_nfe']:.2f}"
                                          for a, r in sorted(tau1.items())))
@@ -216,10 +228,7 @@ def suite_report(by, cfg, logs, minutes, pretrain_min, rows):
 def plot_fronts(panels, path):
     """Accuracy against mean NFE (log axis): a curve per heuristic, points for learned policies; panels is
     {title: rows}, one panel each."""
-    need_matplotlib()
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     cols = min(2, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 4 * nrows), squeeze=False)
@@ -231,7 +240,7 @@ def plot_fronts(panels, path):
             if is_learned(r):
                 ax.scatter(r["mean_nfe"], r["accuracy"], marker="*", s=90, color="black", zorder=3)
                 t = r["trained"]
-                tau = float(r["policy"].rsplit(":tau=", 1)[-1])
+                tau = tau_of(r)
                 ax.annotate(f"{'add' if t['reward'] == 'additive' else 'a'}{t['alpha']:g}" + (f" t{tau:g}" if tau != 1 else ""),
                             (r["mean_nfe"], r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
@@ -250,10 +259,7 @@ def plot_fronts(panels, path):
 
 def plot_orders(question, orders, path):
     """One generation per policy, side by side: each position coloured by the step that revealed it."""
-    need_matplotlib()
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
     L = len(orders[0][2])
     fig, axes = plt.subplots(len(orders), 1, figsize=(max(8, 0.42 * L), 1.3 * len(orders) + 0.6), squeeze=False)
