@@ -16,7 +16,7 @@ The unmasking MDP (paper section 3; DESIGN.md section 3), with the frozen dLLM a
 Semi-autoregressive decoding fills blocks of BL positions left to right (BL < L); BL == L is full
 diffusion. Every policy - heuristic or learned - runs through this one `generate` loop.
 
-    python sample.py --model tiny --task sum --policies "topk:steps=32,threshold:0.9"   # uses this
+    python sample.py --model tiny --task chain --policies "topk:steps=32,threshold:0.9"   # uses this
 """
 from dataclasses import dataclass, field
 

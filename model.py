@@ -8,9 +8,9 @@ transformers release can break it.
     load_dllm("tiny")   -> DLLM with .mask_id .eos_id .pad_id .vocab_size .device .tokenizer
                            .logits(x, attention_mask) -> (B, N, V), position i scores token i
     python model.py --shape llada      # build LLaDA-8B's exact shape on the meta device, count params
-    python model.py --name tiny        # load (pretraining if missing) and print a summary
+    python model.py --name tiny        # load the shipped weights and print a summary
 
-Names: tiny, tiny-b (trained here by pretrain.py, stored under out/), llada, llada-1.5, dream (hub),
+Names: tiny, tiny-b (trained by pretrain.py, shipped in weights/), llada, llada-1.5, dream (hub),
 a local directory in the official LLaDA or Dream layout, or a tiny checkpoint file (*.pt).
 """
 import argparse
@@ -26,7 +26,9 @@ import torch.nn.functional as F
 HUB = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "llada-1.5": "GSAI-ML/LLaDA-1.5",
        "dream": "Dream-org/Dream-v0-Instruct-7B"}
 TINY = ("tiny", "tiny-b")
-OUT_DIR = "out"
+# The tiny dLLMs ship with the repository (a few MB each); pretrain.py rebuilds them (the exact command is in
+# each file's meta). Resolved next to this file, so any working directory finds them.
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
 # Token ids of the real models (DESIGN.md section 7); config.json values win, these are the check.
 KNOWN_IDS = {"llada": dict(mask=126336, eos=126081, pad=126081, eot=126348),
@@ -140,7 +142,7 @@ class Transformer(nn.Module):
 class CharTokenizer:
     """Character tokenizer of the tiny world, with pad / mask / end-of-text specials."""
     specials = ("<pad>", "<mask>", "<eos>")
-    chars = "0123456789+-=#:?"
+    chars = "0123456789+-=#:?~abcd"
 
     def __init__(self):
         self.itos = list(self.specials) + list(self.chars)
@@ -346,16 +348,15 @@ def load_tiny_file(path, device, name=None):
     return d
 
 
-def load_dllm(name, device=None, dtype=None, revision=None, out_dir=OUT_DIR):
+def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_DIR):
     """Any dLLM by name (see the module docstring). bf16 on GPU, fp32 on CPU unless dtype says otherwise."""
     device = torch.device(device) if device else default_device()
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if name in TINY:
-        path = os.path.join(out_dir, f"{name}.pt")
+        path = os.path.join(weights_dir, f"{name}.pt")
         if not os.path.exists(path):
-            import pretrain  # builds it (a few minutes on CPU); imported only when needed
-            print(f"{path} missing: pretraining {name} now (python pretrain.py --name {name})")
-            pretrain.pretrain(pretrain.PretrainConfig(name=name, out_dir=out_dir))
+            raise FileNotFoundError(f"{path} is missing (it ships with the repository): rebuild it with "
+                                    f"python pretrain.py --name {name} --out-dir {weights_dir}")
         return load_tiny_file(path, device, name)
     if name.endswith(".pt") and os.path.isfile(name):
         return load_tiny_file(name, device)

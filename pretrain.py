@@ -2,13 +2,17 @@
 Pretrain a tiny dLLM on the synthetic tasks with the masked-diffusion loss (LLaDA's SFT objective):
 per example draw t ~ U(eps, 1), mask each answer token (end-of-text padding included) with probability
 t, never the prompt, and minimise cross-entropy on the masked tokens weighted by 1/t, normalised by the
-answer length. The result is the frozen environment for the unmasking policies, small enough to train on
-two CPU cores in a few minutes.
+answer length. A share of the rows also masks everything after a random cut: the contexts left-to-right and
+semi-autoregressive decoding present, which random masking alone shows too rarely for a small model to learn
+to compute forward (it learned to infer values from their right-hand context instead). The result is the
+frozen environment for the unmasking policies; the repository ships both in weights/.
 
-    python pretrain.py --name tiny      # about 8 minutes on 2 CPU cores, writes out/tiny.pt
+    python pretrain.py --name tiny      # 11 minutes on 2 CPU cores, writes out/tiny.pt (use it as --model out/tiny.pt)
     python pretrain.py --name tiny-b    # the second model (other seed and size), for model transfer
+    python pretrain.py --check tiny     # the trap test: does this world make confidence rules fail?
 """
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -18,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import CharTokenizer, ModelConfig, Transformer, parse_dataclass, save_tiny
-from tasks import make_sub, make_sum
+from tasks import make_chain, make_sub
 
 # The two tiny models: same family, different seed and size (model-transfer experiments).
 SIZES = {"tiny": dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384, seed=0),
@@ -37,12 +41,15 @@ class PretrainConfig:
     long_frac: float = 0.10    # ... and this fraction of batches use 2L (length-transfer experiments)
     sub_frac: float = 0.10     # fraction of out-of-domain 'sub' problems in the mix
     eps: float = 0.1           # t ~ U(eps, 1); not LLaDA's 1e-3: with 32 answer tokens a tiny t weighs one token up to 1000x
+    suffix_frac: float = 0.7   # share of rows that also mask everything after a random cut (the contexts left-to-right decoding shows)
     threads: int = 0           # torch threads (0: leave torch's default)
+    check: str = None          # instead of training: print the trap diagnostics of this tiny dLLM (name or *.pt)
+    n: int = 500               # problems for --check
 
 
 def make_batch(rng, tok, n, L, sub_frac):
     """(x0 (n, P+L) clean ids, attention mask (n, P+L), P) with prompts left-padded."""
-    probs = [make_sub(rng) if rng.random() < sub_frac else make_sum(rng) for _ in range(n)]
+    probs = [make_sub(rng) if rng.random() < sub_frac else make_chain(rng) for _ in range(n)]
     prompts = [tok.encode(p.question) for p in probs]
     answers = [tok.encode(p.reference) for p in probs]
     P = max(map(len, prompts))
@@ -56,22 +63,33 @@ def make_batch(rng, tok, n, L, sub_frac):
     return x0, am, P
 
 
-def diffusion_loss(net, x0, am, P, mask_id, eps, gen):
-    """Masked-diffusion loss on the answer part x0[:, P:] (LLaDA eq. 3, SFT form)."""
+def diffusion_loss(net, x0, am, P, mask_id, eps, gen, suffix_frac=0.0):
+    """Masked-diffusion loss on the answer part x0[:, P:] (LLaDA eq. 3, SFT form). A share suffix_frac of the
+    rows also masks every answer position from a random cut on; their loss is the mean cross-entropy over their
+    masked tokens (the random rows' 1/t-weighted sum estimates the same per-token scale)."""
     n, L = x0.shape[0], x0.shape[1] - P
     u = (torch.rand(1, generator=gen) + torch.arange(n) / n) % 1             # stratified over the batch
     t = (eps + (1 - eps) * u)[:, None]                                       # (n, 1) ~ U(eps, 1)
     masked = torch.rand(n, L, generator=gen) < t                             # (n, L)
+    suffix = torch.rand(n, generator=gen) < suffix_frac                      # (n,) rows with a masked suffix
+    cut = torch.randint(0, L, (n, 1), generator=gen)
+    masked = masked | (suffix[:, None] & (torch.arange(L) >= cut))
     xt = x0.clone()
     xt[:, P:][masked] = mask_id
     logits = net(xt, am)[:, P:]                                              # (n, L, V)
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x0[:, P:].reshape(-1), reduction="none")
-    return ((ce.view(n, L) * masked / t).sum(1) / L).mean()
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x0[:, P:].reshape(-1), reduction="none").view(n, L)
+    per_row = torch.where(suffix, (ce * masked).sum(1) / masked.sum(1).clamp(min=1), (ce * masked / t).sum(1) / L)
+    return per_row.mean()
 
 
 def pretrain(cfg: PretrainConfig):
     if cfg.name not in SIZES:
         raise ValueError(f"unknown tiny model {cfg.name!r}; choose one of {sorted(SIZES)}")
+    if cfg.steps <= 0 or cfg.batch_size <= 0 or not 0 < cfg.eps < 1:
+        raise ValueError("--steps and --batch-size must be positive and --eps in (0, 1)")
+    path = f"{cfg.out_dir}/{cfg.name}.pt"
+    if os.path.exists(path):  # never overwrite a model (the shipped ones included): checked before any work
+        raise ValueError(f"{path} exists: pass another --out-dir, or delete it first")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     size = dict(SIZES[cfg.name])
@@ -92,7 +110,7 @@ def pretrain(cfg: PretrainConfig):
         x0, am, P = make_batch(rng, tok, cfg.batch_size, L, cfg.sub_frac)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * sched(step)
-        loss = diffusion_loss(net, x0, am, P, tok.mask_token_id, cfg.eps, gen)
+        loss = diffusion_loss(net, x0, am, P, tok.mask_token_id, cfg.eps, gen, cfg.suffix_frac)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -100,14 +118,90 @@ def pretrain(cfg: PretrainConfig):
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.4f}")
     minutes = (time.time() - t0) / 60
-    path = f"{cfg.out_dir}/{cfg.name}.pt"
-    save_tiny(path, net, {"pretrain": asdict(cfg), "minutes": minutes, "final_loss": ema})
+    defaults = asdict(PretrainConfig())
+    command = "python pretrain.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(cfg).items()
+                                               if k in ("name", "out_dir") or v != defaults[k])
+    save_tiny(path, net, {"pretrain": asdict(cfg), "command": command, "minutes": minutes, "final_loss": ema})
     print(f"wrote {path} after {minutes:.1f} min, loss {ema:.4f}")
     return path
 
 
+# ----------------------------------------------------------------------------------------------------
+# does the world contain the trap? (measured on the policies' problems, before any GRPO run)
+
+class Order:
+    """A diagnostic decoding order with oracle access to the proposals: one token per step left to right, or
+    (answer_first) at step 1 everything from the first proposed '#' on - the answer slot and the padding, as
+    LLaDA's confidence rules do in full diffusion - then the rest one token per step left to right."""
+
+    def __init__(self, hash_id, answer_first):
+        self.hash_id, self.answer_first, self.spec = hash_id, answer_first, "answer-first" if answer_first else "left-to-right"
+
+    def check(self, L, BL):
+        pass
+
+    def act(self, obs):
+        b, L = obs.cand.shape
+        pos = torch.arange(L).expand(b, L)
+        first = torch.where(obs.cand, pos, L).min(1, keepdim=True).values
+        pick = obs.cand & (pos == first)                                   # the leftmost masked position
+        if self.answer_first:
+            h = torch.where(obs.x0 == self.hash_id, pos, L).min(1, keepdim=True).values
+            pick = torch.where((obs.t == 0)[:, None] & (h < L), obs.cand & (pos >= h), pick)
+        return pick, None
+
+
+@torch.no_grad()
+def check_world(name, n=500, task="chain", L=32):
+    """Print the trap test: one-shot vs step-by-step accuracy, answer-first vs answer-last, and how confident
+    the answer slot is at step 1 next to the reasoning tokens. Returns the numbers as a dict."""
+    from env import generate
+    from model import load_dllm
+    from policy import parse_policy
+    from sample import evaluate, prompts_of
+    from tasks import get_problems
+    dllm = load_dllm(name, device="cpu")
+    probs = get_problems(task, n, 0, "test")
+    hash_id = dllm.tokenizer.stoi["#"]
+    out = {}
+    for label, pol, BL in [("everything in one step", parse_policy("topk:steps=1"), L),
+                           ("one token per step, left to right", Order(hash_id, False), 1),
+                           ("answer slot and padding first, then left to right", Order(hash_id, True), L),
+                           ("one token per step by confidence (topk:steps=32), full diffusion", parse_policy(f"topk:steps={L}"), L),
+                           ("threshold:0.9, full diffusion", parse_policy("threshold:0.9"), L),
+                           ("threshold:0.9, blocks of 8", parse_policy("threshold:0.9"), 8)]:
+        row, _ = evaluate(dllm, pol, probs, task, L, BL, progress=False)
+        out[label] = row["accuracy"]
+        print(f"{label:<66} {row['accuracy']:5.1f}% @ {row['mean_nfe']:5.2f} NFE")
+    # step 1, everything masked: the answer digit (after the first proposed '#') against the reasoning tokens
+    ids, am = prompts_of(dllm, probs)
+    x = torch.cat([ids, torch.full((len(probs), L), dllm.mask_id)], 1)
+    logits = dllm.logits(x, torch.cat([am, torch.ones_like(x[:, -L:])], 1), start=ids.shape[1])
+    conf, x0 = torch.softmax(logits.float(), -1).max(-1)
+    above, conf_ans, is_gold = [], [], []
+    for i, p in enumerate(probs):
+        hs = (x0[i] == hash_id).nonzero()
+        if not len(hs) or hs[0, 0] + 1 >= L:
+            continue
+        h = hs[0, 0].item()
+        a = dllm.tokenizer.itos[x0[i, h + 1]]
+        above.append((conf[i, :h] < conf[i, h + 1]).float().mean().item())
+        conf_ans.append(conf[i, h + 1].item())
+        is_gold.append(a == p.gold)
+    m = lambda v: sum(v) / max(1, len(v))
+    out.update(answer_conf=m(conf_ans), reasoning_below=m(above), answer_is_gold=m(is_gold))
+    print(f"step 1, all masked ({len(conf_ans)} of {n} propose a '#'): answer-slot confidence {m(conf_ans):.3f}, "
+          f"above {100 * m(above):.1f}% of the reasoning tokens; it proposes the right answer {100 * m(is_gold):.1f}% "
+          f"of the time")
+    return out
+
+
 if __name__ == "__main__":
     try:
-        pretrain(parse_dataclass(PretrainConfig, description="pretrain a tiny dLLM (masked-diffusion loss)"))
+        cfg = parse_dataclass(PretrainConfig, description="pretrain a tiny dLLM (masked-diffusion loss)")
+        if cfg.check:
+            check_world(cfg.check, cfg.n)
+            raise SystemExit(0)
+        pretrain(cfg)
     except ValueError as e:
         raise SystemExit(f"error: {e}")

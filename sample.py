@@ -2,7 +2,7 @@
 Compare unmasking policies on a task: accuracy, mean NFE, tokens per NFE and seconds for each, through
 the one env.generate loop, and show generations with the step at which each token was revealed.
 
-    python sample.py --model tiny --task sum --gen-length 32 --block-length 32 --n 500 \
+    python sample.py --model tiny --task chain --gen-length 32 --block-length 32 --n 500 \
         --policies "random:steps=32,topk:steps=32,threshold:0.9,factor:1,eb:gamma=0.1" --json results.json
     python sample.py --policy out/ckpt.pt --policies "threshold:0.9" --show 2   # model, L, BL from ckpt
 """
@@ -19,7 +19,7 @@ from model import load_dllm
 from policy import LearnedPolicy, load_policy, parse_policies
 from tasks import SYSTEM_PROMPT, ANSWER_PREFIX, get_problems, grade
 
-DEFAULTS = dict(model="tiny", task="sum", gen_length=32, block_length=32)
+DEFAULTS = dict(model="tiny", task="chain", gen_length=32, block_length=32)
 
 
 def prompts_of(dllm, problems):
@@ -88,7 +88,7 @@ def resolve(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description="compare unmasking policies on a task")
     p.add_argument("--model", default=None, help="dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt (default tiny, or the checkpoint's)")
-    p.add_argument("--task", default=None, help="sum, sub (tiny world) or gsm8k, math500 (default sum, or the checkpoint's)")
+    p.add_argument("--task", default=None, help="chain, sub (tiny world) or gsm8k, math500 (default chain, or the checkpoint's)")
     p.add_argument("--policies", default="", help="comma-separated policy specs, e.g. 'topk:steps=32,threshold:0.9,out/ckpt.pt'")
     p.add_argument("--policy", default=None, help="a learned policy checkpoint; sets model, task, L and BL unless given")
     p.add_argument("--gen-length", type=int, default=None, help="L, the generation buffer (default 32, or the checkpoint's)")

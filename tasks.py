@@ -5,20 +5,20 @@ Real tasks (paper protocol, DESIGN.md section 8): GSM8K (train/test) and MATH-50
 "<reasoning>...</reasoning><answer>...</answer>" instruction. Downloaded on first use into a cache
 directory, or read from a local jsonl with `--data`.
 
-Synthetic tasks for the tiny world (DESIGN.md section 10), generated from a seed:
-  sum  (in-domain)  prompt "2112?6:"  ->  "1+2=3+2=5+1=6#6" then end-of-text padding.
-       Add 3-5 terms from {1, 2, 3} modulo 10 in ANY order, writing each partial sum, then '#' and the total.
-       The digit after '?' is a hint: it equals the total 70% of the time and is another digit otherwise.
-       A dLLM is confident about the hint-shaped answer before any reasoning exists (the tiny analogue
-       of LLaDA's over-confident end-of-text tokens), so confidence rules in full diffusion write the
-       answer first and are wrong whenever the hint is.
-  sub  (out-of-domain)  prompt "3-213:"  ->  "3-2=1-1=0-3=7#7" (subtract modulo 10), no hint.
-The tiny grader checks the work like a teacher: every step must use an unused prompt digit and be
-computed correctly, and the answer must equal the final value. Since many orders are valid, unmasking
-two coupled tokens in one step (say, the next term and a partial sum, each from a different order)
-breaks the derivation.
+Synthetic tasks for the tiny world, generated from a seed:
+  chain (in-domain)  prompt "7+2~3+1:"  ->  "7+2=9a~3=4c+1=5b#5" then end-of-text padding.
+       A start digit and 3-5 steps applied in the prompt's order, modulo 10: '+d' adds d, '~d' reflects
+       (v -> d - v). The answer writes each step, its value and a free filler letter (a-d, any is right),
+       then '#' and the final value. Two of the ways confidence misleads LLaDA are built in:
+       (1) the answer cannot be had before its reasoning: the steps do not commute, so there is no counting
+           shortcut, and the small model computes the chain one step at a time;
+       (2) confidence is not importance: the filler letters are harmless uncertainty (confidence about 1/4),
+           like wording in natural reasoning, next to digits that decide the grade. A confidence rule either
+           spends a step on each letter or goes low enough to commit digits it cannot know yet.
+  sub  (out-of-domain)  prompt "3-213:"  ->  "3-2=1-1=0-3=7#7": subtract the digits in any order, no hint.
+The grader checks the work like a teacher: every step right and in place, the answer equal to the last value.
 
-    python tasks.py --task sum --n 3        # print a few problems with a reference answer
+    python tasks.py --task chain --n 3       # print a few problems with a reference answer
 """
 import argparse
 import json
@@ -38,32 +38,29 @@ class Problem:
     reference: str = "" # one valid answer (tiny tasks: used as pretraining target)
 
 
-TINY_TASKS = ("sum", "sub")
+TINY_TASKS = ("chain", "sub")
 REAL_TASKS = ("gsm8k", "math500")
-HINT_RIGHT = 0.7  # probability that the sum task's hint equals the total
 MOD = 10          # the running value is kept modulo MOD
+TERMS = (1, 2, 3) # the digits steps are made of: small tables the tiny dLLM learns (100% one step at a time)
+FILLER = "abcd"   # harmless words: a free letter may follow each partial value; the grader ignores them
 
 
-def _chain(start, terms, op):
-    """Reference derivation: start, then 'op d=v' for each term, v the running value modulo 10."""
-    out, value = str(start), start
-    for d in terms:
-        value = (value + d if op == "+" else value - d) % MOD
-        out += f"{op}{d}={value}"
-    return out + f"#{value}", value
+def apply_op(value, op, d):
+    """One step of the chain: '+' adds d, '~' reflects (value -> d - value), both modulo 10. They do not
+    commute, so the answer has no counting shortcut: it needs the steps in their order."""
+    return (value + d if op == "+" else d - value) % MOD
 
 
-TERMS = (1, 2, 3)  # the digits problems are made of: a small addition table the tiny dLLM can learn
-
-
-def make_sum(rng):
-    digits = [rng.choice(TERMS) for _ in range(rng.randint(3, 5))]
-    total = sum(digits) % MOD
-    hint = total if rng.random() < HINT_RIGHT else rng.choice([v for v in range(MOD) if v != total])
-    order = digits[:]
-    rng.shuffle(order)
-    ref, _ = _chain(order[0], order[1:], "+")
-    return Problem("".join(map(str, digits)) + f"?{hint}:", str(total), ref)
+def make_chain(rng):
+    """Start digit and 3-5 steps in a fixed order; answer: each step with its value and one free filler letter,
+    then '#' and the final value."""
+    start, steps = rng.randint(0, MOD - 1), [(rng.choice("+~"), rng.choice(TERMS)) for _ in range(rng.randint(3, 5))]
+    value, ref = start, str(start)
+    for op, d in steps:
+        value = apply_op(value, op, d)
+        ref += f"{op}{d}={value}{rng.choice(FILLER)}"
+    question = str(start) + "".join(f"{op}{d}" for op, d in steps) + ":"
+    return Problem(question, str(value), ref + f"#{value}")
 
 
 def make_sub(rng):
@@ -71,40 +68,49 @@ def make_sub(rng):
     start = rng.randint(0, MOD - 1)
     order = digits[:]
     rng.shuffle(order)
-    ref, value = _chain(start, order, "-")
-    return Problem(f"{start}-" + "".join(map(str, digits)) + ":", str(value), ref)
+    value, ref = start, str(start)
+    for d in order:
+        value = (value - d) % MOD
+        ref += f"-{d}={value}"
+    return Problem(f"{start}-" + "".join(map(str, digits)) + ":", str(value), ref + f"#{value}")
 
 
 def tiny_problems(task, n, seed, split="test"):
-    """n problems of a tiny task. Train and test streams use disjoint seeds (split offsets them)."""
-    make = {"sum": make_sum, "sub": make_sub}[task]
+    """n problems of a tiny task (train or test split: disjoint seeds; pretraining draws its own stream)."""
+    make = {"chain": make_chain, "sub": make_sub}[task]
     rng = random.Random(f"{task}-{split}-{seed}")
     return [make(rng) for _ in range(n)]
 
 
 def grade_tiny(task, question, response):
-    """True iff `response` is a valid derivation for `question` (each prompt digit used once, every
-    partial value right, final answer after '#' equal to the last value). Exact, no partial credit."""
-    op = "+" if task == "sum" else "-"
-    if task == "sum":
-        digits = [int(c) for c in question.split("?")[0]]
-        m = re.fullmatch(r"(\d)((?:\+\d=\d)+)#(\d)", response)
-        if not m:
+    """True iff `response` is a valid derivation for `question`, checked like a teacher would. chain: the
+    prompt's steps in the prompt's order, every value right, filler letters (0-2 after a value) ignored, the
+    answer after '#' equal to the last value. sub: the start, then each prompt digit subtracted once in any
+    order, every value right, the answer equal to the last value. Exact, no partial credit."""
+    if task == "chain":
+        m = re.fullmatch(r"(\d)((?:[+~]\d=\d[%s]{0,2})+)#(\d)" % FILLER, response)
+        qm = re.fullmatch(r"(\d)((?:[+~]\d)+):", question)
+        if not m or not qm or m.group(1) != qm.group(1):
             return False
-        value, used, steps = int(m.group(1)), [int(m.group(1))], m.group(2)
-    else:
-        start, rest = question.rstrip(":").split("-")
-        digits = [int(c) for c in rest]
-        m = re.fullmatch(r"(\d)((?:-\d=\d)+)#(\d)", response)
-        if not m or int(m.group(1)) != int(start):
+        value, done = int(m.group(1)), re.findall(r"([+~])(\d)=(\d)", m.group(2))
+        if [(op, d) for op, d, _ in done] != re.findall(r"([+~])(\d)", qm.group(2)):
             return False
-        value, used, steps = int(start), [], m.group(2)
-    for d, v in re.findall(r"[+-](\d)=(\d)", steps):
-        value = (value + int(d) if op == "+" else value - int(d)) % MOD
+        for op, d, v in done:
+            value = apply_op(value, op, int(d))
+            if int(v) != value:
+                return False
+        return int(m.group(3)) == value
+    start, rest = question.rstrip(":").split("-")
+    m = re.fullmatch(r"(\d)((?:-\d=\d)+)#(\d)", response)
+    if not m or int(m.group(1)) != int(start):
+        return False
+    value, used = int(start), []
+    for d, v in re.findall(r"-(\d)=(\d)", m.group(2)):
+        value = (value - int(d)) % MOD
         if int(v) != value:
             return False
         used.append(int(d))
-    return sorted(used) == sorted(digits) and int(m.group(3)) == value
+    return sorted(used) == sorted(int(c) for c in rest) and int(m.group(3)) == value
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -283,7 +289,7 @@ def grade(task, problem, response):
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description="print a few problems of a task")
-    p.add_argument("--task", default="sum", help=f"one of {TINY_TASKS + REAL_TASKS}")
+    p.add_argument("--task", default="chain", help=f"one of {TINY_TASKS + REAL_TASKS}")
     p.add_argument("--n", type=int, default=3, help="how many")
     p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500")
     a = p.parse_args()

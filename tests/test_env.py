@@ -96,7 +96,7 @@ def test_parse_policy_specs_and_errors():
 # the loop, on a briefly trained tiny dLLM
 
 def run(tiny, pol, n=8, L=32, BL=32, seed=0, offset=0):
-    probs = tiny_problems("sum", n, seed=seed)
+    probs = tiny_problems("chain", n, seed=seed)
     ids, am = prompts_of(tiny, probs)
     return generate(tiny, pol, ids, am, L, BL, keys=row_keys(0, torch.arange(offset, offset + n)))
 
@@ -138,7 +138,7 @@ def test_batch_invariance(tiny, spec):
     pol, BL = parse_policy(spec), 8 if spec.startswith("topk") else 32
     batch = run(tiny, pol, n=12, BL=BL)
     for i in range(0, 12, 5):   # prompts of different lengths: alone they are not padded at all
-        ids, am = prompts_of(tiny, tiny_problems("sum", 12, seed=0)[i:i + 1])
+        ids, am = prompts_of(tiny, tiny_problems("chain", 12, seed=0)[i:i + 1])
         alone = generate(tiny, pol, ids, am, 32, BL, keys=row_keys(0, torch.tensor([i])))
         assert torch.equal(alone.tokens[0], batch.tokens[i]) and alone.nfe[0] == batch.nfe[i]
 
@@ -153,3 +153,15 @@ def test_gumbel_sample_is_exact():
     assert torch.allclose(conf[0, 0], torch.softmax(logits[0, 0], -1)[x0[0, 0]])   # conf is noise-free
     greedy, _, _ = sample_tokens(logits, 0.0, None)
     assert (greedy == 0).all()
+
+
+def test_diagnostic_orders_answer_first_and_left_to_right():
+    from pretrain import Order
+    x0 = torch.tensor([[3, 4, 9, 5, 2, 2]])                     # 9 plays '#': the answer slot starts there
+    o = Obs(x0, torch.full((1, 6), 0.5), torch.ones(1, 6, dtype=torch.bool), torch.ones(1, 6, dtype=torch.bool),
+            torch.zeros(1), torch.zeros(1, dtype=torch.long), 1, row_keys(0, torch.arange(1)))
+    assert Order(9, True).act(o)[0].nonzero()[:, 1].tolist() == [2, 3, 4, 5]   # step 1: the answer and padding
+    assert Order(9, False).act(o)[0].nonzero()[:, 1].tolist() == [0]          # left to right: the first mask
+    o.t = torch.tensor([0.1])
+    o.cand[0, :1] = False
+    assert Order(9, True).act(o)[0].nonzero()[:, 1].tolist() == [1]           # later steps: left to right

@@ -22,11 +22,13 @@ def run_eval(*args):
 
 
 def test_sweep_specs_cover_each_rule_and_are_valid():
-    assert ev.sweep_specs(["topk"], 32, 32) == [f"topk:steps={k}" for k in (1, 2, 4, 8, 16, 32)]
-    assert ev.sweep_specs(["random"], 32, 8) == [f"random:steps={k}" for k in (4, 8, 16, 32)]
-    assert ev.sweep_specs(["topk"], 256, 32) == [f"topk:steps={k}" for k in (8, 16, 32, 64, 128, 256)]
+    # every valid step count up to L/2 (a multiple of the number of blocks), then L: no gap in the front to win in
+    assert ev.sweep_specs(["topk"], 32, 32) == [f"topk:steps={k}" for k in [*range(1, 17), 32]]
+    assert ev.sweep_specs(["random"], 32, 8) == [f"random:steps={k}" for k in (4, 8, 12, 16, 32)]
+    assert ev.sweep_specs(["topk"], 256, 32) == [f"topk:steps={k}" for k in [*range(8, 129, 8), 256]]
     specs = ev.sweep_specs(ev.ALL + ("margin", "entropy"), 64, 8)
-    assert len(specs) == 4 * 4 + sum(len(v) for v in ev.GRIDS.values())
+    assert len(specs) == 4 * 5 + sum(len(v) for v in ev.GRIDS.values())
+    assert len(ev.GRIDS["threshold"]) >= 8 and len(ev.GRIDS["eb"]) >= 8 and len(ev.GRIDS["factor"]) >= 5
     for s in specs:
         parse_policy(s).check(64, 8)     # every built spec is valid where it is used
     with pytest.raises(ValueError, match="unknown sweep"):
@@ -34,8 +36,8 @@ def test_sweep_specs_cover_each_rule_and_are_valid():
 
 
 def settings(model):
-    return [ev.Setting(model, "sum", 16, 8, ["topk:steps=4", "threshold:lam=0.9"], "semi"),
-            ev.Setting(model, "sum", 16, 16, ["eb:gamma=0.1"], "full")]
+    return [ev.Setting(model, "chain", 16, 8, ["topk:steps=4", "threshold:lam=0.9"], "semi"),
+            ev.Setting(model, "chain", 16, 16, ["eb:gamma=0.1"], "full")]
 
 
 def test_rows_format_resume_and_interruption(tiny_path, tmp_path, monkeypatch):
@@ -72,7 +74,7 @@ def test_rows_format_resume_and_interruption(tiny_path, tmp_path, monkeypatch):
 
 
 def test_summarize_mean_and_spread():
-    base = dict(model="m", task="sum", gen_length=8, block_length=8, policy="p", n=10, temperature=0.0,
+    base = dict(model="m", task="chain", gen_length=8, block_length=8, policy="p", n=10, temperature=0.0,
                 tokens_per_nfe=2.0, seconds=1.0)
     rows = [dict(base, seed=0, accuracy=40.0, mean_nfe=4.0), dict(base, seed=1, accuracy=60.0, mean_nfe=6.0)]
     (s,) = ev.summarize(rows)
@@ -177,8 +179,8 @@ def test_cli_with_checkpoint_taus_and_seeds(tiny_path, tmp_path):
                    "--out", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr
     rows = json.load(open(tmp_path / "r.json"))
-    # BL 8: topk 2,4,8,16; BL 16: topk 1,2,4,8,16; + threshold + 2 taus; x 2 seeds
-    assert len(rows) == 2 * ((4 + 3) + (5 + 3))
+    # BL 8: topk 2,4,6,8,16; BL 16: topk 1..8,16; + threshold + 2 taus; x 2 seeds
+    assert len(rows) == 2 * ((5 + 3) + (9 + 3))
     learned = [r for r in rows if "trained" in r]
     assert {r["policy"] for r in learned} == {f"{ck}:tau=0.5", f"{ck}:tau=1.0"}
     assert all(r["trained"]["block_length"] == 8 and r["trained"]["alpha"] == 3.0 for r in learned)
@@ -193,7 +195,7 @@ def test_cli_real_layout_with_local_gsm8k(llada_dir, tmp_path):
                    "--batch-size", "2", "--out", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr
     rows = json.load(open(tmp_path / "r.json"))
-    assert len(rows) == (4 + 1) + (5 + 1) and all(r["n"] == 3 and r["task"] == "gsm8k" for r in rows)
+    assert len(rows) == (5 + 1) + (9 + 1) and all(r["n"] == 3 and r["task"] == "gsm8k" for r in rows)
     assert {r["mean_nfe"] for r in rows if r["policy"] == "topk:steps=8"} == {8.0}
 
 
@@ -251,7 +253,7 @@ def test_rows_of_a_retrained_checkpoint_are_replaced(tiny_path, tmp_path):
     ck, out = str(tmp_path / "p.pt"), str(tmp_path / "r.json")
     cfg = dict(model=tiny_path, gen_length=16, block_length=8, prompts_per_step=2, group_size=2, eval_every=0, out=ck)
     train.train(train.TrainConfig(steps=1, **cfg))
-    s = [ev.Setting(tiny_path, "sum", 16, 8, [ck, "topk:steps=4"])]
+    s = [ev.Setting(tiny_path, "chain", 16, 8, [ck, "topk:steps=4"])]
     first = ev.run(out, s, n=4, progress=False)
     assert [r["trained"]["step"] for r in first if "trained" in r] == [1]
     train.train(train.TrainConfig(steps=2, resume=True, **cfg))        # the same file, trained further

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import ROOT, write_fixture
-from model import TINY, build_shape, load_dllm
+from model import TINY, ModelConfig, Transformer, build_shape, load_dllm
 
 
 def reference_logits(sd, cfg, layout, x):
@@ -130,3 +130,40 @@ def test_pretrain_cli(tmp_path):
     assert b.net.c.n_kv_heads == 2 and b.net.c.d_model == 160 and b.logits(torch.tensor([[3, 4, 5]])).shape == (1, 3, b.vocab_size)
     out = subprocess.run([sys.executable, "pretrain.py", "--name", "huge"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "unknown tiny model" in out.stderr
+
+
+def test_pretrain_refuses_to_overwrite_and_records_its_command(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "pretrain.py", "--name", "tiny", "--steps", "2", "--batch-size", "4",
+                                     "--out-dir", str(tmp_path), *a], cwd=ROOT, capture_output=True, text=True)
+    assert run().returncode == 0
+    d = load_dllm(str(tmp_path / "tiny.pt"), device="cpu")
+    assert d.meta["command"] == f"python pretrain.py --name tiny --out-dir {tmp_path} --steps 2 --batch-size 4"
+    before = (tmp_path / "tiny.pt").read_bytes()
+    out = run("--steps", "1")
+    assert out.returncode != 0 and "exists" in out.stderr and "Traceback" not in out.stderr
+    assert (tmp_path / "tiny.pt").read_bytes() == before                     # nothing written over it
+    out = run("--steps", "0")
+    assert out.returncode != 0 and "must be positive" in out.stderr
+
+
+def test_suffix_masking_shows_left_to_right_contexts():
+    import pretrain
+    net = Transformer(ModelConfig(vocab_size=8, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=32))
+    seen = []
+    orig = net.forward
+    net.forward = lambda x, am=None, start=0: (seen.append(x.clone()), orig(x, am, start))[1]
+    x0 = torch.randint(3, 8, (256, 2 + 12))
+    g = torch.Generator().manual_seed(0)
+    loss = pretrain.diffusion_loss(net, x0, torch.ones_like(x0), 2, 1, 0.1, g, suffix_frac=1.0)
+    m = seen[0][:, 2:] == 1                                                  # (256, 12) masked positions
+    assert torch.isfinite(loss) and (seen[0][:, :2] == x0[:, :2]).all()     # the prompt is never masked
+    assert m[:, -1].all()                                                    # every row masks a suffix: the last one always
+    seen.clear()
+    pretrain.diffusion_loss(net, x0, torch.ones_like(x0), 2, 1, 0.1, g, suffix_frac=0.0)
+    assert not (seen[0][:, 2:] == 1)[:, -1].all()                            # plain random masking does not
+
+
+def test_shipped_weights_load_and_say_how_they_were_made():
+    for name in TINY:
+        d = load_dllm(name, device="cpu")
+        assert d.meta["command"].startswith(f"python pretrain.py --name {name}")

@@ -15,7 +15,7 @@ def sample(*args):
 
 
 def test_readme_comparison_command(tiny_path, tmp_path):
-    out = sample("--model", tiny_path, "--task", "sum", "--policies",
+    out = sample("--model", tiny_path, "--task", "chain", "--policies",
                  "random:steps=32,topk:steps=32,threshold:0.9,factor:1,eb:gamma=0.1", "--gen-length", "32",
                  "--block-length", "32", "--n", "24", "--json", str(tmp_path / "r.json"), "--show", "1")
     assert out.returncode == 0, out.stderr

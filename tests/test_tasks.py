@@ -1,11 +1,12 @@
 """tasks.py: graders on hand-written cases, data files, and the synthetic tasks' properties."""
 import json
+import random
 from itertools import permutations
 
 import pytest
 
-from tasks import (Problem, _chain, extract_gsm8k, get_problems, grade, grade_gsm8k, grade_math, grade_tiny, read_jsonl,
-                   tiny_problems)
+from tasks import (Problem, apply_op, extract_gsm8k, get_problems, grade, grade_gsm8k, grade_math,
+                   grade_tiny, make_chain, read_jsonl, tiny_problems)
 
 GSM8K_CASES = [  # (response, gold, correct)
     ("<reasoning>2+2</reasoning><answer>\\boxed{4}</answer>", "4", True),
@@ -50,17 +51,18 @@ MATH_CASES = [
 ]
 
 TINY_CASES = [  # (task, question, response, correct); values modulo 10
-    ("sum", "352?0:", "3+5=8+2=0#0", True),
-    ("sum", "352?0:", "2+3=5+5=0#0", True),          # another order is just as valid
-    ("sum", "352?0:", "5+2=7+3=0#0", True),
-    ("sum", "352?0:", "3+5=8+2=0#1", False),         # wrong final answer
-    ("sum", "352?1:", "3+5=8+2=1#1", False),         # following a wrong hint
-    ("sum", "352?0:", "3+5=8+3=1#1", False),         # a digit used twice
-    ("sum", "352?0:", "3+5=7+2=9#9", False),         # a wrong partial sum
-    ("sum", "352?0:", "3+2=8+5=0#0", False),         # mixes two orders
-    ("sum", "352?0:", "3+5=8#8", False),             # a digit missing
-    ("sum", "352?0:", "3+5=8+2=_#0", False),         # still masked
-    ("sum", "352?0:", "3+5=8+2=0#0+", False),        # trailing junk
+    # 7 +2 -> 9, ~3 -> 3 - 9 = 4 (mod 10), +1 -> 5
+    ("chain", "7+2~3+1:", "7+2=9~3=4+1=5#5", True),
+    ("chain", "7+2~3+1:", "7+2=9a~3=4bc+1=5#5", True),     # filler letters (0-2 after a value) are ignored
+    ("chain", "7+2~3+1:", "7+2=9~3=4+1=5#4", False),       # answer is not the last value
+    ("chain", "7+2~3+1:", "7+2=9~3=6+1=7#7", False),       # reflect read as subtract (9 - 3)
+    ("chain", "7+2~3+1:", "7+1=8+2=0~3=3#3", False),       # steps out of the prompt's order
+    ("chain", "7+2~3+1:", "7+2=9~3=4#4", False),           # a step missing
+    ("chain", "7+2~3+1:", "6+2=8~3=5+1=6#6", False),       # wrong start
+    ("chain", "7+2~3+1:", "7+2=9abc~3=4+1=5#5", False),    # three filler letters
+    ("chain", "7+2~3+1:", "7+2=a9~3=4+1=5#5", False),      # filler inside a step
+    ("chain", "7+2~3+1:", "7+2=9~3=4+1=_#5", False),       # still masked
+    ("chain", "7+2~3+1:", "7+2=9~3=4+1=5#5+", False),      # trailing junk
     ("sub", "4-352:", "4-3=1-5=6-2=4#4", True),
     ("sub", "4-352:", "4-5=9-2=7-3=4#4", True),
     ("sub", "4-352:", "5-3=2-5=7-2=5#5", False),     # wrong start
@@ -86,13 +88,13 @@ def test_tiny_grader(task, question, response, ok):
 def test_one_grader_for_all_tasks():
     assert grade("gsm8k", Problem("q", "42"), "\\boxed{42}")
     assert grade("math500", Problem("q", "\\frac{1}{2}"), "\\boxed{\\frac12}")
-    assert grade("sum", Problem("352?0:", "0"), "2+3=5+5=0#0")
+    assert grade("chain", Problem("7+2~3+1:", "5"), "7+2=9~3=4+1=5#5")
     assert extract_gsm8k("<answer>-3.5</answer>") == -3.5
     with pytest.raises(ValueError, match="unknown task"):
         get_problems("nope")
 
 
-@pytest.mark.parametrize("task", ["sum", "sub"])
+@pytest.mark.parametrize("task", ["chain", "sub"])
 def test_synthetic_properties(task):
     probs = tiny_problems(task, 2000, seed=0)
     assert all(grade(task, p, p.reference) for p in probs)                          # references are valid
@@ -103,20 +105,22 @@ def test_synthetic_properties(task):
 
 
 
-def test_every_order_is_a_valid_derivation():
-    # more than one valid way to write the reasoning: all 24 orders of 4 terms, 24 different texts
-    p = Problem("3527?7:", "7")
-    refs = {_chain(o[0], o[1:], "+")[0] for o in permutations([3, 5, 2, 7])}
-    assert len(refs) == 24 and all(grade("sum", p, r) for r in refs)
+def test_sub_any_order_is_a_valid_derivation():
     q = Problem("4-352:", "4")
-    refs = {_chain(4, o, "-")[0] for o in permutations([3, 5, 2])}
+    refs = set()
+    for o in permutations([3, 5, 2]):
+        v, r = 4, "4"
+        for d in o:
+            v = (v - d) % 10
+            r += f"-{d}={v}"
+        refs.add(r + f"#{v}")
     assert len(refs) == 6 and all(grade("sub", q, r) for r in refs)
 
 
-def test_sum_hint_is_a_tempting_shortcut():
-    probs = tiny_problems("sum", 4000, seed=1)
-    right = sum(p.question.split("?")[1].rstrip(":") == p.gold for p in probs) / len(probs)
-    assert 0.66 < right < 0.74   # 70% by construction; 4000 draws: 4.4 std devs of slack
+def test_chain_ops_do_not_commute():
+    assert apply_op(apply_op(7, "+", 2), "~", 3) == 4 and apply_op(apply_op(7, "~", 3), "+", 2) == 8
+    p = make_chain(random.Random(3))
+    assert grade("chain", p, p.reference) and len(p.reference) in (18, 23, 28)   # 1 + 5 per step + '#' and the answer
 
 
 def test_jsonl_loading_and_errors(tmp_path):
@@ -156,7 +160,7 @@ def test_tasks_cli():
     import sys
 
     from conftest import ROOT
-    out = subprocess.run([sys.executable, "tasks.py", "--task", "sum", "--n", "2"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "tasks.py", "--task", "chain", "--n", "2"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.count("gold") == 2
     out = subprocess.run([sys.executable, "tasks.py", "--task", "gsm9k"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "unknown task" in out.stderr and "Traceback" not in out.stderr

@@ -9,7 +9,7 @@ import torch
 
 import train
 from conftest import ROOT
-from policy import LearnedPolicy, PolicyConfig, bernoulli_log_prob
+from policy import LearnedPolicy, bernoulli_log_prob
 from train import TrainConfig, advantages, grpo_loss, rewards
 
 
@@ -79,7 +79,7 @@ def moved(inits, policy):
 
 
 def cfg(tiny_path, out, **kw):
-    base = dict(model=tiny_path, task="sum", gen_length=16, block_length=16, prompts_per_step=4, group_size=4,
+    base = dict(model=tiny_path, task="chain", gen_length=16, block_length=16, prompts_per_step=4, group_size=4,
                 steps=3, lr=3e-3, warmup=1, eval_every=0, save_every=1, out=str(out), batch_size=64)
     base.update(kw)
     return TrainConfig(**base)
@@ -94,6 +94,7 @@ def test_full_loop_changes_policy_and_writes_checkpoint(tiny_path, tmp_path, mon
     assert moved(inits, pol)
     ck = torch.load(tmp_path / "ck.pt", weights_only=False)
     assert ck["step"] == 2 and ck["args"]["gen_length"] == 16 and "optimizer" in ck and ck["policy_config"]["width"] == 128
+    assert ck["policy_config"]["init_bias"] == -2.0
     log = [json.loads(l) for l in open(tmp_path / "ck.jsonl")]
     assert [r["step"] for r in log] == [1, 2]
     assert {"reward", "accuracy", "nfe", "zero_adv", "entropy", "clip_frac", "rollout_s", "update_s"} <= set(log[0])
@@ -103,9 +104,9 @@ def test_learns_known_optimum(tiny_path, tmp_path, monkeypatch):
     # every answer graded correct, alpha = 1: the optimum is to unmask all 8 positions in one step.
     # Started at unmask probability 0.5 (init bias 0) the NFE varies (about 4), so groups carry signal.
     monkeypatch.setattr(train, "grade", lambda *a: True)
-    monkeypatch.setattr(train, "PolicyConfig", lambda width: PolicyConfig(width=width, init_bias=0.0))
     pol, _ = train.train(cfg(tiny_path, tmp_path / "easy.pt", steps=15, alpha=1.0, lr=1e-2, gen_length=8,
-                             block_length=8, save_every=100))
+                             block_length=8, save_every=100, init_bias=0.0))
+    assert torch.load(tmp_path / "easy.pt", weights_only=True)["policy_config"]["init_bias"] == 0.0
     log = [json.loads(l) for l in open(tmp_path / "easy.jsonl")]
     assert log[0]["nfe"] > 3 and log[-1]["nfe"] < 2, [r["nfe"] for r in log]
     assert log[-1]["reward"] > log[0]["reward"]
@@ -138,7 +139,7 @@ def test_resume_reproduces_uninterrupted_run(tiny_path, tmp_path, monkeypatch):
 
 def test_bad_flags_fail_cleanly(tmp_path):
     for args, msg in [(["--gen-length", "30", "--block-length", "8"], "must be a multiple"),
-                      (["--reward", "sum"], "must be mult or additive"),
+                      (["--reward", "chain"], "must be mult or additive"),
                       (["--resume", "--out", str(tmp_path / "none.pt")], "no checkpoint"),
                       (["--out", str(tmp_path / "exists.pt")], "exists: pass --resume")]:
         (tmp_path / "exists.pt").write_bytes(b"a finished run")
