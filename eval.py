@@ -8,7 +8,7 @@ model and domain transfer, the alpha and tau sweeps, the additive-reward ablatio
 and the report results/tiny.md (report.py: tables and one verdict per paper claim).
 
     python eval.py --suite tiny --plot                 # everything; results/tiny.{json,md,png}, about an hour on 2 CPU cores
-    python eval.py --model tiny --task sum --gen-length 32 --block-lengths 8,32 --sweep all \
+    python eval.py --model tiny --task chain --gen-length 32 --block-lengths 8,32 --sweep all \
         --policies out/ckpt.pt --taus 0.5,1 --seeds 0,1,2 --out results/mine.json --plot
     python eval.py --model llada --task gsm8k --gen-length 256 --block-lengths 32,256 --sweep threshold,eb \
         --policies ckpt.pt --n 1319 --batch-size 16 --out results/llada_gsm8k.json
@@ -27,10 +27,10 @@ from policy import LearnedPolicy, parse_policy
 from sample import evaluate, prompts_of
 from tasks import get_problems, grade
 
-# Sweep grids: enough points to draw each heuristic's accuracy-vs-NFE front. Step counts are powers of two
-# from the number of blocks up to L (a fixed-step rule needs a multiple of L / BL steps, at most L).
-GRIDS = dict(threshold=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99], factor=[0.25, 0.5, 1, 2, 4],
-             eb=[0.01, 0.1, 0.3, 1, 3])
+# Sweep grids: dense enough that a gap in a heuristic's front never counts as a win for a learned policy. Fixed-step
+# rules get every valid step count up to L/2 (a multiple of the L / BL blocks), then L.
+GRIDS = dict(threshold=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999], factor=[0.25, 0.5, 1, 2, 4, 6, 8, 12, 16],
+             eb=[0.001, 0.01, 0.03, 0.1, 0.3, 0.6, 1, 3])
 STEP_RULES = ("topk", "random", "margin", "entropy")
 ALL = ("topk", "random", "threshold", "factor", "eb")    # what --sweep all means (margin/entropy on request)
 KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature")  # a row's identity
@@ -41,12 +41,8 @@ def sweep_specs(names, L, BL):
     specs = []
     for name in names:
         if name in STEP_RULES:
-            s, blocks = [], L // BL
-            k = blocks
-            while k <= L:
-                s.append(k)
-                k *= 2
-            specs += [f"{name}:steps={k}" for k in s]
+            blocks = L // BL
+            specs += [f"{name}:steps={k}" for k in [*range(blocks, L // 2 + 1, blocks), L]]
         elif name in GRIDS:
             key = {"threshold": "", "factor": "", "eb": "gamma="}[name]
             specs += [f"{name}:{key}{v}" for v in GRIDS[name]]
@@ -183,8 +179,8 @@ def summarize(rows):
 # ----------------------------------------------------------------------------------------------------
 # the tiny-world suite
 
-SUITE = dict(task="sum", ood_task="sub", model="tiny", other_model="tiny-b", L=32, semi_bl=8,
-             alphas=(0, 1, 3, 10), additive_alpha=10, taus=(0.5, 1.0, 2.0), steps=100, prompts=16, group=8, n=500)
+SUITE = dict(task="chain", ood_task="sub", model="tiny", other_model="tiny-b", L=32, semi_bl=8,
+             alphas=(0, 1, 3, 10), additive_alpha=10, taus=(0.5, 1.0, 2.0), steps=30, prompts=16, group=8, n=500)
 
 
 def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"]):
@@ -284,7 +280,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="evaluate unmasking policies over settings; resumable JSON rows")
     p.add_argument("--suite", default=None, help="'tiny': the paper's experiments in the tiny world, end to end")
     p.add_argument("--model", default="tiny", help="dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt")
-    p.add_argument("--task", default="sum", help="sum, sub (tiny world) or gsm8k, math500")
+    p.add_argument("--task", default="chain", help="chain, sub (tiny world) or gsm8k, math500")
     p.add_argument("--gen-length", type=int, default=32, help="L, the generation buffer (real models: 256)")
     p.add_argument("--block-lengths", type=comma(int), default="32", help="comma-separated BLs; BL == L is full diffusion")
     p.add_argument("--sweep", default="", help="heuristic sweeps: 'all' or some of topk,random,threshold,factor,eb,margin,entropy")
