@@ -203,5 +203,5 @@ if __name__ == "__main__":
             check_world(cfg.check, cfg.n)
             raise SystemExit(0)
         pretrain(cfg)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise SystemExit(f"error: {e}")

@@ -47,7 +47,7 @@ FILLER = "abcd"   # harmless words: a free letter may follow each partial value;
 
 def apply_op(value, op, d):
     """One step of the chain: '+' adds d, '~' reflects (value -> d - value), both modulo 10. They do not
-    commute, so the answer has no counting shortcut: it needs the steps in their order."""
+    commute, so there is no counting shortcut to the answer (a small model still does part of it in one shot)."""
     return (value + d if op == "+" else d - value) % MOD
 
 
