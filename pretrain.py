@@ -167,7 +167,7 @@ def check_world(name, n=500, task="chain", L=32):
     for label, pol, BL in [("everything in one step", parse_policy("topk:steps=1"), L),
                            ("one token per step, left to right", Order(hash_id, False), 1),
                            ("answer slot and padding first, then left to right", Order(hash_id, True), L),
-                           ("one token per step by confidence (topk:steps=32), full diffusion", parse_policy(f"topk:steps={L}"), L),
+                           (f"one token per step by confidence (topk:steps={L}), full diffusion", parse_policy(f"topk:steps={L}"), L),
                            ("threshold:0.9, full diffusion", parse_policy("threshold:0.9"), L),
                            ("threshold:0.9, blocks of 8", parse_policy("threshold:0.9"), 8)]:
         row, _ = evaluate(dllm, pol, probs, task, L, BL, progress=False)
