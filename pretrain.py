@@ -142,7 +142,7 @@ class Order:
 
     def act(self, obs):
         b, L = obs.cand.shape
-        pos = torch.arange(L).expand(b, L)
+        pos = torch.arange(L, device=obs.cand.device).expand(b, L)
         first = torch.where(obs.cand, pos, L).min(1, keepdim=True).values
         pick = obs.cand & (pos == first)                                   # the leftmost masked position
         if self.answer_first:
@@ -155,7 +155,9 @@ class Order:
 def check_world(name, n=500, task="chain", L=32):
     """Print the trap test: one-shot vs step-by-step accuracy, answer-first vs answer-last, and how confident
     the answer slot is at step 1 next to the reasoning tokens. Returns the numbers as a dict."""
-    from env import generate
+    if n <= 0:
+        raise ValueError(f"--n must be positive, not {n}")
+    from env import sample_tokens
     from model import load_dllm
     from policy import parse_policy
     from sample import evaluate, prompts_of
@@ -177,7 +179,7 @@ def check_world(name, n=500, task="chain", L=32):
     ids, am = prompts_of(dllm, probs)
     x = torch.cat([ids, torch.full((len(probs), L), dllm.mask_id)], 1)
     logits = dllm.logits(x, torch.cat([am, torch.ones_like(x[:, -L:])], 1), start=ids.shape[1])
-    conf, x0 = torch.softmax(logits.float(), -1).max(-1)
+    x0, conf, _ = sample_tokens(logits, 0.0, None)                        # the env's own x0 and conf
     above, conf_ans, is_gold = [], [], []
     for i, p in enumerate(probs):
         hs = (x0[i] == hash_id).nonzero()

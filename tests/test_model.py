@@ -144,6 +144,8 @@ def test_pretrain_refuses_to_overwrite_and_records_its_command(tmp_path):
     assert (tmp_path / "tiny.pt").read_bytes() == before                     # nothing written over it
     out = run("--steps", "0")
     assert out.returncode != 0 and "must be positive" in out.stderr
+    out = run("--check", "tiny", "--n", "-5")
+    assert out.returncode != 0 and "--n must be positive" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_suffix_masking_shows_left_to_right_contexts():
