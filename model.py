@@ -288,15 +288,53 @@ def key_map(layout, n_layers, qkv_bias, tied):
     return m
 
 
+def load_tokenizer(path):
+    """The tokenizer of an official checkpoint directory, without remote code. AutoTokenizer reads most; but
+    Dream's tokenizer_config.json maps AutoTokenizer to its own tokenization_dream.DreamTokenizer (remote code),
+    which is Qwen2's byte-level BPE (vocab.json + merges.txt) plus the added tokens listed in that config. So when
+    the config names a class transformers does not have, or an auto_map, load the files with the class they are:
+    tokenizer.json -> PreTrainedTokenizerFast, vocab.json + merges.txt -> Qwen2's BPE tokenizer. from_pretrained of
+    a concrete class reads the config's added tokens, special tokens and chat template and ignores its auto_map."""
+    import transformers
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()  # they warn about the unknown model_type and the class name in the config
+    has = lambda f: os.path.isfile(os.path.join(path, f))
+    if not (has("tokenizer.json") or (has("vocab.json") and has("merges.txt")) or has("tokenizer.model")):
+        raise FileNotFoundError(f"{path} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt): "
+                                f"download the whole model directory")
+    cfg = {}
+    if has("tokenizer_config.json"):
+        try:
+            with open(os.path.join(path, "tokenizer_config.json")) as f:
+                cfg = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}/tokenizer_config.json is not valid JSON ({e})") from None
+    cls_name = str(cfg.get("tokenizer_class") or "")
+    remote = "AutoTokenizer" in (cfg.get("auto_map") or {}) or (cls_name and not hasattr(transformers, cls_name))
+    if not remote:
+        return transformers.AutoTokenizer.from_pretrained(path)
+    if has("tokenizer.json"):
+        return transformers.PreTrainedTokenizerFast.from_pretrained(path)
+    if has("vocab.json") and has("merges.txt"):
+        cls = getattr(transformers, "Qwen2TokenizerFast", None) or transformers.Qwen2Tokenizer
+        return cls.from_pretrained(path)
+    raise ValueError(f"{path}: tokenizer class {cls_name!r} needs remote code and there is no tokenizer.json or "
+                     f"vocab.json + merges.txt to load it from without")
+
+
 def load_hf_dir(path, device, dtype, name=None):
     """Load a directory in the official LLaDA or Dream layout into our Transformer."""
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"{path} is not a model directory: it has no config.json (LLaDA or Dream layout)")
-    with open(os.path.join(path, "config.json")) as f:
-        cfg = json.load(f)
-    mc, layout, ids = config_from_hf(cfg)
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            cfg = json.load(f)
+        mc, layout, ids = config_from_hf(cfg)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}/config.json is not valid JSON ({e})") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}/config.json lacks or mistypes the field {e} of the LLaDA / Dream layout") from None
     files = sorted(fn for fn in os.listdir(path) if fn.endswith(".safetensors"))
     if not files:
         raise FileNotFoundError(f"{path} has no *.safetensors weights")
@@ -317,9 +355,11 @@ def load_hf_dir(path, device, dtype, name=None):
     net.load_state_dict(sd, strict=not mc.tie_embeddings, assign=True)
     if mc.tie_embeddings:
         net.lm_head.weight = net.tok_emb.weight
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()  # AutoTokenizer reads config.json and warns about the unknown model_type
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = load_tokenizer(path)
+    mask = getattr(tok, "mask_token", None)   # the id the env fills the buffer with must be the tokenizer's own
+    if mask is not None and tok.convert_tokens_to_ids(mask) != ids["mask"]:
+        raise ValueError(f"{path}: config.json says mask id {ids['mask']} but the tokenizer's mask token {mask!r} is "
+                         f"id {tok.convert_tokens_to_ids(mask)}: the config and tokenizer files are from different models")
     stop = (ids["eot"],) if "eot" in ids else ()
     d = DLLM(net, tok, name or path, ids["mask"], ids["eos"], ids["pad"], stop, shift=(layout == "dream"))
     d.max_len = cfg.get("max_sequence_length") or cfg.get("max_position_embeddings")

@@ -133,8 +133,12 @@ def read_jsonl(path, task):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path} not found (pass a {task} jsonl with --data)")
     rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            lines = f.readlines()
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text file (pass a {task} jsonl: one JSON object per line)") from None
+        for i, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -143,6 +147,8 @@ def read_jsonl(path, task):
                 raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict) or any(k not in row for k in need):
                 raise ValueError(f"{path}:{i}: a {task} row needs the keys {need}")
+            if not isinstance(row[need[0]], str) or not isinstance(row["answer"], (str, int, float)):
+                raise ValueError(f"{path}:{i}: '{need[0]}' must be a string and 'answer' a string or a number")
             rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no rows")
@@ -171,12 +177,12 @@ def _download_real(task, split):
 
 
 def real_problems(task, split="test", data=None, n=None):
-    if task == "math500" and split == "train":
-        raise ValueError("MATH-500 has no train split here; pass a local jsonl with --data")
+    if task == "math500" and split == "train" and not data:
+        raise ValueError("MATH-500 has no train split to download; pass a local jsonl of MATH problems with --data")
     rows = read_jsonl(data or _download_real(task, split), task)[:n]
-    if task == "gsm8k":
-        return [Problem(r["question"], r["answer"].split("####")[-1].strip()) for r in rows]
-    return [Problem(r["problem"], r["answer"]) for r in rows]
+    if task == "gsm8k":  # the official answer is "reasoning #### 42"; a bare number (42) is accepted too
+        return [Problem(r["question"], str(r["answer"]).split("####")[-1].strip()) for r in rows]
+    return [Problem(r["problem"], str(r["answer"])) for r in rows]
 
 
 def get_problems(task, n=None, seed=0, split="test", data=None):
@@ -214,26 +220,56 @@ def _boxed_all(text):
     return out
 
 
+# A number as GSM8K answers write it: optional sign, digits with thousands commas (only in groups of three, so
+# "3, 4" is two numbers, not 34), decimals, and scientific notation (1e3 is 1000, not 3).
+NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][-+]?\d+)?|[-+]?\.\d+(?:[eE][-+]?\d+)?"
+NUMBER = re.compile(NUM)
+UNIT = r"[A-Za-z][A-Za-z .]*"   # words after a number: "10 dollars", "5 cm" (no digits, so never a second number)
+
+
+def _clean_money(s):
+    """Strip what GSM8K answers wrap numbers in: \\$ and $, \\%, %, \\text{...} (kept as its content), spaces."""
+    s = re.sub(r"\\(?:text|mathrm|textbf|mbox)\{([^{}]*)\}", r"\1", s)
+    return s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "").replace("\\,", "").strip()
+
+
 def _to_number(s):
-    s = s.replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
-    try:
-        return float(s)
-    except ValueError:
-        return None
-
-
-NUMBER = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
+    """The value of a boxed GSM8K answer, or None. Reads a plain number, a number followed by a unit or a percent
+    sign ("10 dollars", "10\\%"), a negative amount of money ("-\\$5"), scientific notation, and a fraction
+    (\\frac{3}{4}, \\dfrac34, 3/4) as its value. Departs from the paper's parser, which strips ',', '$' and spaces and
+    tries float(): there "10 dollars" and "10\\%" read as nothing, and a fraction as nothing, after which the
+    fallback read the last number inside <answer> - the fraction's denominator (a false positive)."""
+    s = _clean_money(s).rstrip(".")
+    m = (re.fullmatch(r"([-+]?)\\[dt]?frac\{\s*(%s)\s*\}\{\s*(%s)\s*\}" % (NUM, NUM), s)
+         or re.fullmatch(r"([-+]?)\\[dt]?frac(\d)(\d)", s)                      # \frac34: the digits 3 and 4
+         or re.fullmatch(r"([-+]?)(%s)\s*/\s*(%s)" % (NUM, NUM), s))
+    if m:  # a fraction: its value
+        a, b = float(m.group(2).replace(",", "")), float(m.group(3).replace(",", ""))
+        return None if b == 0 else (-1 if m.group(1) == "-" else 1) * a / b
+    m = re.fullmatch(r"(%s)\s*(?:%s)?" % (NUM, UNIT), s)
+    if m:
+        try:
+            return float(m.group(1).replace(",", ""))
+        except ValueError:
+            return None
+    return None
 
 
 def extract_gsm8k(response):
-    """The first \\boxed{} that parses as a number, else the last number inside <answer>...</answer>."""
-    for b in _boxed_all(response):
+    """The first \\boxed{} that reads as a number (_to_number), else the last number inside <answer>...</answer>.
+    The fallback never looks inside a box: a box that does not read as a number is no answer, never one of its
+    parts (the paper's parser took the last number of the tag, so "\\boxed{3x+4}" read as 4)."""
+    boxes = _boxed_all(response)
+    for b in boxes:
         v = _to_number(b)
         if v is not None:
             return v
     m = re.search(r"<answer>(.*?)(?:</answer>|$)", response, re.S)
     if m:
-        nums = [_to_number(x) for x in NUMBER.findall(m.group(1).replace("$", ""))]
+        text = m.group(1)
+        for b in boxes:
+            text = text.replace("\\boxed{" + b + "}", " ")
+        nums = [_to_number(x) for x in NUMBER.findall(_clean_money(text))]
         nums = [x for x in nums if x is not None]
         if nums:
             return nums[-1]
@@ -241,15 +277,19 @@ def extract_gsm8k(response):
 
 
 def grade_gsm8k(response, gold):
-    pred, ref = extract_gsm8k(response), _to_number(gold)
+    pred, ref = extract_gsm8k(response), _to_number(str(gold))
     return pred is not None and ref is not None and abs(pred - ref) < 1e-6
 
 
 def _strip_math(s):
-    """Hendrycks-style normalisation of a MATH answer string (string equivalence after cleanup)."""
+    """Hendrycks-style normalisation of a MATH answer string (string equivalence after cleanup). Two additions,
+    both marked: thin spaces (\\,) are dropped and bmatrix is written as pmatrix (the same answer)."""
     s = s.strip().replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
+    s = s.replace("\\,", "").replace("bmatrix", "pmatrix")                      # additions
     s = s.replace("tfrac", "frac").replace("dfrac", "frac").replace("\\left", "").replace("\\right", "")
     s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\$", "").replace("$", "")
+    if "\\text{ " in s:                                                         # units on the right: "5\text{ cm}"
+        s = s.split("\\text{ ")[0]
     s = re.sub(r"\\text\{\s*([^}]*)\}", r"\1", s)
     s = s.replace("\\%", "").replace("%", "")
     s = s.replace(" .", " 0.").replace("{.", "{0.")
@@ -269,11 +309,55 @@ def _strip_math(s):
     return s
 
 
+def _math_value(s):
+    """A normalised MATH answer that is a plain number or a numeric fraction -> its value, else None."""
+    m = re.fullmatch(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}", s)
+    if m:
+        return None if float(m.group(3)) == 0 else (-1 if m.group(1) else 1) * float(m.group(2)) / float(m.group(3))
+    return float(s) if re.fullmatch(r"-?(?:\d+(?:\.\d*)?|\.\d+)", s) else None
+
+
+def _top_level_split(s):
+    """Split on commas outside any brackets: "1,2" -> ["1", "2"]; "(1,2)" and "\\frac{1,2}" stay whole."""
+    parts, depth, cur = [], 0, ""
+    for ch in s:
+        depth += 1 if ch in "([{" else -1 if ch in ")]}" else 0
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur]
+
+
+def math_equal(pred, gold):
+    """Hendrycks's string equivalence after _strip_math, with two departures, each because the strings differ
+    while the answers do not: numbers compare by value (0.25 == \\frac14 == 1/4, 2.0 == 2; Hendrycks maps only
+    0.5 to \\frac{1}{2}), and a bare comma-separated list ("2, 3", "all solutions, separated by commas") compares
+    as a multiset; a bracketed tuple or interval keeps its order."""
+    a, b = _strip_math(pred), _strip_math(gold)
+    if a == b:
+        return True
+    va, vb = _math_value(a), _math_value(b)
+    if va is not None and vb is not None:
+        return abs(va - vb) <= 1e-9 * max(1.0, abs(vb))
+    pa, pb = _top_level_split(a), _top_level_split(b)
+    if len(pa) > 1 and len(pa) == len(pb):
+        rest = list(pb)
+        for x in pa:
+            hit = next((i for i, y in enumerate(rest) if math_equal(x, y)), None)
+            if hit is None:
+                return False
+            rest.pop(hit)
+        return True
+    return False
+
+
 def grade_math(response, gold):
-    """The last \\boxed{} of each side, normalised and compared as strings."""
+    """The last \\boxed{} of each side (the gold may be bare), compared with math_equal."""
     pred = _boxed_all(response)
-    ref = _boxed_all(gold) or [gold]
-    return bool(pred) and _strip_math(pred[-1]) == _strip_math(ref[-1])
+    ref = _boxed_all(str(gold)) or [str(gold)]
+    return bool(pred) and math_equal(pred[-1], ref[-1])
 
 
 def grade(task, problem, response):

@@ -33,11 +33,66 @@ def write_tokenizer(path):
     return vocab
 
 
-def write_fixture(path, layout, vocab_size=48, d=32, layers=2, heads=4, kv_heads=4, hidden=64, seed=0):
-    """A random model in the official layout: config.json, model.safetensors (official key names), tokenizer."""
+def byte_alphabet():
+    """GPT-2 / Qwen2 byte-level BPE's 256 symbols: printable bytes stand for themselves, the rest move to 256+."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b], extra = chr(256 + extra), extra + 1
+    return [out[b] for b in range(256)]
+
+
+QWEN_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+DREAM_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|beginoftext|>", "<|mask|>"]
+
+
+def write_dream_tokenizer(path):
+    """Dream-v0-Instruct-7B's tokenizer files as the hub has them: Qwen2's byte-level BPE in vocab.json + merges.txt,
+    no tokenizer.json, and a tokenizer_config.json whose auto_map names its remote DreamTokenizer class, with the
+    added special tokens (<|mask|> among them), the special-token fields and a chat template."""
+    symbols = byte_alphabet()
+    merges = [("G", "S"), ("\u0120", "2"), ("\u0120", "+"), ("a", "t"), ("h", "e")]   # \u0120 is the byte-level space
+    vocab = {s: i for i, s in enumerate(symbols)}
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    with open(os.path.join(path, "vocab.json"), "w") as f:
+        json.dump(vocab, f)
+    with open(os.path.join(path, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    added = {str(len(vocab) + i): dict(content=t, lstrip=False, normalized=False, rstrip=False, single_word=False,
+                                       special=True) for i, t in enumerate(DREAM_SPECIALS)}
+    cfg = dict(add_bos_token=False, add_prefix_space=False, added_tokens_decoder=added,
+               additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+               auto_map={"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
+               bos_token="<|beginoftext|>", chat_template=QWEN_TEMPLATE, clean_up_tokenization_spaces=False,
+               eos_token="<|endoftext|>", errors="replace", mask_token="<|mask|>", model_max_length=131072,
+               pad_token="<|endoftext|>", split_special_tokens=False, tokenizer_class="DreamTokenizer", unk_token=None)
+    with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    return {**vocab, **{t["content"]: int(i) for i, t in added.items()}}
+
+
+def write_fixture(path, layout, vocab_size=None, d=32, layers=2, heads=4, kv_heads=4, hidden=64, seed=0):
+    """A random model in the official layout: config.json, model.safetensors (official key names), tokenizer files
+    with the fields of the hub's (LLaDA: tokenizer.json + tokenizer_config.json naming PreTrainedTokenizerFast;
+    Dream: vocab.json + merges.txt + a tokenizer_config.json that maps to remote code)."""
     from safetensors.torch import save_file
     os.makedirs(path, exist_ok=True)
-    vocab = write_tokenizer(path)
+    if layout == "llada":
+        vocab = write_tokenizer(path)
+        tc = os.path.join(path, "tokenizer_config.json")
+        cfg = json.load(open(tc))
+        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"      # what LLaDA's hub file says
+        json.dump(cfg, open(tc, "w"))
+        vocab_size = vocab_size or 48
+    else:
+        vocab = write_dream_tokenizer(path)
+        vocab_size = vocab_size or len(vocab) + 3               # the model's vocab is padded past the tokenizer's
+
     g = torch.Generator().manual_seed(seed)
     w = lambda *s: torch.randn(*s, generator=g) * 0.2
     hd = d // heads
@@ -60,7 +115,7 @@ def write_fixture(path, layout, vocab_size=48, d=32, layers=2, heads=4, kv_heads
     else:
         cfg = dict(model_type="Dream", hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
                    num_key_value_heads=kv_heads, intermediate_size=hidden, rope_theta=1e6, rms_norm_eps=1e-6,
-                   vocab_size=vocab_size, tie_word_embeddings=False, mask_token_id=vocab["<|mdm_mask|>"],
+                   vocab_size=vocab_size, tie_word_embeddings=False, mask_token_id=vocab["<|mask|>"],
                    pad_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|endoftext|>"],
                    max_position_embeddings=4096)
         sd["model.embed_tokens.weight"], sd["model.norm.weight"], sd["lm_head.weight"] = w(vocab_size, d), 1 + w(d), w(vocab_size, d)

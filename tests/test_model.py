@@ -68,7 +68,8 @@ def test_padded_equals_unpadded(request, layout):
     prompts = [d.prompt_text(t, "You are a math expert .", "<reasoning>") for t in texts]
     ids, am = d.encode(prompts)
     assert ids.shape[0] == 2 and am[1].sum() < am[0].sum() and am[1, 0] == 0   # left-padded
-    assert prompts[0].startswith("<|startoftext|><|start_header_id|>system")     # chat template applied
+    start = {"llada": "<|startoftext|><|start_header_id|>system", "dream": "<|im_start|>system\n"}[layout]
+    assert prompts[0].startswith(start)                                           # chat template applied
     x = torch.cat([ids, torch.full((2, 6), d.mask_id)], 1)
     full = d.logits(x, torch.cat([am, torch.ones(2, 6, dtype=am.dtype)], 1), start=ids.shape[1])
     for i in range(2):
@@ -169,3 +170,57 @@ def test_shipped_weights_load_and_say_how_they_were_made():
     for name in TINY:
         d = load_dllm(name, device="cpu")
         assert d.meta["command"].startswith(f"python pretrain.py --name {name}")
+
+
+def test_dream_tokenizer_loads_without_remote_code(dream_dir):
+    """Dream's tokenizer_config.json maps AutoTokenizer to remote code (the fixture has the hub's fields); we load
+    its vocab.json + merges.txt as the Qwen2 BPE it is, with the config's added tokens and chat template."""
+    from transformers import AutoTokenizer
+    cfg = json.load(open(os.path.join(dream_dir, "tokenizer_config.json")))
+    assert cfg["auto_map"]["AutoTokenizer"][0] == "tokenization_dream.DreamTokenizer" and cfg["tokenizer_class"] == "DreamTokenizer"
+    assert not os.path.exists(os.path.join(dream_dir, "tokenizer.json"))
+    with pytest.raises(Exception, match="custom code|trust_remote_code"):
+        AutoTokenizer.from_pretrained(dream_dir)                # what load_dllm used to do, and failed on
+    d = load_dllm(dream_dir, device="cpu")
+    tok, mcfg = d.tokenizer, json.load(open(os.path.join(dream_dir, "config.json")))
+    assert tok.mask_token == "<|mask|>" and tok.convert_tokens_to_ids("<|mask|>") == d.mask_id == mcfg["mask_token_id"]
+    assert tok.convert_tokens_to_ids("<|endoftext|>") == d.eos_id == d.pad_id
+    ids = tok("<|im_start|>user\nWhat is 2 + 3 ?<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and ids[-1] == tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.decode(ids) == "<|im_start|>user\nWhat is 2 + 3 ?<|im_end|>"        # byte-level BPE round trip
+    assert d.decode(ids + [d.eos_id, ids[1]]) == "<|im_start|>user\nWhat is 2 + 3 ?<|im_end|>"
+
+
+def test_llada_tokenizer_files(llada_dir, tmp_path):
+    """LLaDA's hub tokenizer_config names PreTrainedTokenizerFast (no remote code); an export that adds an auto_map
+    still loads from its tokenizer.json. Missing tokenizer files and a tokenizer from another model are one clear error."""
+    cfg = json.load(open(os.path.join(llada_dir, "tokenizer_config.json")))
+    assert cfg["tokenizer_class"] == "PreTrainedTokenizerFast" and "chat_template" in json.dumps(cfg) + "".join(os.listdir(llada_dir))
+    d = load_dllm(llada_dir, device="cpu")
+    assert d.tokenizer.convert_tokens_to_ids("<|mdm_mask|>") == d.mask_id
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in os.listdir(llada_dir):
+        (copy / f).write_bytes(open(os.path.join(llada_dir, f), "rb").read())
+    cfg["auto_map"] = {"AutoTokenizer": ["tokenization_llada.LLaDATokenizer", None]}
+    cfg["tokenizer_class"] = "LLaDATokenizer"
+    (copy / "tokenizer_config.json").write_text(json.dumps(cfg))
+    assert load_dllm(str(copy), device="cpu").tokenizer.convert_tokens_to_ids("<|mdm_mask|>") == d.mask_id
+    mcfg = json.load(open(copy / "config.json"))
+    mcfg["mask_token_id"] = d.mask_id - 1
+    cfg["mask_token"] = "<|mdm_mask|>"
+    (copy / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (copy / "config.json").write_text(json.dumps(mcfg))
+    with pytest.raises(ValueError, match="different models"):
+        load_dllm(str(copy), device="cpu")
+    (copy / "config.json").write_text("{broken")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        load_dllm(str(copy), device="cpu")
+    (copy / "config.json").write_text(json.dumps({"d_model": 32}))
+    with pytest.raises(ValueError, match="lacks or mistypes the field"):
+        load_dllm(str(copy), device="cpu")
+    (copy / "config.json").write_text(json.dumps(json.load(open(os.path.join(llada_dir, "config.json")))))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        os.remove(copy / f)
+    with pytest.raises(FileNotFoundError, match="no tokenizer files"):
+        load_dllm(str(copy), device="cpu")

@@ -26,9 +26,29 @@ GSM8K_CASES = [  # (response, gold, correct)
     ("The answer is 12.", "12", False),                                 # outside the tags, no box
     ("<answer>$1,000</answer>", "1000", True),
     ("<answer>0.25", "0.25", True),                                     # unclosed tag (truncated generation)
-    ("\\boxed{\\frac{1}{2}}", "0.5", False),                            # GSM8K boxes must parse as numbers
+    ("\\boxed{\\frac{1}{2}}", "0.5", True),                             # a boxed fraction reads as its value (departs)
     ("\\boxed{100}", "100.0000001", True),                              # |pred - gold| < 1e-6
     ("\\boxed{100}", "100.00001", False),
+    # issue 9: where the paper's parser is wrong (tasks._to_number / extract_gsm8k say why each departs)
+    ("<answer>\\boxed{\\frac{3}{4}}</answer>", "4", False),           # was True: the denominator, read as the answer
+    ("<answer>\\boxed{\\frac{3}{4}}</answer>", "0.75", True),
+    ("\\boxed{1/2}", "2", False),
+    ("\\boxed{1/2}", "0.5", True),
+    ("\\boxed{\\dfrac34}", "0.75", True),                              # brace-less: the digits 3 and 4
+    ("\\boxed{-\\frac{1}{2}}", "-0.5", True),
+    ("The answer is \\boxed{10 dollars}.", "10", True),                # a unit after the number
+    ("\\boxed{10\\%}", "10", True),                                   # a percent sign
+    ("\\boxed{25 \\text{ cents}}", "25", True),
+    ("<answer>1e3</answer>", "1000", True),                            # scientific notation, not 3
+    ("\\boxed{2.5e2}", "250", True),
+    ("\\boxed{-\\$5}", "-5", True),                                    # negative money, not 5
+    ("<answer>-\\$5</answer>", "-5", True),
+    ("<answer>-\\$5</answer>", "5", False),
+    ("<answer>\\boxed{3x+4}</answer>", "4", False),                    # a box that is no number is no answer
+    ("\\boxed{3, 4}", "34", False),                                    # commas only as thousands separators
+    ("\\boxed{1,2345}", "12345", False),
+    ("\\boxed{12,345,678}", "12345678", True),
+    ("\\boxed{\\frac{1}{0}}", "0", False),                              # no value, no crash
 ]
 
 MATH_CASES = [
@@ -48,6 +68,34 @@ MATH_CASES = [
     ("\\boxed{\\frac{1}{3}}", "\\frac{1}{2}", False),
     ("no box here: 5", "5", False),
     ("\\boxed{{1}{2}}", "{1}{2}", True),                               # nested braces balanced
+    # issue 9: 24 more. Departures from Hendrycks's string equivalence are marked (tasks.math_equal says why).
+    ("\\boxed{\\tfrac{3}{4}}", "\\dfrac{3}{4}", True),
+    ("\\boxed{\\frac{1}{2}}", "0.5", True),                            # 0.5 is Hendrycks's one special case
+    ("\\boxed{0.25}", "\\frac14", True),                                # departs: numbers compare by value
+    ("\\boxed{1/4}", "0.25", True),                                     # departs
+    ("\\boxed{2.0}", "2", True),                                        # departs
+    ("\\boxed{-\\frac{1}{2}}", "\\frac{-1}{2}", True),                  # departs
+    ("\\boxed{0.3333}", "\\frac{1}{3}", False),                          # by value, but exactly
+    ("\\boxed{5\\text{ cm}}", "5", True),                               # units on the right (Hendrycks)
+    ("\\boxed{5\\text{ cm}}", "6", False),
+    ("\\boxed{\\text{Monday}}", "\\text{Monday}", True),
+    ("\\boxed{30^{\\circ}}", "30", True),
+    ("\\boxed{30^\\circ}", "45^\\circ", False),
+    ("\\boxed{y = 2x + 3}", "2x+3", True),                              # short left-hand side stripped
+    ("\\boxed{\\left[ 2, 5 \\right)}", "[2,5)", True),                   # intervals keep their brackets ...
+    ("\\boxed{(2, 5]}", "[2,5)", False),                                # ... and which end is open
+    ("\\boxed{(-\\infty, 3)}", "(-\\infty,3)", True),
+    ("\\boxed{(3, 4)}", "(4, 3)", False),                               # a point is ordered
+    ("\\boxed{2, 3}", "3, 2", True),                                    # departs: a bare list is a multiset
+    ("\\boxed{2, 3}", "2, 3, 4", False),
+    ("\\boxed{2, 2}", "2, 3", False),
+    ("\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),  # matrices
+    ("\\boxed{\\begin{bmatrix} 1 \\\\ 2 \\end{bmatrix}}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),  # departs
+    ("\\boxed{\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", False),
+    ("\\boxed{10\\,000}", "10000", True),                              # departs: thin spaces dropped
+    ("\\boxed{\\$18.50}", "18.50", True),
+    ("\\boxed{\\sqrt{2}/2}", "\\frac{\\sqrt{2}}{2}", False),           # Hendrycks does not see these as equal
+    ("\\boxed{\\frac{\\sqrt3}{2}}", "\\frac{\\sqrt{3}}{2}", True),
 ]
 
 TINY_CASES = [  # (task, question, response, correct); values modulo 10
