@@ -1,9 +1,10 @@
 """
-The unmasking MDP (paper section 3; DESIGN.md section 3), with the frozen dLLM as the environment.
+The unmasking MDP (paper section 3), with the frozen dLLM as the environment.
 
   state    buffer x = [prompt | L x MASK] per row, its current block, NFE spent, done flag
   step     one dLLM forward over the unfinished rows: x0 = argmax logits (or a Gumbel sample at
-           temperature T > 0, noise in float64), conf = softmax(logits)[x0] from the noise-free logits
+           temperature T > 0, noise in float64 from a per-row, per-step seed), conf = softmax(logits)[x0]
+           from the noise-free logits
   obs      conf and mask bit at all L positions, candidates (masked positions of the current block),
            time t = NFE / L; heuristics may also ask for the top1-top2 margin and the entropy
   action   a subset of the candidates; selected positions take x0 and are never remasked
@@ -69,12 +70,24 @@ def row_keys(seed, ids):
     return fmix32(fmix32(torch.as_tensor(ids, dtype=torch.long)) ^ fmix32(torch.tensor(seed, dtype=torch.long) + 0x9E37))
 
 
-def sample_tokens(logits, temperature, gen):
-    """x0 and conf (b, L) from logits (b, L, V). Greedy at T = 0; otherwise a Gumbel-max sample in
-    float64, which is an exact draw from softmax(logits / T). conf always uses the noise-free softmax."""
+def noise_seeds(keys, nfe):
+    """(b,) 63-bit seeds for the dLLM's Gumbel noise from (row key, NFE spent), salted apart from the policy's
+    draws: a row's tokens at T > 0 never depend on batching, sharding or the other rows."""
+    lo = fmix32(keys ^ fmix32(nfe + 0xD1CE))
+    return (fmix32(lo ^ 0xB5297A4D) << 31) ^ lo
+
+
+def sample_tokens(logits, temperature, seeds=None):
+    """x0 and conf (b, L) from logits (b, L, V). Greedy at T = 0; otherwise a Gumbel-max sample in float64,
+    which is an exact draw from softmax(logits / T), with each row's noise from its own generator seeded by
+    seeds (b,) (noise_seeds). conf always uses the noise-free softmax."""
     probs = torch.softmax(logits.float(), dim=-1)                      # (b, L, V) float32
     if temperature > 0:
-        u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=gen)
+        if seeds is None:
+            raise ValueError("sampling at temperature > 0 needs per-row seeds (env.noise_seeds)")
+        dev = logits.device
+        u = torch.stack([torch.rand(logits.shape[1:], dtype=torch.float64, device=dev,
+                                    generator=torch.Generator(dev).manual_seed(int(s))) for s in seeds.tolist()])
         x0 = (logits.double() / temperature - torch.log(-torch.log(u.clamp_min(1e-300)))).argmax(-1)
     else:
         x0 = logits.argmax(-1)
@@ -82,11 +95,11 @@ def sample_tokens(logits, temperature, gen):
 
 
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
-             record=False, keys=None, gen=None):
+             record=False, keys=None):
     """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished.
     Returns a Rollout. The policy object needs `act(obs) -> (unmask (b, L) bool, logp (b,) or None)`
     and an optional set `needs` of extra observations ('margin', 'entropy'). keys (B,) seed each row's
-    policy randomness (default: row_keys(0, arange(B))); gen drives the dLLM's Gumbel noise at T > 0."""
+    policy randomness and, at T > 0, the dLLM's Gumbel noise (default: row_keys(0, arange(B)))."""
     L, BL = gen_length, block_length
     if BL <= 0 or L % BL:
         raise ValueError(f"gen length {L} must be a positive multiple of block length {BL}")
@@ -109,7 +122,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     while not done.all():
         rows = (~done).nonzero().squeeze(1)                            # (b,) unfinished rows only
         logits = dllm.logits(x[rows], am[rows], start=P)               # (b, L, V)
-        x0, conf, probs = sample_tokens(logits, temperature, gen)
+        x0, conf, probs = sample_tokens(logits, temperature, noise_seeds(keys[rows], nfe[rows]))
         gx = x[rows, P:]                                               # (b, L)
         masked = gx == dllm.mask_id
         in_block = (pos[None] // BL) == block[rows, None]

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 
 from env import generate, row_keys
-from model import TINY, load_dllm
-from policy import LearnedPolicy, parse_policy
+from model import check_args, check_model_name, check_out_file, load_dllm, resolve_device
+from policy import LearnedPolicy, parse_policy, read_checkpoint
 from sample import evaluate, prompts_of
-from tasks import get_problems, grade
+from tasks import REAL_TASKS, TINY_TASKS, get_problems, grade
 
 # Sweep grids: dense enough that a gap in a heuristic's front never counts as a win for a learned policy. Fixed-step
 # rules get every valid step count up to L/2 (a multiple of the L / BL blocks), then L.
@@ -153,7 +153,7 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
 
 def trained_on(spec):
     """The training setup of a checkpoint policy, stored in its rows (the report groups policies by alpha)."""
-    ck = torch.load(spec.split(":tau=")[0], map_location="cpu", weights_only=True)
+    ck = read_checkpoint(spec.split(":tau=")[0])
     a = ck["args"]
     return dict(model=a["model"], task=a["task"], gen_length=a["gen_length"], block_length=a["block_length"],
                 alpha=a["alpha"], reward=a["reward"], step=ck["step"])
@@ -203,7 +203,7 @@ def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"]):
 
 
 def suite_settings(pols):
-    """pols[(BL, alpha, reward)] -> checkpoint. The settings of DESIGN.md section 9, in the tiny world."""
+    """pols[(BL, alpha, reward)] -> checkpoint. The paper's experiments (README: Reproducing the paper), in the tiny world."""
     c, L, S = SUITE, SUITE["L"], SUITE["semi_bl"]
     tau1 = lambda BL, rewards=("mult",): learned_specs([pols[k] for k in sorted(pols) if k[0] == BL and k[2] in rewards], [1.0])
     taus = lambda BL: learned_specs([pols[(BL, 3, "mult")]], [t for t in c["taus"] if t != 1.0])
@@ -277,7 +277,8 @@ def comma(cast):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="evaluate unmasking policies over settings; resumable JSON rows")
+    p = argparse.ArgumentParser(description="evaluate unmasking policies over settings; resumable JSON rows",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--suite", default=None, help="'tiny': the paper's experiments in the tiny world, end to end")
     p.add_argument("--model", default="tiny", help="dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt")
     p.add_argument("--task", default="chain", help="chain, sub (tiny world) or gsm8k, math500")
@@ -285,13 +286,13 @@ def main(argv=None):
     p.add_argument("--block-lengths", type=comma(int), default="32", help="comma-separated BLs; BL == L is full diffusion")
     p.add_argument("--sweep", default="", help="heuristic sweeps: 'all' or some of topk,random,threshold,factor,eb,margin,entropy")
     p.add_argument("--policies", default="", help="extra specs: heuristics ('threshold:0.9') or checkpoints ('ckpt.pt')")
-    p.add_argument("--taus", type=comma(float), default="1", help="policy-temperature grid for the checkpoints in --policies")
+    p.add_argument("--taus", type=comma(float), default=None, help="policy-temperature grid for the checkpoints in --policies (default 1)")
     p.add_argument("--n", type=int, default=500, help="problems per row")
     p.add_argument("--seeds", type=comma(int), default="0", help="comma-separated seeds (problem set and policy randomness); mean and sd reported")
     p.add_argument("--batch-size", type=int, default=128, help="prompts per generate call")
     p.add_argument("--temperature", type=float, default=0.0, help="dLLM sampling temperature")
     p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500")
-    p.add_argument("--split", default="test", help="problem split")
+    p.add_argument("--split", default="test", choices=("train", "test"), help="problem split")
     p.add_argument("--out", default="results/eval.json", help="rows file (resumed if it exists)")
     p.add_argument("--plot", action="store_true", help="also draw accuracy vs NFE to a PNG beside --out (needs matplotlib)")
     p.add_argument("--suite-steps", type=int, default=SUITE["steps"], help="GRPO steps per suite policy")
@@ -301,12 +302,25 @@ def main(argv=None):
         if args.plot:
             import report
             report.need_matplotlib()
+        check_args(suite_steps=(args.suite_steps, ">= 1"))
         if args.suite:
             if args.suite != "tiny":
                 raise ValueError(f"unknown suite {args.suite!r}: the one suite is 'tiny'")
             return suite(plot=args.plot, steps=args.suite_steps)
         L = args.gen_length
-        BLs, taus, seeds = args.block_lengths, args.taus, args.seeds
+        BLs, taus, seeds = args.block_lengths, args.taus or [1.0], args.seeds
+        check_args(n=(args.n, "> 0"), batch_size=(args.batch_size, "> 0"), temperature=(args.temperature, ">= 0"),
+                   gen_length=(L, "> 0"))
+        for BL in BLs:
+            check_args(block_lengths=(BL, "> 0"))
+        for t in taus:
+            check_args(taus=(t, "> 0"))
+        if not BLs or not seeds:
+            raise ValueError("--block-lengths and --seeds need at least one value each")
+        if args.task not in TINY_TASKS + REAL_TASKS:
+            raise ValueError(f"unknown task {args.task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
+        if args.data and args.task in TINY_TASKS:
+            raise ValueError(f"--data is for gsm8k / math500; the {args.task} task is generated, not read")
         names = ALL if args.sweep == "all" else [s for s in args.sweep.split(",") if s.strip()]
         ckpts = [s for s in args.policies.split(",") if s.strip().endswith(".pt")]
         others = [s for s in args.policies.split(",") if s.strip() and s not in ckpts]
@@ -314,6 +328,12 @@ def main(argv=None):
                     for BL in BLs]
         if not any(s.specs for s in settings):
             raise ValueError("nothing to evaluate: pass --sweep and/or --policies")
+        if args.taus and not ckpts:
+            raise ValueError("--taus sets learned policies' temperatures, and no checkpoint is in --policies")
+        check_out_file(args.out, "--out")
+        load_rows(args.out)                                   # a file that is not ours: refused before any work
+        resolve_device(args.device)
+        check_model_name(args.model)
         for s in settings:
             check_setting(s)
             for spec in s.specs:

@@ -2,7 +2,7 @@
 The dLLM: one bidirectional transformer (RMSNorm, rotary positions, SwiGLU, optional grouped KV heads
 and q/k/v biases) that serves the tiny models trained here and the real ones. LLaDA-8B-Instruct /
 LLaDA-1.5 and Dream-v0-Instruct-7B load by copying the official safetensors into it through a key map
-with shape checks (DESIGN.md section 7) - no remote code, so nothing executes from the hub and no
+with shape checks (README: Real models) - no remote code, so nothing executes from the hub and no
 transformers release can break it.
 
     load_dllm("tiny")   -> DLLM with .mask_id .eos_id .pad_id .vocab_size .device .tokenizer
@@ -30,7 +30,7 @@ TINY = ("tiny", "tiny-b")
 # each file's meta). Resolved next to this file, so any working directory finds them.
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
-# Token ids of the real models (DESIGN.md section 7); config.json values win, these are the check.
+# Token ids of the real models, from their official config.json files; the files' values win, these are the check.
 KNOWN_IDS = {"llada": dict(mask=126336, eos=126081, pad=126081, eot=126348),
              "dream": dict(mask=151666, eos=151643, pad=151643)}
 
@@ -233,6 +233,23 @@ def default_device():
     return torch.device("cpu")
 
 
+def resolve_device(name=None):
+    """--device NAME -> torch.device, autodetected when None; a device this machine lacks is one clear error."""
+    if not name:
+        return default_device()
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {name!r} is not a device: use cuda, cuda:N, mps or cpu") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA device (leave --device out to autodetect)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: MPS is not available here (leave --device out to autodetect)")
+    return dev
+
+
 def config_from_hf(cfg):
     """(ModelConfig, layout, ids) from an official config.json dict: 'llada' (OLMo names) or 'dream'."""
     kind = str(cfg.get("model_type", "")).lower()
@@ -380,9 +397,19 @@ def load_tiny_file(path, device, name=None):
         raise ValueError(f"{path} is not a tiny dLLM checkpoint ({type(e).__name__})") from None
     if not isinstance(ck, dict) or "config" not in ck or "state_dict" not in ck:
         raise ValueError(f"{path} is not a tiny dLLM checkpoint (written by pretrain.py)")
-    net = Transformer(ModelConfig(**ck["config"]))
-    net.load_state_dict(ck["state_dict"])
     tok = CharTokenizer()
+    try:
+        c = ModelConfig(**ck["config"])
+    except TypeError as e:
+        raise ValueError(f"{path} is not a tiny dLLM checkpoint of this version ({e})") from None
+    if c.vocab_size != len(tok):
+        raise ValueError(f"{path} was trained with a vocabulary of {c.vocab_size} tokens, but the tiny world's has "
+                         f"{len(tok)} ({tok.chars!r} and 3 specials): rebuild it with python pretrain.py")
+    net = Transformer(c)
+    try:
+        net.load_state_dict(ck["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its weights do not match its config ({str(e).splitlines()[0]})") from None
     d = DLLM(net.to(device), tok, name or path, tok.mask_token_id, tok.eos_token_id, tok.pad_token_id)
     d.meta = ck.get("meta", {})
     return d
@@ -390,7 +417,7 @@ def load_tiny_file(path, device, name=None):
 
 def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_DIR):
     """Any dLLM by name (see the module docstring). bf16 on GPU, fp32 on CPU unless dtype says otherwise."""
-    device = torch.device(device) if device else default_device()
+    device = resolve_device(device) if not isinstance(device, torch.device) else device
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if name in TINY:
         path = os.path.join(weights_dir, f"{name}.pt")
@@ -411,6 +438,15 @@ def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_
             raise RuntimeError(f"could not fetch {HUB[name]} from the hub ({type(e).__name__}); download it "
                                f"with huggingface-cli and pass the local directory instead") from None
         return load_hf_dir(path, device, dtype, name)
+    check_model_name(name)
+
+
+def check_model_name(name):
+    """A --model that load_dllm can resolve, checked in a millisecond before anything else runs."""
+    if name in TINY or name in HUB or os.path.isdir(name) or (name.endswith(".pt") and os.path.isfile(name)):
+        return
+    if name.endswith(".pt"):
+        raise FileNotFoundError(f"tiny dLLM checkpoint {name} not found (python pretrain.py writes one)")
     raise ValueError(f"unknown model {name!r}: use one of {TINY + tuple(HUB)}, a local directory in the "
                      f"LLaDA or Dream layout, or a tiny checkpoint *.pt")
 
@@ -430,6 +466,36 @@ def parse_dataclass(cls, argv=None, description=None):
         else:
             p.add_argument(flag, type=typ, default=f.default, help=help_)
     return cls(**vars(p.parse_args(argv)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# argument checks the CLIs share: every one runs before a model is loaded, and says what to do in one line
+
+def check_args(**checks):
+    """check_args(n=(a.n, "> 0"), tau=(a.tau, "> 0"), ...): each value must be a finite number meeting its rule
+    ('> 0', '>= 0', '>= 2', 'in (0, 1]', 'in [0, 1]'); None (not given) passes. Raises ValueError naming the flag."""
+    rules = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
+             "in (0, 1]": lambda v: 0 < v <= 1, "in [0, 1]": lambda v: 0 <= v <= 1, "in (0, 1)": lambda v: 0 < v < 1}
+    for name, (value, rule) in checks.items():
+        if value is None:
+            continue
+        if not math.isfinite(value) or not rules[rule](value):
+            raise ValueError(f"--{name.replace('_', '-')} must be {rule}, not {value}")
+
+
+def check_out_file(path, flag):
+    """An output file we will write at the end: refuse a directory, create the missing folder, and make sure we
+    can write there now - not after the work is done. Leaves nothing behind."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a directory: pass a file path")
+    folder = os.path.dirname(path) or "."
+    probe = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.probe")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
 
 
 # Exact shapes of the real models, for meta-device builds and GPU benchmarks without a download.

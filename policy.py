@@ -1,6 +1,6 @@
 """
 Unmasking policies, all behind one interface: `act(obs) -> (unmask (b, L) bool, logp (b,) or None)`,
-driven by env.generate. Heuristics (DESIGN.md section 6) and the learned policy (paper section 4) differ
+driven by env.generate. Heuristics (reference semantics below) and the learned policy (paper section 4) differ
 only in how they score the candidates (masked positions of the current block).
 
   random / topk / margin / entropy (steps=S)  fixed schedule: S steps split equally over the blocks; in a
@@ -16,7 +16,7 @@ Ties in a ranking (common: a saturated tiny model gives conf == 1.0) go to the l
 """
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -184,20 +184,46 @@ class LearnedPolicy(nn.Module):
         return u, logp
 
 
-def load_policy(path, device="cpu"):
-    """A learned policy from a train.py checkpoint -> (policy in eval mode, checkpoint dict)."""
+CHECKPOINT_KEYS = ("policy", "policy_config", "args", "step")   # what every train.py checkpoint holds
+
+
+def read_checkpoint(path):
+    """A train.py checkpoint as a dict, checked: a missing, empty, truncated, foreign or non-policy file is one
+    clear ValueError / FileNotFoundError, never an EOFError or KeyError from deep inside."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"policy checkpoint {path} not found (train one with python train.py)")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or foreign pickled objects
+    except Exception as e:  # empty, truncated, not a torch file, or foreign pickled objects
         raise ValueError(f"{path} is not a policy checkpoint written by train.py ({type(e).__name__})") from None
-    if not isinstance(ck, dict) or "policy" not in ck or "policy_config" not in ck:
-        raise ValueError(f"{path} is not a policy checkpoint written by train.py")
-    pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))
-    pol.load_state_dict(ck["policy"])
+    if not isinstance(ck, dict) or any(k not in ck for k in CHECKPOINT_KEYS):
+        raise ValueError(f"{path} is not a policy checkpoint written by train.py (it lacks "
+                         f"{[k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]})")
+    return ck
+
+
+def load_policy(path, device="cpu"):
+    """A learned policy from a train.py checkpoint -> (policy in eval mode, checkpoint dict)."""
+    ck = read_checkpoint(path)
+    try:
+        pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))
+        pol.load_state_dict(ck["policy"])
+    except (TypeError, RuntimeError) as e:
+        raise ValueError(f"{path}: its policy weights do not match its policy config "
+                         f"({str(e).splitlines()[0][:200]})") from None
     pol.spec = path  # the path as given: several checkpoints share a file name
     return pol.to(device).eval(), ck
+
+
+def number(spec, text, what):
+    """A finite float from a spec's argument, or one clear error."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{spec!r}: {what} {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{spec!r}: {what} must be finite, not {text}")
+    return v
 
 
 def parse_policy(spec, device="cpu"):
@@ -206,11 +232,14 @@ def parse_policy(spec, device="cpu"):
     name, _, arg = spec.strip().partition(":")
     key, _, val = arg.rpartition("=")
     if name.endswith(".pt"):
+        if arg and key != "tau":
+            raise ValueError(f"{spec!r}: a checkpoint takes only ':tau=T'")
+        tau = number(spec, val, "tau") if arg else None
+        if tau is not None and tau <= 0:
+            raise ValueError(f"{spec!r}: tau must be > 0")
         pol, _ = load_policy(name, device)
-        if arg:
-            if key != "tau":
-                raise ValueError(f"{spec!r}: a checkpoint takes only ':tau=T'")
-            pol.tau = float(val)
+        if tau is not None:
+            pol.tau = tau
             pol.spec = f"{pol.spec}:tau={val}"
         return pol
     keys = {"random": "steps", "topk": "steps", "margin": "steps", "entropy": "steps",
@@ -219,17 +248,21 @@ def parse_policy(spec, device="cpu"):
         raise ValueError(f"unknown policy {spec!r}: use one of {sorted(keys)} (e.g. topk:steps=32) or a *.pt checkpoint")
     if not val or key not in ("", keys[name]):
         raise ValueError(f"{spec!r}: write it as {name}:{keys[name]}=VALUE")
-    try:
-        num = float(val)
-    except ValueError:
-        raise ValueError(f"{spec!r}: {val!r} is not a number") from None
+    num = number(spec, val, keys[name])
     if keys[name] == "steps":
-        if num != int(num):
-            raise ValueError(f"{spec!r}: steps must be an integer")
+        if num != int(num) or num < 1:
+            raise ValueError(f"{spec!r}: steps must be a positive integer")
         return FixedSteps(name, int(num))
+    if name == "threshold" and not 0 < num <= 1:
+        raise ValueError(f"{spec!r}: a confidence threshold must be in (0, 1]")
+    if name in ("factor", "eb") and num < 0:
+        raise ValueError(f"{spec!r}: {keys[name]} must be >= 0")
     return {"threshold": Threshold, "factor": Factor, "eb": EB}[name](val)
 
 
 def parse_policies(specs, device="cpu"):
-    """A comma-separated list of specs -> list of policies (the CLIs' --policies)."""
-    return [parse_policy(s, device) for s in specs.split(",") if s.strip()]
+    """A comma-separated list of specs -> list of policies (the CLIs' --policies); an empty list is an error."""
+    pols = [parse_policy(s, device) for s in specs.split(",") if s.strip()]
+    if not pols:
+        raise ValueError(f"no policy in {specs!r}: pass comma-separated specs, e.g. 'topk:steps=32,threshold:0.9'")
+    return pols

@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import CharTokenizer, ModelConfig, Transformer, parse_dataclass, save_tiny
+from model import CharTokenizer, ModelConfig, Transformer, check_args, parse_dataclass, save_tiny
 from tasks import make_chain, make_sub
+
+MAX_ANSWER = 1 + 5 * 5 + 2   # the longest chain answer: start digit, 5 steps of "+d=vf", '#' and the answer
 
 # The two tiny models: same family, different seed and size (model-transfer experiments).
 SIZES = {"tiny": dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384, seed=0),
@@ -85,8 +87,13 @@ def diffusion_loss(net, x0, am, P, mask_id, eps, gen, suffix_frac=0.0):
 def pretrain(cfg: PretrainConfig):
     if cfg.name not in SIZES:
         raise ValueError(f"unknown tiny model {cfg.name!r}; choose one of {sorted(SIZES)}")
-    if cfg.steps <= 0 or cfg.batch_size <= 0 or not 0 < cfg.eps < 1:
-        raise ValueError("--steps and --batch-size must be positive and --eps in (0, 1)")
+    if cfg.steps <= 0 or cfg.batch_size <= 0:
+        raise ValueError("--steps and --batch-size must be positive")
+    check_args(eps=(cfg.eps, "in (0, 1)"), lr=(cfg.lr, "> 0"), warmup=(cfg.warmup, ">= 1"),
+               long_frac=(cfg.long_frac, "in [0, 1]"), sub_frac=(cfg.sub_frac, "in [0, 1]"),
+               suffix_frac=(cfg.suffix_frac, "in [0, 1]"), threads=(cfg.threads, ">= 0"))
+    if cfg.gen_length < MAX_ANSWER:
+        raise ValueError(f"--gen-length {cfg.gen_length} is shorter than the longest answer ({MAX_ANSWER} tokens)")
     path = f"{cfg.out_dir}/{cfg.name}.pt"
     if os.path.exists(path):  # never overwrite a model (the shipped ones included): checked before any work
         raise ValueError(f"{path} exists: pass another --out-dir, or delete it first")
@@ -179,7 +186,7 @@ def check_world(name, n=500, task="chain", L=32):
     ids, am = prompts_of(dllm, probs)
     x = torch.cat([ids, torch.full((len(probs), L), dllm.mask_id)], 1)
     logits = dllm.logits(x, torch.cat([am, torch.ones_like(x[:, -L:])], 1), start=ids.shape[1])
-    x0, conf, _ = sample_tokens(logits, 0.0, None)                        # the env's own x0 and conf
+    x0, conf, _ = sample_tokens(logits, 0.0)                              # the env's own x0 and conf
     above, conf_ans, is_gold = [], [], []
     for i, p in enumerate(probs):
         hs = (x0[i] == hash_id).nonzero()
@@ -198,12 +205,15 @@ def check_world(name, n=500, task="chain", L=32):
     return out
 
 
-if __name__ == "__main__":
+def main(argv=None):
     try:
-        cfg = parse_dataclass(PretrainConfig, description="pretrain a tiny dLLM (masked-diffusion loss)")
+        cfg = parse_dataclass(PretrainConfig, argv, description="pretrain a tiny dLLM (masked-diffusion loss)")
         if cfg.check:
-            check_world(cfg.check, cfg.n)
-            raise SystemExit(0)
-        pretrain(cfg)
+            return check_world(cfg.check, cfg.n)
+        return pretrain(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

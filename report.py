@@ -79,7 +79,7 @@ def markdown_table(rows):
 
 
 # ----------------------------------------------------------------------------------------------------
-# verdicts: one per claim of DESIGN.md section 9 (and the GRPO claims of section 5)
+# verdicts: one per claim of the paper (its results tables and its GRPO training claims)
 
 def best_gap(rows, reward="mult", tau=None):
     g = [(r, b, x) for r, b, x in gaps(rows) if x is not None and r["trained"]["reward"] == reward

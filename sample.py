@@ -15,9 +15,9 @@ import torch
 from tqdm import tqdm
 
 from env import generate, row_keys
-from model import load_dllm
-from policy import LearnedPolicy, load_policy, parse_policies
-from tasks import SYSTEM_PROMPT, ANSWER_PREFIX, get_problems, grade
+from model import check_args, check_model_name, check_out_file, load_dllm, resolve_device
+from policy import LearnedPolicy, parse_policies, read_checkpoint
+from tasks import ANSWER_PREFIX, REAL_TASKS, SYSTEM_PROMPT, TINY_TASKS, get_problems, grade
 
 DEFAULTS = dict(model="tiny", task="chain", gen_length=32, block_length=32)
 
@@ -30,15 +30,14 @@ def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=
              seed=0, progress=True, keep=0):
     """Run one policy over problems -> dict(accuracy, mean_nfe, tokens_per_nfe, seconds, n) and the first
     `keep` (problem, rollout row, text, correct) for display."""
-    gen = torch.Generator(device=dllm.device).manual_seed(seed)  # dLLM Gumbel noise (T > 0 only)
     correct = nfe = unmasked = 0
     shown, t0 = [], time.time()
     batches = range(0, len(problems), batch_size)
     for i in tqdm(batches, desc=f"{policy.spec}", leave=False, disable=None if progress else True):
         chunk = problems[i:i + batch_size]
         ids, am = prompts_of(dllm, chunk)
-        keys = row_keys(seed, torch.arange(i, i + len(chunk)))  # a problem's draws do not depend on batching
-        r = generate(dllm, policy, ids, am, gen_length, block_length, temperature, keys=keys, gen=gen)
+        keys = row_keys(seed, torch.arange(i, i + len(chunk)))  # a problem's draws (policy and dLLM) do not depend on batching
+        r = generate(dllm, policy, ids, am, gen_length, block_length, temperature, keys=keys)
         for j, p in enumerate(chunk):
             text = dllm.decode(r.tokens[j].tolist())
             ok = grade(task, p, text)
@@ -77,16 +76,36 @@ def resolve(args):
     """Explicit flags win, then the learned policy's checkpoint, then DEFAULTS."""
     ck_args = {}
     if args.policy:
-        _, ck = load_policy(args.policy)
-        ck_args = ck.get("args", {})
+        ck_args = read_checkpoint(args.policy)["args"]
     for k, v in DEFAULTS.items():
         if getattr(args, k) is None:
             setattr(args, k, ck_args.get(k, v))
     return args
 
 
+def check(args, policies):
+    """Every argument, before any model is loaded (a real one is 16 GB): one clear error each."""
+    check_args(n=(args.n, "> 0"), batch_size=(args.batch_size, "> 0"), temperature=(args.temperature, ">= 0"),
+               tau=(args.tau, "> 0"), gen_length=(args.gen_length, "> 0"), block_length=(args.block_length, "> 0"),
+               show=(args.show, ">= 0"))
+    if args.gen_length % args.block_length:
+        raise ValueError(f"--gen-length {args.gen_length} must be a multiple of --block-length {args.block_length}")
+    if args.task not in TINY_TASKS + REAL_TASKS:
+        raise ValueError(f"unknown task {args.task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
+    if args.data and args.task in TINY_TASKS:
+        raise ValueError(f"--data is for gsm8k / math500; the {args.task} task is generated, not read")
+    learned = [p for p in policies if isinstance(p, LearnedPolicy)]
+    if args.tau is not None and not learned:
+        raise ValueError("--tau sets a learned policy's temperature, and no checkpoint is among the policies")
+    for pol in policies:
+        pol.check(args.gen_length, args.block_length)
+    if args.json:
+        check_out_file(args.json, "--json")
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description="compare unmasking policies on a task")
+    p = argparse.ArgumentParser(description="compare unmasking policies on a task",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None, help="dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt (default tiny, or the checkpoint's)")
     p.add_argument("--task", default=None, help="chain, sub (tiny world) or gsm8k, math500 (default chain, or the checkpoint's)")
     p.add_argument("--policies", default="", help="comma-separated policy specs, e.g. 'topk:steps=32,threshold:0.9,out/ckpt.pt'")
@@ -99,8 +118,8 @@ def main(argv=None):
     p.add_argument("--tau", type=float, default=None, help="policy temperature for learned policies")
     p.add_argument("--seed", type=int, default=0, help="problem set and policy randomness")
     p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500")
-    p.add_argument("--split", default="test", help="problem split")
-    p.add_argument("--json", default=None, help="write the rows to this JSON file")
+    p.add_argument("--split", default="test", choices=("train", "test"), help="problem split")
+    p.add_argument("--json", default=None, help="write the rows to this JSON file (its folder is created)")
     p.add_argument("--show", type=int, default=0, help="print K generations per policy with the unmask step of each token")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
     p.add_argument("--revision", default=None, help="hub revision of the dLLM")
@@ -110,15 +129,17 @@ def main(argv=None):
         specs = ",".join(s for s in (args.policy, args.policies) if s)
         if not specs:
             raise ValueError("no policy given: pass --policies and/or --policy")
-        if args.block_length <= 0 or args.gen_length % args.block_length:
-            raise ValueError(f"--gen-length {args.gen_length} must be a multiple of --block-length {args.block_length}")
-        dllm = load_dllm(args.model, device=args.device, revision=args.revision)
-        policies = parse_policies(specs, dllm.device)
-        for pol in policies:
-            pol.check(args.gen_length, args.block_length)
-            if isinstance(pol, LearnedPolicy) and args.tau is not None:
-                pol.tau, pol.spec = args.tau, f"{pol.spec}:tau={args.tau}"
+        policies = parse_policies(specs)                  # on the CPU: checked before the model loads
+        check(args, policies)
+        check_model_name(args.model)
+        device = resolve_device(args.device)
         problems = get_problems(args.task, args.n, args.seed, args.split, args.data)
+        dllm = load_dllm(args.model, device=device, revision=args.revision)
+        for pol in policies:
+            if isinstance(pol, LearnedPolicy):
+                pol.to(dllm.device)
+                if args.tau is not None:
+                    pol.tau, pol.spec = args.tau, f"{pol.spec}:tau={args.tau}"
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
     print(f"model {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}), task {args.task}, "
@@ -135,9 +156,14 @@ def main(argv=None):
     print(table(rows))
     if args.json:
         tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(rows, f, indent=1)
-        os.replace(tmp, args.json)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(rows, f, indent=1)
+            os.replace(tmp, args.json)
+        except OSError as e:   # checked before the work, but the disk can still fill up
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise SystemExit(f"error: could not write {args.json} ({e.strerror or e})")
         print(f"wrote {args.json}")
     return rows
 

@@ -1,7 +1,7 @@
 """
 Tasks: problems, prompts and graders. One grader per task serves both the GRPO reward and evaluation.
 
-Real tasks (paper protocol, DESIGN.md section 8): GSM8K (train/test) and MATH-500, zero-shot, with the
+Real tasks (the paper's protocol): GSM8K (train/test) and MATH-500, zero-shot, with the
 "<reasoning>...</reasoning><answer>...</answer>" instruction. Downloaded on first use into a cache
 directory, or read from a local jsonl with `--data`.
 
@@ -123,7 +123,7 @@ CACHE = os.path.join(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "~/.cac
 SYSTEM_PROMPT = ("You are a math expert. You will be given a question to solve. Solve it step by step. "
                  "Wrap the final answer in a \\boxed{}. Respond in the following format:\n"
                  "<reasoning>\nYour reasoning here\n</reasoning>\n<answer>\n\\boxed{...}\n</answer>")
-ANSWER_PREFIX = "<reasoning>\n"  # written as the start of the answer (DESIGN.md section 8)
+ANSWER_PREFIX = "<reasoning>\n"  # written as the start of the answer (the paper's eval prompt)
 
 
 def read_jsonl(path, task):
@@ -195,7 +195,7 @@ def get_problems(task, n=None, seed=0, split="test", data=None):
 
 
 # ----------------------------------------------------------------------------------------------------
-# real tasks: graders (DESIGN.md section 8)
+# real tasks: graders (the paper's protocol)
 
 def _boxed_all(text):
     """Contents of every \\boxed{...} in text, with nested braces balanced."""

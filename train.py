@@ -1,5 +1,5 @@
 """
-Train the unmasking policy with GRPO against the frozen dLLM (paper section 5; DESIGN.md section 5).
+Train the unmasking policy with GRPO against the frozen dLLM (paper section 5).
 
 Per step: take P prompts, roll out a group of G episodes each through env.generate (the dLLM at temperature
 0, so the spread comes from the policy's Bernoulli draws), grade them, reward
@@ -14,7 +14,6 @@ not divided by the group std (--std-adv turns that on); a batch whose advantages
     python train.py --model llada --block-length 32   # the paper's run (one GPU, ~24 GB+)
     torchrun --nproc_per_node=8 train.py --model llada      # data parallel: each rank rolls out its prompts
 """
-import argparse
 import json
 import math
 import os
@@ -26,11 +25,13 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.distributed as dist
 
+from tqdm import tqdm
+
 from env import generate, row_keys
-from model import TINY, load_dllm, parse_dataclass
-from policy import LearnedPolicy, PolicyConfig, bernoulli_entropy, bernoulli_log_prob
+from model import TINY, check_args, check_model_name, check_out_file, load_dllm, parse_dataclass, resolve_device
+from policy import LearnedPolicy, PolicyConfig, bernoulli_entropy, bernoulli_log_prob, read_checkpoint
 from sample import evaluate, prompts_of
-from tasks import get_problems, grade
+from tasks import REAL_TASKS, TINY_TASKS, get_problems, grade
 
 # Defaults that depend on the world: the paper's for real models, tuned ones for the tiny world.
 REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, steps=0, lr=3e-5, warmup=100,
@@ -40,7 +41,7 @@ REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, 
 # group advantage can undo (every rollout of a group is then the same). A short cosine lowers the lr before that.
 TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=32, prompts_per_step=16, steps=30, lr=1e-3,
                      warmup=10, batch_size=128, eval_every=100, eval_n=256)
-SETUP = ("model", "task", "gen_length", "block_length", "alpha", "reward", "group_size")  # must match on resume
+SETUP = ("model", "task", "gen_length", "block_length", "alpha", "reward", "group_size", "width")  # must match on resume
 
 
 @dataclass
@@ -79,24 +80,47 @@ class TrainConfig:
 
 
 def resolve(cfg):
-    """Fill the None defaults from the tiny or the real table."""
+    """Fill the None defaults from the tiny or the real table, then check every value - all before a model loads."""
     table = TINY_DEFAULTS if (cfg.model in TINY or cfg.model.endswith(".pt")) else REAL
     for k, v in table.items():
         if getattr(cfg, k) is None:
             setattr(cfg, k, v)
     if cfg.reward not in ("mult", "additive"):
         raise ValueError(f"--reward must be mult or additive, not {cfg.reward!r}")
-    if cfg.block_length <= 0 or cfg.gen_length % cfg.block_length:
+    check_args(gen_length=(cfg.gen_length, "> 0"), block_length=(cfg.block_length, "> 0"), alpha=(cfg.alpha, ">= 0"),
+               group_size=(cfg.group_size, ">= 2"), prompts_per_step=(cfg.prompts_per_step, ">= 1"),
+               steps=(cfg.steps, ">= 0"), updates_per_batch=(cfg.updates_per_batch, ">= 1"),
+               clip_eps=(cfg.clip_eps, "> 0"), lr=(cfg.lr, "> 0"), weight_decay=(cfg.weight_decay, ">= 0"),
+               grad_clip=(cfg.grad_clip, "> 0"), warmup=(cfg.warmup, ">= 0"), temperature=(cfg.temperature, ">= 0"),
+               width=(cfg.width, "> 0"),
+               batch_size=(cfg.batch_size, ">= 1"), eval_every=(cfg.eval_every, ">= 0"), eval_n=(cfg.eval_n, ">= 1"),
+               save_every=(cfg.save_every, ">= 1"))
+    if not math.isfinite(cfg.init_bias):
+        raise ValueError(f"--init-bias must be finite, not {cfg.init_bias}")
+    if cfg.width % PolicyConfig.heads:
+        raise ValueError(f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} attention heads")
+    if cfg.gen_length % cfg.block_length:
         raise ValueError(f"--gen-length {cfg.gen_length} must be a multiple of --block-length {cfg.block_length}")
-    if cfg.resume and not os.path.exists(cfg.out):  # before loading a 16 GB model, not after
-        raise FileNotFoundError(f"--resume: no checkpoint at {cfg.out}")
-    if not cfg.resume and os.path.exists(cfg.out):  # never overwrite a finished or interrupted run
+    if cfg.task not in TINY_TASKS + REAL_TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
+    if cfg.data and cfg.task in TINY_TASKS:
+        raise ValueError(f"--data is for gsm8k / math500; the {cfg.task} task is generated, not read")
+    if os.path.isdir(cfg.out):
+        raise ValueError(f"--out {cfg.out} is a directory: pass a checkpoint file path")
+    if cfg.resume:  # before loading a 16 GB model, not after
+        if not os.path.isfile(cfg.out):
+            raise FileNotFoundError(f"--resume: no checkpoint at {cfg.out}")
+        check_resume(read_checkpoint(cfg.out), cfg)
+    elif os.path.exists(cfg.out):  # never overwrite a finished or interrupted run
         raise FileExistsError(f"{cfg.out} exists: pass --resume to continue it, or another --out")
+    check_out_file(cfg.out, "--out")
+    resolve_device(cfg.device)
+    check_model_name(cfg.model)
     return cfg
 
 
 def rewards(correct, nfe, L, alpha, kind):
-    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) (paper eq. for R; DESIGN.md section 3)."""
+    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) (paper section 3, the reward R)."""
     c, f = correct.float(), nfe.float()
     if kind == "additive":
         return c - alpha * f / L
@@ -165,10 +189,29 @@ def save_checkpoint(path, policy, opt, cfg, step, metrics):
 
 
 def check_resume(ck, cfg):
+    """A checkpoint can be resumed only into the same setup (SETUP): anything else is one clear error."""
     diff = {k: (ck["args"].get(k), getattr(cfg, k)) for k in SETUP if ck["args"].get(k) != getattr(cfg, k)}
     if diff:
         raise ValueError(f"checkpoint {cfg.out} is from another setup ({', '.join(f'{k}: {a!r} there, {b!r} here' for k, (a, b) in diff.items())}); "
                          f"pass the same flags or a new --out")
+
+
+def truncate_log(path, step):
+    """On resume: keep the per-step log's lines up to the checkpoint's step, so a killed run's extra lines (steps
+    after its last checkpoint) are not repeated (the log then reads 1, 2, 3, 4, ..., never 1, 2, 3, 1, 2, ...)."""
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass   # a line cut by the kill
+    with open(path + ".tmp", "w") as f:
+        f.writelines(keep)
+    os.replace(path + ".tmp", path)
 
 
 def train(cfg: TrainConfig):
@@ -187,25 +230,32 @@ def train(cfg: TrainConfig):
     # --- seeds: policy init and everything random below derive from cfg.seed (rollout noise: env.row_keys)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
+    train_set = get_problems(cfg.task, None if cfg.task in REAL_TASKS else 100_000, cfg.seed, "train", cfg.data)
+    random.Random(cfg.seed).shuffle(train_set)     # the data before the model: a bad --data fails in a second
+    if cfg.steps == 0:  # one epoch
+        cfg.steps = len(train_set) // cfg.prompts_per_step
+    eval_set = get_problems(cfg.task, cfg.eval_n, cfg.seed, "test", None) if cfg.eval_every and cfg.task in TINY_TASKS else []
     dllm = load_dllm(cfg.model, device=cfg.device, revision=cfg.revision)
     dev = dllm.device
     G, L, BL = cfg.group_size, cfg.gen_length, cfg.block_length
-    train_set = get_problems(cfg.task, None if cfg.task in ("gsm8k", "math500") else 100_000, cfg.seed, "train", cfg.data)
-    random.Random(cfg.seed).shuffle(train_set)
-    if cfg.steps == 0:  # one epoch
-        cfg.steps = len(train_set) // cfg.prompts_per_step
-    eval_set = get_problems(cfg.task, cfg.eval_n, cfg.seed, "test", None) if cfg.eval_every and cfg.task in ("chain", "sub") else []
 
     policy = LearnedPolicy(PolicyConfig(width=cfg.width, init_bias=cfg.init_bias)).to(dev)          # fp32 weights
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     start, metrics = 0, {}
-    if cfg.resume and os.path.exists(cfg.out):
-        ck = torch.load(cfg.out, map_location="cpu", weights_only=True)
+    logpath = os.path.splitext(cfg.out)[0] + ".jsonl"
+    if cfg.resume:
+        ck = read_checkpoint(cfg.out)
         check_resume(ck, cfg)
-        policy.load_state_dict(ck["policy"])
-        opt.load_state_dict(ck["optimizer"])
+        try:
+            policy.load_state_dict(ck["policy"])
+            opt.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ValueError(f"--resume: {cfg.out} does not fit this policy (--width {cfg.width}?): "
+                             f"{str(e).splitlines()[0][:200]}") from None
         start, metrics = ck["step"], ck["metrics"]
         torch.set_rng_state(ck["torch_rng"])
+        if rank == 0:
+            truncate_log(logpath, start)
         log(f"resumed from {cfg.out} at step {start}")
     net = torch.compile(policy) if cfg.compile else policy
     if ddp:
@@ -217,12 +267,12 @@ def train(cfg: TrainConfig):
     if cfg.wandb and rank == 0:
         import wandb
         wb = wandb.init(project="dllm-unmask", config=asdict(cfg))
-    if rank == 0:
-        os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
-    logfile = open(os.path.splitext(cfg.out)[0] + ".jsonl", "a") if rank == 0 else None
+    logfile = None   # opened at the first step's line: a run that fails before it leaves no empty log
 
     per_rank = cfg.prompts_per_step // world
-    for step in range(start, cfg.steps):
+    bar = tqdm(range(start, cfg.steps), desc="GRPO", initial=start, total=cfg.steps, disable=None if rank == 0 else True)
+    t_start = time.time()
+    for step in bar:
         t0 = time.time()
         # --- rollouts: this rank's share of the step's prompts, G copies each, policy sampling, no fallback
         first = step * cfg.prompts_per_step + rank * per_rank
@@ -267,8 +317,12 @@ def train(cfg: TrainConfig):
             policy.eval().fallback = True
             row, _ = evaluate(dllm, policy, eval_set, cfg.task, L, BL, cfg.batch_size, progress=False)
             metrics.update(eval_accuracy=row["accuracy"], eval_nfe=row["mean_nfe"])
-        log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        done_steps = step + 1 - start
+        line += f" | eta {(time.time() - t_start) / done_steps * (cfg.steps - step - 1) / 60:.1f} min"
+        (bar.write if bar.disable is False else log)(line)    # under the progress bar (with its ETA) when there is one
         if rank == 0:
+            logfile = logfile or open(logpath, "a")
             logfile.write(json.dumps(metrics) + "\n")
             logfile.flush()
             if wb:
@@ -276,15 +330,20 @@ def train(cfg: TrainConfig):
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 save_checkpoint(cfg.out, policy, opt, cfg, step + 1, metrics)
     if rank == 0:
-        logfile.close()
+        if logfile:
+            logfile.close()
         log(f"{cfg.out} already at step {start} of {cfg.steps}: nothing to do" if start >= cfg.steps else f"saved {cfg.out}")
     if ddp:
         dist.destroy_process_group()
     return policy, metrics
 
 
-if __name__ == "__main__":
+def main(argv=None):
     try:
-        train(parse_dataclass(TrainConfig, description="GRPO training of the unmasking policy"))
+        return train(parse_dataclass(TrainConfig, argv, description="GRPO training of the unmasking policy"))
     except (ValueError, RuntimeError, FileNotFoundError, FileExistsError) as e:
         raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -146,13 +146,31 @@ def test_batch_invariance(tiny, spec):
 def test_gumbel_sample_is_exact():
     # 20000 draws over 4 tokens at T = 0.7: each frequency within 5 sd of softmax(logits / T) (fail < 1e-5)
     logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0]]]).expand(1, 20000, 4)
-    x0, conf, _ = sample_tokens(logits, 0.7, torch.Generator().manual_seed(0))
+    x0, conf, _ = sample_tokens(logits, 0.7, torch.tensor([12345]))
     p = torch.softmax(logits[0, 0] / 0.7, -1)
     freq = torch.bincount(x0[0], minlength=4).float() / 20000
     assert ((freq - p).abs() < 5 * (p * (1 - p) / 20000).sqrt() + 1e-4).all()
     assert torch.allclose(conf[0, 0], torch.softmax(logits[0, 0], -1)[x0[0, 0]])   # conf is noise-free
-    greedy, _, _ = sample_tokens(logits, 0.0, None)
+    greedy, _, _ = sample_tokens(logits, 0.0)
     assert (greedy == 0).all()
+    with pytest.raises(ValueError, match="per-row seeds"):
+        sample_tokens(logits, 0.7)
+
+
+def test_temperature_sampling_is_batch_invariant(tiny):
+    """Issue 9: at T > 0 a row's tokens came from one shared generator, so they changed with the batch size."""
+    pol = parse_policy("threshold:0.7")
+    probs = tiny_problems("chain", 10, seed=0)
+    ids, am = prompts_of(tiny, probs)
+    keys = row_keys(0, torch.arange(10))
+    batch = generate(tiny, pol, ids, am, 32, 32, temperature=1.0, keys=keys)
+    for i in (0, 3, 9):
+        a, m = prompts_of(tiny, probs[i:i + 1])
+        alone = generate(tiny, pol, a, m, 32, 32, temperature=1.0, keys=keys[i:i + 1])
+        assert torch.equal(alone.tokens[0], batch.tokens[i]) and alone.nfe[0] == batch.nfe[i]
+    other = generate(tiny, pol, ids, am, 32, 32, temperature=1.0, keys=row_keys(1, torch.arange(10)))
+    greedy = generate(tiny, pol, ids, am, 32, 32, keys=keys)
+    assert not torch.equal(other.tokens, batch.tokens) and not torch.equal(greedy.tokens, batch.tokens)  # it is random
 
 
 def test_diagnostic_orders_answer_first_and_left_to_right():

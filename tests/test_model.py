@@ -12,7 +12,7 @@ from model import TINY, ModelConfig, Transformer, build_shape, load_dllm
 
 
 def reference_logits(sd, cfg, layout, x):
-    """An independent, literal forward pass over the official key names (DESIGN.md section 7), unpadded."""
+    """An independent, literal forward pass over the official key names (README: Real models), unpadded."""
     if layout == "llada":
         d, H, Hkv, theta, eps = cfg["d_model"], cfg["n_heads"], cfg["n_kv_heads"], cfg["rope_theta"], cfg["rms_norm_eps"]
         n, pre = cfg["n_layers"], "model.transformer."

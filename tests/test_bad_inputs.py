@@ -1,0 +1,285 @@
+"""Bad input and crashes, as a user meets them: every CLI answers each bad argument with one line starting
+'error:' and a non-zero exit, before any model is loaded, and never leaves a half-written or temporary file.
+kill -9 of train.py and eval.py never loses or corrupts what was written, and a rerun finishes the work."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import eval as ev
+import pretrain
+import sample
+import train
+from conftest import ROOT
+
+SCRIPTS = {"sample": sample, "train": train, "eval": ev, "pretrain": pretrain}
+
+
+@pytest.fixture
+def files(tmp_path):
+    """The bad files a user passes: a directory, an empty / foreign / truncated checkpoint, broken data files."""
+    f = {"dir": tmp_path / "adir", "empty": tmp_path / "empty.pt", "foreign": tmp_path / "foreign.pt",
+         "noargs": tmp_path / "noargs.pt", "binary": tmp_path / "bin.jsonl", "broken": tmp_path / "broken.jsonl",
+         "nokeys": tmp_path / "nokeys.jsonl", "results": tmp_path / "notrows.json", "file": tmp_path / "afile"}
+    f["dir"].mkdir()
+    f["empty"].write_bytes(b"")
+    torch.save({"weights": torch.zeros(3)}, f["foreign"])
+    torch.save({"policy": {}, "policy_config": {}}, f["noargs"])
+    f["binary"].write_bytes(bytes(range(256)) * 4)
+    f["broken"].write_text('{"question": "q", "answer": "#### 1"}\n{not json\n')
+    f["nokeys"].write_text('{"q": 1}\n')
+    f["results"].write_text('{"not": "a list of rows"}')
+    f["file"].write_text("x")
+    return {k: str(v) for k, v in f.items()}
+
+
+# (script, argv, what the one line must say). {name} is a path from the fixture above.
+BAD = [
+    # policy specs (all CLIs share the parser)
+    ("sample", ["--policies", "threshold:abc"], "'abc' is not a number"),
+    ("sample", ["--policies", "threshold:1.5"], "must be in (0, 1]"),
+    ("sample", ["--policies", "threshold:nan"], "must be finite"),
+    ("sample", ["--policies", "topk:steps=inf"], "must be finite"),
+    ("sample", ["--policies", "topk:steps=2.5"], "positive integer"),
+    ("sample", ["--policies", "topk:steps=0"], "positive integer"),
+    ("sample", ["--policies", "eb:gamma=-1"], "gamma must be >= 0"),
+    ("sample", ["--policies", "factor:-1"], "f must be >= 0"),
+    ("sample", ["--policies", ",,"], "no policy in"),
+    ("sample", ["--policies", "best:3"], "unknown policy"),
+    ("sample", ["--policies", "topk:steps=3", "--block-length", "8"], "multiple of the 4 blocks"),
+    ("sample", ["--policies", "x.pt:tau=abc"], "tau 'abc' is not a number"),
+    ("sample", ["--policies", "x.pt:tau=-1"], "tau must be > 0"),
+    ("sample", ["--policies", "x.pt:beta=2"], "takes only ':tau=T'"),
+    ("sample", ["--policies", "{empty}"], "not a policy checkpoint written by train.py (EOFError)"),
+    ("sample", ["--policies", "{foreign}"], "not a policy checkpoint written by train.py (it lacks"),
+    ("sample", ["--policies", "missing.pt"], "not found"),
+    ("sample", ["--policy", "{noargs}"], "it lacks ['args', 'step']"),
+    # numbers
+    ("sample", ["--policies", "threshold:0.9", "--n", "0"], "--n must be > 0, not 0"),
+    ("sample", ["--policies", "threshold:0.9", "--n", "-5"], "--n must be > 0"),
+    ("sample", ["--policies", "threshold:0.9", "--batch-size", "-1"], "--batch-size must be > 0"),
+    ("sample", ["--policies", "threshold:0.9", "--batch-size", "0"], "--batch-size must be > 0"),
+    ("sample", ["--policies", "threshold:0.9", "--temperature", "-1"], "--temperature must be >= 0"),
+    ("sample", ["--policies", "threshold:0.9", "--temperature", "nan"], "--temperature must be >= 0, not nan"),
+    ("sample", ["--policies", "threshold:0.9", "--tau", "-1"], "--tau must be > 0"),
+    ("sample", ["--policies", "threshold:0.9", "--gen-length", "0"], "--gen-length must be > 0"),
+    ("sample", ["--policies", "threshold:0.9", "--gen-length", "30", "--block-length", "8"], "must be a multiple"),
+    ("sample", ["--policies", "threshold:0.9", "--show", "-1"], "--show must be >= 0"),
+    # flags that would be silently ignored
+    ("sample", ["--policies", "threshold:0.9", "--tau", "0.5"], "no checkpoint is among the policies"),
+    ("sample", ["--policies", "threshold:0.9", "--data", "x.jsonl"], "generated, not read"),
+    # tasks, data files, output paths, devices
+    ("sample", ["--policies", "threshold:0.9", "--task", "gsm9k"], "unknown task"),
+    ("sample", ["--policies", "threshold:0.9", "--task", "gsm8k", "--data", "missing.jsonl"], "missing.jsonl not found"),
+    ("sample", ["--policies", "threshold:0.9", "--task", "gsm8k", "--data", "{binary}"], "bin.jsonl: not a text file"),
+    ("sample", ["--policies", "threshold:0.9", "--task", "gsm8k", "--data", "{broken}"], "broken.jsonl:2: not valid JSON"),
+    ("sample", ["--policies", "threshold:0.9", "--task", "math500", "--data", "{nokeys}"], "nokeys.jsonl:1: a math500 row needs"),
+    ("sample", ["--policies", "threshold:0.9", "--json", "{dir}"], "is a directory"),
+    ("sample", ["--policies", "threshold:0.9", "--json", "{file}/r.json"], "cannot write there"),
+    ("sample", ["--policies", "threshold:0.9", "--device", "tpu9"], "is not a device"),
+    ("train", ["--group-size", "1"], "--group-size must be >= 2"),
+    ("train", ["--group-size", "0"], "--group-size must be >= 2"),
+    ("train", ["--steps", "-5"], "--steps must be >= 0"),
+    ("train", ["--alpha", "-1"], "--alpha must be >= 0"),
+    ("train", ["--prompts-per-step", "0"], "--prompts-per-step must be >= 1"),
+    ("train", ["--batch-size", "0"], "--batch-size must be >= 1"),
+    ("train", ["--batch-size", "-3"], "--batch-size must be >= 1"),
+    ("train", ["--lr", "0"], "--lr must be > 0"),
+    ("train", ["--clip-eps", "-0.5"], "--clip-eps must be > 0"),
+    ("train", ["--temperature", "-1"], "--temperature must be >= 0"),
+    ("train", ["--gen-length", "0"], "--gen-length must be > 0"),
+    ("train", ["--width", "127"], "multiple of the policy's 2 attention heads"),
+    ("train", ["--eval-n", "0"], "--eval-n must be >= 1"),
+    ("train", ["--save-every", "0"], "--save-every must be >= 1"),
+    ("train", ["--reward", "chain"], "must be mult or additive"),
+    ("train", ["--data", "x.jsonl"], "generated, not read"),
+    ("train", ["--task", "gsm9k"], "unknown task"),
+    ("train", ["--resume", "--out", "missing.pt"], "no checkpoint at missing.pt"),
+    ("train", ["--resume", "--out", "{empty}"], "(EOFError)"),
+    ("train", ["--resume", "--out", "{foreign}"], "not a policy checkpoint written by train.py"),
+    ("train", ["--resume", "--out", "{noargs}"], "it lacks ['args', 'step']"),
+    ("train", ["--out", "{file}"], "exists: pass --resume"),
+    ("train", ["--out", "{dir}"], "is a directory"),
+    ("train", ["--out", "{file}/ckpt.pt"], "cannot write there"),
+    ("eval", ["--sweep", "threshold", "--batch-size", "-1"], "--batch-size must be > 0"),
+    ("eval", ["--sweep", "threshold", "--n", "0"], "--n must be > 0"),
+    ("eval", ["--sweep", "threshold", "--temperature", "-1"], "--temperature must be >= 0"),
+    ("eval", ["--sweep", "threshold", "--gen-length", "0"], "--gen-length must be > 0"),
+    ("eval", ["--sweep", "threshold", "--block-lengths", "0"], "--block-lengths must be > 0"),
+    ("eval", ["--sweep", "threshold", "--block-lengths", "5"], "must be a multiple"),
+    ("eval", ["--sweep", "threshold", "--taus", "0.5"], "no checkpoint is in --policies"),
+    ("eval", ["--policies", "x.pt", "--taus", "0"], "--taus must be > 0"),
+    ("eval", ["--policies", ",,"], "nothing to evaluate"),
+    ("eval", ["--sweep", "best"], "unknown sweep"),
+    ("eval", ["--policies", "threshold:2"], "must be in (0, 1]"),
+    ("eval", ["--policies", "{noargs}"], "it lacks ['args', 'step']"),
+    ("eval", ["--sweep", "threshold", "--out", "{dir}"], "is a directory"),
+    ("eval", ["--sweep", "threshold", "--out", "{results}"], "is not a results file written by eval.py"),
+    ("eval", ["--sweep", "threshold", "--data", "x.jsonl"], "generated, not read"),
+    ("eval", ["--sweep", "threshold", "--task", "gsm8k", "--data", "missing.jsonl"], "missing.jsonl not found"),
+    ("eval", ["--suite", "huge"], "the one suite is 'tiny'"),
+    ("eval", ["--suite", "tiny", "--suite-steps", "0"], "--suite-steps must be >= 1"),
+    ("sample", ["--model", "gpt-17", "--policies", "threshold:0.9"], "unknown model 'gpt-17'"),
+    ("sample", ["--model", "missing.pt", "--policies", "threshold:0.9"], "missing.pt not found"),
+    ("train", ["--model", "gpt-17"], "unknown model 'gpt-17'"),
+    ("eval", ["--model", "gpt-17", "--sweep", "eb"], "unknown model 'gpt-17'"),
+    ("pretrain", ["--eps", "2", "--out-dir", "{dir}"], "--eps must be in (0, 1)"),
+    ("pretrain", ["--steps", "0", "--out-dir", "{dir}"], "must be positive"),
+    ("pretrain", ["--batch-size", "-1", "--out-dir", "{dir}"], "must be positive"),
+    ("pretrain", ["--gen-length", "10", "--out-dir", "{dir}"], "shorter than the longest answer"),
+    ("pretrain", ["--long-frac", "2", "--out-dir", "{dir}"], "--long-frac must be in [0, 1]"),
+    ("pretrain", ["--lr", "0", "--out-dir", "{dir}"], "--lr must be > 0"),
+    ("pretrain", ["--name", "huge", "--out-dir", "{dir}"], "unknown tiny model"),
+    ("pretrain", ["--check", "tiny", "--n", "-5"], "--n must be positive"),
+]
+if not torch.cuda.is_available():
+    BAD.append(("sample", ["--policies", "threshold:0.9", "--device", "cuda"], "this machine has no CUDA device"))
+
+
+def no_model(*a, **k):
+    raise AssertionError("a model was loaded before the bad argument was reported")
+
+
+@pytest.mark.parametrize("script,argv,msg", BAD, ids=[f"{s} {' '.join(a)}" for s, a, _ in BAD])
+def test_bad_input_is_one_clear_line(script, argv, msg, files, monkeypatch, tmp_path):
+    import model
+    for mod in (sample, train, ev, model):
+        monkeypatch.setattr(mod, "load_dllm", no_model)
+    monkeypatch.chdir(tmp_path)                             # relative paths (missing.pt, x.jsonl) land here
+    before = {p: open(p, "rb").read() for p in files.values() if os.path.isfile(p)}
+    argv = [a.format(**files) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        SCRIPTS[script].main(argv)
+    text = str(e.value.code)
+    assert text.startswith("error: ") and "\n" not in text and msg in text, text
+    assert {p: open(p, "rb").read() for p in before} == before                         # nothing overwritten
+    left = [f for _, _, fs in os.walk(tmp_path) for f in fs if f.endswith((".tmp", ".probe", ".jsonl")) and "broken" not in f
+            and "nokeys" not in f and "bin." not in f]
+    assert not left and not os.listdir(files["dir"])                                      # nothing left behind
+
+
+def test_the_real_exit_code_and_no_traceback(tmp_path):
+    """The same path as a user's shell: exit status 1, the line on stderr, no traceback (three scripts)."""
+    for script, argv in [("sample.py", ["--policies", "threshold:abc"]), ("train.py", ["--group-size", "1"]),
+                         ("eval.py", ["--sweep", "threshold", "--n", "0"])]:
+        out = subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 1 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr, out.stderr
+    out = subprocess.run([sys.executable, "sample.py", "--n", "abc"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and "invalid int value" in out.stderr                     # argparse's own usage error
+
+
+def test_models_that_cannot_be_loaded(tmp_path, tiny_path):
+    from model import load_dllm
+    with pytest.raises(ValueError, match="unknown model"):
+        load_dllm("gpt-17", device="cpu")
+    ck = torch.load(tiny_path, weights_only=True)
+    ck["config"]["vocab_size"] += 5                          # a tiny model of another vocabulary
+    ck["state_dict"] = {k: (torch.zeros(v.shape[0] + 5, *v.shape[1:]) if v.shape[0] == ck["config"]["vocab_size"] - 5 else v)
+                        for k, v in ck["state_dict"].items()}
+    torch.save(ck, tmp_path / "other_vocab.pt")
+    with pytest.raises(ValueError, match="vocabulary of 29 tokens, but the tiny world's has 24"):
+        load_dllm(str(tmp_path / "other_vocab.pt"), device="cpu")
+    out = subprocess.run([sys.executable, "sample.py", "--model", str(tmp_path / "other_vocab.pt"), "--policies",
+                          "threshold:0.9"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 1 and "vocabulary" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_policy_of_another_width_and_setup(tiny_path, tmp_path):
+    out = str(tmp_path / "p.pt")
+    cfg = dict(model=tiny_path, gen_length=16, block_length=8, prompts_per_step=2, group_size=2, steps=1,
+               eval_every=0, out=out)
+    train.train(train.TrainConfig(**cfg))
+    for change, msg in [(dict(width=64), "width: 128 there, 64 here"), (dict(alpha=1.0), "alpha: 3.0 there, 1.0 here")]:
+        with pytest.raises(SystemExit, match=msg):
+            train.main([f"--{k}" for k in ("resume",)] + sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in
+                                                                {**cfg, **change}.items()), []))
+    ck = torch.load(out, weights_only=True)
+    ck["policy_config"]["width"] = 64                       # weights of width 128 under a config that says 64
+    torch.save(ck, tmp_path / "bad.pt")
+    from policy import load_policy
+    with pytest.raises(ValueError, match="do not match its policy config") as e:
+        load_policy(str(tmp_path / "bad.pt"))
+    assert "\n" not in str(e.value)
+
+
+def test_a_failed_run_leaves_no_log_and_resume_trims_the_log(tmp_path):
+    out = tmp_path / "run" / "ckpt.pt"
+    (tmp_path / "garbage.pt").write_bytes(b"not a model")                # fails at load, after every check passed
+    with pytest.raises(SystemExit, match="is not a tiny dLLM checkpoint"):
+        train.main(["--model", str(tmp_path / "garbage.pt"), "--out", str(out)])
+    assert not (tmp_path / "run" / "ckpt.jsonl").exists()
+    log = tmp_path / "l.jsonl"
+    log.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 4, 5)) + '{"step": 6, "rew')
+    train.truncate_log(str(log), 3)
+    assert [json.loads(l)["step"] for l in log.read_text().splitlines()] == [1, 2, 3]
+
+
+def kill_when(proc, ready, timeout=120):
+    """kill -9 `proc` as soon as ready() holds (or it ends); True if it was killed mid-run."""
+    t0 = time.time()
+    while proc.poll() is None and time.time() - t0 < timeout:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.02)
+    proc.wait()
+    return False
+
+
+@pytest.mark.parametrize("kill_after", [1, 3])
+def test_kill_9_train_then_resume(tiny_path, tmp_path, kill_after):
+    """kill -9 right after the kill_after-th checkpoint: the checkpoint is whole, resume finishes, and the log
+    reads each step once."""
+    from policy import read_checkpoint
+    out = str(tmp_path / "k.pt")
+    argv = [sys.executable, "train.py", "--model", tiny_path, "--gen-length", "16", "--block-length", "8",
+            "--prompts-per-step", "2", "--group-size", "2", "--steps", "6", "--save-every", "1", "--eval-every", "0",
+            "--out", out]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    saved = lambda: os.path.exists(out) and read_step(out) >= kill_after
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, saved)
+    ck = read_checkpoint(out)                                # whole, whatever the moment of the kill
+    assert kill_after <= ck["step"] <= 6
+    done = subprocess.run(argv + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert read_checkpoint(out)["step"] == 6 and not os.path.exists(out + ".tmp")
+    steps = [json.loads(l)["step"] for l in open(tmp_path / "k.jsonl")]
+    assert steps == [1, 2, 3, 4, 5, 6], steps
+
+
+def read_step(path):
+    try:
+        return torch.load(path, weights_only=True)["step"]
+    except Exception:
+        return -1
+
+
+@pytest.mark.parametrize("rows_before_kill", [1, 4])
+def test_kill_9_eval_then_rerun(tiny_path, tmp_path, rows_before_kill):
+    out = tmp_path / "rows.json"
+    argv = [sys.executable, "eval.py", "--model", tiny_path, "--gen-length", "16", "--block-lengths", "8,16",
+            "--sweep", "threshold", "--n", "8", "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def rows():
+        try:
+            return len(json.loads(out.read_text()))
+        except (OSError, ValueError):
+            return 0
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, lambda: rows() >= rows_before_kill)
+    kept = json.loads(out.read_text())                       # always valid JSON: the old list or the new one
+    assert len(kept) >= rows_before_kill
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    final = json.loads(out.read_text())
+    keys = [ev.row_key(r) for r in final]
+    assert len(final) == 2 * len(ev.GRIDS["threshold"]) == len(set(keys))              # every row once
+    assert all(r in final for r in kept) and not (tmp_path / "rows.json.tmp").exists()
