@@ -94,15 +94,24 @@ def sample_tokens(logits, temperature, seeds=None):
     return x0, probs.gather(-1, x0[..., None]).squeeze(-1), probs
 
 
+CACHES = ("none", "prefix", "dual")
+
+
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
-             record=False, keys=None):
+             record=False, keys=None, cache="none"):
     """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished.
     Returns a Rollout. The policy object needs `act(obs) -> (unmask (b, L) bool, logp (b,) or None)`
     and an optional set `needs` of extra observations ('margin', 'entropy'). keys (B,) seed each row's
-    policy randomness and, at T > 0, the dLLM's Gumbel noise (default: row_keys(0, arange(B)))."""
+    policy randomness and, at T > 0, the dLLM's Gumbel noise (default: row_keys(0, arange(B))).
+    cache: 'none' (exact), or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive only; see below)."""
     L, BL = gen_length, block_length
     if BL <= 0 or L % BL:
         raise ValueError(f"gen length {L} must be a positive multiple of block length {BL}")
+    if cache not in CACHES:
+        raise ValueError(f"unknown cache {cache!r}: use one of {CACHES}")
+    if cache != "none" and BL == L:
+        raise ValueError(f"--cache {cache} needs semi-autoregressive decoding (block length < gen length {L}): "
+                         f"in full diffusion every step would refresh the whole cache")
     policy.check(L, BL)
     B, P = prompt_ids.shape
     if dllm.max_len and P + L > dllm.max_len:
@@ -118,22 +127,23 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     keys = (row_keys(0, torch.arange(B)) if keys is None else keys).to(dev)
     needs = getattr(policy, "needs", ())
+    stepper = CachedStep(dllm, P, L, BL, cache, needs) if cache != "none" else None
     steps = []
     while not done.all():
         rows = (~done).nonzero().squeeze(1)                            # (b,) unfinished rows only
-        logits = dllm.logits(x[rows], am[rows], start=P)               # (b, L, V)
-        x0, conf, probs = sample_tokens(logits, temperature, noise_seeds(keys[rows], nfe[rows]))
+        seeds = noise_seeds(keys[rows], nfe[rows])
+        if stepper:
+            x0, conf, margin, entropy = stepper(x, am, rows, block[rows], block_step[rows] == 0, temperature, seeds)
+        else:
+            logits = dllm.logits(x[rows], am[rows], start=P)           # (b, L, V)
+            x0, conf, probs = sample_tokens(logits, temperature, seeds)
+            margin, entropy = extras(probs, needs)
+            del probs
         gx = x[rows, P:]                                               # (b, L)
         masked = gx == dllm.mask_id
         in_block = (pos[None] // BL) == block[rows, None]
         obs = Obs(x0, conf, masked, masked & in_block, nfe[rows].float() / L, block_step[rows], L // BL,
-                  keys[rows])
-        if "margin" in needs:
-            top2 = probs.topk(2, dim=-1).values
-            obs.margin = top2[..., 0] - top2[..., 1]
-        if "entropy" in needs:
-            obs.entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
-        del probs
+                  keys[rows], margin, entropy)
         unmask, logp = policy.act(obs)
         unmask = unmask & obs.cand                                     # never touch anything else
         nfe[rows] += 1
@@ -151,3 +161,70 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
         done[rows] = block[rows] >= L // BL
     return Rollout(x[:, P:], nfe, order, steps)
 
+
+def extras(probs, needs):
+    """The observations some heuristics ask for: top1 - top2 margin and entropy (b, L), else None."""
+    margin = entropy = None
+    if "margin" in needs:
+        top2 = probs.topk(2, dim=-1).values
+        margin = top2[..., 0] - top2[..., 1]
+    if "entropy" in needs:
+        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+    return margin, entropy
+
+
+class CachedStep:
+    """One denoising step with a KV cache (Fast-dLLM's prefix and dual caches), for the b unfinished rows.
+
+      first step of a row's block: one full forward that also returns every layer's keys/values (exact: the
+            same logits as without a cache), stored for that row;
+      later steps of the block, prefix: the model runs only on the positions from the block's start to the end
+            of the buffer, attending to the cached keys/values of everything before the block; the LM head reads
+            the block's positions only (nothing else can be unmasked in this step);
+      later steps, dual: it runs only on the block's positions; the keys/values after the block are the ones
+            computed at the block's first step.
+    Both are approximations (attention is bidirectional, so cached positions' keys would change with the tokens
+    revealed since). Positions outside the current block keep x0, conf (and margin / entropy) from the block's
+    first step (or, before the block, from when they were last computed): the learned policy sees those stale
+    confidences there; candidates (the current block) are always fresh. Rows in different blocks are computed in
+    separate forwards, one per block."""
+
+    def __init__(self, dllm, P, L, BL, mode, needs):
+        self.dllm, self.P, self.L, self.BL, self.mode, self.needs = dllm, P, L, BL, mode, needs
+        self.kv = None                       # per layer (K, V) for all B rows: (B, Hkv, P+L, hd)
+        self.x0 = self.conf = self.margin = self.entropy = None   # (B, L), last computed values
+
+    def __call__(self, x, am, rows, block, refresh, temperature, seeds):
+        B = x.shape[0]
+        if self.x0 is None:
+            self.x0 = torch.zeros((B, self.L), dtype=torch.long, device=x.device)
+            self.conf = torch.zeros((B, self.L), dtype=torch.float32, device=x.device)
+            self.margin, self.entropy = torch.zeros_like(self.conf), torch.zeros_like(self.conf)
+        fresh = rows[refresh]
+        if len(fresh):
+            logits, kv = self.dllm.logits(x[fresh], am[fresh], start=self.P, return_kv=True)
+            if self.kv is None:
+                self.kv = [tuple(torch.zeros((B, *t.shape[1:]), dtype=t.dtype, device=t.device) for t in layer)
+                           for layer in kv]
+            for (K, V), (k, v) in zip(self.kv, kv):
+                K[fresh], V[fresh] = k, v
+            self.store(fresh, 0, self.L, logits, temperature, seeds[refresh])
+        for blk in block[~refresh].unique().tolist():   # later steps: one forward per block the rows are in
+            sel = ~refresh & (block == blk)
+            r = rows[sel]
+            lo, hi = blk * self.BL, (blk + 1) * self.BL
+            logits = self.dllm.logits_span(x[r], am[r], self.P, lo, hi, [(K[r], V[r]) for K, V in self.kv],
+                                           run_to=self.L if self.mode == "prefix" else hi)
+            self.store(r, lo, hi, logits, temperature, seeds[sel])
+        pick = lambda t: t[rows] if t is not None else None
+        return self.x0[rows], self.conf[rows], pick(self.margin if "margin" in self.needs else None), \
+            pick(self.entropy if "entropy" in self.needs else None)
+
+    def store(self, r, lo, hi, logits, temperature, seeds):
+        x0, conf, probs = sample_tokens(logits, temperature, seeds)
+        self.x0[r, lo:hi], self.conf[r, lo:hi] = x0, conf
+        margin, entropy = extras(probs, self.needs)
+        if margin is not None:
+            self.margin[r, lo:hi] = margin
+        if entropy is not None:
+            self.entropy[r, lo:hi] = entropy

@@ -9,9 +9,9 @@ and the report results/tiny.md (report.py: tables and one verdict per paper clai
 
     python eval.py --suite tiny --plot                 # everything; results/tiny.{json,md,png} (90 min on 2 CPU cores in the old world)
     python eval.py --model tiny --task chain --gen-length 32 --block-lengths 8,32 --sweep all \
-        --policies out/ckpt.pt --taus 0.5,1 --seeds 0,1,2 --out results/mine.json --plot
+        --policies out/ckpt.pt --taus 0.5,1 --seeds 0,1,2 --out out/mine.json --plot
     python eval.py --model llada --task gsm8k --gen-length 256 --block-lengths 32,256 --sweep threshold,eb \
-        --policies ckpt.pt --n 1319 --batch-size 16 --out results/llada_gsm8k.json
+        --policies out/llada_bl32.pt --n 1319 --batch-size 16 --out out/llada_gsm8k.json
 """
 import argparse
 import json
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from env import generate, row_keys
+from env import CACHES, generate, row_keys
 from model import check_args, check_model_name, check_out_file, load_dllm, resolve_device
 from policy import LearnedPolicy, parse_policy, read_checkpoint
 from sample import evaluate, prompts_of
@@ -33,7 +33,7 @@ GRIDS = dict(threshold=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999], factor=[0.2
              eb=[0.001, 0.01, 0.03, 0.1, 0.3, 0.6, 1, 3])
 STEP_RULES = ("topk", "random", "margin", "entropy")
 ALL = ("topk", "random", "threshold", "factor", "eb")    # what --sweep all means (margin/entropy on request)
-KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature")  # a row's identity
+KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature", "cache")  # a row's identity
 
 
 def sweep_specs(names, L, BL):
@@ -66,6 +66,10 @@ def load_rows(path):
             rows = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"{path} is not a results file (not JSON); move it away or pass another --out") from None
+    if isinstance(rows, list):
+        for r in rows:
+            if isinstance(r, dict):
+                r.setdefault("cache", "none")   # rows written before KV caches existed
     if not isinstance(rows, list) or any(not isinstance(r, dict) or not set(KEY) <= set(r) for r in rows):
         raise ValueError(f"{path} is not a results file written by eval.py (a JSON list of rows with {KEY}); "
                          f"move it away or pass another --out")
@@ -91,11 +95,17 @@ class Setting:
     block_length: int
     specs: list          # policy specs to evaluate here
     name: str = ""       # label in the report, e.g. "full diffusion"
+    cache: str = "none"  # KV cache mode (env.CACHES; semi-AR settings only)
 
 
 def check_setting(s):
     if s.block_length <= 0 or s.gen_length % s.block_length:
         raise ValueError(f"gen length {s.gen_length} must be a multiple of block length {s.block_length}")
+    if s.cache not in CACHES:
+        raise ValueError(f"unknown cache {s.cache!r}: use one of {CACHES}")
+    if s.cache != "none" and s.block_length == s.gen_length:
+        raise ValueError(f"--cache {s.cache} needs semi-autoregressive decoding: block length {s.block_length} "
+                         f"== gen length (pass smaller --block-lengths)")
 
 
 def canonical(spec):
@@ -124,7 +134,7 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
     for s in settings:
         problems = {seed: get_problems(s.task, n, seed, split, data) for seed in seeds}   # cheap; before the model
         keys = {(spec, seed): (s.model, s.task, s.gen_length, s.block_length, spec, len(problems[seed]), seed,
-                               temperature) for spec in map(canonical, s.specs) for seed in seeds}
+                               temperature, s.cache) for spec in map(canonical, s.specs) for seed in seeds}
         asked += keys.values()
         todo = [(spec, seed) for (spec, seed), key in keys.items() if not done(key)]
         if not todo:
@@ -136,9 +146,9 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
             pol = parse_policy(spec, dllm.device)
             pol.check(s.gen_length, s.block_length)
             row, _ = evaluate(dllm, pol, problems[seed], s.task, s.gen_length, s.block_length, batch_size,
-                              temperature, seed, progress)
+                              temperature, seed, progress, cache=s.cache)
             row.update(model=s.model, task=s.task, gen_length=s.gen_length, block_length=s.block_length,
-                       policy=spec, seed=seed, temperature=temperature, setting=s.name)
+                       policy=spec, seed=seed, temperature=temperature, setting=s.name, cache=s.cache)
             if isinstance(pol, LearnedPolicy):
                 row["trained"] = trained[spec]
             stale = have.get(row_key(row))
@@ -146,7 +156,7 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
             have[row_key(row)] = row
             save_rows(out, rows)
             if progress:
-                print(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} seed {seed} "
+                print(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} cache {s.cache} seed {seed} "
                       f"{spec:<40} {row['accuracy']:5.1f}% @ {row['mean_nfe']:6.2f} NFE ({row['seconds']:.1f} s)")
     return [have[k] for k in dict.fromkeys(asked)]
 
@@ -293,9 +303,10 @@ def main(argv=None):
     p.add_argument("--temperature", type=float, default=0.0, help="dLLM sampling temperature")
     p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500")
     p.add_argument("--split", default="test", choices=("train", "test"), help="problem split")
-    p.add_argument("--out", default="results/eval.json", help="rows file (resumed if it exists)")
+    p.add_argument("--out", default="out/eval.json", help="rows file (resumed if it exists)")
     p.add_argument("--plot", action="store_true", help="also draw accuracy vs NFE to a PNG beside --out (needs matplotlib)")
     p.add_argument("--suite-steps", type=int, default=SUITE["steps"], help="GRPO steps per suite policy")
+    p.add_argument("--cache", default="none", choices=CACHES, help="KV cache (semi-AR only; prefix and dual are approximate, see env.py)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
     args = p.parse_args(argv)
     try:
@@ -324,8 +335,8 @@ def main(argv=None):
         names = ALL if args.sweep == "all" else [s for s in args.sweep.split(",") if s.strip()]
         ckpts = [s for s in args.policies.split(",") if s.strip().endswith(".pt")]
         others = [s for s in args.policies.split(",") if s.strip() and s not in ckpts]
-        settings = [Setting(args.model, args.task, L, BL, sweep_specs(names, L, BL) + others + learned_specs(ckpts, taus))
-                    for BL in BLs]
+        settings = [Setting(args.model, args.task, L, BL, sweep_specs(names, L, BL) + others + learned_specs(ckpts, taus),
+                            cache=args.cache) for BL in BLs]
         if not any(s.specs for s in settings):
             raise ValueError("nothing to evaluate: pass --sweep and/or --policies")
         if args.taus and not ckpts:

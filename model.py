@@ -93,20 +93,28 @@ class Block(nn.Module):
         self.up = nn.Linear(c.d_model, c.mlp_hidden, bias=False)
         self.down = nn.Linear(c.mlp_hidden, c.d_model, bias=False)
 
-    def forward(self, x, cos, sin, attn_mask):
-        B, N, _ = x.shape
+    def forward(self, x, cos, sin, attn_mask, kv=None, span=None):
+        """x (B, n, d) at positions span = (a, b) of the buffer (the whole buffer when kv is None).
+        kv: this layer's cached (K, V) (B, Hkv, N, hd) for the whole buffer; the new keys/values of positions a..b-1
+        replace theirs, the rest attend as cached. Returns (x, (k, v) of x's own positions)."""
+        B, n, _ = x.shape
         h = self.attn_norm(x)
-        q = self.q(h).view(B, N, -1, self.hd).transpose(1, 2)  # (B, H, N, hd)
-        k = self.k(h).view(B, N, -1, self.hd).transpose(1, 2)  # (B, Hkv, N, hd)
-        v = self.v(h).view(B, N, -1, self.hd).transpose(1, 2)
+        q = self.q(h).view(B, n, -1, self.hd).transpose(1, 2)  # (B, H, n, hd)
+        k = self.k(h).view(B, n, -1, self.hd).transpose(1, 2)  # (B, Hkv, n, hd)
+        v = self.v(h).view(B, n, -1, self.hd).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        new = (k, v)
+        if kv is not None:   # splice the fresh positions into the cached keys/values: (B, Hkv, N, hd)
+            a, b = span
+            k = torch.cat([kv[0][:, :, :a], k, kv[0][:, :, b:]], dim=2)
+            v = torch.cat([kv[1][:, :, :a], v, kv[1][:, :, b:]], dim=2)
         if self.c.n_kv_heads != self.c.n_heads:  # grouped KV heads (Dream)
             rep = self.c.n_heads // self.c.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # bidirectional, scale 1/sqrt(hd)
-        x = x + self.o(a.transpose(1, 2).reshape(B, N, -1))
+        x = x + self.o(a.transpose(1, 2).reshape(B, n, -1))
         h = self.mlp_norm(x)
-        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+        return x + self.down(F.silu(self.gate(h)) * self.up(h)), new
 
 
 class Transformer(nn.Module):
@@ -120,20 +128,32 @@ class Transformer(nn.Module):
         if c.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
 
-    def forward(self, x, attention_mask=None, start=0):
+    def forward(self, x, attention_mask=None, start=0, cache=None, span=None, return_kv=False, end=None):
         """x (B, N) token ids; attention_mask (B, N) 1 = real token, 0 = left padding.
-        -> logits (B, N - start, V) for positions start.. (the LM head skips the prompt)."""
+        -> logits (B, N - start, V) for positions start.. (the LM head skips the prompt).
+        KV cache (env.py's prefix / dual modes): return_kv=True also returns every layer's (K, V) (B, Hkv, N, hd);
+        with cache (that list) and span = (a, b), only positions a..b-1 are computed - they attend to their own
+        fresh keys/values and to the cached ones elsewhere - and the logits are those of positions max(start, a)..b-1
+        (..end-1 when end is given: the LM head over a vocabulary of 126K is worth skipping where nobody reads it)."""
+        N = x.shape[1]
         if attention_mask is None:
-            pos = torch.arange(x.shape[1], device=x.device).expand_as(x)
+            pos = torch.arange(N, device=x.device).expand_as(x)
             attn = None
         else:  # positions from the cumulative mask, so left padding changes nothing
             pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             attn = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, N) keys
-        cos, sin = rotary(pos, self.c.d_model // self.c.n_heads, self.c.rope_theta)
-        h = self.tok_emb(x) * self.c.emb_scale
-        for block in self.blocks:
-            h = block(h, cos, sin, attn)
-        return self.lm_head(self.norm(h[:, start:])) * self.c.logit_scale
+        a, b = span if span is not None else (0, N)
+        if cache is not None and span is None:
+            raise ValueError("a cached forward needs the span of positions it computes")
+        cos, sin = rotary(pos[:, a:b], self.c.d_model // self.c.n_heads, self.c.rope_theta)
+        h = self.tok_emb(x[:, a:b]) * self.c.emb_scale                     # (B, b - a, d)
+        kvs = []
+        for i, block in enumerate(self.blocks):
+            h, kv = block(h, cos, sin, attn, None if cache is None else cache[i], (a, b))
+            if return_kv:
+                kvs.append(kv)
+        logits = self.lm_head(self.norm(h[:, max(start - a, 0):(end - a if end is not None else None)])) * self.c.logit_scale
+        return (logits, kvs) if return_kv else logits
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -182,15 +202,28 @@ class DLLM:
         return self.net.tok_emb.weight.device
 
     @torch.no_grad()
-    def logits(self, x, attention_mask=None, start=0):
-        """(B, N) ids -> (B, N - start, V) logits where row j scores token start + j.
-        Dream's logit at i predicts token i+1, so it reads one position earlier; nothing else knows."""
+    def logits(self, x, attention_mask=None, start=0, return_kv=False):
+        """(B, N) ids -> (B, N - start, V) logits where row j scores token start + j (and, with return_kv, every
+        layer's keys/values for a KV cache). Dream's logit at i predicts token i+1, so it reads one position
+        earlier; nothing else knows."""
         if not self.shift:
-            return self.net(x, attention_mask, start)
-        if start > 0:
-            return self.net(x, attention_mask, start - 1)[:, :-1]
-        out = self.net(x, attention_mask)
-        return torch.cat([out[:, :1], out[:, :-1]], dim=1)  # position 0 has no predictor: repeat
+            return self.net(x, attention_mask, start, return_kv=return_kv)
+        if start == 0:
+            if return_kv:
+                raise ValueError("a KV cache needs a prompt before the generated positions")
+            out = self.net(x, attention_mask)
+            return torch.cat([out[:, :1], out[:, :-1]], dim=1)  # position 0 has no predictor: repeat
+        out = self.net(x, attention_mask, start - 1, return_kv=return_kv)
+        return (out[0][:, :-1], out[1]) if return_kv else out[:, :-1]
+
+    @torch.no_grad()
+    def logits_span(self, x, attention_mask, start, lo, hi, cache, run_to=None):
+        """Cached step: (b, hi - lo, V) logits scoring tokens start+lo .. start+hi-1 of x. The network runs only on
+        the positions that produce them (one earlier for Dream), or on lo..run_to-1 when run_to is given (prefix
+        cache: to the end of the buffer), attending to `cache` (from logits(return_kv=True)) everywhere else."""
+        s, run_to = int(self.shift), hi if run_to is None else run_to
+        a = start + lo - s
+        return self.net(x, attention_mask, a, cache=cache, span=(a, start + run_to - s), end=start + hi - s)
 
     def prompt_text(self, question, system, answer_prefix):
         """The full prompt string: chat template for real models, the bare question for tiny ones."""

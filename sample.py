@@ -14,7 +14,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from env import generate, row_keys
+from env import CACHES, generate, row_keys
 from model import check_args, check_model_name, check_out_file, load_dllm, resolve_device
 from policy import LearnedPolicy, parse_policies, read_checkpoint
 from tasks import ANSWER_PREFIX, REAL_TASKS, SYSTEM_PROMPT, TINY_TASKS, get_problems, grade
@@ -27,7 +27,7 @@ def prompts_of(dllm, problems):
 
 
 def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=128, temperature=0.0,
-             seed=0, progress=True, keep=0):
+             seed=0, progress=True, keep=0, cache="none"):
     """Run one policy over problems -> dict(accuracy, mean_nfe, tokens_per_nfe, seconds, n) and the first
     `keep` (problem, rollout row, text, correct) for display."""
     correct = nfe = unmasked = 0
@@ -37,7 +37,7 @@ def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=
         chunk = problems[i:i + batch_size]
         ids, am = prompts_of(dllm, chunk)
         keys = row_keys(seed, torch.arange(i, i + len(chunk)))  # a problem's draws (policy and dLLM) do not depend on batching
-        r = generate(dllm, policy, ids, am, gen_length, block_length, temperature, keys=keys)
+        r = generate(dllm, policy, ids, am, gen_length, block_length, temperature, keys=keys, cache=cache)
         for j, p in enumerate(chunk):
             text = dllm.decode(r.tokens[j].tolist())
             ok = grade(task, p, text)
@@ -90,6 +90,8 @@ def check(args, policies):
                show=(args.show, ">= 0"))
     if args.gen_length % args.block_length:
         raise ValueError(f"--gen-length {args.gen_length} must be a multiple of --block-length {args.block_length}")
+    if args.cache != "none" and args.block_length == args.gen_length:
+        raise ValueError(f"--cache {args.cache} needs semi-autoregressive decoding (--block-length < --gen-length)")
     if args.task not in TINY_TASKS + REAL_TASKS:
         raise ValueError(f"unknown task {args.task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
     if args.data and args.task in TINY_TASKS:
@@ -121,6 +123,7 @@ def main(argv=None):
     p.add_argument("--split", default="test", choices=("train", "test"), help="problem split")
     p.add_argument("--json", default=None, help="write the rows to this JSON file (its folder is created)")
     p.add_argument("--show", type=int, default=0, help="print K generations per policy with the unmask step of each token")
+    p.add_argument("--cache", default="none", choices=CACHES, help="KV cache (semi-AR only; prefix and dual are approximate, see env.py)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
     p.add_argument("--revision", default=None, help="hub revision of the dLLM")
     args = p.parse_args(argv)
@@ -143,12 +146,13 @@ def main(argv=None):
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
     print(f"model {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}), task {args.task}, "
-          f"L={args.gen_length} BL={args.block_length}, n={len(problems)}, T={args.temperature}")
+          f"L={args.gen_length} BL={args.block_length}, n={len(problems)}, T={args.temperature}, cache {args.cache}")
     rows = []
     for pol in policies:
         row, shown = evaluate(dllm, pol, problems, args.task, args.gen_length, args.block_length,
-                              args.batch_size, args.temperature, args.seed, keep=args.show)
-        row.update(model=args.model, task=args.task, gen_length=args.gen_length, block_length=args.block_length)
+                              args.batch_size, args.temperature, args.seed, keep=args.show, cache=args.cache)
+        row.update(model=args.model, task=args.task, gen_length=args.gen_length, block_length=args.block_length,
+                   cache=args.cache)
         rows.append(row)
         for s in shown:
             print(f"[{pol.spec}]")

@@ -9,13 +9,14 @@ Synthetic tasks for the tiny world, generated from a seed:
   chain (in-domain)  prompt "7+2~3+1:"  ->  "7+2=9a~3=4c+1=5b#5" then end-of-text padding.
        A start digit and 3-5 steps applied in the prompt's order, modulo 10: '+d' adds d, '~d' reflects
        (v -> d - v). The answer writes each step, its value and a free filler letter (a-d, any is right),
-       then '#' and the final value. Two of the ways confidence misleads LLaDA are built in:
+       then '#' and the final value. It was built to contain two of the ways confidence misleads LLaDA:
        (1) the answer cannot be had before its reasoning: the steps do not commute, so there is no counting
-           shortcut, and the small model computes the chain one step at a time;
+           shortcut (the small model still computes about half of the chains in one forward);
        (2) confidence is not importance: the filler letters are harmless uncertainty (confidence about 1/4),
-           like wording in natural reasoning, next to digits that decide the grade. A confidence rule either
-           spends a step on each letter or goes low enough to commit digits it cannot know yet.
-  sub  (out-of-domain)  prompt "3-213:"  ->  "3-2=1-1=0-3=7#7": subtract the digits in any order, no hint.
+           like wording in natural reasoning, next to digits that decide the grade.
+       Measured (README, "The tiny world"): the tiny dLLM stays calibrated, so confidence rules cope with both
+       (threshold 0.9 is 99.4% right in full diffusion; factor rules reveal the letters in bulk and stay right).
+  sub  (out-of-domain)  prompt "3-213:"  ->  "3-2=1-1=0-3=7#7": subtract the digits in any order.
 The grader checks the work like a teacher: every step right and in place, the answer equal to the last value.
 
     python tasks.py --task chain --n 3       # print a few problems with a reference answer

@@ -9,10 +9,10 @@ steps on the stored rollouts with the clipped objective, per rollout the mean ov
 How this departs from textbook GRPO (as the paper ran it): no KL term, no reference model; advantages are
 not divided by the group std (--std-adv turns that on); a batch whose advantages are all zero is skipped.
 
-    python train.py                                   # tiny world, full diffusion (30 steps, a few minutes on 2 CPU cores)
+    python train.py                                   # tiny world, full diffusion (30 steps, 1.6 min on 2 CPU cores)
     python train.py --block-length 8 --out out/ckpt_bl8.pt   # semi-autoregressive
-    python train.py --model llada --block-length 32   # the paper's run (one GPU, ~24 GB+)
-    torchrun --nproc_per_node=8 train.py --model llada      # data parallel: each rank rolls out its prompts
+    python train.py --model llada --block-length 32 --out out/llada_bl32.pt   # the paper's run (one GPU, ~24 GB+)
+    torchrun --nproc_per_node=8 train.py --model llada --out out/llada_dp.pt   # data parallel: each rank rolls out its prompts
 """
 import json
 import math
@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from tqdm import tqdm
 
-from env import generate, row_keys
+from env import CACHES, generate, row_keys
 from model import TINY, check_args, check_model_name, check_out_file, load_dllm, parse_dataclass, resolve_device
 from policy import LearnedPolicy, PolicyConfig, bernoulli_entropy, bernoulli_log_prob, read_checkpoint
 from sample import evaluate, prompts_of
@@ -41,7 +41,8 @@ REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, 
 # group advantage can undo (every rollout of a group is then the same). A short cosine lowers the lr before that.
 TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=32, prompts_per_step=16, steps=30, lr=1e-3,
                      warmup=10, batch_size=128, eval_every=100, eval_n=256)
-SETUP = ("model", "task", "gen_length", "block_length", "alpha", "reward", "group_size", "width")  # must match on resume
+SETUP = dict(model=None, task=None, gen_length=None, block_length=None, alpha=None, reward=None, group_size=None,
+             width=128, cache="none")  # must match on resume (the value a checkpoint from before the field implies)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class TrainConfig:
     grad_clip: float = 0.2
     warmup: int = None                # linear warm-up steps, then cosine to 0 (tiny 10, real 100)
     temperature: float = 0.0          # dLLM sampling temperature during rollouts
+    cache: str = "none"               # KV cache for rollouts: none, prefix, dual (semi-AR only; approximate, see env.py)
     width: int = 128                  # policy width (331K parameters at 128)
     init_bias: float = -2.0           # output bias at init: unmask p = sigmoid(b), 0.12 at -2 (paper); small blocks need more
     batch_size: int = None            # rows per loss chunk and per eval batch (memory knob)
@@ -85,6 +87,8 @@ def resolve(cfg):
     for k, v in table.items():
         if getattr(cfg, k) is None:
             setattr(cfg, k, v)
+    if cfg.cache not in CACHES:
+        raise ValueError(f"--cache must be one of {CACHES}, not {cfg.cache!r}")
     if cfg.reward not in ("mult", "additive"):
         raise ValueError(f"--reward must be mult or additive, not {cfg.reward!r}")
     check_args(gen_length=(cfg.gen_length, "> 0"), block_length=(cfg.block_length, "> 0"), alpha=(cfg.alpha, ">= 0"),
@@ -101,6 +105,8 @@ def resolve(cfg):
         raise ValueError(f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} attention heads")
     if cfg.gen_length % cfg.block_length:
         raise ValueError(f"--gen-length {cfg.gen_length} must be a multiple of --block-length {cfg.block_length}")
+    if cfg.cache != "none" and cfg.block_length == cfg.gen_length:
+        raise ValueError(f"--cache {cfg.cache} needs semi-autoregressive decoding (--block-length < --gen-length)")
     if cfg.task not in TINY_TASKS + REAL_TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
     if cfg.data and cfg.task in TINY_TASKS:
@@ -190,7 +196,7 @@ def save_checkpoint(path, policy, opt, cfg, step, metrics):
 
 def check_resume(ck, cfg):
     """A checkpoint can be resumed only into the same setup (SETUP): anything else is one clear error."""
-    diff = {k: (ck["args"].get(k), getattr(cfg, k)) for k in SETUP if ck["args"].get(k) != getattr(cfg, k)}
+    diff = {k: (ck["args"].get(k, d), getattr(cfg, k)) for k, d in SETUP.items() if ck["args"].get(k, d) != getattr(cfg, k)}
     if diff:
         raise ValueError(f"checkpoint {cfg.out} is from another setup ({', '.join(f'{k}: {a!r} there, {b!r} here' for k, (a, b) in diff.items())}); "
                          f"pass the same flags or a new --out")
@@ -282,7 +288,7 @@ def train(cfg: TrainConfig):
         ids, am = ids.repeat_interleave(G, 0), am.repeat_interleave(G, 0)
         keys = row_keys(cfg.seed, torch.tensor([(first + j) * G + g for j in range(per_rank) for g in range(G)]))
         policy.eval().fallback, policy.tau = False, 1.0
-        r = generate(dllm, policy, ids, am, L, BL, cfg.temperature, record=True, keys=keys)
+        r = generate(dllm, policy, ids, am, L, BL, cfg.temperature, record=True, keys=keys, cache=cfg.cache)
         correct = torch.tensor([grade(cfg.task, problems[i // G], dllm.decode(row.tolist()))
                                 for i, row in enumerate(r.tokens.cpu())], device=dev)
         R = rewards(correct, r.nfe, L, cfg.alpha, cfg.reward)
@@ -315,7 +321,7 @@ def train(cfg: TrainConfig):
                        rollout_s=t_roll, update_s=time.time() - t0 - t_roll)
         if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
             policy.eval().fallback = True
-            row, _ = evaluate(dllm, policy, eval_set, cfg.task, L, BL, cfg.batch_size, progress=False)
+            row, _ = evaluate(dllm, policy, eval_set, cfg.task, L, BL, cfg.batch_size, progress=False, cache=cfg.cache)
             metrics.update(eval_accuracy=row["accuracy"], eval_nfe=row["mean_nfe"])
         line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         done_steps = step + 1 - start
