@@ -83,8 +83,9 @@ def save_rows(path, rows):
     os.replace(path + ".tmp", path)   # atomic: the file is always the old or the new list, never half of one
 
 
-def row_key(r):
-    return tuple(r[k] for k in KEY)
+def row_key(r, skip=()):
+    """A row's identity; rows from before KV caches existed were uncached."""
+    return tuple(r.get(k, "none") if k == "cache" else r[k] for k in KEY if k not in skip)
 
 
 @dataclass
@@ -173,7 +174,7 @@ def summarize(rows):
     """Mean and spread over seeds: one dict per (setting, policy) with accuracy/mean_nfe means and sds."""
     groups = {}
     for r in rows:
-        groups.setdefault(tuple(r[k] for k in KEY if k != "seed"), []).append(r)
+        groups.setdefault(row_key(r, skip=("seed",)), []).append(r)
     out = []
     for g in groups.values():
         acc = torch.tensor([r["accuracy"] for r in g], dtype=torch.float64)
