@@ -37,6 +37,8 @@ class Obs:
     keys: torch.Tensor        # (b,)   long   per-row random key (see uniform)
     margin: torch.Tensor = None   # (b, L) float32 top1 - top2 probability, when policy.needs it
     entropy: torch.Tensor = None  # (b, L) float32 entropy of the predictive distribution, when needed
+    eos: torch.Tensor = None      # (b, L) bool   x0 is an end-of-text / end-of-turn token, when needed
+    alpha: torch.Tensor = None    # (b,)   float32 the row's reward exponent (alpha-conditioned GRPO), if any
 
     def uniform(self):
         """(b, L) uniforms in [0, 1) that depend only on (row key, NFE spent, position): a row's draws do
@@ -98,12 +100,13 @@ CACHES = ("none", "prefix", "dual")
 
 
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
-             record=False, keys=None, cache="none"):
+             record=False, keys=None, cache="none", alpha=None):
     """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished.
     Returns a Rollout. The policy object needs `act(obs) -> (unmask (b, L) bool, logp (b,) or None)`
-    and an optional set `needs` of extra observations ('margin', 'entropy'). keys (B,) seed each row's
+    and an optional set `needs` of extra observations ('margin', 'entropy', 'eos'). keys (B,) seed each row's
     policy randomness and, at T > 0, the dLLM's Gumbel noise (default: row_keys(0, arange(B))).
-    cache: 'none' (exact), or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive only; see below)."""
+    cache: 'none' (exact), or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive only; see below).
+    alpha (B,): each row's reward exponent, shown to an alpha-conditioned policy (obs.alpha) and recorded."""
     L, BL = gen_length, block_length
     if BL <= 0 or L % BL:
         raise ValueError(f"gen length {L} must be a positive multiple of block length {BL}")
@@ -128,6 +131,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     keys = (row_keys(0, torch.arange(B)) if keys is None else keys).to(dev)
     needs = getattr(policy, "needs", ())
     stepper = CachedStep(dllm, P, L, BL, cache, needs) if cache != "none" else None
+    stop_ids = torch.tensor(sorted(dllm.stop_ids), device=dev)
     steps = []
     while not done.all():
         rows = (~done).nonzero().squeeze(1)                            # (b,) unfinished rows only
@@ -143,7 +147,9 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
         masked = gx == dllm.mask_id
         in_block = (pos[None] // BL) == block[rows, None]
         obs = Obs(x0, conf, masked, masked & in_block, nfe[rows].float() / L, block_step[rows], L // BL,
-                  keys[rows], margin, entropy)
+                  keys[rows], margin, entropy, alpha=None if alpha is None else alpha[rows])
+        if "eos" in needs:
+            obs.eos = torch.isin(x0, stop_ids)
         unmask, logp = policy.act(obs)
         unmask = unmask & obs.cand                                     # never touch anything else
         nfe[rows] += 1
@@ -151,7 +157,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
         order[rows] = torch.where(unmask, nfe[rows, None], order[rows])
         if record:
             steps.append(dict(rows=rows, conf=conf, masked=masked, cand=obs.cand, t=obs.t,
-                              action=unmask, logp=logp))
+                              action=unmask, logp=logp, alpha=obs.alpha))
         # advance blocks: filled, or out of iterations (BL per block)
         left = (obs.cand & ~unmask).any(1)
         block_step[rows] += 1

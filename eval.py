@@ -32,27 +32,48 @@ from tasks import REAL_TASKS, TINY_TASKS, get_problems, grade
 GRIDS = dict(threshold=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999], factor=[0.25, 0.5, 1, 2, 4, 6, 8, 12, 16],
              eb=[0.001, 0.01, 0.03, 0.1, 0.3, 0.6, 1, 3])
 STEP_RULES = ("topk", "random", "margin", "entropy")
+# The end-of-text-aware rules (PC-Sampler, EOSER) run on the top-k schedule: every step count, at these settings.
+SCHEDULED = dict(pc=("lam", [0.25, 1.0]), eosdamp=("g", [0.4]))
 ALL = ("topk", "random", "threshold", "factor", "eb")    # what --sweep all means (margin/entropy on request)
+EOS_AWARE = ("pc", "eosdamp")                              # in the suite's in-domain settings
 KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature", "cache")  # a row's identity
 
 
 def sweep_specs(names, L, BL):
     """Heuristic names -> policy specs over their grids, valid for this (L, BL)."""
-    specs = []
+    specs, blocks = [], L // BL
+    step_counts = [*range(blocks, L // 2 + 1, blocks), L]
     for name in names:
         if name in STEP_RULES:
-            blocks = L // BL
-            specs += [f"{name}:steps={k}" for k in [*range(blocks, L // 2 + 1, blocks), L]]
+            specs += [f"{name}:steps={k}" for k in step_counts]
+        elif name in SCHEDULED:
+            key, values = SCHEDULED[name]
+            specs += [f"{name}:{key}={v:g}:steps={k}" for v in values for k in step_counts]
         elif name in GRIDS:
             key = {"threshold": "", "factor": "", "eb": "gamma="}[name]
             specs += [f"{name}:{key}{v}" for v in GRIDS[name]]
         else:
-            raise ValueError(f"unknown sweep {name!r}: use 'all' or some of {list(STEP_RULES) + list(GRIDS)}")
+            raise ValueError(f"unknown sweep {name!r}: use 'all' or some of {list(STEP_RULES) + list(GRIDS) + list(SCHEDULED)}")
     return specs
 
 
-def learned_specs(paths, taus):
-    return [f"{p}:tau={float(t)}" for p in paths for t in taus]
+def learned_specs(paths, taus, alphas=None):
+    """Checkpoint specs over the tau grid, and over the alpha grid for alpha-conditioned checkpoints."""
+    out = []
+    for p in paths:
+        cond = read_checkpoint(p)["policy_config"].get("alpha_hi") is not None
+        if cond and not alphas:
+            raise ValueError(f"{p} is alpha-conditioned: pass --alphas to pick points on its front")
+        if alphas and not cond:
+            raise ValueError(f"--alphas: {p} is not alpha-conditioned (it was trained for one alpha)")
+        out += [f"{p}:tau={float(t)}" + (f":alpha={float(a):g}" if cond else "") for t in taus for a in (alphas if cond else [None])]
+    return out
+
+
+def ckpt_path(spec):
+    """The checkpoint file of a learned spec ('dir/ckpt.pt:tau=1.0:alpha=3' -> 'dir/ckpt.pt'), None for a heuristic."""
+    head = spec.split(":")[0]
+    return head if head.endswith(".pt") else None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -111,7 +132,7 @@ def check_setting(s):
 
 def canonical(spec):
     """The spec string a row is stored under (heuristics: as the policy prints itself)."""
-    return parse_policy(spec).spec if not spec.split(":")[0].endswith(".pt") else spec
+    return parse_policy(spec).spec if not ckpt_path(spec) else spec
 
 
 def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, device=None, data=None, split="test",
@@ -126,7 +147,7 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
 
     def done(key):
         spec = key[KEY.index("policy")]
-        if spec.split(":tau=")[0].endswith(".pt"):
+        if ckpt_path(spec):
             trained.setdefault(spec, trained_on(spec))
             return key in have and have[key].get("trained") == trained[spec]
         return key in have
@@ -164,10 +185,10 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
 
 def trained_on(spec):
     """The training setup of a checkpoint policy, stored in its rows (the report groups policies by alpha)."""
-    ck = read_checkpoint(spec.split(":tau=")[0])
+    ck = read_checkpoint(ckpt_path(spec))
     a = ck["args"]
     return dict(model=a["model"], task=a["task"], gen_length=a["gen_length"], block_length=a["block_length"],
-                alpha=a["alpha"], reward=a["reward"], step=ck["step"])
+                alpha=a["alpha"], reward=a["reward"], step=ck["step"], alpha_range=a.get("alpha_range"))
 
 
 def summarize(rows):
@@ -191,13 +212,20 @@ def summarize(rows):
 # the tiny-world suite
 
 SUITE = dict(task="chain", ood_task="sub", model="tiny", other_model="tiny-b", L=32, semi_bl=8,
-             alphas=(0, 1, 3, 10), additive_alpha=10, taus=(0.5, 1.0, 2.0), steps=30, prompts=16, group=8, n=500)
+             alphas=(0, 0.3, 1, 3, 10), additive_alpha=10, taus=(0.5, 1.0, 2.0), steps=30, prompts=16, group=8, n=500,
+             # one alpha-conditioned policy per block length, read at these alphas (the per-alpha ones and between)
+             cond_range="0,10", cond_alphas=(0, 0.1, 0.3, 0.5, 1, 2, 3, 5, 10),
+             # semi-AR policies start at unmask p = 0.5: at the paper's 0.12, 8 iterations a block leave a third of
+             # each block masked, every rollout is wrong and the reward stays 0 (README, the learned policy)
+             semi_init_bias=0.0)
 
 
-def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"]):
-    """Train (or finish, or reuse) one suite policy with train.py's loop; returns its checkpoint path."""
+def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"], alpha_range=None):
+    """Train (or finish, or reuse) one suite policy with train.py's loop; returns its checkpoint path.
+    alpha_range: the alpha-conditioned policy of this block length instead of the one for `alpha`."""
     import train
-    path = os.path.join(out_dir, f"policy_bl{BL}_{'add' if reward == 'additive' else 'a'}{alpha:g}.pt")
+    name = f"cond{alpha_range.replace(',', '-')}" if alpha_range else f"{'add' if reward == 'additive' else 'a'}{alpha:g}"
+    path = os.path.join(out_dir, f"policy_bl{BL}_{name}.pt")
     if os.path.exists(path):
         ck = torch.load(path, map_location="cpu", weights_only=True)
         if ck["args"]["steps"] != steps:
@@ -205,23 +233,26 @@ def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"]):
                              f"or pass --suite-steps {ck['args']['steps']}")
         if ck["step"] >= steps:
             return path
-    print(f"training {path}: BL={BL} alpha={alpha} reward={reward}, {steps} GRPO steps")
+    print(f"training {path}: BL={BL} alpha={alpha_range or alpha} reward={reward}, {steps} GRPO steps")
+    init = {} if BL == SUITE["L"] else dict(init_bias=SUITE["semi_init_bias"])
     train.train(train.TrainConfig(model=SUITE["model"], task=SUITE["task"], gen_length=SUITE["L"], block_length=BL,
-                                  alpha=float(alpha), reward=reward, steps=steps, eval_every=0, out=path,
-                                  prompts_per_step=SUITE["prompts"], group_size=SUITE["group"],
-                                  save_every=10, resume=os.path.exists(path)))
+                                  alpha=float(alpha or 0), reward=reward, steps=steps, eval_every=0, out=path,
+                                  prompts_per_step=SUITE["prompts"], group_size=SUITE["group"], alpha_range=alpha_range,
+                                  save_every=10, resume=os.path.exists(path), **init))
     return path
 
 
-def suite_settings(pols):
-    """pols[(BL, alpha, reward)] -> checkpoint. The paper's experiments (README: Reproducing the paper), in the tiny world."""
+def suite_settings(pols, conds):
+    """pols[(BL, alpha, reward)] -> checkpoint, conds[BL] -> the alpha-conditioned one. The paper's experiments
+    (README: Reproducing the paper) and the alpha-conditioned policy, in the tiny world."""
     c, L, S = SUITE, SUITE["L"], SUITE["semi_bl"]
+    cond = lambda BL: learned_specs([conds[BL]], [1.0], c["cond_alphas"])
     tau1 = lambda BL, rewards=("mult",): learned_specs([pols[k] for k in sorted(pols) if k[0] == BL and k[2] in rewards], [1.0])
     taus = lambda BL: learned_specs([pols[(BL, 3, "mult")]], [t for t in c["taus"] if t != 1.0])
     return [
-        Setting(c["model"], c["task"], L, S, sweep_specs(ALL, L, S) + tau1(S) + taus(S), "semi-AR"),
-        Setting(c["model"], c["task"], L, L, sweep_specs(ALL, L, L) + tau1(L, ("mult", "additive")) + taus(L),
-                "full diffusion"),
+        Setting(c["model"], c["task"], L, S, sweep_specs(ALL + EOS_AWARE, L, S) + tau1(S) + taus(S) + cond(S), "semi-AR"),
+        Setting(c["model"], c["task"], L, L, sweep_specs(ALL + EOS_AWARE, L, L) + tau1(L, ("mult", "additive"))
+                + taus(L) + cond(L), "full diffusion"),
         Setting(c["model"], c["task"], 2 * L, S, sweep_specs(ALL, 2 * L, S) + tau1(S), "length transfer, semi-AR"),
         Setting(c["model"], c["task"], 2 * L, 2 * L, sweep_specs(ALL, 2 * L, 2 * L) + tau1(L), "length transfer, full"),
         Setting(c["other_model"], c["task"], L, S, sweep_specs(ALL, L, S) + tau1(S), "model transfer, semi-AR"),
@@ -256,15 +287,18 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
             pols[(BL, a, "mult")] = suite_policy(out_dir, BL, a, steps=steps)
     pols[(SUITE["L"], SUITE["additive_alpha"], "additive")] = suite_policy(out_dir, SUITE["L"], SUITE["additive_alpha"],
                                                                           "additive", steps=steps)
+    conds = {BL: suite_policy(out_dir, BL, None, steps=steps, alpha_range=SUITE["cond_range"])
+             for BL in (SUITE["semi_bl"], SUITE["L"])}
     path = os.path.join(results_dir, "tiny.json")
-    settings = suite_settings(pols)
+    settings = suite_settings(pols, conds)
     rows = run(path, settings, n=SUITE["n"])
     by = report.by_setting(summarize(rows), settings)
-    logs = {}   # name -> (BL, alpha, reward, per-step log); a resumed run may have logged a step twice: keep the last
-    for k, p in pols.items():
+    def log_of(p):   # a resumed run may have logged a step twice: keep the last
         by_step = {m["step"]: m for m in map(json.loads, open(os.path.splitext(p)[0] + ".jsonl"))}
-        logs[os.path.basename(p)] = (*k, [by_step[s] for s in sorted(by_step)])
-    md = report.suite_report(by, SUITE, logs, (time.time() - t0) / 60, pretrain_min, rows)
+        return [by_step[s] for s in sorted(by_step)]
+    logs = {os.path.basename(p): (*k, log_of(p)) for k, p in pols.items()}   # name -> (BL, alpha, reward, log)
+    cond_logs = {BL: log_of(p) for BL, p in conds.items()}
+    md = report.suite_report(by, SUITE, logs, (time.time() - t0) / 60, pretrain_min, rows, cond_logs)
     if plot:
         report.plot_fronts({report.title(k, v): v for k, v in by.items()}, os.path.join(results_dir, "tiny.png"))
         L = SUITE["L"]
@@ -295,9 +329,10 @@ def main(argv=None):
     p.add_argument("--task", default="chain", help="chain, sub (tiny world) or gsm8k, math500")
     p.add_argument("--gen-length", type=int, default=32, help="L, the generation buffer (real models: 256)")
     p.add_argument("--block-lengths", type=comma(int), default="32", help="comma-separated BLs; BL == L is full diffusion")
-    p.add_argument("--sweep", default="", help="heuristic sweeps: 'all' or some of topk,random,threshold,factor,eb,margin,entropy")
+    p.add_argument("--sweep", default="", help="heuristic sweeps: 'all' or some of topk,random,threshold,factor,eb,margin,entropy,pc,eosdamp")
     p.add_argument("--policies", default="", help="extra specs: heuristics ('threshold:0.9') or checkpoints ('ckpt.pt')")
     p.add_argument("--taus", type=comma(float), default=None, help="policy-temperature grid for the checkpoints in --policies (default 1)")
+    p.add_argument("--alphas", type=comma(float), default=None, help="alpha grid for alpha-conditioned checkpoints (train.py --alpha-range)")
     p.add_argument("--n", type=int, default=500, help="problems per row")
     p.add_argument("--seeds", type=comma(int), default="0", help="comma-separated seeds (problem set and policy randomness); mean and sd reported")
     p.add_argument("--batch-size", type=int, default=128, help="prompts per generate call")
@@ -325,6 +360,8 @@ def main(argv=None):
                    gen_length=(L, "> 0"))
         for BL in BLs:
             check_args(block_lengths=(BL, "> 0"))
+            if L % BL:
+                raise ValueError(f"--gen-length {L} must be a multiple of each of --block-lengths (not {BL})")
         for t in taus:
             check_args(taus=(t, "> 0"))
         if not BLs or not seeds:
@@ -336,8 +373,10 @@ def main(argv=None):
         names = ALL if args.sweep == "all" else [s for s in args.sweep.split(",") if s.strip()]
         ckpts = [s for s in args.policies.split(",") if s.strip().endswith(".pt")]
         others = [s for s in args.policies.split(",") if s.strip() and s not in ckpts]
-        settings = [Setting(args.model, args.task, L, BL, sweep_specs(names, L, BL) + others + learned_specs(ckpts, taus),
-                            cache=args.cache) for BL in BLs]
+        for a in args.alphas or []:
+            check_args(alphas=(a, ">= 0"))
+        settings = [Setting(args.model, args.task, L, BL, sweep_specs(names, L, BL) + others
+                            + learned_specs(ckpts, taus, args.alphas), cache=args.cache) for BL in BLs]
         if not any(s.specs for s in settings):
             raise ValueError("nothing to evaluate: pass --sweep and/or --policies")
         if args.taus and not ckpts:

@@ -9,6 +9,9 @@ only in how they score the candidates (masked positions of the current block).
   threshold (lam)   Fast-dLLM: every candidate with conf >= lam, and always the row's most confident one
   factor (f)        Fast-dLLM: longest prefix of sorted confs with c(n) >= 1 - f / (n + 1)
   eb (gamma)        EB-sampler: by entropy ascending, largest prefix whose entropy sum minus its max <= gamma
+  pc (lam, steps)   PC-Sampler (arXiv 2508.13021): top-k schedule on exp(-lam * d) * conf, d the position
+  eosdamp (g, steps) EOSER (arXiv 2509.23924): top-k schedule on conf, end-of-text proposals' conf times a factor
+                    rising linearly from g to 1 over the steps
   learned           one adaptive-LayerNorm transformer block over (conf, mask bit, time) -> Bernoulli logits
 Ties in a ranking (common: a saturated tiny model gives conf == 1.0) go to the lowest position.
 
@@ -64,13 +67,48 @@ class FixedSteps(Heuristic):
             raise ValueError(f"{self.spec}: steps must be in 1..{L} and a multiple of the {L // BL} blocks")
 
     def select(self, obs):
-        per_block = self.steps // obs.n_blocks
-        left = (per_block - obs.block_step).clamp(min=1)                 # steps left in this block
-        k = -(-obs.cand.sum(1) // left)                                  # ceil: remainder goes first
         score = {"random": obs.uniform,
                  "topk": lambda: obs.conf, "margin": lambda: obs.margin,
                  "entropy": lambda: -obs.entropy}[self.kind]()
+        return self.ranked(obs, score)
+
+    def ranked(self, obs, score):
+        """The schedule: this step's share of the block's masks, the highest-scoring candidates."""
+        per_block = self.steps // obs.n_blocks
+        left = (per_block - obs.block_step).clamp(min=1)                 # steps left in this block
+        k = -(-obs.cand.sum(1) // left)                                  # ceil: remainder goes first
         return rank_select(score, obs.cand, k)
+
+
+class PositionCalibrated(FixedSteps):
+    """PC-Sampler's position-aware calibration, score exp(-lam * d) * conf, with LLaDA's top-k schedule. d counts
+    from the start of the generation; from the first still-masked position instead would only multiply every
+    candidate of a row by the same factor, which a ranking does not see (it would matter for a threshold on the
+    score, which we do not use). The published version also divides by a token-frequency prior from a reference
+    corpus: left out, because no corpus of the dLLM's training data is at hand (and the prior it mostly corrects,
+    end-of-text, is what eosdamp targets directly)."""
+
+    def __init__(self, lam, steps):
+        super().__init__("topk", steps)
+        self.lam, self.spec = float(lam), f"pc:lam={lam}:steps={steps}"
+
+    def select(self, obs):
+        d = torch.arange(obs.conf.shape[1], device=obs.conf.device, dtype=torch.float32)
+        return self.ranked(obs, torch.exp(-self.lam * d)[None] * obs.conf)
+
+
+class EOSDamped(FixedSteps):
+    """EOSER's end-of-text damping with LLaDA's top-k schedule: an end-of-text proposal's conf is multiplied by
+    g + (1 - g) * progress, progress = steps spent / (steps - 1) rising from 0 to 1, so padding is no longer revealed
+    first from the right in full diffusion."""
+    def __init__(self, g, steps):
+        super().__init__("topk", steps)
+        self.g, self.spec, self.needs = float(g), f"eosdamp:g={g}:steps={steps}", ("eos",)
+
+    def select(self, obs):
+        progress = ((obs.t * obs.conf.shape[1]).round() / max(self.steps - 1, 1)).clamp(max=1.0)[:, None]   # (b, 1)
+        damp = self.g + (1 - self.g) * progress
+        return self.ranked(obs, torch.where(obs.eos, obs.conf * damp, obs.conf))
 
 
 class Threshold(Heuristic):
@@ -111,6 +149,8 @@ class PolicyConfig:
     heads: int = 2          # attention heads (rotary positions, bidirectional)
     mlp: int = 512          # GELU MLP width
     init_bias: float = -2.0 # output bias: every masked token starts at sigmoid(-2) = 0.12
+    alpha_lo: float = None  # alpha-conditioned policy (train.py --alpha-range LO,HI): the range it was trained on;
+    alpha_hi: float = None  # None = one policy per alpha, as in the paper
 
 
 def sinusoidal(t, dim, max_period=10000.0):
@@ -135,8 +175,17 @@ def bernoulli_entropy(logits, cand, tau=1.0):
     return (h * cand).sum() / cand.sum().clamp(min=1)
 
 
+def alpha_features(alpha, hi, dim):
+    """(n,) reward exponents in [0, hi] -> (n, dim) sinusoidal features of log(1 + alpha) / log(1 + hi) in [0, 1]
+    (the reward's sensitivity to alpha is roughly logarithmic)."""
+    return sinusoidal(torch.log1p(alpha.float()) / math.log1p(hi), dim)
+
+
 class LearnedPolicy(nn.Module):
-    """conf (n, L), mask bit (n, L), time (n,) -> one unmask logit per position (n, L)."""
+    """conf (n, L), mask bit (n, L), time (n,) [, alpha (n,)] -> one unmask logit per position (n, L).
+    With alpha_hi set, the policy is conditioned on the reward exponent: an MLP of alpha's features is added to the
+    time / mask conditioning. Its output layer starts at zero and it is built last, so at initialisation the
+    policy is exactly the unconditioned one of the same seed, whatever alpha."""
 
     def __init__(self, c: PolicyConfig = PolicyConfig()):
         super().__init__()
@@ -151,12 +200,24 @@ class LearnedPolicy(nn.Module):
         self.ln_out, self.head = nn.LayerNorm(d), nn.Linear(d, 1)
         nn.init.zeros_(self.ada.weight), nn.init.zeros_(self.ada.bias)     # identity modulation at init
         nn.init.zeros_(self.head.weight), nn.init.constant_(self.head.bias, c.init_bias)
+        if c.alpha_hi is not None:
+            self.alpha_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+            nn.init.zeros_(self.alpha_mlp[2].weight), nn.init.zeros_(self.alpha_mlp[2].bias)
         self.tau, self.fallback, self.spec = 1.0, True, "learned"
+        self.alpha = None   # evaluation: the point on the front (ckpt.pt:alpha=A) of an alpha-conditioned policy
 
-    def forward(self, conf, masked, t):
+    @property
+    def conditioned(self):
+        return self.c.alpha_hi is not None
+
+    def forward(self, conf, masked, t, alpha=None):
         n, L = conf.shape
         h = self.conf_in(conf.float()[..., None])                                   # (n, L, d)
         cond = self.mask_emb(masked.long()) + self.time_mlp(sinusoidal(t, h.shape[-1]))[:, None]
+        if self.conditioned:
+            if alpha is None:
+                raise ValueError("an alpha-conditioned policy needs alpha (a checkpoint spec 'ckpt.pt:alpha=A')")
+            cond = cond + self.alpha_mlp(alpha_features(alpha, self.c.alpha_hi, h.shape[-1]))[:, None]
         b1, s1, g1, b2, s2, g2 = self.ada(cond).chunk(6, dim=-1)                    # each (n, L, d)
         a = self.ln1(h) * (1 + s1) + b1
         q, k, v = self.qkv(a).view(n, L, 3, self.c.heads, -1).permute(2, 0, 3, 1, 4)  # (n, H, L, hd) each
@@ -170,10 +231,21 @@ class LearnedPolicy(nn.Module):
     def check(self, L, BL):
         pass
 
+    def alpha_of(self, obs):
+        """(b,) alpha per row: the rollout's own (obs.alpha, GRPO with --alpha-range), else the one asked for."""
+        if not self.conditioned:
+            return None
+        if obs.alpha is not None:
+            return obs.alpha
+        if self.alpha is None:
+            raise ValueError(f"{self.spec} is alpha-conditioned (trained on [{self.c.alpha_lo:g}, {self.c.alpha_hi:g}]): "
+                             f"pick the point on its front with ':alpha=A'")
+        return torch.full(obs.t.shape, float(self.alpha), device=obs.t.device)
+
     @torch.no_grad()
     def act(self, obs):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=obs.conf.is_cuda):
-            logits = self(obs.conf, obs.masked, obs.t).float()
+            logits = self(obs.conf, obs.masked, obs.t, self.alpha_of(obs)).float()
         s = torch.sigmoid(logits / self.tau)
         u = (obs.uniform() < s) & obs.cand
         logp = bernoulli_log_prob(logits, obs.cand, u, self.tau)
@@ -227,37 +299,76 @@ def number(spec, text, what):
 
 
 def parse_policy(spec, device="cpu"):
-    """One spec string -> a policy object. 'topk:steps=64', 'threshold:0.9', 'eb:gamma=0.1',
-    'factor:1', 'random:32', or a checkpoint 'path/ckpt.pt' with an optional ':tau=0.5'."""
+    """One spec string -> a policy object. 'topk:steps=64', 'threshold:0.9', 'eb:gamma=0.1', 'factor:1',
+    'random:32', 'pc:lam=0.25:steps=8', 'eosdamp:g=0.4:steps=8', or a checkpoint 'path/ckpt.pt' with ':tau=0.5'."""
     name, _, arg = spec.strip().partition(":")
     key, _, val = arg.rpartition("=")
     if name.endswith(".pt"):
-        if arg and key != "tau":
-            raise ValueError(f"{spec!r}: a checkpoint takes only ':tau=T'")
-        tau = number(spec, val, "tau") if arg else None
-        if tau is not None and tau <= 0:
-            raise ValueError(f"{spec!r}: tau must be > 0")
-        pol, _ = load_policy(name, device)
-        if tau is not None:
-            pol.tau = tau
-            pol.spec = f"{pol.spec}:tau={val}"
-        return pol
+        return checkpoint_policy(spec, name, arg, device)
     keys = {"random": "steps", "topk": "steps", "margin": "steps", "entropy": "steps",
             "threshold": "lam", "factor": "f", "eb": "gamma"}
+    if name in ("pc", "eosdamp"):   # two arguments, colon-separated so the spec survives a comma list
+        return two_argument_rule(spec, name, arg)
     if name not in keys:
-        raise ValueError(f"unknown policy {spec!r}: use one of {sorted(keys)} (e.g. topk:steps=32) or a *.pt checkpoint")
+        raise ValueError(f"unknown policy {spec!r}: use one of {sorted(keys) + ['pc', 'eosdamp']} (e.g. topk:steps=32) "
+                         f"or a *.pt checkpoint")
     if not val or key not in ("", keys[name]):
         raise ValueError(f"{spec!r}: write it as {name}:{keys[name]}=VALUE")
     num = number(spec, val, keys[name])
     if keys[name] == "steps":
-        if num != int(num) or num < 1:
-            raise ValueError(f"{spec!r}: steps must be a positive integer")
-        return FixedSteps(name, int(num))
+        return FixedSteps(name, steps_of(spec, num))
     if name == "threshold" and not 0 < num <= 1:
         raise ValueError(f"{spec!r}: a confidence threshold must be in (0, 1]")
     if name in ("factor", "eb") and num < 0:
         raise ValueError(f"{spec!r}: {keys[name]} must be >= 0")
     return {"threshold": Threshold, "factor": Factor, "eb": EB}[name](val)
+
+
+def checkpoint_policy(spec, path, arg, device):
+    """'ckpt.pt', 'ckpt.pt:tau=0.5', 'ckpt.pt:alpha=3', 'ckpt.pt:tau=0.5:alpha=3' -> the learned policy. Its spec
+    (the rows' identity) is the path followed by the options as given."""
+    opts = {}
+    for part in filter(None, arg.split(":")):
+        k, _, v = part.partition("=")
+        if k not in ("tau", "alpha") or k in opts:
+            raise ValueError(f"{spec!r}: a checkpoint takes ':tau=T' and, if alpha-conditioned, ':alpha=A'")
+        opts[k] = (v, number(spec, v, k))
+    if "tau" in opts and opts["tau"][1] <= 0:
+        raise ValueError(f"{spec!r}: tau must be > 0")
+    pol, _ = load_policy(path, device)
+    if "alpha" in opts:
+        a = opts["alpha"][1]
+        if not pol.conditioned:
+            raise ValueError(f"{spec!r}: {path} is not alpha-conditioned (it was trained for one alpha); drop ':alpha='")
+        if not pol.c.alpha_lo <= a <= pol.c.alpha_hi:
+            raise ValueError(f"{spec!r}: alpha {a:g} is outside the range the policy was trained on "
+                             f"[{pol.c.alpha_lo:g}, {pol.c.alpha_hi:g}]")
+        pol.alpha = a
+    if "tau" in opts:
+        pol.tau = opts["tau"][1]
+    pol.spec = path + "".join(f":{k}={v}" for k, (v, _) in opts.items())
+    return pol
+
+
+def steps_of(spec, num):
+    if num != int(num) or num < 1:
+        raise ValueError(f"{spec!r}: steps must be a positive integer")
+    return int(num)
+
+
+def two_argument_rule(spec, name, arg):
+    """'pc:lam=0.25:steps=8' and 'eosdamp:g=0.4:steps=8'."""
+    first = {"pc": "lam", "eosdamp": "g"}[name]
+    parts = dict(p.partition("=")[::2] for p in arg.split(":") if p)
+    if set(parts) != {first, "steps"} or not all(parts.values()):
+        raise ValueError(f"{spec!r}: write it as {name}:{first}=VALUE:steps=S")
+    v = number(spec, parts[first], first)
+    if name == "pc" and v < 0:
+        raise ValueError(f"{spec!r}: lam must be >= 0")
+    if name == "eosdamp" and not 0 <= v <= 1:
+        raise ValueError(f"{spec!r}: g must be in [0, 1]")
+    steps = steps_of(spec, number(spec, parts["steps"], "steps"))
+    return PositionCalibrated(parts[first], steps) if name == "pc" else EOSDamped(parts[first], steps)
 
 
 def parse_policies(specs, device="cpu"):

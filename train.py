@@ -8,9 +8,12 @@ steps on the stored rollouts with the clipped objective, per rollout the mean ov
 -min(rho A, clip(rho, 1 - eps, 1 + eps) A), rho = exp(logp - logp_old); the batch loss is the mean over rollouts.
 How this departs from textbook GRPO (as the paper ran it): no KL term, no reference model; advantages are
 not divided by the group std (--std-adv turns that on); a batch whose advantages are all zero is skipped.
+--alpha-range LO,HI trains one policy for the whole front instead: each prompt's group draws its own alpha
+(draw_alphas), its rewards use it, and the policy sees it through its conditioning (policy.py).
 
     python train.py                                   # tiny world, full diffusion (30 steps, 1.6 min on 2 CPU cores)
     python train.py --block-length 8 --out out/ckpt_bl8.pt   # semi-autoregressive
+    python train.py --alpha-range 0,10 --out out/cond.pt     # one policy for every alpha in [0, 10]
     python train.py --model llada --block-length 32 --out out/llada_bl32.pt   # the paper's run (one GPU, ~24 GB+)
     torchrun --nproc_per_node=8 train.py --model llada --out out/llada_dp.pt   # data parallel: each rank rolls out its prompts
 """
@@ -27,7 +30,7 @@ import torch.distributed as dist
 
 from tqdm import tqdm
 
-from env import CACHES, generate, row_keys
+from env import CACHES, fmix32, generate, row_keys
 from model import TINY, check_args, check_model_name, check_out_file, load_dllm, parse_dataclass, resolve_device
 from policy import LearnedPolicy, PolicyConfig, bernoulli_entropy, bernoulli_log_prob, read_checkpoint
 from sample import evaluate, prompts_of
@@ -42,7 +45,7 @@ REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, 
 TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=32, prompts_per_step=16, steps=30, lr=1e-3,
                      warmup=10, batch_size=128, eval_every=100, eval_n=256)
 SETUP = dict(model=None, task=None, gen_length=None, block_length=None, alpha=None, reward=None, group_size=None,
-             width=128, cache="none")  # must match on resume (the value a checkpoint from before the field implies)
+             width=128, cache="none", alpha_range=None)  # must match on resume (the value a checkpoint from before the field implies)
 
 
 @dataclass
@@ -54,6 +57,7 @@ class TrainConfig:
     gen_length: int = None            # L (tiny 32, real 256)
     block_length: int = None          # BL; BL == L is full diffusion (tiny 32, real 32)
     alpha: float = 3.0                # reward exponent; 0 = pure correctness
+    alpha_range: str = None           # "LO,HI": one alpha-conditioned policy for the whole front (--alpha is then unused)
     reward: str = "mult"              # mult: correct*((L-NFE+1)/L)**alpha; additive: correct - alpha*NFE/L (ablation)
     group_size: int = 8               # G rollouts per prompt
     prompts_per_step: int = None      # prompts per optimizer batch, over all ranks (tiny 16, real 16)
@@ -101,6 +105,8 @@ def resolve(cfg):
                save_every=(cfg.save_every, ">= 1"))
     if not math.isfinite(cfg.init_bias):
         raise ValueError(f"--init-bias must be finite, not {cfg.init_bias}")
+    if cfg.alpha_range is not None:
+        alpha_bounds(cfg.alpha_range)
     if cfg.width % PolicyConfig.heads:
         raise ValueError(f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} attention heads")
     if cfg.gen_length % cfg.block_length:
@@ -125,8 +131,35 @@ def resolve(cfg):
     return cfg
 
 
+ALPHA0_SHARE = 0.2   # --alpha-range: share of groups at alpha = LO when LO = 0 (pure correctness)
+
+
+def alpha_bounds(text):
+    """'0,10' -> (0.0, 10.0), checked: 0 <= LO < HI, both finite."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--alpha-range {text!r}: write it as LO,HI, e.g. 0,10") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+        raise ValueError(f"--alpha-range {text!r}: need 0 <= LO < HI")
+    return lo, hi
+
+
+def draw_alphas(prompt_index, lo, hi, seed):
+    """One alpha per prompt (P,) from its index (counter-based, so resume and ranks agree). Log-uniform on
+    [max(LO, 0.1), HI] - the reward ((L - NFE + 1) / L) ** alpha changes by the same factor per doubling of alpha, so
+    each octave gets the same share - plus ALPHA0_SHARE of the groups at alpha = 0 when LO = 0, which a log scale
+    cannot reach and which is the front's accurate end."""
+    h = fmix32(fmix32(prompt_index ^ 0xA1FA) ^ seed)
+    u1, u2 = (h >> 8).float() / 2 ** 24, (fmix32(h + 1) >> 8).float() / 2 ** 24
+    base = lo if lo > 0 else min(0.1, hi)
+    a = base * (hi / base) ** u2
+    return torch.where((u1 < ALPHA0_SHARE) & (lo == 0), torch.zeros_like(a), a)
+
+
 def rewards(correct, nfe, L, alpha, kind):
-    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) (paper section 3, the reward R)."""
+    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) (paper section 3, the reward R); alpha a number
+    or one per row (B,)."""
     c, f = correct.float(), nfe.float()
     if kind == "additive":
         return c - alpha * f / L
@@ -146,7 +179,7 @@ def collate(steps):
     """env Rollout.steps -> one flat batch over all (rollout, step) pairs, S of them."""
     cat = lambda k: torch.cat([s[k] for s in steps])
     return dict(conf=cat("conf"), masked=cat("masked"), cand=cat("cand"), t=cat("t"), action=cat("action"),
-                logp_old=cat("logp"), row=cat("rows"))
+                logp_old=cat("logp"), row=cat("rows"), alpha=cat("alpha") if steps[0]["alpha"] is not None else None)
 
 
 def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True):
@@ -164,7 +197,8 @@ def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True):
         last = i + chunk >= S  # under DDP only the last chunk's backward all-reduces (ranks differ in S)
         with net.no_sync() if ddp and not last else nullcontext():
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["conf"].is_cuda):
-                logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl])
+                logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl],
+                             None if batch.get("alpha") is None else batch["alpha"][sl])
             logp = bernoulli_log_prob(logits.float(), batch["cand"][sl], batch["action"][sl])   # fp32
             ratio = torch.exp(logp - batch["logp_old"][sl])
             a = adv[row[sl]]
@@ -245,7 +279,8 @@ def train(cfg: TrainConfig):
     dev = dllm.device
     G, L, BL = cfg.group_size, cfg.gen_length, cfg.block_length
 
-    policy = LearnedPolicy(PolicyConfig(width=cfg.width, init_bias=cfg.init_bias)).to(dev)          # fp32 weights
+    lo, hi = alpha_bounds(cfg.alpha_range) if cfg.alpha_range else (None, None)
+    policy = LearnedPolicy(PolicyConfig(width=cfg.width, init_bias=cfg.init_bias, alpha_lo=lo, alpha_hi=hi)).to(dev)  # fp32
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     start, metrics = 0, {}
     logpath = os.path.splitext(cfg.out)[0] + ".jsonl"
@@ -288,10 +323,12 @@ def train(cfg: TrainConfig):
         ids, am = ids.repeat_interleave(G, 0), am.repeat_interleave(G, 0)
         keys = row_keys(cfg.seed, torch.tensor([(first + j) * G + g for j in range(per_rank) for g in range(G)]))
         policy.eval().fallback, policy.tau = False, 1.0
-        r = generate(dllm, policy, ids, am, L, BL, cfg.temperature, record=True, keys=keys, cache=cfg.cache)
+        alpha = cfg.alpha if lo is None else draw_alphas(torch.arange(first, first + per_rank), lo, hi, cfg.seed).repeat_interleave(G).to(dev)
+        r = generate(dllm, policy, ids, am, L, BL, cfg.temperature, record=True, keys=keys, cache=cfg.cache,
+                     alpha=None if lo is None else alpha)
         correct = torch.tensor([grade(cfg.task, problems[i // G], dllm.decode(row.tolist()))
                                 for i, row in enumerate(r.tokens.cpu())], device=dev)
-        R = rewards(correct, r.nfe, L, cfg.alpha, cfg.reward)
+        R = rewards(correct, r.nfe, L, alpha, cfg.reward)
         A = advantages(R, G, cfg.std_adv)
         t_roll = time.time() - t0
 
@@ -321,7 +358,9 @@ def train(cfg: TrainConfig):
                        rollout_s=t_roll, update_s=time.time() - t0 - t_roll)
         if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
             policy.eval().fallback = True
+            policy.alpha = None if lo is None else min(max(cfg.alpha, lo), hi)   # conditioned: held out at --alpha
             row, _ = evaluate(dllm, policy, eval_set, cfg.task, L, BL, cfg.batch_size, progress=False, cache=cfg.cache)
+            policy.alpha = None
             metrics.update(eval_accuracy=row["accuracy"], eval_nfe=row["mean_nfe"])
         line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         done_steps = step + 1 - start

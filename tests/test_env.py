@@ -183,3 +183,41 @@ def test_diagnostic_orders_answer_first_and_left_to_right():
     o.t = torch.tensor([0.1])
     o.cand[0, :1] = False
     assert Order(9, True).act(o)[0].nonzero()[:, 1].tolist() == [1]           # later steps: left to right
+
+
+def test_position_calibrated_by_hand():
+    # pc: exp(-lam d) * conf. conf [0.5, 0.6, 0.9, 0.95] at lam 0.25 -> [0.5, 0.467, 0.546, 0.449]: one of 4 steps
+    # of 4 masks takes 1, the position-weighted best (2); lam 0 is top-k (3), a large lam is left to right (0)
+    conf = [[0.5, 0.6, 0.9, 0.95]]
+    assert picked(parse_policy("pc:lam=0.25:steps=4"), obs(conf)) == [[2]]
+    assert picked(parse_policy("pc:lam=0:steps=4"), obs(conf)) == [[3]]
+    assert picked(parse_policy("pc:lam=5:steps=4"), obs(conf)) == [[0]]
+    assert picked(parse_policy("pc:lam=0.25:steps=2"), obs(conf)) == [[0, 2]]     # 2 per step: 0.546, then 0.5
+
+
+def test_eos_damping_by_hand():
+    # conf [0.99 eos, 0.99 eos, 0.6, 0.5]; g 0.4 at the first of 4 steps: the eos confs become 0.396 < 0.6
+    o = obs([[0.99, 0.99, 0.6, 0.5]])
+    o.eos = torch.tensor([[True, True, False, False]])
+    pol = parse_policy("eosdamp:g=0.4:steps=4")
+    assert pol.needs == ("eos",) and picked(pol, o) == [[2]]
+    assert picked(parse_policy("topk:steps=4"), o) == [[0]]                      # undamped: the padding first
+    o.t = torch.tensor([3 / 4])                                                   # the last step (3 of 0..3): factor 1
+    assert picked(pol, o) == [[0]]
+    o.t = torch.tensor([1 / 4])                                                   # step 1: 0.4 + 0.6 / 3 = 0.6 -> 0.594
+    assert picked(pol, o) == [[2]]
+
+
+def test_eos_observation_in_the_env(tiny):
+    seen = []
+
+    class Spy(FixedSteps):
+        def select(self, o):
+            seen.append((o.eos.clone(), o.x0.clone()))
+            return super().select(o)
+    ids, am = prompts_of(tiny, tiny_problems("chain", 3, seed=0))
+    spy = Spy("topk", 4)
+    spy.needs = ("eos",)
+    generate(tiny, spy, ids, am, 32, 32)
+    eos, x0 = seen[0]
+    assert torch.equal(eos, x0 == tiny.eos_id) and eos.any()

@@ -200,7 +200,7 @@ def test_cli_real_layout_with_local_gsm8k(llada_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--block-lengths", "5", "--sweep", "eb"], "multiple of block length"),
+    (["--block-lengths", "5", "--sweep", "eb"], "must be a multiple of each of --block-lengths"),
     (["--sweep", "best"], "unknown sweep"),
     (["--policies", "topk:steps=3", "--block-lengths", "8"], "multiple of the 4 blocks"),
     (["--policies", "missing.pt"], "not found"),
@@ -215,7 +215,9 @@ def test_bad_input_is_one_clear_error(tmp_path, args, msg):
 
 def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "SUITE", dict(ev.SUITE, model=tiny_path, other_model=tiny_path, L=16, alphas=(0, 3),
-                                          additive_alpha=3, taus=(0.5, 1.0), steps=2, prompts=2, group=2, n=6))
+                                          additive_alpha=3, taus=(0.5, 1.0), steps=2, prompts=2, group=2, n=6,
+                                          cond_alphas=(0, 3, 10)))
+    monkeypatch.setattr(ev, "SCHEDULED", dict(pc=("lam", [0.25]), eosdamp=("g", [0.4])))
     monkeypatch.setattr(ev, "ALL", ("topk", "threshold"))
     monkeypatch.setattr(ev, "GRIDS", dict(ev.GRIDS, threshold=[0.5, 0.9]))
     res, out = str(tmp_path / "results"), str(tmp_path / "out")
@@ -227,10 +229,12 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     for name in ("semi-AR", "full diffusion", "length transfer, semi-AR", "length transfer, full", "model transfer, semi-AR",
                  "model transfer, full", "domain transfer, semi-AR", "domain transfer, full"):
         assert f"\n## {name}: " in md     # model == other model here: the model-transfer rows are shared, not rerun
-    assert md.count("\n- **") == 10 and "## Verdicts" in md and "## length transfer, full: " in md
-    assert all(w in md for w in ("held", "transferred", "Time, summed from the artifacts", "(the 5 training logs)"))
+    assert md.count("\n- **") == 14 and "## Verdicts" in md and "## length transfer, full: " in md
+    assert all(w in md for w in ("held", "transferred", "Time, summed from the artifacts", "(the 7 training logs)",
+                                 "end-of-text-aware heuristics", "mean NFE falls as alpha rises", "front area",
+                                 "learned alpha-conditioned, alpha=10 tau=1"))
     ckpts = sorted(os.listdir(out))
-    runs = [f"bl{b}_a{a}" for b in (8, 16) for a in (0, 3)] + ["bl16_add3"]
+    runs = [f"bl{b}_a{a}" for b in (8, 16) for a in (0, 3)] + ["bl16_add3", "bl8_cond0-10", "bl16_cond0-10"]
     assert ckpts == sorted(f"policy_{r}.{e}" for r in runs for e in ("pt", "jsonl"))
     stamp = {f: os.path.getmtime(os.path.join(out, f)) for f in ckpts}
     ev.suite(results_dir=res, out_dir=out, plot=False, steps=2)      # a rerun trains nothing and adds no row
@@ -260,3 +264,32 @@ def test_rows_of_a_retrained_checkpoint_are_replaced(tiny_path, tmp_path):
     rows = ev.run(out, s, n=4, progress=False)
     assert len(rows) == 2 and [r["trained"]["step"] for r in rows if "trained" in r] == [2]
     assert [r for r in rows if "trained" not in r] == [r for r in first if "trained" not in r]
+
+
+def crow(alpha, acc, nfe, setting, BL):
+    return dict(hrow(f"c.pt:tau=1.0:alpha={alpha}", acc, nfe, setting),
+                trained=dict(alpha=3.0, reward="mult", block_length=BL, alpha_range="0,10"))
+
+
+def test_conditioned_and_eos_aware_verdicts_by_hand():
+    by = fake_suite_rows()
+    by["semi-AR"] += [crow(a, acc, nfe, "semi-AR", 8) for a, acc, nfe in ((0, 84, 16), (3, 86, 8), (10, 41, 4.5))]
+    by["full diffusion"] += [crow(a, acc, nfe, "full diffusion", 32) for a, acc, nfe in ((0, 79, 16), (3, 70, 9), (10, 38, 9.5))]
+    by["full diffusion"] += [hrow("pc:lam=0.25:steps=8", 30.0, 8.0, "full diffusion"),
+                             hrow("eosdamp:g=0.4:steps=16", 35.0, 16.0, "full diffusion")]
+    log = [dict(step=1, reward=0.1, nfe=9.0, rollout_s=30.0, update_s=30.0)]
+    logs = {"policy_bl8_a3.pt": (8, 3, "mult", log), "policy_bl8_a0.pt": (8, 0, "mult", log)}
+    lines = report.suite_verdicts(by, dict(ev.SUITE), logs, {8: log})
+    v = {l.split(":")[0].strip("- *"): l for l in lines}
+    mono = v["One alpha-conditioned policy"]
+    assert "did not hold" in mono and "semi-AR: NFE at alpha 0: 16.00, 3: 8.00, 10: 4.50 (0 violations)" in mono
+    assert "full: NFE at alpha 0: 16.00, 3: 9.00, 10: 9.50 (1 violations)" in mono
+    near = v["One alpha-conditioned policy is within 2 points of the per-alpha policies at matched NFE (best conditioned point within 1.1x each per-alpha point's NFE)"]
+    assert "did not hold" in near and "alpha 10 (40.0% @ 4.20) +1.0" in near and "alpha 10 (40.0% @ 4.00) n/a" in near
+    assert "BL 8: one run 1.0 min against 2 per-alpha runs 2.0 min" in near
+    eos = v["The learned policy beats the end-of-text-aware heuristics in full diffusion (PC-Sampler, EOS damping; at matched NFE somewhere on its front)"]
+    assert ": held." in eos and "alpha=3 tau=0.5 (BL 32): 76.0% @ 9.00 NFE vs best heuristic 30.0% (gap +46.0)" in eos
+    # the per-alpha verdicts do not see the conditioned rows: the same lines as without them
+    base = report.suite_verdicts(fake_suite_rows(), dict(ev.SUITE), logs)
+    assert [l for l in lines if "alpha-conditioned" not in l and "end-of-text" not in l] == base
+    assert report.front_area([(1, 50.0)], 32) == 50.0 and report.front_area([(32, 100.0)], 32) == 0.5

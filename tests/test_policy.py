@@ -2,6 +2,7 @@
 import itertools
 import math
 
+import pytest
 import torch
 
 from env import Obs, row_keys
@@ -65,3 +66,58 @@ def test_training_draws_match_probabilities():
     u, logp = pol.act(make_obs())
     assert abs(u[:, :4].float().mean().item() - 0.1192) < 5 * (0.1192 * 0.8808 / 256) ** 0.5
     assert not u[:, 4:].any() and logp.shape == (64,)
+
+
+def test_alpha_conditioned_policy_starts_as_the_plain_one_and_is_conditioned():
+    from policy import PolicyConfig
+    torch.manual_seed(0)
+    plain = LearnedPolicy()
+    torch.manual_seed(0)
+    cond = LearnedPolicy(PolicyConfig(alpha_lo=0.0, alpha_hi=10.0))
+    with torch.no_grad():       # train the shared parts a little: the conditioning must still add exactly nothing
+        for p, q in zip(plain.parameters(), cond.parameters()):
+            p.add_(torch.randn_like(p) * 0.3), q.copy_(p)
+    conf, masked, t = torch.rand(4, 10), torch.rand(4, 10) < 0.6, torch.rand(4)
+    want = plain(conf, masked, t)
+    for a in (0.0, 1.0, 10.0):
+        torch.testing.assert_close(cond(conf, masked, t, torch.full((4,), a)), want)
+    with torch.no_grad():
+        cond.alpha_mlp[2].weight.normal_(0, 0.5)          # after training the conditioning reaches the logits
+    lo, hi = cond(conf, masked, t, torch.zeros(4)), cond(conf, masked, t, torch.full((4,), 10.0))
+    assert (lo - hi).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="needs alpha"):
+        cond(conf, masked, t)
+
+
+def test_alpha_specs_and_the_range(tmp_path):
+    from policy import PolicyConfig, parse_policy
+    ck = lambda c: dict(policy=LearnedPolicy(c).state_dict(), policy_config=vars(c), args={}, step=1)
+    torch.save(ck(PolicyConfig(alpha_lo=0.0, alpha_hi=10.0)), tmp_path / "c.pt")
+    torch.save(ck(PolicyConfig()), tmp_path / "p.pt")
+    pol = parse_policy(f"{tmp_path}/c.pt:tau=0.5:alpha=3")
+    assert pol.alpha == 3.0 and pol.tau == 0.5 and pol.spec.endswith("c.pt:tau=0.5:alpha=3")
+    for spec, msg in [("c.pt:alpha=11", "outside the range the policy was trained on"), ("c.pt:alpha=-1", "outside"),
+                      ("p.pt:alpha=1", "not alpha-conditioned"), ("c.pt:beta=2", "takes ':tau=T'"),
+                      ("c.pt:alpha=1:alpha=2", "takes ':tau=T'"), ("c.pt:alpha=x", "not a number")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_policy(f"{tmp_path}/{spec}")
+    o = make_obs()
+    with pytest.raises(ValueError, match="pick the point on its front"):
+        parse_policy(f"{tmp_path}/c.pt").act(o)
+    o.alpha = torch.full((64,), 2.0)                     # GRPO: the rollout's own alpha wins
+    u, _ = parse_policy(f"{tmp_path}/c.pt").act(o)
+    assert u.shape == (64, 8)
+
+
+def test_alpha_draws():
+    from train import ALPHA0_SHARE, draw_alphas
+    a = draw_alphas(torch.arange(20000), 0.0, 10.0, seed=0)
+    assert torch.equal(a, draw_alphas(torch.arange(20000), 0.0, 10.0, seed=0))          # counter-based
+    zero = (a == 0).float().mean().item()
+    assert abs(zero - ALPHA0_SHARE) < 5 * (0.2 * 0.8 / 20000) ** 0.5                      # failure prob < 1e-6
+    pos = a[a > 0]
+    assert pos.min() >= 0.1 - 1e-6 and pos.max() <= 10.0 + 1e-5
+    mid = ((pos > 1.0).float().mean().item())                                            # log-uniform: half above 1
+    assert abs(mid - 0.5) < 5 * (0.25 / len(pos)) ** 0.5
+    b = draw_alphas(torch.arange(1000), 1.0, 3.0, seed=0)
+    assert (b >= 1.0 - 1e-6).all() and (b <= 3.0 + 1e-5).all()                           # LO > 0: no zeros

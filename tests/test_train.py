@@ -168,3 +168,30 @@ def test_torchrun_two_processes_match_one(tiny_path, tmp_path):
     for k in a["policy"]:
         torch.testing.assert_close(a["policy"][k], b["policy"][k], rtol=1e-4, atol=1e-6)
     assert a["metrics"]["nfe"] == pytest.approx(b["metrics"]["nfe"]) and a["metrics"]["reward"] == pytest.approx(b["metrics"]["reward"])
+
+
+def test_alpha_range_trains_one_conditioned_policy(tiny_path, tmp_path, monkeypatch):
+    """--alpha-range: each group draws its alpha, the rewards use it, the policy sees it and learns from it."""
+    import eval as ev
+    from policy import read_checkpoint
+    out = str(tmp_path / "cond.pt")
+    seen, real = [], train.rewards
+    monkeypatch.setattr(train, "rewards", lambda c, n, L, a, k: (seen.append(a), real(c, n, L, a, k))[1])
+    monkeypatch.setattr(train, "grade", lambda *a: True)      # every answer right: the reward is the NFE's, per alpha
+    policy, _ = train.train(cfg(tiny_path, out, steps=4, alpha_range="0,10", init_bias=0.0, group_size=2))
+    a = seen[0]
+    assert a.shape == (8,) and torch.equal(a[0::2], a[1::2]) and len(set(a.tolist())) > 1   # one alpha per group
+    ck = read_checkpoint(out)
+    assert (ck["policy_config"]["alpha_lo"], ck["policy_config"]["alpha_hi"]) == (0.0, 10.0)
+    assert ck["args"]["alpha_range"] == "0,10" and policy.alpha_mlp[2].weight.abs().sum() > 0   # the conditioning learned
+    rows = ev.main(["--model", tiny_path, "--gen-length", "16", "--block-lengths", "16", "--policies", out,
+                    "--alphas", "0,3,10", "--n", "4", "--out", str(tmp_path / "r.json")])
+    assert sorted(r["policy"].split(":")[-1] for r in rows) == ["alpha=0", "alpha=10", "alpha=3"]
+    assert all(r["trained"]["alpha_range"] == "0,10" for r in rows)
+    with pytest.raises(SystemExit, match="is alpha-conditioned: pass --alphas"):
+        ev.main(["--model", tiny_path, "--gen-length", "16", "--block-lengths", "16", "--policies", out, "--n", "4",
+                 "--out", str(tmp_path / "q.json")])
+    with pytest.raises(SystemExit, match="LO,HI"):
+        train.main(["--alpha-range", "10", "--out", str(tmp_path / "x.pt")])
+    with pytest.raises(SystemExit, match="0 <= LO < HI"):
+        train.main(["--alpha-range", "5,1", "--out", str(tmp_path / "x.pt")])
