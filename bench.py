@@ -18,8 +18,9 @@ from collections import defaultdict
 
 import torch
 
+from cli import check_args
 from env import CACHES, generate, row_keys
-from model import DLLM, ModelConfig, Transformer, build_shape, check_args, load_dllm, resolve_device
+from model import DLLM, ModelConfig, Transformer, build_shape, load_dllm, resolve_device
 from policy import LearnedPolicy, PolicyConfig, parse_policy
 from sample import evaluate
 

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
+from cli import check_args, check_out_file
 from env import CACHES, generate, row_keys
-from model import check_args, check_model_name, check_out_file, load_dllm, resolve_device
+from model import check_model_name, load_dllm, resolve_device
 from policy import LearnedPolicy, parse_policy, read_checkpoint
 from sample import evaluate, prompts_of
 from tasks import REAL_TASKS, TINY_TASKS, get_problems, grade

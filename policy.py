@@ -12,10 +12,10 @@ only in how they score the candidates (masked positions of the current block).
   pc (lam, steps)   PC-Sampler (arXiv 2508.13021): top-k schedule on exp(-lam * d) * conf, d the position
   eosdamp (g, steps) EOSER (arXiv 2509.23924): top-k schedule on conf, end-of-text proposals' conf times a factor
                     rising linearly from g to 1 over the steps
-  learned           one adaptive-LayerNorm transformer block over (conf, mask bit, time) -> Bernoulli logits
+  learned           one adaptive-LayerNorm transformer block over (conf, mask bit, time [, alpha]) -> Bernoulli logits
 Ties in a ranking (common: a saturated tiny model gives conf == 1.0) go to the lowest position.
 
-    parse_policy("topk:steps=32"), parse_policy("threshold:0.9"), parse_policy("out/ckpt.pt:tau=0.5")
+    parse_policy("topk:steps=32"), parse_policy("pc:lam=0.25:steps=8"), parse_policy("out/ckpt.pt:tau=0.5:alpha=3")
 """
 import math
 import os
@@ -101,6 +101,7 @@ class EOSDamped(FixedSteps):
     """EOSER's end-of-text damping with LLaDA's top-k schedule: an end-of-text proposal's conf is multiplied by
     g + (1 - g) * progress, progress = steps spent / (steps - 1) rising from 0 to 1, so padding is no longer revealed
     first from the right in full diffusion."""
+
     def __init__(self, g, steps):
         super().__init__("topk", steps)
         self.g, self.spec, self.needs = float(g), f"eosdamp:g={g}:steps={steps}", ("eos",)
@@ -336,6 +337,9 @@ def checkpoint_policy(spec, path, arg, device):
     if "tau" in opts and opts["tau"][1] <= 0:
         raise ValueError(f"{spec!r}: tau must be > 0")
     pol, _ = load_policy(path, device)
+    if pol.conditioned and "alpha" not in opts:
+        raise ValueError(f"{spec!r}: {path} is alpha-conditioned (trained on [{pol.c.alpha_lo:g}, {pol.c.alpha_hi:g}]): "
+                         f"pick the point on its front with ':alpha=A'")
     if "alpha" in opts:
         a = opts["alpha"][1]
         if not pol.conditioned:

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import CharTokenizer, ModelConfig, Transformer, check_args, parse_dataclass, save_tiny
+from cli import check_args, parse_dataclass
+from model import CharTokenizer, ModelConfig, Transformer, save_tiny
 from tasks import make_chain, make_sub
 
 MAX_ANSWER = 1 + 5 * 5 + 2   # the longest chain answer: start digit, 5 steps of "+d=vf", '#' and the answer

@@ -14,8 +14,9 @@ import time
 import torch
 from tqdm import tqdm
 
+from cli import check_args, check_out_file
 from env import CACHES, generate, row_keys
-from model import check_args, check_model_name, check_out_file, load_dllm, resolve_device
+from model import check_model_name, load_dllm, resolve_device
 from policy import LearnedPolicy, parse_policies, read_checkpoint
 from tasks import ANSWER_PREFIX, REAL_TASKS, SYSTEM_PROMPT, TINY_TASKS, get_problems, grade
 
@@ -75,8 +76,8 @@ def table(rows):
 def resolve(args):
     """Explicit flags win, then the learned policy's checkpoint, then DEFAULTS."""
     ck_args = {}
-    if args.policy:
-        ck_args = read_checkpoint(args.policy)["args"]
+    if args.policy:   # 'ckpt.pt' or 'ckpt.pt:alpha=3': the options are the policy's, the setup the file's
+        ck_args = read_checkpoint(args.policy.split(":")[0])["args"]
     for k, v in DEFAULTS.items():
         if getattr(args, k) is None:
             setattr(args, k, ck_args.get(k, v))
@@ -111,7 +112,7 @@ def main(argv=None):
     p.add_argument("--model", default=None, help="dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt (default tiny, or the checkpoint's)")
     p.add_argument("--task", default=None, help="chain, sub (tiny world) or gsm8k, math500 (default chain, or the checkpoint's)")
     p.add_argument("--policies", default="", help="comma-separated policy specs, e.g. 'topk:steps=32,threshold:0.9,out/ckpt.pt'")
-    p.add_argument("--policy", default=None, help="a learned policy checkpoint; sets model, task, L and BL unless given")
+    p.add_argument("--policy", default=None, help="a learned policy checkpoint (ckpt.pt, ckpt.pt:alpha=A); sets model, task, L and BL unless given")
     p.add_argument("--gen-length", type=int, default=None, help="L, the generation buffer (default 32, or the checkpoint's)")
     p.add_argument("--block-length", type=int, default=None, help="BL; BL == L is full diffusion (default 32, or the checkpoint's)")
     p.add_argument("--n", type=int, default=500, help="number of problems")

@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
-
 from tqdm import tqdm
 
+from cli import check_args, check_out_file, parse_dataclass
 from env import CACHES, fmix32, generate, row_keys
-from model import TINY, check_args, check_model_name, check_out_file, load_dllm, parse_dataclass, resolve_device
+from model import TINY, check_model_name, load_dllm, resolve_device
 from policy import LearnedPolicy, PolicyConfig, bernoulli_entropy, bernoulli_log_prob, read_checkpoint
 from sample import evaluate, prompts_of
 from tasks import REAL_TASKS, TINY_TASKS, get_problems, grade

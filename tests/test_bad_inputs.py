@@ -25,7 +25,8 @@ def files(tmp_path):
     """The bad files a user passes: a directory, an empty / foreign / truncated checkpoint, broken data files."""
     f = {"dir": tmp_path / "adir", "empty": tmp_path / "empty.pt", "foreign": tmp_path / "foreign.pt",
          "noargs": tmp_path / "noargs.pt", "binary": tmp_path / "bin.jsonl", "broken": tmp_path / "broken.jsonl",
-         "nokeys": tmp_path / "nokeys.jsonl", "results": tmp_path / "notrows.json", "file": tmp_path / "afile"}
+         "nokeys": tmp_path / "nokeys.jsonl", "results": tmp_path / "notrows.json", "file": tmp_path / "afile",
+         "truncated": tmp_path / "truncated.pt"}
     f["dir"].mkdir()
     f["empty"].write_bytes(b"")
     torch.save({"weights": torch.zeros(3)}, f["foreign"])
@@ -35,6 +36,8 @@ def files(tmp_path):
     f["nokeys"].write_text('{"q": 1}\n')
     f["results"].write_text('{"not": "a list of rows"}')
     f["file"].write_text("x")
+    torch.save({"policy": {"w": torch.zeros(1000)}, "policy_config": {}, "args": {}, "step": 1}, f["truncated"])
+    f["truncated"].write_bytes(f["truncated"].read_bytes()[:2000])       # a checkpoint cut off mid-write
     return {k: str(v) for k, v in f.items()}
 
 
@@ -103,6 +106,8 @@ BAD = [
     ("train", ["--resume", "--out", "{empty}"], "(EOFError)"),
     ("train", ["--resume", "--out", "{foreign}"], "not a policy checkpoint written by train.py"),
     ("train", ["--resume", "--out", "{noargs}"], "it lacks ['args', 'step']"),
+    ("train", ["--resume", "--out", "{truncated}"], "is not a policy checkpoint written by train.py"),
+    ("eval", ["--policies", "{truncated}"], "is not a policy checkpoint written by train.py"),
     ("train", ["--out", "{file}"], "exists: pass --resume"),
     ("train", ["--out", "{dir}"], "is a directory"),
     ("train", ["--out", "{file}/ckpt.pt"], "cannot write there"),
@@ -283,3 +288,9 @@ def test_kill_9_eval_then_rerun(tiny_path, tmp_path, rows_before_kill):
     keys = [ev.row_key(r) for r in final]
     assert len(final) == 2 * len(ev.GRIDS["threshold"]) == len(set(keys))              # every row once
     assert all(r in final for r in kept) and not (tmp_path / "rows.json.tmp").exists()
+
+
+def test_missing_output_folder_is_created(tiny_path, tmp_path):
+    rows = sample.main(["--model", tiny_path, "--policies", "threshold:0.9", "--n", "4",
+                        "--json", str(tmp_path / "new" / "dir" / "r.json")])
+    assert json.load(open(tmp_path / "new" / "dir" / "r.json")) == rows

@@ -101,11 +101,14 @@ def test_alpha_specs_and_the_range(tmp_path):
                       ("c.pt:alpha=1:alpha=2", "takes ':tau=T'"), ("c.pt:alpha=x", "not a number")]:
         with pytest.raises(ValueError, match=msg):
             parse_policy(f"{tmp_path}/{spec}")
-    o = make_obs()
+    with pytest.raises(ValueError, match="is alpha-conditioned .* pick the point on its front"):
+        parse_policy(f"{tmp_path}/c.pt")                 # a CLI spec must say where on the front
+    from policy import load_policy
+    pol, o = load_policy(f"{tmp_path}/c.pt")[0], make_obs()
     with pytest.raises(ValueError, match="pick the point on its front"):
-        parse_policy(f"{tmp_path}/c.pt").act(o)
+        pol.act(o)
     o.alpha = torch.full((64,), 2.0)                     # GRPO: the rollout's own alpha wins
-    u, _ = parse_policy(f"{tmp_path}/c.pt").act(o)
+    u, _ = pol.act(o)
     assert u.shape == (64, 8)
 
 

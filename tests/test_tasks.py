@@ -188,6 +188,19 @@ def test_jsonl_loading_and_errors(tmp_path):
         read_jsonl(str(bad), "gsm8k")
 
 
+def test_numeric_answers_and_a_local_math_train_split(tmp_path):
+    g = tmp_path / "g.jsonl"
+    g.write_text(json.dumps({"question": "1+1?", "answer": 2}) + "\n")             # a number, not "... #### 2"
+    assert get_problems("gsm8k", data=str(g))[0].gold == "2"
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"problem": "x?", "answer": 0.5}) + "\n")
+    probs = get_problems("math500", split="train", data=str(m))                     # train.py --task math500 --data
+    assert probs[0].gold == "0.5" and grade("math500", probs[0], "\\boxed{\\frac12}")
+    m.write_text(json.dumps({"problem": ["x"], "answer": "1"}) + "\n")
+    with pytest.raises(ValueError, match="'problem' must be a string"):
+        get_problems("math500", data=str(m))
+
+
 def test_offline_without_data_is_one_clear_error(monkeypatch, tmp_path):
     import urllib.request
 
