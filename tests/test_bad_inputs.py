@@ -57,7 +57,7 @@ BAD = [
     ("sample", ["--policies", "topk:steps=3", "--block-length", "8"], "multiple of the 4 blocks"),
     ("sample", ["--policies", "x.pt:tau=abc"], "tau 'abc' is not a number"),
     ("sample", ["--policies", "x.pt:tau=-1"], "tau must be > 0"),
-    ("sample", ["--policies", "x.pt:beta=2"], "takes only ':tau=T'"),
+    ("sample", ["--policies", "x.pt:beta=2"], "takes ':tau=T' and, if alpha-conditioned, ':alpha=A'"),
     ("sample", ["--policies", "{empty}"], "not a policy checkpoint written by train.py (EOFError)"),
     ("sample", ["--policies", "{foreign}"], "not a policy checkpoint written by train.py (it lacks"),
     ("sample", ["--policies", "missing.pt"], "not found"),
