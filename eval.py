@@ -7,7 +7,7 @@ missing, trains the policies it needs with train.py, evaluates every setting (se
 model and domain transfer, the alpha and tau sweeps, the additive-reward ablation) and writes results/tiny.json
 and the report results/tiny.md (report.py: tables and one verdict per paper claim).
 
-    python eval.py --suite tiny --plot                 # everything; results/tiny.{json,md,png} (90 min on 2 CPU cores in the old world)
+    python eval.py --suite tiny --plot                 # everything; results/tiny.{json,md,png} (75 min on 2 CPU cores, measured)
     python eval.py --model tiny --task chain --gen-length 32 --block-lengths 8,32 --sweep all \
         --policies out/ckpt.pt --taus 0.5,1 --seeds 0,1,2 --out out/mine.json --plot
     python eval.py --model llada --task gsm8k --gen-length 256 --block-lengths 32,256 --sweep threshold,eb \
