@@ -99,6 +99,17 @@ def sample_tokens(logits, temperature, seeds=None):
 CACHES = ("none", "prefix", "dual")
 
 
+def check_decoding(L, BL, cache="none"):
+    """The decoding setup every script and generate() accept: L a positive multiple of BL, and a KV cache only in
+    semi-autoregressive decoding (in full diffusion every step would refresh the whole cache)."""
+    if BL <= 0 or L <= 0 or L % BL:
+        raise ValueError(f"--gen-length {L} must be a multiple of --block-length {BL}, both positive")
+    if cache not in CACHES:
+        raise ValueError(f"unknown cache {cache!r}: use one of {CACHES}")
+    if cache != "none" and BL == L:
+        raise ValueError(f"--cache {cache} needs semi-autoregressive decoding (--block-length < --gen-length {L})")
+
+
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
              record=False, keys=None, cache="none", alpha=None):
     """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished.
@@ -108,13 +119,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     cache: 'none' (exact), or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive only; see below).
     alpha (B,): each row's reward exponent, shown to an alpha-conditioned policy (obs.alpha) and recorded."""
     L, BL = gen_length, block_length
-    if BL <= 0 or L % BL:
-        raise ValueError(f"gen length {L} must be a positive multiple of block length {BL}")
-    if cache not in CACHES:
-        raise ValueError(f"unknown cache {cache!r}: use one of {CACHES}")
-    if cache != "none" and BL == L:
-        raise ValueError(f"--cache {cache} needs semi-autoregressive decoding (block length < gen length {L}): "
-                         f"in full diffusion every step would refresh the whole cache")
+    check_decoding(L, BL, cache)
     policy.check(L, BL)
     B, P = prompt_ids.shape
     if dllm.max_len and P + L > dllm.max_len:
@@ -135,7 +140,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     steps = []
     while not done.all():
         rows = (~done).nonzero().squeeze(1)                            # (b,) unfinished rows only
-        seeds = noise_seeds(keys[rows], nfe[rows])
+        seeds = noise_seeds(keys[rows], nfe[rows]) if temperature > 0 else None
         if stepper:
             x0, conf, margin, entropy = stepper(x, am, rows, block[rows], block_step[rows] == 0, temperature, seeds)
         else:
@@ -179,6 +184,11 @@ def extras(probs, needs):
     return margin, entropy
 
 
+def sub(seeds, sel):
+    """The seeds of the selected rows (None at temperature 0, where there is no noise)."""
+    return None if seeds is None else seeds[sel]
+
+
 class CachedStep:
     """One denoising step with a KV cache (Fast-dLLM's prefix and dual caches), for the b unfinished rows.
 
@@ -214,14 +224,14 @@ class CachedStep:
                            for layer in kv]
             for (K, V), (k, v) in zip(self.kv, kv):
                 K[fresh], V[fresh] = k, v
-            self.store(fresh, 0, self.L, logits, temperature, seeds[refresh])
+            self.store(fresh, 0, self.L, logits, temperature, sub(seeds, refresh))
         for blk in block[~refresh].unique().tolist():   # later steps: one forward per block the rows are in
             sel = ~refresh & (block == blk)
             r = rows[sel]
             lo, hi = blk * self.BL, (blk + 1) * self.BL
             logits = self.dllm.logits_span(x[r], am[r], self.P, lo, hi, [(K[r], V[r]) for K, V in self.kv],
                                            run_to=self.L if self.mode == "prefix" else hi)
-            self.store(r, lo, hi, logits, temperature, seeds[sel])
+            self.store(r, lo, hi, logits, temperature, sub(seeds, sel))
         pick = lambda t: t[rows] if t is not None else None
         return self.x0[rows], self.conf[rows], pick(self.margin if "margin" in self.needs else None), \
             pick(self.entropy if "entropy" in self.needs else None)

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 
 from cli import check_args, check_out_file
-from env import CACHES, generate, row_keys
+from env import CACHES, check_decoding, generate, row_keys
 from model import check_model_name, load_dllm, resolve_device
 from policy import LearnedPolicy, parse_policy, read_checkpoint
 from sample import evaluate, prompts_of
-from tasks import REAL_TASKS, TINY_TASKS, get_problems, grade
+from tasks import check_task, get_problems, grade
 
 # Sweep grids: dense enough that a gap in a heuristic's front never counts as a win for a learned policy. Fixed-step
 # rules get every valid step count up to L/2 (a multiple of the L / BL blocks), then L.
@@ -122,13 +122,7 @@ class Setting:
 
 
 def check_setting(s):
-    if s.block_length <= 0 or s.gen_length % s.block_length:
-        raise ValueError(f"gen length {s.gen_length} must be a multiple of block length {s.block_length}")
-    if s.cache not in CACHES:
-        raise ValueError(f"unknown cache {s.cache!r}: use one of {CACHES}")
-    if s.cache != "none" and s.block_length == s.gen_length:
-        raise ValueError(f"--cache {s.cache} needs semi-autoregressive decoding: block length {s.block_length} "
-                         f"== gen length (pass smaller --block-lengths)")
+    check_decoding(s.gen_length, s.block_length, s.cache)
 
 
 def canonical(spec):
@@ -367,10 +361,7 @@ def main(argv=None):
             check_args(taus=(t, "> 0"))
         if not BLs or not seeds:
             raise ValueError("--block-lengths and --seeds need at least one value each")
-        if args.task not in TINY_TASKS + REAL_TASKS:
-            raise ValueError(f"unknown task {args.task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
-        if args.data and args.task in TINY_TASKS:
-            raise ValueError(f"--data is for gsm8k / math500; the {args.task} task is generated, not read")
+        check_task(args.task, args.data)
         names = ALL if args.sweep == "all" else [s for s in args.sweep.split(",") if s.strip()]
         ckpts = [s for s in args.policies.split(",") if s.strip().endswith(".pt")]
         others = [s for s in args.policies.split(",") if s.strip() and s not in ckpts]

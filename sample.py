@@ -15,10 +15,10 @@ import torch
 from tqdm import tqdm
 
 from cli import check_args, check_out_file
-from env import CACHES, generate, row_keys
+from env import CACHES, check_decoding, generate, row_keys
 from model import check_model_name, load_dllm, resolve_device
 from policy import LearnedPolicy, parse_policies, read_checkpoint
-from tasks import ANSWER_PREFIX, REAL_TASKS, SYSTEM_PROMPT, TINY_TASKS, get_problems, grade
+from tasks import ANSWER_PREFIX, SYSTEM_PROMPT, check_task, get_problems, grade
 
 DEFAULTS = dict(model="tiny", task="chain", gen_length=32, block_length=32)
 
@@ -89,14 +89,8 @@ def check(args, policies):
     check_args(n=(args.n, "> 0"), batch_size=(args.batch_size, "> 0"), temperature=(args.temperature, ">= 0"),
                tau=(args.tau, "> 0"), gen_length=(args.gen_length, "> 0"), block_length=(args.block_length, "> 0"),
                show=(args.show, ">= 0"))
-    if args.gen_length % args.block_length:
-        raise ValueError(f"--gen-length {args.gen_length} must be a multiple of --block-length {args.block_length}")
-    if args.cache != "none" and args.block_length == args.gen_length:
-        raise ValueError(f"--cache {args.cache} needs semi-autoregressive decoding (--block-length < --gen-length)")
-    if args.task not in TINY_TASKS + REAL_TASKS:
-        raise ValueError(f"unknown task {args.task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
-    if args.data and args.task in TINY_TASKS:
-        raise ValueError(f"--data is for gsm8k / math500; the {args.task} task is generated, not read")
+    check_decoding(args.gen_length, args.block_length, args.cache)
+    check_task(args.task, args.data)
     learned = [p for p in policies if isinstance(p, LearnedPolicy)]
     if args.tau is not None and not learned:
         raise ValueError("--tau sets a learned policy's temperature, and no checkpoint is among the policies")

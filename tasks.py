@@ -186,13 +186,20 @@ def real_problems(task, split="test", data=None, n=None):
     return [Problem(r["problem"], str(r["answer"])) for r in rows]
 
 
+def check_task(task, data=None):
+    """A task the scripts know, and --data only where it is read (the tiny tasks are generated)."""
+    if task not in TINY_TASKS + REAL_TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
+    if data and task in TINY_TASKS:
+        raise ValueError(f"--data is for gsm8k / math500; the {task} task is generated, not read")
+
+
 def get_problems(task, n=None, seed=0, split="test", data=None):
     """The single entry point the scripts use: a list of Problems."""
+    check_task(task)
     if task in TINY_TASKS:
         return tiny_problems(task, n or 500, seed, split)
-    if task in REAL_TASKS:
-        return real_problems(task, split, data, n)
-    raise ValueError(f"unknown task {task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
+    return real_problems(task, split, data, n)
 
 
 # ----------------------------------------------------------------------------------------------------

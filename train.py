@@ -30,11 +30,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from cli import check_args, check_out_file, parse_dataclass
-from env import CACHES, fmix32, generate, row_keys
+from env import check_decoding, fmix32, generate, row_keys
 from model import TINY, check_model_name, load_dllm, resolve_device
 from policy import LearnedPolicy, PolicyConfig, bernoulli_entropy, bernoulli_log_prob, read_checkpoint
 from sample import evaluate, prompts_of
-from tasks import REAL_TASKS, TINY_TASKS, get_problems, grade
+from tasks import REAL_TASKS, TINY_TASKS, check_task, get_problems, grade
 
 # Defaults that depend on the world: the paper's for real models, tuned ones for the tiny world.
 REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, steps=0, lr=3e-5, warmup=100,
@@ -91,8 +91,6 @@ def resolve(cfg):
     for k, v in table.items():
         if getattr(cfg, k) is None:
             setattr(cfg, k, v)
-    if cfg.cache not in CACHES:
-        raise ValueError(f"--cache must be one of {CACHES}, not {cfg.cache!r}")
     if cfg.reward not in ("mult", "additive"):
         raise ValueError(f"--reward must be mult or additive, not {cfg.reward!r}")
     check_args(gen_length=(cfg.gen_length, "> 0"), block_length=(cfg.block_length, "> 0"), alpha=(cfg.alpha, ">= 0"),
@@ -109,14 +107,8 @@ def resolve(cfg):
         alpha_bounds(cfg.alpha_range)
     if cfg.width % PolicyConfig.heads:
         raise ValueError(f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} attention heads")
-    if cfg.gen_length % cfg.block_length:
-        raise ValueError(f"--gen-length {cfg.gen_length} must be a multiple of --block-length {cfg.block_length}")
-    if cfg.cache != "none" and cfg.block_length == cfg.gen_length:
-        raise ValueError(f"--cache {cfg.cache} needs semi-autoregressive decoding (--block-length < --gen-length)")
-    if cfg.task not in TINY_TASKS + REAL_TASKS:
-        raise ValueError(f"unknown task {cfg.task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
-    if cfg.data and cfg.task in TINY_TASKS:
-        raise ValueError(f"--data is for gsm8k / math500; the {cfg.task} task is generated, not read")
+    check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
+    check_task(cfg.task, cfg.data)
     if os.path.isdir(cfg.out):
         raise ValueError(f"--out {cfg.out} is a directory: pass a checkpoint file path")
     if cfg.resume:  # before loading a 16 GB model, not after
