@@ -40,12 +40,13 @@ class Obs:
     eos: torch.Tensor = None      # (b, L) bool   x0 is an end-of-text / end-of-turn token, when needed
     alpha: torch.Tensor = None    # (b,)   float32 the row's reward exponent (alpha-conditioned GRPO), if any
 
-    def uniform(self):
-        """(b, L) uniforms in [0, 1) that depend only on (row key, NFE spent, position): a row's draws do
-        not change with batching or sharding, so the same seed gives the same rollouts everywhere."""
+    def uniform(self, stream=0):
+        """(b, L) uniforms in [0, 1) that depend only on (row key, NFE spent, position, stream): a row's draws do
+        not change with batching or sharding, so the same seed gives the same rollouts everywhere. Streams 0, 1, 2
+        are independent draws (a DPLS action needs three)."""
         L = self.conf.shape[1]
-        step = (self.t * L).round().long()
-        h = fmix32(fmix32(self.keys[:, None] ^ fmix32(step[:, None] + 0x51ED27)) ^ torch.arange(L, device=self.keys.device))
+        step = (self.t * L).round().long() + 0x51ED27 + 0x3C6EF372 * stream
+        h = fmix32(fmix32(self.keys[:, None] ^ fmix32(step[:, None])) ^ torch.arange(L, device=self.keys.device))
         return (h >> 8).float() / 2 ** 24
 
 
@@ -55,7 +56,7 @@ class Rollout:
     tokens: torch.Tensor      # (B, L) final generation (MASK where never unmasked)
     nfe: torch.Tensor         # (B,) forwards spent per row
     order: torch.Tensor       # (B, L) the NFE (1-based) at which each position was unmasked, 0 = never
-    steps: list = field(default_factory=list)  # per step: dict(rows, conf, masked, cand, t, action, logp)
+    steps: list = field(default_factory=list)  # per step: dict(rows, conf, masked, cand, t, action, logp, alpha, order)
 
 
 def fmix32(h):
@@ -113,7 +114,7 @@ def check_decoding(L, BL, cache="none"):
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
              record=False, keys=None, cache="none", alpha=None):
     """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished.
-    Returns a Rollout. The policy object needs `act(obs) -> (unmask (b, L) bool, logp (b,) or None)`
+    Returns a Rollout. The policy object needs `act(obs) -> (unmask (b, L) bool, logp (b,) or None[, order (b, L)])`
     and an optional set `needs` of extra observations ('margin', 'entropy', 'eos'). keys (B,) seed each row's
     policy randomness and, at T > 0, the dLLM's Gumbel noise (default: row_keys(0, arange(B))).
     cache: 'none' (exact), or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive only; see below).
@@ -155,14 +156,14 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
                   keys[rows], margin, entropy, alpha=None if alpha is None else alpha[rows])
         if "eos" in needs:
             obs.eos = torch.isin(x0, stop_ids)
-        unmask, logp = policy.act(obs)
+        unmask, logp, *draw = policy.act(obs)                          # a DPLS policy also returns its draw order
         unmask = unmask & obs.cand                                     # never touch anything else
         nfe[rows] += 1
         x[rows, P:] = torch.where(unmask, x0, gx)
         order[rows] = torch.where(unmask, nfe[rows, None], order[rows])
         if record:
             steps.append(dict(rows=rows, conf=conf, masked=masked, cand=obs.cand, t=obs.t,
-                              action=unmask, logp=logp, alpha=obs.alpha))
+                              action=unmask, logp=logp, alpha=obs.alpha, order=draw[0] if draw else None))
         # advance blocks: filled, or out of iterations (BL per block)
         left = (obs.cand & ~unmask).any(1)
         block_step[rows] += 1

@@ -12,10 +12,11 @@ only in how they score the candidates (masked positions of the current block).
   pc (lam, steps)   PC-Sampler (arXiv 2508.13021): top-k schedule on exp(-lam * d) * conf, d the position
   eosdamp (g, steps) EOSER (arXiv 2509.23924): top-k schedule on conf, end-of-text proposals' conf times a factor
                     rising linearly from g to 1 over the steps
-  learned           one adaptive-LayerNorm transformer block over (conf, mask bit, time [, alpha]) -> Bernoulli logits
+  learned           one adaptive-LayerNorm transformer block over (conf, mask bit, time [, alpha]) -> one logit per
+                    position, turned into an action by a Bernoulli per position or by DPLS (actions.py)
 Ties in a ranking (common: a saturated tiny model gives conf == 1.0) go to the lowest position.
 
-    parse_policy("topk:steps=32"), parse_policy("pc:lam=0.25:steps=8"), parse_policy("out/ckpt.pt:tau=0.5:alpha=3")
+    parse_policy("topk:steps=32"), parse_policy("pc:lam=0.25:steps=8"), parse_policy("out/ckpt.pt:tau=0.5:beta=2")
 """
 import math
 import os
@@ -25,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from actions import ACTIONS, bernoulli_entropy, bernoulli_log_prob, bernoulli_sample, dpls_log_prob, dpls_sample  # noqa: F401
 from model import apply_rotary, rotary
 
 
@@ -152,6 +154,7 @@ class PolicyConfig:
     init_bias: float = -2.0 # output bias: every masked token starts at sigmoid(-2) = 0.12
     alpha_lo: float = None  # alpha-conditioned policy (train.py --alpha-range LO,HI): the range it was trained on;
     alpha_hi: float = None  # None = one policy per alpha, as in the paper
+    actions: str = "bernoulli"  # how logits become an action (actions.py): bernoulli (paper) or dpls (App. E)
 
 
 def sinusoidal(t, dim, max_period=10000.0):
@@ -160,20 +163,6 @@ def sinusoidal(t, dim, max_period=10000.0):
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     a = 1000 * t.float()[:, None] * freqs[None]
     return torch.cat([a.cos(), a.sin()], dim=-1)
-
-
-def bernoulli_log_prob(logits, cand, action, tau=1.0):
-    """Exact log-probability (n,) in float32 of a Bernoulli action (n, L) over the candidates:
-    sum of u log s + (1 - u) log(1 - s), s = sigmoid(logit / tau) clamped away from 0 and 1."""
-    s = torch.sigmoid(logits.float() / tau).clamp(1e-6, 1 - 1e-6)
-    return (torch.where(action, s.log(), (1 - s).log()) * cand).sum(1)
-
-
-def bernoulli_entropy(logits, cand, tau=1.0):
-    """Mean entropy (nats) of the per-position Bernoulli over the candidates (a scalar)."""
-    s = torch.sigmoid(logits.float() / tau).clamp(1e-6, 1 - 1e-6)
-    h = -(s * s.log() + (1 - s) * (1 - s).log())
-    return (h * cand).sum() / cand.sum().clamp(min=1)
 
 
 def alpha_features(alpha, hi, dim):
@@ -204,7 +193,7 @@ class LearnedPolicy(nn.Module):
         if c.alpha_hi is not None:
             self.alpha_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
             nn.init.zeros_(self.alpha_mlp[2].weight), nn.init.zeros_(self.alpha_mlp[2].bias)
-        self.tau, self.fallback, self.spec = 1.0, True, "learned"
+        self.tau, self.beta, self.fallback, self.spec = 1.0, 1.0, True, "learned"
         self.alpha = None   # evaluation: the point on the front (ckpt.pt:alpha=A) of an alpha-conditioned policy
 
     @property
@@ -247,9 +236,11 @@ class LearnedPolicy(nn.Module):
     def act(self, obs):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=obs.conf.is_cuda):
             logits = self(obs.conf, obs.masked, obs.t, self.alpha_of(obs)).float()
-        s = torch.sigmoid(logits / self.tau)
-        u = (obs.uniform() < s) & obs.cand
-        logp = bernoulli_log_prob(logits, obs.cand, u, self.tau)
+        if self.c.actions == "dpls":   # never empty: no fallback needed
+            u, order = dpls_sample(logits, obs.cand, obs.uniform(), obs.uniform(1), obs.uniform(2)[:, 0], self.tau, self.beta)
+            return u, dpls_log_prob(logits, obs.cand, order, self.tau, self.beta), order
+        u = bernoulli_sample(logits, obs.cand, obs.uniform(), self.tau, self.beta)
+        logp = bernoulli_log_prob(logits, obs.cand, u, self.tau, self.beta)
         if self.fallback:  # evaluation: a row that drew nothing unmasks its best candidate
             none = ~u.any(1, keepdim=True)
             best = rank_select(logits, obs.cand, torch.ones_like(logp, dtype=torch.long))
@@ -278,6 +269,8 @@ def read_checkpoint(path):
 def load_policy(path, device="cpu"):
     """A learned policy from a train.py checkpoint -> (policy in eval mode, checkpoint dict)."""
     ck = read_checkpoint(path)
+    if ck["policy_config"].get("actions", "bernoulli") not in ACTIONS:
+        raise ValueError(f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows {ACTIONS})")
     try:
         pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))
         pol.load_state_dict(ck["policy"])
@@ -326,16 +319,18 @@ def parse_policy(spec, device="cpu"):
 
 
 def checkpoint_policy(spec, path, arg, device):
-    """'ckpt.pt', 'ckpt.pt:tau=0.5', 'ckpt.pt:alpha=3', 'ckpt.pt:tau=0.5:alpha=3' -> the learned policy. Its spec
-    (the rows' identity) is the path followed by the options as given."""
+    """'ckpt.pt', 'ckpt.pt:tau=0.5', 'ckpt.pt:beta=2', 'ckpt.pt:alpha=3', 'ckpt.pt:tau=0.5:beta=2:alpha=3' -> the
+    learned policy. Its spec (the rows' identity) is the path followed by the options as given. beta (paper Fig. 6):
+    unmask with probability min(1, beta * sigmoid(logit / tau)); for DPLS, STOP's logit becomes -log(beta)."""
     opts = {}
     for part in filter(None, arg.split(":")):
         k, _, v = part.partition("=")
-        if k not in ("tau", "alpha") or k in opts:
-            raise ValueError(f"{spec!r}: a checkpoint takes ':tau=T' and, if alpha-conditioned, ':alpha=A'")
+        if k not in ("tau", "beta", "alpha") or k in opts:
+            raise ValueError(f"{spec!r}: a checkpoint takes ':tau=T', ':beta=B' and, if alpha-conditioned, ':alpha=A'")
         opts[k] = (v, number(spec, v, k))
-    if "tau" in opts and opts["tau"][1] <= 0:
-        raise ValueError(f"{spec!r}: tau must be > 0")
+    for k in ("tau", "beta"):
+        if k in opts and opts[k][1] <= 0:
+            raise ValueError(f"{spec!r}: {k} must be > 0")
     pol, _ = load_policy(path, device)
     if pol.conditioned and "alpha" not in opts:
         raise ValueError(f"{spec!r}: {path} is alpha-conditioned (trained on [{pol.c.alpha_lo:g}, {pol.c.alpha_hi:g}]): "
@@ -348,8 +343,7 @@ def checkpoint_policy(spec, path, arg, device):
             raise ValueError(f"{spec!r}: alpha {a:g} is outside the range the policy was trained on "
                              f"[{pol.c.alpha_lo:g}, {pol.c.alpha_hi:g}]")
         pol.alpha = a
-    if "tau" in opts:
-        pol.tau = opts["tau"][1]
+    pol.tau, pol.beta = (opts[k][1] if k in opts else 1.0 for k in ("tau", "beta"))
     pol.spec = path + "".join(f":{k}={v}" for k, (v, _) in opts.items())
     return pol
 

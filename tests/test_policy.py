@@ -97,7 +97,7 @@ def test_alpha_specs_and_the_range(tmp_path):
     pol = parse_policy(f"{tmp_path}/c.pt:tau=0.5:alpha=3")
     assert pol.alpha == 3.0 and pol.tau == 0.5 and pol.spec.endswith("c.pt:tau=0.5:alpha=3")
     for spec, msg in [("c.pt:alpha=11", "outside the range the policy was trained on"), ("c.pt:alpha=-1", "outside"),
-                      ("p.pt:alpha=1", "not alpha-conditioned"), ("c.pt:beta=2", "takes ':tau=T'"),
+                      ("p.pt:alpha=1", "not alpha-conditioned"), ("c.pt:gamma=2", "takes ':tau=T'"),
                       ("c.pt:alpha=1:alpha=2", "takes ':tau=T'"), ("c.pt:alpha=x", "not a number")]:
         with pytest.raises(ValueError, match=msg):
             parse_policy(f"{tmp_path}/{spec}")
