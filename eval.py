@@ -58,8 +58,9 @@ def sweep_specs(names, L, BL):
     return specs
 
 
-def learned_specs(paths, taus, alphas=None):
-    """Checkpoint specs over the tau grid, and over the alpha grid for alpha-conditioned checkpoints."""
+def learned_specs(paths, taus, alphas=None, betas=None):
+    """Checkpoint specs over the tau grid (and the beta grid, if given), and over the alpha grid for
+    alpha-conditioned checkpoints."""
     out = []
     for p in paths:
         cond = read_checkpoint(p)["policy_config"].get("alpha_hi") is not None
@@ -67,7 +68,8 @@ def learned_specs(paths, taus, alphas=None):
             raise ValueError(f"{p} is alpha-conditioned: pass --alphas to pick points on its front")
         if alphas and not cond:
             raise ValueError(f"--alphas: {p} is not alpha-conditioned (it was trained for one alpha)")
-        out += [f"{p}:tau={float(t)}" + (f":alpha={float(a):g}" if cond else "") for t in taus for a in (alphas if cond else [None])]
+        out += [f"{p}:tau={float(t)}" + (f":beta={float(b):g}" if b is not None else "") + (f":alpha={float(a):g}" if cond else "")
+                for t in taus for b in (betas or [None]) for a in (alphas if cond else [None])]
     return out
 
 
@@ -327,6 +329,7 @@ def main(argv=None):
     p.add_argument("--sweep", default="", help="heuristic sweeps: 'all' or some of topk,random,threshold,factor,eb,margin,entropy,pc,eosdamp")
     p.add_argument("--policies", default="", help="extra specs: heuristics ('threshold:0.9') or checkpoints ('ckpt.pt')")
     p.add_argument("--taus", type=comma(float), default=None, help="policy-temperature grid for the checkpoints in --policies (default 1)")
+    p.add_argument("--betas", type=comma(float), default=None, help="test-time beta grid for the checkpoints in --policies (paper Fig. 6: unmask p = min(1, beta * sigmoid))")
     p.add_argument("--alphas", type=comma(float), default=None, help="alpha grid for alpha-conditioned checkpoints (train.py --alpha-range)")
     p.add_argument("--n", type=int, default=500, help="problems per row")
     p.add_argument("--seeds", type=comma(int), default="0", help="comma-separated seeds (problem set and policy randomness); mean and sd reported")
@@ -359,6 +362,8 @@ def main(argv=None):
                 raise ValueError(f"--gen-length {L} must be a multiple of each of --block-lengths (not {BL})")
         for t in taus:
             check_args(taus=(t, "> 0"))
+        for b in args.betas or []:
+            check_args(betas=(b, "> 0"))
         if not BLs or not seeds:
             raise ValueError("--block-lengths and --seeds need at least one value each")
         check_task(args.task, args.data)
@@ -368,11 +373,11 @@ def main(argv=None):
         for a in args.alphas or []:
             check_args(alphas=(a, ">= 0"))
         settings = [Setting(args.model, args.task, L, BL, sweep_specs(names, L, BL) + others
-                            + learned_specs(ckpts, taus, args.alphas), cache=args.cache) for BL in BLs]
+                            + learned_specs(ckpts, taus, args.alphas, args.betas), cache=args.cache) for BL in BLs]
         if not any(s.specs for s in settings):
             raise ValueError("nothing to evaluate: pass --sweep and/or --policies")
-        if args.taus and not ckpts:
-            raise ValueError("--taus sets learned policies' temperatures, and no checkpoint is in --policies")
+        if (args.taus or args.betas) and not ckpts:
+            raise ValueError("--taus / --betas set learned policies' knobs, and no checkpoint is in --policies")
         check_out_file(args.out, "--out")
         load_rows(args.out)                                   # a file that is not ours: refused before any work
         resolve_device(args.device)

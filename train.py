@@ -10,10 +10,16 @@ How this departs from textbook GRPO (as the paper ran it): no KL term, no refere
 not divided by the group std (--std-adv turns that on); a batch whose advantages are all zero is skipped.
 --alpha-range LO,HI trains one policy for the whole front instead: each prompt's group draws its own alpha
 (draw_alphas), its rewards use it, and the policy sees it through its conditioning (policy.py).
+--actions dpls draws actions by dynamic Plackett-Luce instead of per-position Bernoullis (actions.py, paper App. E).
+--expert SPEC is expert steering (paper App. F): each group gets E = 1 extra rollout by a heuristic on the same
+prompt; advantages are over all G + E rollouts, and the expert's steps enter the clipped loss with the mixture
+likelihood log pi_ES(a) = logaddexp(log(G / (G + E)) + log pi(a), log(1 / (G + E))), over every masked position.
 
     python train.py                                   # tiny world, full diffusion (30 steps, 1.6 min on 2 CPU cores)
     python train.py --block-length 8 --out out/ckpt_bl8.pt   # semi-autoregressive
     python train.py --alpha-range 0,10 --out out/cond.pt     # one policy for every alpha in [0, 10]
+    python train.py --expert threshold:0.9 --expert-block-length 8 --out out/es.pt   # expert steering
+    python train.py --actions dpls --out out/dpls.pt         # Plackett-Luce actions
     python train.py --model llada --block-length 32 --out out/llada_bl32.pt   # the paper's run (one GPU, ~24 GB+)
     torchrun --nproc_per_node=8 train.py --model llada --out out/llada_dp.pt   # data parallel: each rank rolls out its prompts
 """
@@ -22,7 +28,6 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -32,7 +37,9 @@ from tqdm import tqdm
 from cli import check_args, check_out_file, parse_dataclass
 from env import check_decoding, fmix32, generate, row_keys
 from model import TINY, check_model_name, load_dllm, resolve_device
-from policy import LearnedPolicy, PolicyConfig, bernoulli_entropy, bernoulli_log_prob, read_checkpoint
+from actions import check_actions
+from grpo import advantages, collate, grpo_loss, join, old_expert_log_probs, rewards, step_log_prob  # noqa: F401 (tests use them via train)
+from policy import LearnedPolicy, PolicyConfig, parse_policy, read_checkpoint
 from sample import evaluate, prompts_of
 from tasks import REAL_TASKS, TINY_TASKS, check_task, get_problems, grade
 
@@ -45,7 +52,7 @@ REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, 
 TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=32, prompts_per_step=16, steps=30, lr=1e-3,
                      warmup=10, batch_size=128, eval_every=100, eval_n=256)
 SETUP = dict(model=None, task=None, gen_length=None, block_length=None, alpha=None, reward=None, group_size=None,
-             width=128, cache="none", alpha_range=None)  # must match on resume (the value a checkpoint from before the field implies)
+             width=128, cache="none", alpha_range=None, actions="bernoulli", expert=None, expert_block_length=None)  # must match on resume (the value a checkpoint from before the field implies)
 
 
 @dataclass
@@ -59,6 +66,9 @@ class TrainConfig:
     alpha: float = 3.0                # reward exponent; 0 = pure correctness
     alpha_range: str = None           # "LO,HI": one alpha-conditioned policy for the whole front (--alpha is then unused)
     reward: str = "mult"              # mult: correct*((L-NFE+1)/L)**alpha; additive: correct - alpha*NFE/L (ablation)
+    actions: str = "bernoulli"        # action distribution: bernoulli (paper) or dpls (dynamic Plackett-Luce, App. E)
+    expert: str = None                # expert steering (App. F): a heuristic spec, e.g. threshold:0.9, one extra rollout per group
+    expert_block_length: int = None   # the expert's BL (default --block-length; the paper: 32 at L 256)
     group_size: int = 8               # G rollouts per prompt
     prompts_per_step: int = None      # prompts per optimizer batch, over all ranks (tiny 16, real 16)
     steps: int = None                 # GRPO steps (tiny 30; real 0 = one epoch over the data)
@@ -108,6 +118,11 @@ def resolve(cfg):
     if cfg.width % PolicyConfig.heads:
         raise ValueError(f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} attention heads")
     check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
+    check_actions(cfg.actions)
+    if cfg.expert is not None:
+        expert_of(cfg)
+    elif cfg.expert_block_length is not None:
+        raise ValueError("--expert-block-length is the expert's block length: pass --expert too")
     check_task(cfg.task, cfg.data)
     if os.path.isdir(cfg.out):
         raise ValueError(f"--out {cfg.out} is a directory: pass a checkpoint file path")
@@ -121,6 +136,23 @@ def resolve(cfg):
     resolve_device(cfg.device)
     check_model_name(cfg.model)
     return cfg
+
+
+def expert_of(cfg):
+    """The expert heuristic of --expert, checked against L and its block length (filled in from --block-length).
+    Its rollouts use the KV cache only where they are semi-autoregressive."""
+    if cfg.actions == "dpls":
+        raise ValueError("--expert needs --actions bernoulli: an expert's step is a set with no order, and a DPLS "
+                         "likelihood is of a set and its order")
+    if cfg.expert_block_length is None:
+        cfg.expert_block_length = cfg.block_length
+    check_args(expert_block_length=(cfg.expert_block_length, "> 0"))
+    check_decoding(cfg.gen_length, cfg.expert_block_length)
+    if cfg.expert.split(":")[0].endswith(".pt"):
+        raise ValueError(f"--expert {cfg.expert}: the expert is a heuristic spec (e.g. threshold:0.9), not a checkpoint")
+    expert = parse_policy(cfg.expert)
+    expert.check(cfg.gen_length, cfg.expert_block_length)
+    return expert
 
 
 ALPHA0_SHARE = 0.2   # --alpha-range: share of groups at alpha = LO when LO = 0 (pure correctness)
@@ -147,61 +179,6 @@ def draw_alphas(prompt_index, lo, hi, seed):
     base = lo if lo > 0 else min(0.1, hi)
     a = base * (hi / base) ** u2
     return torch.where((u1 < ALPHA0_SHARE) & (lo == 0), torch.zeros_like(a), a)
-
-
-def rewards(correct, nfe, L, alpha, kind):
-    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) (paper section 3, the reward R); alpha a number
-    or one per row (B,)."""
-    c, f = correct.float(), nfe.float()
-    if kind == "additive":
-        return c - alpha * f / L
-    return c * ((L - f + 1) / L) ** alpha
-
-
-def advantages(r, G, std=False):
-    """Group-relative advantages (B,) for rewards laid out as [prompt0 x G, prompt1 x G, ...]."""
-    g = r.view(-1, G)
-    a = g - g.mean(1, keepdim=True)
-    if std:
-        a = a / (g.std(1, keepdim=True) + 1e-6)
-    return a.reshape(-1)
-
-
-def collate(steps):
-    """env Rollout.steps -> one flat batch over all (rollout, step) pairs, S of them."""
-    cat = lambda k: torch.cat([s[k] for s in steps])
-    return dict(conf=cat("conf"), masked=cat("masked"), cand=cat("cand"), t=cat("t"), action=cat("action"),
-                logp_old=cat("logp"), row=cat("rows"), alpha=cat("alpha") if steps[0]["alpha"] is not None else None)
-
-
-def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True):
-    """Clipped GRPO loss, per rollout the mean over its steps, then the mean over rollouts. Computed in
-    chunks of step-rows with gradients accumulated (the loss is linear in per-step terms, so this is
-    exact). `net` is the policy module (or its DDP wrapper). Returns (loss, clip fraction, entropy)."""
-    row = batch["row"]
-    count = torch.zeros(n_rollouts, device=row.device).index_add_(0, row, torch.ones_like(row, dtype=torch.float))
-    weight = 1.0 / (n_rollouts * count[row])                               # (S,)
-    total = clipped = ent = 0.0
-    S = row.shape[0]
-    ddp = isinstance(net, torch.nn.parallel.DistributedDataParallel)
-    for i in range(0, S, chunk):
-        sl = slice(i, i + chunk)
-        last = i + chunk >= S  # under DDP only the last chunk's backward all-reduces (ranks differ in S)
-        with net.no_sync() if ddp and not last else nullcontext():
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["conf"].is_cuda):
-                logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl],
-                             None if batch.get("alpha") is None else batch["alpha"][sl])
-            logp = bernoulli_log_prob(logits.float(), batch["cand"][sl], batch["action"][sl])   # fp32
-            ratio = torch.exp(logp - batch["logp_old"][sl])
-            a = adv[row[sl]]
-            per_step = -torch.min(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
-            loss = (per_step * weight[sl]).sum()
-            if backward:
-                loss.backward()
-        total += loss.item()
-        clipped += ((ratio - 1).abs() > clip_eps).float().sum().item()
-        ent += bernoulli_entropy(logits.detach(), batch["cand"][sl]).item() * (min(S, i + chunk) - i)
-    return total, clipped / S, ent / S
 
 
 def lr_at(step, cfg):
@@ -272,7 +249,10 @@ def train(cfg: TrainConfig):
     G, L, BL = cfg.group_size, cfg.gen_length, cfg.block_length
 
     lo, hi = alpha_bounds(cfg.alpha_range) if cfg.alpha_range else (None, None)
-    policy = LearnedPolicy(PolicyConfig(width=cfg.width, init_bias=cfg.init_bias, alpha_lo=lo, alpha_hi=hi)).to(dev)  # fp32
+    policy = LearnedPolicy(PolicyConfig(width=cfg.width, init_bias=cfg.init_bias, alpha_lo=lo, alpha_hi=hi,
+                                        actions=cfg.actions)).to(dev)  # fp32
+    expert, E = (expert_of(cfg), 1) if cfg.expert else (None, 0)
+    GE = (G, E) if expert else None
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     start, metrics = 0, {}
     logpath = os.path.splitext(cfg.out)[0] + ".jsonl"
@@ -321,33 +301,53 @@ def train(cfg: TrainConfig):
         correct = torch.tensor([grade(cfg.task, problems[i // G], dllm.decode(row.tolist()))
                                 for i, row in enumerate(r.tokens.cpu())], device=dev)
         R = rewards(correct, r.nfe, L, alpha, cfg.reward)
-        A = advantages(R, G, cfg.std_adv)
+        batch = collate(r.steps)
+        if expert:   # expert steering: E more rollouts per prompt, by the heuristic, recorded the same way
+            eids, eam = ids[::G].repeat_interleave(E, 0), am[::G].repeat_interleave(E, 0)
+            ekeys = row_keys(cfg.seed ^ 0xE5E5, torch.tensor([(first + j) * E + e for j in range(per_rank) for e in range(E)]))
+            ealpha = alpha[::G].repeat_interleave(E) if lo is not None else None
+            re = generate(dllm, expert, eids, eam, L, cfg.expert_block_length, cfg.temperature, record=True, keys=ekeys,
+                          cache=cfg.cache if cfg.expert_block_length < L else "none", alpha=ealpha)
+            ecorrect = torch.tensor([grade(cfg.task, problems[i // E], dllm.decode(row.tolist()))
+                                     for i, row in enumerate(re.tokens.cpu())], device=dev)
+            eR = rewards(ecorrect, re.nfe, L, alpha if lo is None else ealpha, cfg.reward)
+            Ag = advantages(torch.cat([R.view(-1, G), eR.view(-1, E)], 1).reshape(-1), G + E, cfg.std_adv).view(-1, G + E)
+            A = torch.cat([Ag[:, :G].reshape(-1), Ag[:, G:].reshape(-1)])   # policy rollouts, then the expert's
+            eb = collate(re.steps, expert=True)
+            old_expert_log_probs(net, eb, GE, cfg.batch_size * L)
+            batch = join(batch, eb, len(R))
+        else:
+            A = advantages(R, G, cfg.std_adv)
         t_roll = time.time() - t0
 
         # --- update: K optimizer steps on this batch (skipped when every rank's advantages are all zero)
         nonzero = torch.tensor(float(A.abs().max() > 0), device=dev)
         if ddp:
             dist.all_reduce(nonzero)
-        batch, loss, clip_frac, ent = collate(r.steps), 0.0, 0.0, 0.0
+        loss, clip_frac, ent = 0.0, 0.0, 0.0
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         policy.train()
         if nonzero.item() > 0:
             for _ in range(cfg.updates_per_batch):
                 opt.zero_grad(set_to_none=True)
-                loss, clip_frac, ent = grpo_loss(net, batch, A, len(A), cfg.clip_eps, chunk=cfg.batch_size * L)
+                loss, clip_frac, ent = grpo_loss(net, batch, A, len(A), cfg.clip_eps, chunk=cfg.batch_size * L,
+                                                 actions=cfg.actions, GE=GE)
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
                 opt.step()
 
         # --- log (rank 0; the rollout statistics are this rank's, reduced over ranks when distributed)
         stats = torch.stack([R.mean(), correct.float().mean(), r.nfe.float().mean(),
-                             (A.view(-1, G).abs().max(1).values == 0).float().mean()])
+                             (A.view(-1, G).abs().max(1).values == 0).float().mean() if not expert else
+                             (Ag.abs().max(1).values == 0).float().mean()])
         if ddp:
             dist.all_reduce(stats)
             stats /= world
         metrics = dict(step=step + 1, reward=stats[0].item(), accuracy=100 * stats[1].item(), nfe=stats[2].item(),
                        zero_adv=stats[3].item(), entropy=ent, clip_frac=clip_frac, loss=loss, lr=lr_at(step, cfg),
                        rollout_s=t_roll, update_s=time.time() - t0 - t_roll)
+        if expert:
+            metrics.update(expert_accuracy=100 * ecorrect.float().mean().item(), expert_nfe=re.nfe.float().mean().item())
         if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
             policy.eval().fallback = True
             policy.alpha = None if lo is None else min(max(cfg.alpha, lo), hi)   # conditioned: held out at --alpha

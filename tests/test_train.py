@@ -195,3 +195,78 @@ def test_alpha_range_trains_one_conditioned_policy(tiny_path, tmp_path, monkeypa
         train.main(["--alpha-range", "10", "--out", str(tmp_path / "x.pt")])
     with pytest.raises(SystemExit, match="0 <= LO < HI"):
         train.main(["--alpha-range", "5,1", "--out", str(tmp_path / "x.pt")])
+
+
+def test_expert_steps_use_the_mixture_likelihood():
+    """Expert steering (App. F): the expert's steps enter the loss as log pi_ES = logaddexp(log(G/(G+E)) + log pi,
+    log(1/(G+E))) over every masked position, old and new alike; the policy's own steps are unchanged."""
+    torch.manual_seed(0)
+    pol = LearnedPolicy()
+    with torch.no_grad():
+        pol.head.weight.normal_(0, 0.5)
+    G, E = 3, 1
+    own, ex = fake_batch(S=6, n=3, seed=1), fake_batch(S=4, n=1, seed=2)
+    ex["masked"] = ex["cand"] | (torch.rand(4, 6) < 0.5)   # the expert's block is not the whole of what is masked
+    with torch.no_grad():
+        own["logp_old"] = bernoulli_log_prob(pol(own["conf"], own["masked"], own["t"]), own["cand"], own["action"])
+    own.update(alpha=None, order=None, expert=torch.zeros(6, dtype=torch.bool))
+    ex = dict(ex, alpha=None, order=None, logp_old=None, cand=ex["masked"], expert=torch.ones(4, dtype=torch.bool))
+    train.old_expert_log_probs(pol, ex, (G, E), chunk=3)
+    with torch.no_grad():
+        lp = bernoulli_log_prob(pol(ex["conf"], ex["masked"], ex["t"]), ex["masked"], ex["action"])
+    torch.testing.assert_close(ex["logp_old"], torch.log(G / (G + E) * lp.exp() + 1 / (G + E)))
+    batch = train.join(own, ex, 3)
+    assert batch["row"][6:].tolist() == [3] * 4 and batch["expert"].sum() == 4
+    adv = torch.tensor([1.0, -2.0, 0.5, 0.5])
+    loss, clip, _ = grpo_loss(pol, batch, adv, 4, 0.5, backward=False, GE=(G, E))
+    assert abs(loss + adv.mean().item()) < 1e-5 and clip == 0       # on-policy: rho = 1 for every step
+    with torch.no_grad():   # move the policy: the expert step's ratio is the mixture's, computed here by hand
+        pol.head.bias.add_(0.7)
+        new = torch.log(G / (G + E) * bernoulli_log_prob(pol(ex["conf"], ex["masked"], ex["t"]), ex["masked"],
+                                                          ex["action"]).exp() + 1 / (G + E))
+        own_new = bernoulli_log_prob(pol(own["conf"], own["masked"], own["t"]), own["cand"], own["action"])
+    rho = torch.exp(torch.cat([own_new - own["logp_old"], new - ex["logp_old"]]))
+    a = adv[batch["row"]]
+    per = -torch.min(rho * a, rho.clamp(0.5, 1.5) * a)
+    want = sum(per[batch["row"] == r].mean() for r in range(4)) / 4
+    loss, _, _ = grpo_loss(pol, batch, adv, 4, 0.5, backward=False, GE=(G, E))
+    assert abs(loss - want.item()) < 1e-5
+
+
+def test_expert_steering_loop(tiny_path, tmp_path, monkeypatch):
+    """--expert: one extra rollout per group by the heuristic, advantages over G + E, expert metrics logged."""
+    seen, real = [], train.advantages
+    monkeypatch.setattr(train, "advantages", lambda r, G, std=False: (seen.append((r.clone(), G)), real(r, G, std))[1])
+    monkeypatch.setattr(train, "grade", lambda task, p, text: len(text) % 2 == 0)
+    inits = capture_init(monkeypatch)
+    pol, m = train.train(cfg(tiny_path, tmp_path / "es.pt", steps=2, expert="threshold:0.9", expert_block_length=4))
+    assert moved(inits, pol) and seen[0][1] == 5 and seen[0][0].shape == (4 * 5,)   # 4 prompts x (G = 4 + E = 1)
+    ck = torch.load(tmp_path / "es.pt", weights_only=True)
+    assert ck["args"]["expert"] == "threshold:0.9" and ck["args"]["expert_block_length"] == 4
+    assert {"expert_accuracy", "expert_nfe"} <= set(m) and 1 <= m["expert_nfe"] <= 16
+    with pytest.raises(ValueError, match="another setup.*expert"):
+        train.train(cfg(tiny_path, tmp_path / "es.pt", steps=3, resume=True))
+
+
+def test_dpls_loop_records_orders_and_is_on_policy(tiny_path, tmp_path, monkeypatch):
+    """--actions dpls: the rollouts' recorded log-probabilities are what the update recomputes (rho = 1 at the
+    first update), the checkpoint records the action type, and sample/eval just work with it."""
+    import eval as ev
+    import sample
+    ratios, real = [], train.grpo_loss
+
+    def spy(net, batch, adv, n, eps, **kw):
+        if not ratios:
+            with torch.no_grad():
+                ratios.append(torch.exp(train.step_log_prob(net, batch, slice(None), kw["actions"])[1] - batch["logp_old"]))
+        return real(net, batch, adv, n, eps, **kw)
+    monkeypatch.setattr(train, "grpo_loss", spy)
+    monkeypatch.setattr(train, "grade", lambda task, p, text: len(text) % 2 == 0)
+    out = str(tmp_path / "dpls.pt")
+    train.train(cfg(tiny_path, out, steps=2, actions="dpls"))
+    torch.testing.assert_close(ratios[0], torch.ones_like(ratios[0]), rtol=1e-4, atol=1e-4)
+    assert torch.load(out, weights_only=True)["policy_config"]["actions"] == "dpls"
+    rows = ev.main(["--model", tiny_path, "--gen-length", "16", "--block-lengths", "4,16", "--policies", out,
+                    "--betas", "0.5,2", "--n", "8", "--out", str(tmp_path / "r.json")])
+    assert len(rows) == 4 and all(r["mean_nfe"] >= 1 for r in rows)
+    assert sample.main(["--policy", out + ":beta=2", "--n", "4"]) is not None
