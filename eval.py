@@ -7,7 +7,7 @@ missing, trains the policies it needs with train.py, evaluates every setting (se
 model and domain transfer, the alpha and tau sweeps, the additive-reward ablation) and writes results/tiny.json
 and the report results/tiny.md (report.py: tables and one verdict per paper claim).
 
-    python eval.py --suite tiny --plot                 # everything; results/tiny.{json,md,png} (75 min on 2 CPU cores, measured)
+    python eval.py --suite tiny --plot                 # everything; results/tiny.{json,md,png} (README: its measured time)
     python eval.py --model tiny --task chain --gen-length 32 --block-lengths 8,32 --sweep all \
         --policies out/ckpt.pt --taus 0.5,1 --seeds 0,1,2 --out out/mine.json --plot
     python eval.py --model llada --task gsm8k --gen-length 256 --block-lengths 32,256 --sweep threshold,eb \
@@ -184,8 +184,13 @@ def trained_on(spec):
     """The training setup of a checkpoint policy, stored in its rows (the report groups policies by alpha)."""
     ck = read_checkpoint(ckpt_path(spec))
     a = ck["args"]
-    return dict(model=a["model"], task=a["task"], gen_length=a["gen_length"], block_length=a["block_length"],
-                alpha=a["alpha"], reward=a["reward"], step=ck["step"], alpha_range=a.get("alpha_range"))
+    t = dict(model=a["model"], task=a["task"], gen_length=a["gen_length"], block_length=a["block_length"],
+             alpha=a["alpha"], reward=a["reward"], step=ck["step"], alpha_range=a.get("alpha_range"))
+    if a.get("expert"):   # the variants of paper App. E / F (absent from older rows' keys, so those stay valid)
+        t.update(expert=a["expert"], expert_block_length=a["expert_block_length"])
+    if a.get("actions", "bernoulli") != "bernoulli":
+        t["actions"] = a["actions"]
+    return t
 
 
 def summarize(rows):
@@ -214,14 +219,21 @@ SUITE = dict(task="chain", ood_task="sub", model="tiny", other_model="tiny-b", L
              cond_range="0,10", cond_alphas=(0, 0.1, 0.3, 0.5, 1, 2, 3, 5, 10),
              # semi-AR policies start at unmask p = 0.5: at the paper's 0.12, 8 iterations a block leave a third of
              # each block masked, every rollout is wrong and the reward stays 0 (README, the learned policy)
-             semi_init_bias=0.0)
+             semi_init_bias=0.0,
+             # paper App. F: expert steering in full diffusion, one ES policy per alpha (does the alpha spread collapse?)
+             expert="threshold:0.9", expert_bl=8,
+             # paper App. E: a DPLS policy at this alpha in both modes; Fig. 6: that alpha's policy over a beta grid
+             dpls_alpha=3, betas=(0.25, 0.5, 1, 2, 4))
 
 
-def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"], alpha_range=None):
+def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"], alpha_range=None, expert=None,
+                 actions="bernoulli"):
     """Train (or finish, or reuse) one suite policy with train.py's loop; returns its checkpoint path.
-    alpha_range: the alpha-conditioned policy of this block length instead of the one for `alpha`."""
+    alpha_range: the alpha-conditioned policy of this block length instead of the one for `alpha`; expert: expert
+    steering by that heuristic (at SUITE's expert_bl); actions: dpls for Plackett-Luce actions."""
     import train
     name = f"cond{alpha_range.replace(',', '-')}" if alpha_range else f"{'add' if reward == 'additive' else 'a'}{alpha:g}"
+    name += ("_es" if expert else "") + ("_dpls" if actions == "dpls" else "")
     path = os.path.join(out_dir, f"policy_bl{BL}_{name}.pt")
     if os.path.exists(path):
         ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -230,26 +242,33 @@ def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"], alpha_
                              f"or pass --suite-steps {ck['args']['steps']}")
         if ck["step"] >= steps:
             return path
-    print(f"training {path}: BL={BL} alpha={alpha_range or alpha} reward={reward}, {steps} GRPO steps")
+    print(f"training {path}: BL={BL} alpha={alpha_range or alpha} reward={reward}{f' expert {expert}' if expert else ''} "
+          f"actions {actions}, {steps} GRPO steps")
     init = {} if BL == SUITE["L"] else dict(init_bias=SUITE["semi_init_bias"])
     train.train(train.TrainConfig(model=SUITE["model"], task=SUITE["task"], gen_length=SUITE["L"], block_length=BL,
                                   alpha=float(alpha or 0), reward=reward, steps=steps, eval_every=0, out=path,
                                   prompts_per_step=SUITE["prompts"], group_size=SUITE["group"], alpha_range=alpha_range,
-                                  save_every=10, resume=os.path.exists(path), **init))
+                                  save_every=10, resume=os.path.exists(path), expert=expert, actions=actions,
+                                  expert_block_length=SUITE["expert_bl"] if expert else None, **init))
     return path
 
 
-def suite_settings(pols, conds):
-    """pols[(BL, alpha, reward)] -> checkpoint, conds[BL] -> the alpha-conditioned one. The paper's experiments
-    (README: Reproducing the paper) and the alpha-conditioned policy, in the tiny world."""
+def suite_settings(pols, conds, variants=None):
+    """pols[(BL, alpha, reward)] -> checkpoint, conds[BL] -> the alpha-conditioned one, variants[(BL, alpha, kind)]
+    -> the expert-steered ('es') and Plackett-Luce ('dpls') ones. The paper's experiments (README: Reproducing the
+    paper), its appendices' variants, the beta sweep and the alpha-conditioned policy, in the tiny world."""
     c, L, S = SUITE, SUITE["L"], SUITE["semi_bl"]
+    variants = variants or {}
     cond = lambda BL: learned_specs([conds[BL]], [1.0], c["cond_alphas"])
+    var = lambda BL: learned_specs([variants[k] for k in sorted(variants) if k[0] == BL], [1.0])
+    betas = lambda BL: learned_specs([pols[(BL, c["dpls_alpha"], "mult")]], [1.0], betas=c["betas"]) if variants else []
     tau1 = lambda BL, rewards=("mult",): learned_specs([pols[k] for k in sorted(pols) if k[0] == BL and k[2] in rewards], [1.0])
     taus = lambda BL: learned_specs([pols[(BL, 3, "mult")]], [t for t in c["taus"] if t != 1.0])
     return [
-        Setting(c["model"], c["task"], L, S, sweep_specs(ALL + EOS_AWARE, L, S) + tau1(S) + taus(S) + cond(S), "semi-AR"),
+        Setting(c["model"], c["task"], L, S, sweep_specs(ALL + EOS_AWARE, L, S) + tau1(S) + taus(S) + cond(S)
+                + var(S) + betas(S), "semi-AR"),
         Setting(c["model"], c["task"], L, L, sweep_specs(ALL + EOS_AWARE, L, L) + tau1(L, ("mult", "additive"))
-                + taus(L) + cond(L), "full diffusion"),
+                + taus(L) + cond(L) + var(L) + betas(L), "full diffusion"),
         Setting(c["model"], c["task"], 2 * L, S, sweep_specs(ALL, 2 * L, S) + tau1(S), "length transfer, semi-AR"),
         Setting(c["model"], c["task"], 2 * L, 2 * L, sweep_specs(ALL, 2 * L, 2 * L) + tau1(L), "length transfer, full"),
         Setting(c["other_model"], c["task"], L, S, sweep_specs(ALL, L, S) + tau1(S), "model transfer, semi-AR"),
@@ -286,8 +305,12 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
                                                                           "additive", steps=steps)
     conds = {BL: suite_policy(out_dir, BL, None, steps=steps, alpha_range=SUITE["cond_range"])
              for BL in (SUITE["semi_bl"], SUITE["L"])}
+    variants = {(SUITE["L"], a, "es"): suite_policy(out_dir, SUITE["L"], a, steps=steps, expert=SUITE["expert"])
+                for a in SUITE["alphas"]}
+    for BL in (SUITE["semi_bl"], SUITE["L"]):
+        variants[(BL, SUITE["dpls_alpha"], "dpls")] = suite_policy(out_dir, BL, SUITE["dpls_alpha"], steps=steps, actions="dpls")
     path = os.path.join(results_dir, "tiny.json")
-    settings = suite_settings(pols, conds)
+    settings = suite_settings(pols, conds, variants)
     rows = run(path, settings, n=SUITE["n"])
     by = report.by_setting(summarize(rows), settings)
     def log_of(p):   # a resumed run may have logged a step twice: keep the last
@@ -295,7 +318,8 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
         return [by_step[s] for s in sorted(by_step)]
     logs = {os.path.basename(p): (*k, log_of(p)) for k, p in pols.items()}   # name -> (BL, alpha, reward, log)
     cond_logs = {BL: log_of(p) for BL, p in conds.items()}
-    md = report.suite_report(by, SUITE, logs, (time.time() - t0) / 60, pretrain_min, rows, cond_logs)
+    variant_logs = {os.path.basename(p): log_of(p) for p in variants.values()}
+    md = report.suite_report(by, SUITE, logs, (time.time() - t0) / 60, pretrain_min, rows, cond_logs, variant_logs)
     if plot:
         report.plot_fronts({report.title(k, v): v for k, v in by.items()}, os.path.join(results_dir, "tiny.png"))
         L = SUITE["L"]
@@ -335,7 +359,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=comma(int), default="0", help="comma-separated seeds (problem set and policy randomness); mean and sd reported")
     p.add_argument("--batch-size", type=int, default=128, help="prompts per generate call")
     p.add_argument("--temperature", type=float, default=0.0, help="dLLM sampling temperature")
-    p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500")
+    p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
     p.add_argument("--split", default="test", choices=("train", "test"), help="problem split")
     p.add_argument("--out", default="out/eval.json", help="rows file (resumed if it exists)")
     p.add_argument("--plot", action="store_true", help="also draw accuracy vs NFE to a PNG beside --out (needs matplotlib)")

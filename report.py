@@ -51,6 +51,23 @@ def is_cond(r):
     return is_learned(r) and bool(r["trained"].get("alpha_range"))
 
 
+def variant(r):
+    """'es', 'dpls' or 'beta' for a learned row of the appendices' variants (expert steering, Plackett-Luce actions,
+    a test-time beta), None for the paper's main kind of policy (and for heuristics)."""
+    if not is_learned(r):
+        return None
+    if r["trained"].get("expert"):
+        return "es"
+    if r["trained"].get("actions", "bernoulli") != "bernoulli":
+        return r["trained"]["actions"]
+    return "beta" if option(r, "beta") is not None else None
+
+
+def plain(r):
+    """A learned row of the paper's main kind: one policy per alpha, Bernoulli actions, no beta, no expert."""
+    return is_learned(r) and not is_cond(r) and variant(r) is None
+
+
 def family(r):
     return "learned" if is_learned(r) else r["policy"].split(":")[0]
 
@@ -78,7 +95,11 @@ def label(r):
     t = r["trained"]
     if is_cond(r):
         return f"learned alpha-conditioned, alpha={option(r, 'alpha'):g} tau={tau_of(r):g} (BL {t['block_length']})"
-    return f"learned {'additive' if t['reward'] == 'additive' else 'alpha'}={t['alpha']:g} tau={tau_of(r):g} (BL {t['block_length']})"
+    kind = variant(r)
+    extra = "" if kind is None else " DPLS" if kind == "dpls" else \
+        f" ES {t['expert']} BL {t['expert_block_length']}" if kind == "es" else f" beta={option(r, 'beta'):g}"
+    return (f"learned {'additive' if t['reward'] == 'additive' else 'alpha'}={t['alpha']:g} tau={tau_of(r):g}{extra} "
+            f"(BL {t['block_length']})")
 
 
 def markdown_table(rows):
@@ -136,7 +157,7 @@ def cond_verdicts(by, cfg, logs, cond_logs):
     for mode, name in (("semi-AR", "semi-AR"), ("full", "full diffusion")):
         rows = by[name]
         cond = sorted((r for r in rows if is_cond(r) and tau_of(r) == 1.0), key=lambda r: option(r, "alpha"))
-        per = [r for r in rows if is_learned(r) and not is_cond(r) and r["trained"]["reward"] == "mult" and tau_of(r) == 1.0]
+        per = [r for r in rows if plain(r) and r["trained"]["reward"] == "mult" and tau_of(r) == 1.0]
         heur = [r for r in rows if not is_learned(r)]
         if not cond:
             continue
@@ -181,7 +202,7 @@ def suite_verdicts(by, cfg, logs, cond_logs=None):
     """by[setting name] -> summarized rows. Returns markdown lines. The paper's claims are judged on its own
     kind of policy (one per alpha); the alpha-conditioned policy gets its own verdicts at the end."""
     full_by = by
-    by = {k: [r for r in v if not is_cond(r)] for k, v in by.items()}
+    by = {k: [r for r in v if not is_learned(r) or plain(r)] for k, v in by.items()}
     out, semi, full = [], by["semi-AR"], by["full diffusion"]
     # heuristics degrade with larger blocks: the heuristic fronts read at a few NFE budgets
     hs, hf = [r for r in semi if not is_learned(r)], [r for r in full if not is_learned(r)]
@@ -264,7 +285,90 @@ def suite_verdicts(by, cfg, logs, cond_logs=None):
     out.append(verdict(all(held) if held else None, "GRPO: training reward rises and mean NFE falls for alpha > 0 "
                        "(multiplicative reward; mean of the first 10 steps -> the last 10)",
                        f"In {sum(held)} of {len(held)} such runs. " + "; ".join(ev) + "."))
-    return out + cond_verdicts(full_by, cfg, logs, cond_logs or {})
+    return out + cond_verdicts(full_by, cfg, logs, cond_logs or {}) + variant_verdicts(full_by, cfg)
+
+
+def sweep_shape(points):
+    """points [(knob, NFE, accuracy)] in knob order -> (NFE span as a ratio max/min, NFE monotone in the knob,
+    points dominated by another point of the sweep (as fast or faster and > 0.5 points more accurate))."""
+    nfe = [n for _, n, _ in points]
+    mono = all(b <= a + 1e-9 for a, b in zip(nfe, nfe[1:])) or all(b >= a - 1e-9 for a, b in zip(nfe, nfe[1:]))
+    dom = sum(any(n2 <= n and a2 > a + 0.5 for _, n2, a2 in points) for _, n, a in points)
+    return max(nfe) / min(nfe), mono, dom
+
+
+def variant_verdicts(by, cfg):
+    """The appendices' variants against the paper's main policy: expert steering (App. F), DPLS (App. E), beta
+    (Fig. 6). Each compares like with like: the same alpha, the same mode, at matched NFE."""
+    out, semi, full, L = [], by["semi-AR"], by["full diffusion"], cfg["L"]
+    pts = lambda rs: [(r["mean_nfe"], r["accuracy"]) for r in rs]
+    per = lambda rows: {r["trained"]["alpha"]: r for r in rows if plain(r) and r["trained"]["reward"] == "mult"
+                        and tau_of(r) == 1.0}
+    es = {r["trained"]["alpha"]: r for r in full if variant(r) == "es" and tau_of(r) == 1.0}
+    base = per(full)
+    if es:
+        heur = [r for r in full if not is_learned(r)]
+        pairs = [(a, es[a], base.get(a)) for a in sorted(es)]
+        gain = [(a, e, best_at(list(base.values()), e["mean_nfe"])) for a, e, _ in pairs]
+        a_es, a_base = front_area(pts(es.values()), L), front_area(pts(base.values()), L)
+        g_es = [(r, b, r["accuracy"] - b) for r in es.values() for b in [best_at(heur, r["mean_nfe"])] if b is not None]
+        best = max(g_es, key=lambda t: t[2]) if g_es else (None, None, None)
+        matched = [e["accuracy"] - m for _, e, m in gain if m is not None]
+        mean = sum(matched) / len(matched) if matched else None
+        out.append(verdict(None if mean is None or abs(mean) < 1 else mean > 0,
+                           f"Expert steering ({cfg['expert']} at BL {cfg['expert_bl']}) improves full diffusion at "
+                           f"matched NFE (each ES point against the best policy without ES within 1.1x its NFE: "
+                           f"at least 1 point better on average)",
+                           "each ES point against the best policy without ES at matched NFE: " +
+                           ", ".join(f"alpha {a:g} {sg(None if m is None else e['accuracy'] - m)}" for a, e, m in gain) +
+                           f" (mean {sg(mean)}); per alpha, with ES vs without: " +
+                           ", ".join(f"{a:g}: {e['accuracy']:.1f}% @ {e['mean_nfe']:.2f} vs "
+                                     + (f"{b['accuracy']:.1f}% @ {b['mean_nfe']:.2f}" if b else "n/a")
+                                     for a, e, b in pairs) +
+                           f"; front area (mean accuracy over log-NFE budgets) with ES {a_es:.1f}, without {a_base:.1f}"
+                           f"; against the heuristics, best ES point {fmt(*best)}."))
+        span = lambda rs: max(r["mean_nfe"] for r in rs) - min(r["mean_nfe"] for r in rs)
+        s_es, s_base = span(es.values()), span(base.values())
+        out.append(verdict(s_es < 0.5 * s_base, "With expert steering the alphas collapse onto one policy (the NFE "
+                           "spread over alpha less than half of that without ES)",
+                           f"NFE over alpha {sorted(es)}: with ES {s_es:.2f} ({', '.join('%.2f' % es[a]['mean_nfe'] for a in sorted(es))}), "
+                           f"without {s_base:.2f}."))
+    ev, held = [], []
+    for mode, rows in (("semi-AR", semi), ("full", full)):
+        d = [r for r in rows if variant(r) == "dpls" and tau_of(r) == 1.0]
+        b = per(rows).get(cfg["dpls_alpha"])
+        if not d or not b:
+            continue
+        d = d[0]
+        held.append(abs(d["accuracy"] - b["accuracy"]) <= 2 and abs(d["mean_nfe"] / b["mean_nfe"] - 1) <= 0.15)
+        ev.append(f"{mode}, alpha {cfg['dpls_alpha']:g}: DPLS {d['accuracy']:.1f}% @ {d['mean_nfe']:.2f} NFE, Bernoulli "
+                  f"{b['accuracy']:.1f}% @ {b['mean_nfe']:.2f}")
+    if held:
+        out.append(verdict(all(held) if all(held) or not any(held) else None, "DPLS ~ Bernoulli (same alpha: accuracy "
+                           "within 2 points and mean NFE within 15%)", "; ".join(ev) + "."))
+    ev, held = [], []
+    for mode, rows in (("semi-AR", semi), ("full", full)):
+        a = cfg["dpls_alpha"]
+        mine = [r for r in rows if plain(r) and r["trained"]["alpha"] == a and r["trained"]["reward"] == "mult"]
+        beta = sorted(((option(r, "beta"), r["mean_nfe"], r["accuracy"]) for r in rows
+                       if variant(r) == "beta" and r["trained"]["alpha"] == a))
+        tau = sorted((tau_of(r), r["mean_nfe"], r["accuracy"]) for r in mine)
+        alph = sorted((k, r["mean_nfe"], r["accuracy"]) for k, r in per(rows).items())
+        if len(beta) < 2 or len(tau) < 2:
+            continue
+        sb, st, sa = sweep_shape(beta), sweep_shape(tau), sweep_shape(alph)
+        held.append(sb[1] and sb[2] / len(beta) <= st[2] / len(tau) and sb[0] >= st[0])
+        show = lambda name, sw, n: (f"{name}: NFE span x{sw[0]:.2f}, {'monotone' if sw[1] else 'not monotone'}, "
+                                    f"{sw[2]} of {n} points dominated")
+        ev.append(f"{mode}: " + "; ".join([show("beta " + "/".join(f"{k:g}" for k, *_ in beta), sb, len(beta)),
+                                           show("tau " + "/".join(f"{k:g}" for k, *_ in tau), st, len(tau)),
+                                           show("alpha retrained " + "/".join(f"{k:g}" for k, *_ in alph), sa, len(alph))])
+                  + " (beta: " + ", ".join(f"{k:g} {a:.1f}% @ {n:.2f}" for k, n, a in beta) + ")")
+    if held:
+        out.append(verdict(both(*held) if len(held) == 2 else held[0], f"beta gives a smoother front than tau (alpha "
+                           f"{cfg['dpls_alpha']:g}'s policy: NFE monotone in beta, no more dominated points, a wider NFE "
+                           f"span; the retrained-alpha sweep shown beside)", " | ".join(ev) + "."))
+    return out
 
 
 def by_setting(rows, settings):
@@ -284,20 +388,22 @@ def title(name, rows):
     return f"{name}: {r['model']}, {r['task']}, L = {r['gen_length']}, BL = {r['block_length']}"
 
 
-def suite_report(by, cfg, logs, minutes, pretrain_min, rows, cond_logs=None):
+def suite_report(by, cfg, logs, minutes, pretrain_min, rows, cond_logs=None, variant_logs=None):
     """The markdown report. Times are summed from the artifacts, so a resumed suite still reports its full cost."""
-    train_min = sum(m["rollout_s"] + m["update_s"] for log in [l for *_, l in logs.values()] + list((cond_logs or {}).values())
-                    for m in log) / 60
+    all_logs = [l for *_, l in logs.values()] + list((cond_logs or {}).values()) + list((variant_logs or {}).values())
+    train_min = sum(m["rollout_s"] + m["update_s"] for log in all_logs for m in log) / 60
     eval_min = sum(r["seconds"] for r in rows) / 60
     pre = ", ".join(f"{k} {v:.1f} min" for k, v in pretrain_min.items() if v is not None)
     md = ["# The paper's claims in the tiny world", "",
           f"Generated by `python eval.py --suite tiny`; every number below is computed from `results/tiny.json`. "
           f"Time, summed from the artifacts: pretraining {pre or 'n/a'} (their checkpoints), GRPO {train_min:.1f} min "
-          f"(the {len(logs) + len(cond_logs or {})} training logs), evaluation {eval_min:.1f} min ({len(rows)} rows); the invocation that "
+          f"(the {len(all_logs)} training logs), evaluation {eval_min:.1f} min ({len(rows)} rows); the invocation that "
           f"wrote this report took {minutes:.1f} min. Task `{cfg['task']}`, L = {cfg['L']}, "
           f"{cfg['n']} held-out problems per row, dLLM temperature 0. Policies: {cfg['steps']} GRPO steps each "
           f"({cfg['prompts']} prompts x {cfg['group']} rollouts), alpha in {list(cfg['alphas'])} at BL = {cfg['semi_bl']} and BL = L, plus "
-          f"the additive reward at alpha = {cfg['additive_alpha']:g}. Matched NFE: the best heuristic whose mean "
+          f"the additive reward at alpha = {cfg['additive_alpha']:g}, one alpha-conditioned policy per BL, expert-steered "
+          f"policies ({cfg['expert']}, BL {cfg['expert_bl']}) in full diffusion and DPLS policies at alpha = "
+          f"{cfg['dpls_alpha']:g}. Matched NFE: the best heuristic whose mean "
           f"NFE is at most 1.1x the policy's.", "", "## Verdicts", ""]
     md += suite_verdicts(by, cfg, logs, cond_logs)
     for name, rs in by.items():
@@ -327,7 +433,9 @@ def plot_fronts(panels, path):
                 ax.scatter(r["mean_nfe"], r["accuracy"], marker="*", s=90, color="black", zorder=3)
                 t = r["trained"]
                 tau = tau_of(r)
-                ax.annotate(f"{'add' if t['reward'] == 'additive' else 'a'}{t['alpha']:g}" + (f" t{tau:g}" if tau != 1 else ""),
+                kind = variant(r)
+                tag = "" if kind is None else f" b{option(r, 'beta'):g}" if kind == "beta" else f" {kind}"
+                ax.annotate(f"{'add' if t['reward'] == 'additive' else 'a'}{t['alpha']:g}" + (f" t{tau:g}" if tau != 1 else "") + tag,
                             (r["mean_nfe"], r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_title(title, fontsize=9)

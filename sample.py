@@ -18,13 +18,15 @@ from cli import check_args, check_out_file
 from env import CACHES, check_decoding, generate, row_keys
 from model import check_model_name, load_dllm, resolve_device
 from policy import LearnedPolicy, parse_policies, read_checkpoint
-from tasks import ANSWER_PREFIX, SYSTEM_PROMPT, check_task, get_problems, grade
+from tasks import ANSWER_PREFIX, SYSTEM_PROMPT, check_task, get_problems, grade_many
 
 DEFAULTS = dict(model="tiny", task="chain", gen_length=32, block_length=32)
 
 
 def prompts_of(dllm, problems):
-    return dllm.encode([dllm.prompt_text(p.question, SYSTEM_PROMPT, ANSWER_PREFIX) for p in problems])
+    """Left-padded prompt ids: each problem's question through the chat template, its answer prefill after it."""
+    return dllm.encode([dllm.prompt_text(p.question, SYSTEM_PROMPT if p.system is None else p.system,
+                                         ANSWER_PREFIX if p.prefix is None else p.prefix) for p in problems])
 
 
 def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=128, temperature=0.0,
@@ -39,9 +41,8 @@ def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=
         ids, am = prompts_of(dllm, chunk)
         keys = row_keys(seed, torch.arange(i, i + len(chunk)))  # a problem's draws (policy and dLLM) do not depend on batching
         r = generate(dllm, policy, ids, am, gen_length, block_length, temperature, keys=keys, cache=cache)
-        for j, p in enumerate(chunk):
-            text = dllm.decode(r.tokens[j].tolist())
-            ok = grade(task, p, text)
+        texts = [dllm.decode(r.tokens[j].tolist()) for j in range(len(chunk))]
+        for j, (p, text, ok) in enumerate(zip(chunk, texts, grade_many(task, chunk, texts))):
             correct += ok
             if len(shown) < keep:
                 shown.append((p, r.tokens[j].cpu(), r.order[j].cpu(), text, ok))
@@ -114,7 +115,7 @@ def main(argv=None):
     p.add_argument("--temperature", type=float, default=0.0, help="dLLM sampling temperature (0: greedy)")
     p.add_argument("--tau", type=float, default=None, help="policy temperature for learned policies")
     p.add_argument("--seed", type=int, default=0, help="problem set and policy randomness")
-    p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500")
+    p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
     p.add_argument("--split", default="test", choices=("train", "test"), help="problem split")
     p.add_argument("--json", default=None, help="write the rows to this JSON file (its folder is created)")
     p.add_argument("--show", type=int, default=0, help="print K generations per policy with the unmask step of each token")

@@ -29,6 +29,8 @@ import re
 import urllib.request
 from dataclasses import dataclass
 
+from codetasks import CODE_TASKS, code_problems, grade_code, grade_code_many
+
 # ----------------------------------------------------------------------------------------------------
 # problems
 
@@ -37,10 +39,12 @@ class Problem:
     question: str       # what the user asks (tiny: the whole prompt string)
     gold: str           # what the grader compares against
     reference: str = "" # one valid answer (tiny tasks: used as pretraining target)
+    system: str = None  # system prompt (None: the math one, SYSTEM_PROMPT; "": none)
+    prefix: str = None  # the answer's prefilled start (None: ANSWER_PREFIX); graded with the generation
 
 
 TINY_TASKS = ("chain", "sub")
-REAL_TASKS = ("gsm8k", "math500")
+REAL_TASKS = ("gsm8k", "math500") + CODE_TASKS   # code tasks: codetasks.py
 MOD = 10          # the running value is kept modulo MOD
 TERMS = (1, 2, 3) # the digits steps are made of: small tables the tiny dLLM learns (100% one step at a time)
 FILLER = "abcd"   # harmless words: a free letter may follow each partial value; the grader ignores them
@@ -178,6 +182,8 @@ def _download_real(task, split):
 
 
 def real_problems(task, split="test", data=None, n=None):
+    if task in CODE_TASKS:
+        return code_problems(task, split, data, CACHE, Problem)[:n]
     if task == "math500" and split == "train" and not data:
         raise ValueError("MATH-500 has no train split to download; pass a local jsonl of MATH problems with --data")
     rows = read_jsonl(data or _download_real(task, split), task)[:n]
@@ -191,7 +197,7 @@ def check_task(task, data=None):
     if task not in TINY_TASKS + REAL_TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
     if data and task in TINY_TASKS:
-        raise ValueError(f"--data is for gsm8k / math500; the {task} task is generated, not read")
+        raise ValueError(f"--data is for {' / '.join(REAL_TASKS)}; the {task} task is generated, not read")
 
 
 def get_problems(task, n=None, seed=0, split="test", data=None):
@@ -376,18 +382,30 @@ def grade(task, problem, response):
         return grade_gsm8k(response, problem.gold)
     if task == "math500":
         return grade_math(response, problem.gold)
+    if task in CODE_TASKS:
+        return grade_code(problem, response)
     raise ValueError(f"unknown task {task!r}")
+
+
+def grade_many(task, problems, responses):
+    """[bool] for a batch of responses; code tasks run their programs in parallel on the machine's cores."""
+    if task in CODE_TASKS:
+        return grade_code_many(problems, responses)
+    return [grade(task, p, r) for p, r in zip(problems, responses)]
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description="print a few problems of a task")
     p.add_argument("--task", default="chain", help=f"one of {TINY_TASKS + REAL_TASKS}")
     p.add_argument("--n", type=int, default=3, help="how many")
-    p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500")
+    p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500 / humaneval / mbpp")
     a = p.parse_args()
     try:
         probs = get_problems(a.task, a.n, data=a.data)
     except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
     for pr in probs:
-        print(f"{pr.question!r} -> gold {pr.gold!r}  reference {pr.reference!r}")
+        if a.task in CODE_TASKS:
+            print(f"--- prompt\n{pr.question}\n--- prefill\n{pr.prefix}\n--- tests\n{pr.gold}")
+        else:
+            print(f"{pr.question!r} -> gold {pr.gold!r}  reference {pr.reference!r}")

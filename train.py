@@ -41,7 +41,7 @@ from actions import check_actions
 from grpo import advantages, collate, grpo_loss, join, old_expert_log_probs, rewards, step_log_prob  # noqa: F401 (tests use them via train)
 from policy import LearnedPolicy, PolicyConfig, parse_policy, read_checkpoint
 from sample import evaluate, prompts_of
-from tasks import REAL_TASKS, TINY_TASKS, check_task, get_problems, grade
+from tasks import REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many
 
 # Defaults that depend on the world: the paper's for real models, tuned ones for the tiny world.
 REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, steps=0, lr=3e-5, warmup=100,
@@ -298,8 +298,8 @@ def train(cfg: TrainConfig):
         alpha = cfg.alpha if lo is None else draw_alphas(torch.arange(first, first + per_rank), lo, hi, cfg.seed).repeat_interleave(G).to(dev)
         r = generate(dllm, policy, ids, am, L, BL, cfg.temperature, record=True, keys=keys, cache=cfg.cache,
                      alpha=None if lo is None else alpha)
-        correct = torch.tensor([grade(cfg.task, problems[i // G], dllm.decode(row.tolist()))
-                                for i, row in enumerate(r.tokens.cpu())], device=dev)
+        correct = torch.tensor(grade_many(cfg.task, [problems[i // G] for i in range(len(r.tokens))],
+                                          [dllm.decode(row.tolist()) for row in r.tokens.cpu()]), device=dev)
         R = rewards(correct, r.nfe, L, alpha, cfg.reward)
         batch = collate(r.steps)
         if expert:   # expert steering: E more rollouts per prompt, by the heuristic, recorded the same way
@@ -308,8 +308,8 @@ def train(cfg: TrainConfig):
             ealpha = alpha[::G].repeat_interleave(E) if lo is not None else None
             re = generate(dllm, expert, eids, eam, L, cfg.expert_block_length, cfg.temperature, record=True, keys=ekeys,
                           cache=cfg.cache if cfg.expert_block_length < L else "none", alpha=ealpha)
-            ecorrect = torch.tensor([grade(cfg.task, problems[i // E], dllm.decode(row.tolist()))
-                                     for i, row in enumerate(re.tokens.cpu())], device=dev)
+            ecorrect = torch.tensor(grade_many(cfg.task, [problems[i // E] for i in range(len(re.tokens))],
+                                               [dllm.decode(row.tolist()) for row in re.tokens.cpu()]), device=dev)
             eR = rewards(ecorrect, re.nfe, L, alpha if lo is None else ealpha, cfg.reward)
             Ag = advantages(torch.cat([R.view(-1, G), eR.view(-1, E)], 1).reshape(-1), G + E, cfg.std_adv).view(-1, G + E)
             A = torch.cat([Ag[:, :G].reshape(-1), Ag[:, G:].reshape(-1)])   # policy rollouts, then the expert's

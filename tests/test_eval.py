@@ -216,7 +216,7 @@ def test_bad_input_is_one_clear_error(tmp_path, args, msg):
 def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "SUITE", dict(ev.SUITE, model=tiny_path, other_model=tiny_path, L=16, alphas=(0, 3),
                                           additive_alpha=3, taus=(0.5, 1.0), steps=2, prompts=2, group=2, n=6,
-                                          cond_alphas=(0, 3, 10)))
+                                          cond_alphas=(0, 3, 10), betas=(0.5, 1, 2)))
     monkeypatch.setattr(ev, "SCHEDULED", dict(pc=("lam", [0.25]), eosdamp=("g", [0.4])))
     monkeypatch.setattr(ev, "ALL", ("topk", "threshold"))
     monkeypatch.setattr(ev, "GRIDS", dict(ev.GRIDS, threshold=[0.5, 0.9]))
@@ -229,12 +229,16 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     for name in ("semi-AR", "full diffusion", "length transfer, semi-AR", "length transfer, full", "model transfer, semi-AR",
                  "model transfer, full", "domain transfer, semi-AR", "domain transfer, full"):
         assert f"\n## {name}: " in md     # model == other model here: the model-transfer rows are shared, not rerun
-    assert md.count("\n- **") == 14 and "## Verdicts" in md and "## length transfer, full: " in md
-    assert all(w in md for w in ("held", "transferred", "Time, summed from the artifacts", "(the 7 training logs)",
+    assert md.count("\n- **") == 18 and "## Verdicts" in md and "## length transfer, full: " in md
+    assert all(w in md for w in ("held", "transferred", "Time, summed from the artifacts", "(the 11 training logs)",
                                  "end-of-text-aware heuristics", "mean NFE falls as alpha rises", "front area",
-                                 "learned alpha-conditioned, alpha=10 tau=1"))
+                                 "learned alpha-conditioned, alpha=10 tau=1", "Expert steering (threshold:0.9 at BL 8)",
+                                 "the alphas collapse", "DPLS ~ Bernoulli", "beta gives a smoother front than tau",
+                                 "alpha=3 tau=1 beta=2 (BL 8)", "alpha=3 tau=1 DPLS (BL 16)",
+                                 "alpha=0 tau=1 ES threshold:0.9 BL 8 (BL 16)"))
     ckpts = sorted(os.listdir(out))
-    runs = [f"bl{b}_a{a}" for b in (8, 16) for a in (0, 3)] + ["bl16_add3", "bl8_cond0-10", "bl16_cond0-10"]
+    runs = [f"bl{b}_a{a}" for b in (8, 16) for a in (0, 3)] + ["bl16_add3", "bl8_cond0-10", "bl16_cond0-10",
+                                                               "bl16_a0_es", "bl16_a3_es", "bl8_a3_dpls", "bl16_a3_dpls"]
     assert ckpts == sorted(f"policy_{r}.{e}" for r in runs for e in ("pt", "jsonl"))
     stamp = {f: os.path.getmtime(os.path.join(out, f)) for f in ckpts}
     ev.suite(results_dir=res, out_dir=out, plot=False, steps=2)      # a rerun trains nothing and adds no row
@@ -293,3 +297,43 @@ def test_conditioned_and_eos_aware_verdicts_by_hand():
     base = report.suite_verdicts(fake_suite_rows(), dict(ev.SUITE), logs)
     assert [l for l in lines if "alpha-conditioned" not in l and "end-of-text" not in l] == base
     assert report.front_area([(1, 50.0)], 32) == 50.0 and report.front_area([(32, 100.0)], 32) == 0.5
+
+
+def vrow(alpha, acc, nfe, setting, BL, kind, beta=None):
+    """A row of an appendix variant: expert-steered, DPLS, or the plain alpha policy read at a beta."""
+    r = lrow(alpha, acc, nfe, setting=setting, BL=BL)
+    if kind == "es":
+        r["policy"] = f"es_a{alpha}.pt:tau=1.0"
+        r["trained"].update(expert="threshold:0.9", expert_block_length=8)
+    if kind == "dpls":
+        r["policy"] = f"dpls_a{alpha}.pt:tau=1.0"
+        r["trained"]["actions"] = "dpls"
+    if kind == "beta":
+        r["policy"] += f":beta={beta:g}"
+    return r
+
+
+def test_variant_verdicts_by_hand():
+    by = fake_suite_rows()   # full diffusion without ES: alpha 0 80 @ 16, 3 75 @ 8, 10 40 @ 4 (NFE spread 12)
+    F, S = "full diffusion", "semi-AR"
+    by[F] += [vrow(a, acc, nfe, F, 32, "es") for a, acc, nfe in ((0, 90, 9), (3, 89, 8.5), (10, 88, 8))]
+    by[F] += [vrow(3, 74, 8.4, F, 32, "dpls")]
+    by[S] += [vrow(3, 70, 8, S, 8, "dpls")]                        # semi: Bernoulli 85 @ 8, DPLS 15 points lower
+    by[F] += [vrow(3, acc, nfe, F, 32, "beta", b) for b, acc, nfe in ((0.5, 80, 12), (1, 75, 8), (2, 70, 5))]
+    by[S] += [vrow(3, acc, nfe, S, 8, "beta", b) for b, acc, nfe in ((0.5, 88, 10), (1, 85, 8), (2, 80, 6))]
+    logs = {"policy_bl8_a3.pt": (8, 3, "mult", [dict(step=1, reward=0.1, nfe=9.0)] * 20)}
+    lines = report.suite_verdicts(by, dict(ev.SUITE), logs)
+    v = {l.split(":")[0].strip("- *"): l for l in lines}
+    es = next(l for k, l in v.items() if k.startswith("Expert steering"))
+    assert ": held." in es and "0: 90.0% @ 9.00 vs 80.0% @ 16.00" in es and "alpha 3 +14.0" in es and "(mean +14.0)" in es
+    collapse = v["With expert steering the alphas collapse onto one policy (the NFE spread over alpha less than half of that without ES)"]
+    assert ": held." in collapse and "with ES 1.00 (9.00, 8.50, 8.00), without 12.00" in collapse
+    dpls = next(l for k, l in v.items() if k.startswith("DPLS"))
+    assert "mixed or not measurable" in dpls and "full, alpha 3: DPLS 74.0% @ 8.40 NFE, Bernoulli 75.0% @ 8.00" in dpls
+    beta = next(l for k, l in v.items() if k.startswith("beta gives"))
+    # tau in semi-AR: 84 @ 8.5, 85 @ 8, 87 @ 7.5 - span x1.13, the fastest most accurate (2 dominated); beta: x1.67, none
+    assert ": held." in beta and "beta 0.5/1/2: NFE span x1.67, monotone, 0 of 3 points dominated" in beta
+    assert "tau 0.5/1/2: NFE span x1.13, monotone, 2 of 3 points dominated" in beta
+    # the paper's verdicts never see a variant: the same lines as without them
+    base = report.suite_verdicts(fake_suite_rows(), dict(ev.SUITE), logs)
+    assert [l for l in lines if l in base] == base and len(lines) == len(base) + 4

@@ -62,6 +62,11 @@ def test_grpo_loss_by_hand_and_chunking():
     assert grads[0].abs().sum() > 0
 
 
+def grade_by(monkeypatch, fn):
+    """Grade train.py's rollouts by fn(task, problem, text) instead of the task's grader."""
+    monkeypatch.setattr(train, "grade_many", lambda task, ps, texts: [fn(task, p, t) for p, t in zip(ps, texts)])
+
+
 def capture_init(monkeypatch):
     """The policy weights train() starts from (its init follows the seed and the dLLM load)."""
     inits, orig = [], train.LearnedPolicy
@@ -88,7 +93,7 @@ def cfg(tiny_path, out, **kw):
 def test_full_loop_changes_policy_and_writes_checkpoint(tiny_path, tmp_path, monkeypatch):
     # a 60-step dLLM is rarely right, so grade by a fixed rule that varies across rollouts: the groups then
     # always carry advantage, and rollout -> reward -> loss -> optimizer step must move the policy
-    monkeypatch.setattr(train, "grade", lambda task, p, text: len(text) % 2 == 0)
+    grade_by(monkeypatch, lambda task, p, text: len(text) % 2 == 0)
     inits = capture_init(monkeypatch)
     pol, m = train.train(cfg(tiny_path, tmp_path / "ck.pt", steps=2))
     assert moved(inits, pol)
@@ -103,7 +108,7 @@ def test_full_loop_changes_policy_and_writes_checkpoint(tiny_path, tmp_path, mon
 def test_learns_known_optimum(tiny_path, tmp_path, monkeypatch):
     # every answer graded correct, alpha = 1: the optimum is to unmask all 8 positions in one step.
     # Started at unmask probability 0.5 (init bias 0) the NFE varies (about 4), so groups carry signal.
-    monkeypatch.setattr(train, "grade", lambda *a: True)
+    grade_by(monkeypatch, lambda *a: True)
     pol, _ = train.train(cfg(tiny_path, tmp_path / "easy.pt", steps=15, alpha=1.0, lr=1e-2, gen_length=8,
                              block_length=8, save_every=100, init_bias=0.0))
     assert torch.load(tmp_path / "easy.pt", weights_only=True)["policy_config"]["init_bias"] == 0.0
@@ -118,18 +123,18 @@ def test_resume_reproduces_uninterrupted_run(tiny_path, tmp_path, monkeypatch):
     full, _ = train.train(cfg(tiny_path, tmp_path / "a.pt", steps=4, reward="additive", alpha=1.0))
     assert moved(inits, full)
     calls = {"n": 0}
-    real_grade = train.grade
+    real_grade = train.grade_many
 
-    def crash_in_step_3(*a):
+    def crash_in_step_3(task, problems, texts):
         calls["n"] += 1
-        if calls["n"] > 2 * 16:             # 16 rollouts per step: die during step 3
+        if calls["n"] > 2:                  # one batch of 16 rollouts per step: die during step 3
             raise KeyboardInterrupt
-        return real_grade(*a)
-    monkeypatch.setattr(train, "grade", crash_in_step_3)
+        return real_grade(task, problems, texts)
+    monkeypatch.setattr(train, "grade_many", crash_in_step_3)
     with pytest.raises(KeyboardInterrupt):
         train.train(cfg(tiny_path, tmp_path / "b.pt", steps=4, reward="additive", alpha=1.0))
     assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 2
-    monkeypatch.setattr(train, "grade", real_grade)
+    monkeypatch.setattr(train, "grade_many", real_grade)
     resumed, _ = train.train(cfg(tiny_path, tmp_path / "b.pt", steps=4, reward="additive", alpha=1.0, resume=True))
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
@@ -177,7 +182,7 @@ def test_alpha_range_trains_one_conditioned_policy(tiny_path, tmp_path, monkeypa
     out = str(tmp_path / "cond.pt")
     seen, real = [], train.rewards
     monkeypatch.setattr(train, "rewards", lambda c, n, L, a, k: (seen.append(a), real(c, n, L, a, k))[1])
-    monkeypatch.setattr(train, "grade", lambda *a: True)      # every answer right: the reward is the NFE's, per alpha
+    grade_by(monkeypatch, lambda *a: True)      # every answer right: the reward is the NFE's, per alpha
     policy, _ = train.train(cfg(tiny_path, out, steps=4, alpha_range="0,10", init_bias=0.0, group_size=2))
     a = seen[0]
     assert a.shape == (8,) and torch.equal(a[0::2], a[1::2]) and len(set(a.tolist())) > 1   # one alpha per group
@@ -237,7 +242,7 @@ def test_expert_steering_loop(tiny_path, tmp_path, monkeypatch):
     """--expert: one extra rollout per group by the heuristic, advantages over G + E, expert metrics logged."""
     seen, real = [], train.advantages
     monkeypatch.setattr(train, "advantages", lambda r, G, std=False: (seen.append((r.clone(), G)), real(r, G, std))[1])
-    monkeypatch.setattr(train, "grade", lambda task, p, text: len(text) % 2 == 0)
+    grade_by(monkeypatch, lambda task, p, text: len(text) % 2 == 0)
     inits = capture_init(monkeypatch)
     pol, m = train.train(cfg(tiny_path, tmp_path / "es.pt", steps=2, expert="threshold:0.9", expert_block_length=4))
     assert moved(inits, pol) and seen[0][1] == 5 and seen[0][0].shape == (4 * 5,)   # 4 prompts x (G = 4 + E = 1)
@@ -261,7 +266,7 @@ def test_dpls_loop_records_orders_and_is_on_policy(tiny_path, tmp_path, monkeypa
                 ratios.append(torch.exp(train.step_log_prob(net, batch, slice(None), kw["actions"])[1] - batch["logp_old"]))
         return real(net, batch, adv, n, eps, **kw)
     monkeypatch.setattr(train, "grpo_loss", spy)
-    monkeypatch.setattr(train, "grade", lambda task, p, text: len(text) % 2 == 0)
+    grade_by(monkeypatch, lambda task, p, text: len(text) % 2 == 0)
     out = str(tmp_path / "dpls.pt")
     train.train(cfg(tiny_path, out, steps=2, actions="dpls"))
     torch.testing.assert_close(ratios[0], torch.ones_like(ratios[0]), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,146 @@
+"""Code tasks (codetasks.py): the official HumanEval / MBPP layouts, prompts, code extraction, and a grader that no
+program - wrong, broken, looping, allocating, forking, shelling out, exiting early - can take down."""
+import json
+import time
+
+import pytest
+
+import codetasks
+from codetasks import extract_code, run_program
+from tasks import get_problems, grade, grade_many
+
+ADD = 'def add(a, b):\n    """Return a + b.\n    >>> add(2, 3)\n    5\n    """\n'
+HUMANEVAL = [
+    dict(task_id="HumanEval/0", prompt=ADD, canonical_solution="    return a + b\n", entry_point="add",
+         test="\n\nMETADATA = {}\n\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"),
+    dict(task_id="HumanEval/1", prompt="def double(x):\n    \"\"\"Twice x.\"\"\"\n", canonical_solution="    return 2 * x\n",
+         entry_point="double", test="def check(candidate):\n    assert candidate(4) == 8\n"),
+]
+
+
+def mbpp_row(i, text, code, tests, setup=""):
+    return dict(task_id=i, text=text, code=code, test_list=tests, test_setup_code=setup, challenge_test_list=[])
+
+
+MBPP = [mbpp_row(2, "Write a function to find the shared elements of two lists.", "def similar_elements(a, b):\n    return tuple(set(a) & set(b))",
+                 ["assert set(similar_elements((3, 4), (4, 5))) == {4}"]),
+        mbpp_row(3, "Write a function to identify non-prime numbers.", "def is_not_prime(n):\n    return n < 2 or any(n % d == 0 for d in range(2, n))",
+                 ["assert is_not_prime(2) == False", "assert is_not_prime(10) == True"]),
+        mbpp_row(4, "Write a function to find the n largest integers.", "def heap_queue_largest(xs, n):\n    return sorted(xs)[::-1][:n]",
+                 ["assert heap_queue_largest([1, 5, 3], 2) == [5, 3]"]),
+        mbpp_row(11, "Write a function to square a number.", "def square(x):\n    return x * x",
+                 ["assert square(3) == 9", "assert square(-2) == OFFSET + 4"], setup="OFFSET = 0"),
+        mbpp_row(12, "Write a function to negate a number.", "def neg(x):\n    return -x", ["assert neg(3) == -3"]),
+        mbpp_row(700, "Write a function to add one.", "def inc(x):\n    return x + 1", ["assert inc(1) == 2"])]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def humaneval(tmp_path):
+    return get_problems("humaneval", data=write_jsonl(tmp_path / "HumanEval.jsonl", HUMANEVAL))
+
+
+@pytest.fixture
+def mbpp(tmp_path):
+    return get_problems("mbpp", data=write_jsonl(tmp_path / "mbpp.jsonl", MBPP))
+
+
+def test_humaneval_prompt_and_grading(humaneval):
+    p = humaneval[0]
+    assert p.question.startswith(codetasks.HUMANEVAL_INSTRUCTION + "\n```python\n" + ADD) and p.system == ""
+    assert p.prefix == "Here is the completed function:\n```python\n" + ADD and p.gold.endswith("check(add)\n")
+    right, wrong = "    return a + b\n```\nDone.", "    return a - b\n```"
+    assert grade("humaneval", p, right) and not grade("humaneval", p, wrong)
+    assert grade("humaneval", p, "    return a + b\n")                 # a fence never closed runs to the end
+    assert not grade("humaneval", p, "    return a +\n```")             # syntax error
+    assert grade_many("humaneval", [p, p, humaneval[1]], [right, wrong, "    return 2 * x\n```"]) == [True, False, True]
+
+
+def test_mbpp_three_shot_prompt_and_splits(mbpp, tmp_path):
+    assert [p.reference.split("(")[0] for p in mbpp] == ["def square", "def neg"]      # the test split: ids 11-510
+    q = mbpp[0].question
+    assert q.count("You are an expert Python programmer") == 4 and q.count("```python\n") == 3   # 3 shots + the task
+    assert q.index("similar_elements") < q.index("is_not_prime") < q.index("heap_queue") < q.index("square a number")
+    assert mbpp[0].prefix == "```python\n" and mbpp[0].gold.startswith("OFFSET = 0\n")
+    assert grade("mbpp", mbpp[0], "def square(x):\n    return x ** 2\n```") and not grade("mbpp", mbpp[0], "def square(x):\n    return x\n```")
+    assert [p.reference for p in get_problems("mbpp", split="train", data=str(tmp_path / "mbpp.jsonl"))] == [MBPP[-1]["code"]]
+    with pytest.raises(ValueError, match="needs task_ids \\(2, 3, 4\\)"):
+        get_problems("mbpp", data=write_jsonl(tmp_path / "no_shots.jsonl", MBPP[3:]))
+    with pytest.raises(ValueError, match="HumanEval has only a test split"):
+        get_problems("humaneval", split="train", data=str(tmp_path / "no_shots.jsonl"))
+
+
+def test_bad_code_data_files(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"task_id": 1}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: a humaneval row needs the keys"):
+        get_problems("humaneval", data=str(tmp_path / "bad.jsonl"))
+    (tmp_path / "bad2.jsonl").write_text(json.dumps(mbpp_row(2, "t", "c", "assert 1")) + "\n")
+    with pytest.raises(ValueError, match="'test_list' must be a list of strings"):
+        get_problems("mbpp", data=str(tmp_path / "bad2.jsonl"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        get_problems("mbpp", data=str(tmp_path / "none.jsonl"))
+
+
+def test_extract_code():
+    assert extract_code("Sure:\n```python\nx = 1\n```\nand\n```python\ny = 2\n```") == "x = 1\n"
+    assert extract_code("```\nz = 3\n```") == "z = 3\n"
+    assert extract_code("w = 4") == "w = 4"
+
+
+@pytest.mark.parametrize("code,status", [
+    ("assert 1 + 1 == 2", "passed"),
+    ("assert 1 + 1 == 3", "failed"),
+    ("def f(:\n    pass", "failed"),                                         # syntax error
+    ("import sys\nsys.exit(0)\nassert False", "failed"),                     # exits 0 before its tests: not a pass
+    ("import os\nos._exit(0)", "failed"),
+    ("raise SystemExit(3)", "failed"),
+    ("x = bytearray(8 * 2 ** 30)", "failed"),                               # 8 GiB: over the memory limit
+    ("x = [0] * (2 ** 33)", "failed"),
+    ("import os\nos.system('touch /tmp/dllm_unmask_pwned')", "failed"),   # shelling out is refused
+    ("import subprocess\nsubprocess.run(['true'])", "failed"),
+    ("import os\nwhile True:\n    os.fork()", "failed"),                     # a fork bomb never starts
+    ("import socket\nsocket.socket()", "failed"),
+    ("while True:\n    pass", "timeout"),
+    ("import time\ntime.sleep(100)", "timeout"),
+    ("while True:\n    print('x' * 10000)", "failed"),                       # output is bounded (16 MiB), then killed
+])
+def test_sandbox_cases(code, status):
+    t0 = time.time()
+    ok, got = run_program(code, timeout=2.0)
+    assert got == status and ok == (status == "passed"), (code, got)
+    assert time.time() - t0 < 15                                             # within the limits, never hung
+
+
+def test_sandbox_touches_nothing_outside(tmp_path):
+    import os
+    assert not os.path.exists("/tmp/dllm_unmask_pwned")
+    ok, _ = run_program(f"open('{tmp_path}/escape.txt', 'w').write('x')\nassert open('local.txt', 'w').write('y') == 1")
+    assert ok   # files may be written (bounded), the working directory is a fresh temporary one ...
+    ok, _ = run_program("import os\nassert os.getcwd() != {!r}\n"
+                        "assert set(os.environ) <= {{'HOME', 'LANG', 'LC_CTYPE', 'PATH', 'PYTHONHASHSEED', 'TMPDIR'}}, "
+                        "os.environ".format(os.getcwd()))
+    assert ok   # ... and nothing of the grader's environment is inherited
+
+
+def test_parallel_grading_uses_the_cores(humaneval):
+    """Four programs that sleep 1.5 s each, graded on 4 workers, take about 1.5 s, not 6 (a behaviour check with a
+    generous bound, not a benchmark)."""
+    p = humaneval[1]
+    slow = "    import time\n    time.sleep(1.5)\n    return 2 * x\n```"
+    t0 = time.time()
+    assert codetasks.grade_code_many([p] * 4, [slow] * 4, workers=4) == [True] * 4
+    assert time.time() - t0 < 5.0
+
+
+def test_sample_runs_humaneval_end_to_end(llada_dir, tmp_path):
+    """python sample.py --model <fixture> --task humaneval --data ...: a random model writes no working code, and the
+    command runs, grades and reports."""
+    import sample
+    data = write_jsonl(tmp_path / "HumanEval.jsonl", HUMANEVAL)
+    rows = sample.main(["--model", llada_dir, "--task", "humaneval", "--data", data, "--policies", "threshold:0.9",
+                        "--gen-length", "16", "--block-length", "8", "--n", "2"])
+    assert rows[0]["n"] == 2 and rows[0]["accuracy"] == 0.0 and rows[0]["mean_nfe"] >= 2
