@@ -20,6 +20,7 @@ split (task_ids 2, 3, 4, as the MBPP paper), each shot's code in a python fence,
 fence's opening. The code graded is the first python fence of prefill + generation, else the whole text.
 
     python tasks.py --task humaneval --n 2 --data HumanEval.jsonl       # print prompts and the test programs
+    python codetasks.py                 # check the grader on this machine: each hazard below, and its throughput
 """
 import gzip
 import json
@@ -29,6 +30,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -227,3 +229,35 @@ def grade_code_many(problems, responses, workers=None, timeout=TIMEOUT_S):
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda pr: grade_code(*pr, timeout=timeout), zip(problems, responses)))
+
+
+# What the grader must survive, with the status it must give (tests/test_code.py runs these and more).
+HAZARDS = [("a right program", "assert 1 + 1 == 2", "passed"),
+           ("a wrong one", "assert 1 + 1 == 3", "failed"),
+           ("a syntax error", "def f(:\n    pass", "failed"),
+           ("sys.exit(0) before its tests", "import sys\nsys.exit(0)\nassert False", "failed"),
+           ("8 GiB allocated", "x = bytearray(8 * 2 ** 30)", "failed"),
+           ("os.system", "import os\nos.system('echo hi')", "failed"),
+           ("a fork bomb", "import os\nwhile True:\n    os.fork()", "failed"),
+           ("a socket", "import socket\nsocket.socket()", "failed"),
+           ("unbounded output", "while True:\n    print('x' * 10000)", "failed"),
+           ("an infinite loop", "while True:\n    pass", "timeout")]
+
+
+def self_check(n=164, timeout=2.0):
+    """Run every hazard (with a short time limit), then n right programs in parallel; print what happened."""
+    ok = True
+    for what, code, want in HAZARDS:
+        t = time.time()
+        got = run_program(code, timeout)[1]
+        ok &= got == want
+        print(f"{what:30s} {got:8s} (expected {want}) {time.time() - t:5.2f} s")
+    t = time.time()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        passed = sum(ok for ok, _ in pool.map(lambda i: run_program(f"assert sum(range({i})) == {i * (i - 1) // 2}"), range(n)))
+    print(f"{n} right programs on {os.cpu_count()} cores: {passed} passed in {time.time() - t:.1f} s")
+    return ok and passed == n
+
+
+if __name__ == "__main__":
+    sys.exit(0 if self_check() else 1)

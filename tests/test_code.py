@@ -144,3 +144,10 @@ def test_sample_runs_humaneval_end_to_end(llada_dir, tmp_path):
     rows = sample.main(["--model", llada_dir, "--task", "humaneval", "--data", data, "--policies", "threshold:0.9",
                         "--gen-length", "16", "--block-length", "8", "--n", "2"])
     assert rows[0]["n"] == 2 and rows[0]["accuracy"] == 0.0 and rows[0]["mean_nfe"] >= 2
+
+
+def test_self_check_command(capsys):
+    """python codetasks.py: every hazard gets its expected status, and right programs pass in parallel."""
+    assert codetasks.self_check(n=8)
+    out = capsys.readouterr().out
+    assert out.count("(expected") == len(codetasks.HAZARDS) and "8 right programs on" in out and "8 passed" in out
