@@ -151,3 +151,16 @@ def test_self_check_command(capsys):
     assert codetasks.self_check(n=8)
     out = capsys.readouterr().out
     assert out.count("(expected") == len(codetasks.HAZARDS) and "8 right programs on" in out and "8 passed" in out
+
+
+def test_train_on_mbpp_with_an_expert_and_dpls_on_a_real_layout(llada_dir, tmp_path):
+    """The real-model path of the appendices: GRPO on the LLaDA-layout fixture with MBPP's train split (programs graded
+    in the sandbox as rewards), with expert steering, and with DPLS actions."""
+    import train
+    data = write_jsonl(tmp_path / "mbpp.jsonl", MBPP)
+    base = dict(model=llada_dir, task="mbpp", data=data, gen_length=8, block_length=4, prompts_per_step=1,
+                group_size=2, steps=1, eval_every=0, batch_size=4)
+    _, m = train.train(train.TrainConfig(out=str(tmp_path / "es.pt"), expert="threshold:0.9", **base))
+    assert m["accuracy"] == 0.0 and "expert_nfe" in m and 1 <= m["nfe"] <= 8      # a random model writes no working code
+    _, m = train.train(train.TrainConfig(out=str(tmp_path / "dpls.pt"), actions="dpls", **base))
+    assert 1 <= m["nfe"] <= 8
