@@ -4,8 +4,9 @@ Benchmarks: evaluate a set of policies over a set of settings (dLLM, task, L, BL
 atomically after every row, so an interrupted run loses at most the row in progress.
 `--suite tiny` is the paper's experiments in the tiny world in one command: it pretrains the tiny dLLMs if
 missing, trains the policies it needs with train.py, evaluates every setting (semi-AR, full diffusion, length,
-model and domain transfer, the alpha and tau sweeps, the additive-reward ablation) and writes results/tiny.json
-and the report results/tiny.md (report.py: tables and one verdict per paper claim).
+model and domain transfer, the alpha and tau sweeps, the additive-reward ablation, and the appendices' expert
+steering, DPLS actions and beta sweep) and writes results/tiny.json and the report results/tiny.md (report.py:
+tables; verdicts.py: one verdict per paper claim).
 
     python eval.py --suite tiny --plot                 # everything; results/tiny.{json,md,png} (README: its measured time)
     python eval.py --model tiny --task chain --gen-length 32 --block-lengths 8,32 --sweep all \
@@ -222,8 +223,8 @@ SUITE = dict(task="chain", ood_task="sub", model="tiny", other_model="tiny-b", L
              semi_init_bias=0.0,
              # paper App. F: expert steering in full diffusion, one ES policy per alpha (does the alpha spread collapse?)
              expert="threshold:0.9", expert_bl=8,
-             # paper App. E: a DPLS policy at this alpha in both modes; Fig. 6: that alpha's policy over a beta grid
-             dpls_alpha=3, betas=(0.25, 0.5, 1, 2, 4))
+             # paper App. E: a DPLS policy at this alpha in both modes; Fig. 6: the plain policy of this alpha over a beta grid
+             variant_alpha=3, betas=(0.25, 0.5, 1, 2, 4))
 
 
 def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"], alpha_range=None, expert=None,
@@ -261,7 +262,7 @@ def suite_settings(pols, conds, variants=None):
     variants = variants or {}
     cond = lambda BL: learned_specs([conds[BL]], [1.0], c["cond_alphas"])
     var = lambda BL: learned_specs([variants[k] for k in sorted(variants) if k[0] == BL], [1.0])
-    betas = lambda BL: learned_specs([pols[(BL, c["dpls_alpha"], "mult")]], [1.0], betas=c["betas"]) if variants else []
+    betas = lambda BL: learned_specs([pols[(BL, c["variant_alpha"], "mult")]], [1.0], betas=c["betas"]) if variants else []
     tau1 = lambda BL, rewards=("mult",): learned_specs([pols[k] for k in sorted(pols) if k[0] == BL and k[2] in rewards], [1.0])
     taus = lambda BL: learned_specs([pols[(BL, 3, "mult")]], [t for t in c["taus"] if t != 1.0])
     return [
@@ -308,7 +309,7 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
     variants = {(SUITE["L"], a, "es"): suite_policy(out_dir, SUITE["L"], a, steps=steps, expert=SUITE["expert"])
                 for a in SUITE["alphas"]}
     for BL in (SUITE["semi_bl"], SUITE["L"]):
-        variants[(BL, SUITE["dpls_alpha"], "dpls")] = suite_policy(out_dir, BL, SUITE["dpls_alpha"], steps=steps, actions="dpls")
+        variants[(BL, SUITE["variant_alpha"], "dpls")] = suite_policy(out_dir, BL, SUITE["variant_alpha"], steps=steps, actions="dpls")
     path = os.path.join(results_dir, "tiny.json")
     settings = suite_settings(pols, conds, variants)
     rows = run(path, settings, n=SUITE["n"])

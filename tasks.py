@@ -3,7 +3,8 @@ Tasks: problems, prompts and graders. One grader per task serves both the GRPO r
 
 Real tasks (the paper's protocol): GSM8K (train/test) and MATH-500, zero-shot, with the
 "<reasoning>...</reasoning><answer>...</answer>" instruction. Downloaded on first use into a cache
-directory, or read from a local jsonl with `--data`.
+directory, or read from a local jsonl with `--data`. The code tasks (HumanEval, MBPP: the paper's out-of-domain
+experiment) and their sandboxed grader live in codetasks.py; `grade_many` grades a batch, code in parallel.
 
 Synthetic tasks for the tiny world, generated from a seed:
   chain (in-domain)  prompt "7+2~3+1:"  ->  "7+2=9a~3=4c+1=5b#5" then end-of-text padding.
@@ -40,7 +41,7 @@ class Problem:
     gold: str           # what the grader compares against
     reference: str = "" # one valid answer (tiny tasks: used as pretraining target)
     system: str = None  # system prompt (None: the math one, SYSTEM_PROMPT; "": none)
-    prefix: str = None  # the answer's prefilled start (None: ANSWER_PREFIX); graded with the generation
+    prefix: str = None  # the answer's prefilled start (None: ANSWER_PREFIX); code tasks grade prefill + generation
 
 
 TINY_TASKS = ("chain", "sub")

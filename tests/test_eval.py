@@ -13,6 +13,7 @@ from conftest import ROOT
 
 import eval as ev
 import report
+import verdicts
 from policy import parse_policy
 
 
@@ -101,10 +102,10 @@ def lrow(alpha, acc, nfe, tau=1.0, reward="mult", setting="s", BL=8):
 
 def test_matched_nfe_rule_by_hand():
     heur = [hrow("topk:steps=4", 30.0, 4.0), hrow("threshold:0.9", 90.0, 6.0), hrow("topk:steps=8", 95.0, 8.0)]
-    assert report.best_at(heur, 5.0) == 30.0            # 6.0 > 1.1 * 5
-    assert report.best_at(heur, 5.5) == 90.0            # 6.0 <= 6.05
-    assert report.best_at(heur, 3.0) is None            # every heuristic is slower
-    (r, b, g), = report.gaps(heur + [lrow(3, 70.0, 5.5)])
+    assert verdicts.best_at(heur, 5.0) == 30.0            # 6.0 > 1.1 * 5
+    assert verdicts.best_at(heur, 5.5) == 90.0            # 6.0 <= 6.05
+    assert verdicts.best_at(heur, 3.0) is None            # every heuristic is slower
+    (r, b, g), = verdicts.gaps(heur + [lrow(3, 70.0, 5.5)])
     assert b == 90.0 and g == -20.0
     md = report.markdown_table(heur + [lrow(3, 70.0, 5.5)])
     assert "| **learned alpha=3 tau=1 (BL 8)** | 70.0 | 5.50 |" in md and "| -20.0 |" in md
@@ -126,7 +127,7 @@ def fake_suite_rows():
             name = f"{prefix}, {mode}"
             by[name] = front(name, (50, 90) if mode == "semi-AR" else (20, 60))
             by[name] += [dict(r, accuracy=r["accuracy"] + shift, setting=name) for r in by[home]
-                         if report.is_learned(r) and r["policy"].endswith("tau=1.0") and r["trained"]["reward"] == "mult"]
+                         if verdicts.is_learned(r) and r["policy"].endswith("tau=1.0") and r["trained"]["reward"] == "mult"]
     return by
 
 
@@ -136,7 +137,7 @@ def test_suite_verdicts_by_hand():
         [dict(step=10 + i, reward=r1, nfe=n1) for i in range(10)]
     logs = {"policy_bl8_a3.pt": (8, 3, "mult", log(0.1, 0.5, 20, 6)),
             "policy_bl8_a0.pt": (8, 0, "mult", log(0.5, 0.6, 20, 21))}
-    lines = report.suite_verdicts(fake_suite_rows(), cfg, logs)
+    lines = verdicts.suite_verdicts(fake_suite_rows(), cfg, logs)
     v = {l.split(":")[0].strip("- *"): l for l in lines}
     degrade = "Heuristics degrade with larger blocks (full diffusion below semi-AR at equal NFE)"
     semi = "The policy matches the best heuristic in semi-AR (within 2 points at matched NFE)"
@@ -283,7 +284,7 @@ def test_conditioned_and_eos_aware_verdicts_by_hand():
                              hrow("eosdamp:g=0.4:steps=16", 35.0, 16.0, "full diffusion")]
     log = [dict(step=1, reward=0.1, nfe=9.0, rollout_s=30.0, update_s=30.0)]
     logs = {"policy_bl8_a3.pt": (8, 3, "mult", log), "policy_bl8_a0.pt": (8, 0, "mult", log)}
-    lines = report.suite_verdicts(by, dict(ev.SUITE), logs, {8: log})
+    lines = verdicts.suite_verdicts(by, dict(ev.SUITE), logs, {8: log})
     v = {l.split(":")[0].strip("- *"): l for l in lines}
     mono = v["One alpha-conditioned policy"]
     assert "did not hold" in mono and "semi-AR: NFE at alpha 0: 16.00, 3: 8.00, 10: 4.50 (0 violations)" in mono
@@ -294,9 +295,9 @@ def test_conditioned_and_eos_aware_verdicts_by_hand():
     eos = v["The learned policy beats the end-of-text-aware heuristics in full diffusion (PC-Sampler, EOS damping; at matched NFE somewhere on its front)"]
     assert ": held." in eos and "alpha=3 tau=0.5 (BL 32): 76.0% @ 9.00 NFE vs best heuristic 30.0% (gap +46.0)" in eos
     # the per-alpha verdicts do not see the conditioned rows: the same lines as without them
-    base = report.suite_verdicts(fake_suite_rows(), dict(ev.SUITE), logs)
+    base = verdicts.suite_verdicts(fake_suite_rows(), dict(ev.SUITE), logs)
     assert [l for l in lines if "alpha-conditioned" not in l and "end-of-text" not in l] == base
-    assert report.front_area([(1, 50.0)], 32) == 50.0 and report.front_area([(32, 100.0)], 32) == 0.5
+    assert verdicts.front_area([(1, 50.0)], 32) == 50.0 and verdicts.front_area([(32, 100.0)], 32) == 0.5
 
 
 def vrow(alpha, acc, nfe, setting, BL, kind, beta=None):
@@ -322,7 +323,7 @@ def test_variant_verdicts_by_hand():
     by[F] += [vrow(3, acc, nfe, F, 32, "beta", b) for b, acc, nfe in ((0.5, 80, 12), (1, 75, 8), (2, 70, 5))]
     by[S] += [vrow(3, acc, nfe, S, 8, "beta", b) for b, acc, nfe in ((0.5, 88, 10), (1, 85, 8), (2, 80, 6))]
     logs = {"policy_bl8_a3.pt": (8, 3, "mult", [dict(step=1, reward=0.1, nfe=9.0)] * 20)}
-    lines = report.suite_verdicts(by, dict(ev.SUITE), logs)
+    lines = verdicts.suite_verdicts(by, dict(ev.SUITE), logs)
     v = {l.split(":")[0].strip("- *"): l for l in lines}
     es = next(l for k, l in v.items() if k.startswith("Expert steering"))
     assert ": held." in es and "0: 90.0% @ 9.00 vs 80.0% @ 16.00" in es and "alpha 3 +14.0" in es and "(mean +14.0)" in es
@@ -335,5 +336,5 @@ def test_variant_verdicts_by_hand():
     assert ": held." in beta and "beta 0.5/1/2: NFE span x1.67, monotone, 0 of 3 points dominated" in beta
     assert "tau 0.5/1/2: NFE span x1.13, monotone, 2 of 3 points dominated" in beta
     # the paper's verdicts never see a variant: the same lines as without them
-    base = report.suite_verdicts(fake_suite_rows(), dict(ev.SUITE), logs)
+    base = verdicts.suite_verdicts(fake_suite_rows(), dict(ev.SUITE), logs)
     assert [l for l in lines if l in base] == base and len(lines) == len(base) + 4

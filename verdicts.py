@@ -1,0 +1,338 @@
+"""
+The rule every comparison uses, and one verdict per claim of the paper: what a learned policy's row is (its alpha,
+tau, beta, variant), the matched-NFE rule, and the verdicts the suite's report prints. Kept apart from report.py
+(tables and pictures) because this is the part a reader argues with: each threshold is here, in one place.
+
+Matched NFE: a policy at mean NFE x is compared with the best heuristic accuracy among heuristic rows of the same
+setting whose mean NFE is at most 1.1 x ("read off the sweep"). The gap is the policy's accuracy minus that.
+"""
+
+SLACK = 1.1          # a heuristic within 10% more NFE counts as matched
+BUDGETS = (4, 6, 8, 12, 16, 32)
+
+
+def is_learned(r):
+    return "trained" in r
+
+
+def option(r, key, default=None):
+    """An option of a learned row's spec ('ckpt.pt:tau=1.0:alpha=3' -> tau 1.0, alpha 3.0)."""
+    for part in r["policy"].split(":")[1:]:
+        k, _, v = part.partition("=")
+        if k == key:
+            return float(v)
+    return default
+
+
+def tau_of(r):
+    """The policy temperature of a learned row (its spec has ':tau=T')."""
+    return option(r, "tau", 1.0)
+
+
+def is_cond(r):
+    """A row of the alpha-conditioned policy (train.py --alpha-range), read at the alpha of its spec."""
+    return is_learned(r) and bool(r["trained"].get("alpha_range"))
+
+
+def variant(r):
+    """'es', 'dpls' or 'beta' for a learned row of the appendices' variants (expert steering, Plackett-Luce actions,
+    a test-time beta), None for the paper's main kind of policy (and for heuristics)."""
+    if not is_learned(r):
+        return None
+    if r["trained"].get("expert"):
+        return "es"
+    if r["trained"].get("actions", "bernoulli") != "bernoulli":
+        return r["trained"]["actions"]
+    return "beta" if option(r, "beta") is not None else None
+
+
+def plain(r):
+    """A learned row of the paper's main kind: one policy per alpha, Bernoulli actions, no beta, no expert."""
+    return is_learned(r) and not is_cond(r) and variant(r) is None
+
+
+def family(r):
+    return "learned" if is_learned(r) else r["policy"].split(":")[0]
+
+
+def best_at(heuristics, nfe, slack=SLACK):
+    """Best heuristic accuracy at matched NFE (<= slack * nfe), or None if every heuristic is slower."""
+    acc = [r["accuracy"] for r in heuristics if r["mean_nfe"] <= slack * nfe]
+    return max(acc) if acc else None
+
+
+def gaps(rows):
+    """(policy row, best heuristic at matched NFE, gap) for each learned row of one setting."""
+    heur = [r for r in rows if not is_learned(r)]
+    out = []
+    for r in rows:
+        if is_learned(r):
+            b = best_at(heur, r["mean_nfe"])
+            out.append((r, b, None if b is None else r["accuracy"] - b))
+    return out
+
+
+def label(r):
+    if not is_learned(r):
+        return r["policy"]
+    t = r["trained"]
+    if is_cond(r):
+        return f"learned alpha-conditioned, alpha={option(r, 'alpha'):g} tau={tau_of(r):g} (BL {t['block_length']})"
+    kind = variant(r)
+    extra = "" if kind is None else " DPLS" if kind == "dpls" else \
+        f" ES {t['expert']} BL {t['expert_block_length']}" if kind == "es" else f" beta={option(r, 'beta'):g}"
+    return (f"learned {'additive' if t['reward'] == 'additive' else 'alpha'}={t['alpha']:g} tau={tau_of(r):g}{extra} "
+            f"(BL {t['block_length']})")
+
+
+def best_gap(rows, reward="mult", tau=None):
+    g = [(r, b, x) for r, b, x in gaps(rows) if x is not None and r["trained"]["reward"] == reward
+         and (tau is None or tau_of(r) == tau)]
+    return max(g, key=lambda t: t[2]) if g else (None, None, None)
+
+
+def fmt(r, b, g):
+    if g is None:
+        return "no policy point has a heuristic at matched NFE"
+    return f"{label(r)}: {r['accuracy']:.1f}% @ {r['mean_nfe']:.2f} NFE vs best heuristic {b:.1f}% (gap {g:+.1f})"
+
+
+def sg(g):
+    return "n/a" if g is None else f"{g:+.1f}"
+
+
+def verdict(held, claim, evidence):
+    word = {True: "held", False: "did not hold", None: "mixed or not measurable"}[held]
+    return f"- **{claim}: {word}.** {evidence}"
+
+
+def both(a, b):
+    return a if a == b else None
+
+
+def front_area(points, L):
+    """Area under an accuracy-vs-log-NFE front, as a mean accuracy: the best accuracy reachable within a budget B,
+    averaged over B log-uniform in [1, L] (200 budgets). Points (NFE, accuracy)."""
+    budgets = [L ** (i / 199) for i in range(200)]
+    best = lambda B: max([a for n, a in points if n <= B * (1 + 1e-9)], default=0.0)
+    return sum(best(B) for B in budgets) / len(budgets)
+
+
+def cond_verdicts(by, cfg, logs, cond_logs):
+    """The alpha-conditioned policy against the per-alpha ones and the heuristic front (semi-AR and full)."""
+    out, mono, near, heur_gap = [], [], [], []
+    for mode, name in (("semi-AR", "semi-AR"), ("full", "full diffusion")):
+        rows = by[name]
+        cond = sorted((r for r in rows if is_cond(r) and tau_of(r) == 1.0), key=lambda r: option(r, "alpha"))
+        per = [r for r in rows if plain(r) and r["trained"]["reward"] == "mult" and tau_of(r) == 1.0]
+        heur = [r for r in rows if not is_learned(r)]
+        if not cond:
+            continue
+        bad = [(a["policy"], b["policy"]) for a, b in zip(cond, cond[1:]) if b["mean_nfe"] > a["mean_nfe"] + 1e-9]
+        mono.append((mode, not bad, ", ".join(f"{option(r, 'alpha'):g}: {r['mean_nfe']:.2f}" for r in cond), len(bad)))
+        gaps_ = []
+        for p in sorted(per, key=lambda r: r["trained"]["alpha"]):
+            b = best_at(cond, p["mean_nfe"])
+            gaps_.append((p, None if b is None else b - p["accuracy"]))
+        near.append((mode, all(g is not None and g >= -2 for _, g in gaps_), gaps_,
+                     front_area([(r["mean_nfe"], r["accuracy"]) for r in cond], cfg["L"]),
+                     front_area([(r["mean_nfe"], r["accuracy"]) for r in per], cfg["L"]),
+                     front_area([(r["mean_nfe"], r["accuracy"]) for r in heur], cfg["L"])))
+        g = [(r, best_at(heur, r["mean_nfe"])) for r in cond]
+        g = [(r, b, r["accuracy"] - b) for r, b in g if b is not None]
+        heur_gap.append((mode, max(g, key=lambda t: t[2]) if g else (None, None, None)))
+    if not mono:
+        return out
+    out.append(verdict(all(h for _, h, _, _ in mono), "One alpha-conditioned policy: mean NFE falls as alpha rises",
+                       "; ".join(f"{m}: NFE at alpha {seq} ({n} violations)" for m, _, seq, n in mono) + "."))
+    minutes = lambda log: sum(x["rollout_s"] + x["update_s"] for x in log) / 60
+    cost = []
+    for BL, log in sorted(cond_logs.items()):
+        per_runs = [l for (b, a, rew, l) in logs.values() if b == BL and rew == "mult"]
+        cost.append(f"BL {BL}: one run {minutes(log):.1f} min against {len(per_runs)} per-alpha runs "
+                    f"{sum(minutes(l) for l in per_runs):.1f} min")
+    ev = []
+    for mode, _, gaps_, a_c, a_p, a_h in near:
+        ev.append(f"{mode}: " + ", ".join(f"alpha {p['trained']['alpha']:g} ({p['accuracy']:.1f}% @ {p['mean_nfe']:.2f}) "
+                                         f"{sg(g)}" for p, g in gaps_)
+                  + f"; front area (mean accuracy over log-NFE budgets) conditioned {a_c:.1f}, per-alpha {a_p:.1f}, "
+                    f"heuristics {a_h:.1f}")
+    out.append(verdict(all(h for _, h, *_ in near), "One alpha-conditioned policy is within 2 points of the per-alpha "
+                       "policies at matched NFE (best conditioned point within 1.1x each per-alpha point's NFE)",
+                       "; ".join(ev) + ". Cost: " + "; ".join(cost) + "."))
+    out.append(verdict(None, "The alpha-conditioned policy against the heuristic front (reported, not a paper claim)",
+                       "; ".join(f"{m}: best point {fmt(*t)}" for m, t in heur_gap) + "."))
+    return out
+
+
+def suite_verdicts(by, cfg, logs, cond_logs=None):
+    """by[setting name] -> summarized rows. Returns markdown lines. The paper's claims are judged on its own
+    kind of policy (one per alpha); the alpha-conditioned policy gets its own verdicts at the end."""
+    full_by = by
+    by = {k: [r for r in v if not is_learned(r) or plain(r)] for k, v in by.items()}
+    out, semi, full = [], by["semi-AR"], by["full diffusion"]
+    # heuristics degrade with larger blocks: the heuristic fronts read at a few NFE budgets
+    hs, hf = [r for r in semi if not is_learned(r)], [r for r in full if not is_learned(r)]
+    pairs = [(B, best_at(hs, B, 1.0), best_at(hf, B, 1.0)) for B in BUDGETS]
+    pairs = [(B, s, f) for B, s, f in pairs if s is not None and f is not None]
+    diff = sum(s - f for _, s, f in pairs) / max(1, len(pairs))
+    out.append(verdict(diff >= 2, "Heuristics degrade with larger blocks (full diffusion below semi-AR at equal NFE)",
+                       "best heuristic at NFE <= B, BL = %d vs BL = L: " % cfg["semi_bl"] +
+                       ", ".join(f"B={B}: {s:.1f} vs {f:.1f}" for B, s, f in pairs) + f" (mean difference {diff:+.1f})."))
+    r, b, g = best_gap(semi)
+    out.append(verdict(None if g is None else g >= -2, "The policy matches the best heuristic in semi-AR (within 2 points at matched NFE)",
+                       f"Best point: {fmt(r, b, g)}."))
+    r, b, g = best_gap(full)
+    out.append(verdict(None if g is None else g >= 10, "The policy beats every heuristic in full diffusion (by >= 10 points somewhere)",
+                       f"Best point: {fmt(r, b, g)}."))
+    eos_aware = [x for x in full if not is_learned(x) and family(x) in ("pc", "eosdamp")]
+    if eos_aware:   # the training-free fixes for full diffusion's end-of-text problem (PC-Sampler, EOSER)
+        pts = [(x, best_at(eos_aware, x["mean_nfe"])) for x in full if is_learned(x) and x["trained"]["reward"] == "mult"]
+        pts = [(x, b, x["accuracy"] - b) for x, b in pts if b is not None]
+        r, b, g = max(pts, key=lambda t: t[2]) if pts else (None, None, None)
+        out.append(verdict(None if g is None else g > 0, "The learned policy beats the end-of-text-aware heuristics "
+                           "in full diffusion (PC-Sampler, EOS damping; at matched NFE somewhere on its front)",
+                           f"Best point: {fmt(r, b, g)} (the best of pc / eosdamp only)."))
+    for claim, prefix in (("Length transfer holds (trained at L, evaluated at 2L: no worse against heuristics)",
+                           "length transfer"),
+                          ("Model transfer holds (trained on tiny, evaluated on tiny-b: no worse against heuristics)",
+                           "model transfer")):
+        ev, held = [], []
+        for mode, home in (("semi-AR", semi), ("full", full)):
+            away = by[f"{prefix}, {mode}"]
+            g0, g1 = best_gap(home, tau=1.0)[2], best_gap(away, tau=1.0)[2]
+            held.append(None if None in (g0, g1) else g1 >= g0 - 2)
+            ev.append(f"{mode}: best gap {sg(g0)} at home, {sg(g1)} transferred")
+        out.append(verdict(both(*held), claim, "; ".join(ev) + "."))
+    ev, held = [], []
+    for mode, home in (("semi-AR", semi), ("full", full)):
+        g0, g1 = best_gap(home, tau=1.0)[2], best_gap(by[f"domain transfer, {mode}"], tau=1.0)[2]
+        held.append(None if None in (g0, g1) else g1 < g0 - 2)
+        ev.append(f"{mode}: best gap {sg(g0)} on {cfg['task']}, {sg(g1)} on {cfg['ood_task']}")
+    out.append(verdict(both(*held), "Out of domain the policy degrades (a smaller gap to heuristics than in domain)",
+                       "; ".join(ev) + "."))
+    a = cfg["additive_alpha"]
+    add = [r for r in full if is_learned(r) and r["trained"]["reward"] == "additive" and tau_of(r) == 1.0]
+    mult = [r for r in full if is_learned(r) and r["trained"]["reward"] == "mult" and r["trained"]["alpha"] == a
+            and tau_of(r) == 1.0]
+    if add and mult:
+        ad, mu = add[0], mult[0]
+        out.append(verdict(ad["accuracy"] <= mu["accuracy"] - 10 and ad["mean_nfe"] <= mu["mean_nfe"],
+                           f"The additive reward is gamed (alpha = {a:g}: fast and wrong, >= 10 points below the "
+                           f"multiplicative reward)",
+                           f"additive {ad['accuracy']:.1f}% @ {ad['mean_nfe']:.2f} NFE, multiplicative "
+                           f"{mu['accuracy']:.1f}% @ {mu['mean_nfe']:.2f}."))
+    ev, held = [], []
+    for mode, rows in (("semi-AR", semi), ("full", full)):
+        pol = [r for r in rows if is_learned(r) and r["trained"]["reward"] == "mult"]
+        tau1 = [r for r in pol if tau_of(r) == 1.0]
+        a3 = [r for r in pol if r["trained"]["alpha"] == 3]
+        span = lambda rs: max(r["mean_nfe"] for r in rs) - min(r["mean_nfe"] for r in rs)
+        held.append(span(a3) < 0.5 * span(tau1))
+        ev.append(f"{mode}: tau in {{{', '.join(f'{t:g}' for t in cfg['taus'])}}} moves alpha=3's NFE over "
+                  f"{span(a3):.2f}, the alphas over {span(tau1):.2f}")
+    out.append(verdict(both(*held), "The policy temperature moves the trade-off only a little (less than half "
+                       "the NFE range of the alpha sweep)", "; ".join(ev) + "."))
+    ev, held = [], []
+    for mode, rows in (("semi-AR", semi), ("full", full)):
+        tau1 = {r["trained"]["alpha"]: r for r in rows if is_learned(r) and r["trained"]["reward"] == "mult"
+                and tau_of(r) == 1.0}
+        held.append(tau1[0]["accuracy"] >= max(r["accuracy"] for r in tau1.values()))
+        ev.append(f"{mode}: " + ", ".join(f"alpha {a:g} {r['accuracy']:.1f}% @ {r['mean_nfe']:.2f}"
+                                         for a, r in sorted(tau1.items())))
+    out.append(verdict(both(*held), "alpha = 0 keeps accuracy highest", "; ".join(ev) + "."))
+    ev, held = [], []
+    for name, (BL, alpha, reward, log) in sorted(logs.items()):
+        head, tail = log[:10], log[-10:]
+        m = lambda rs, k: sum(x[k] for x in rs) / len(rs)
+        if alpha > 0 and reward == "mult":   # "rises" / "falls": by more than 0.01 reward and 1 NFE, not by noise
+            held.append(m(tail, "reward") > m(head, "reward") + 0.01 and m(tail, "nfe") < m(head, "nfe") - 1)
+        ev.append(f"{name}: reward {m(head, 'reward'):.3f} -> {m(tail, 'reward'):.3f}, NFE {m(head, 'nfe'):.1f} -> "
+                  f"{m(tail, 'nfe'):.1f}")
+    out.append(verdict(all(held) if held else None, "GRPO: training reward rises and mean NFE falls for alpha > 0 "
+                       "(multiplicative reward; mean of the first 10 steps -> the last 10)",
+                       f"In {sum(held)} of {len(held)} such runs. " + "; ".join(ev) + "."))
+    return out + cond_verdicts(full_by, cfg, logs, cond_logs or {}) + variant_verdicts(full_by, cfg)
+
+
+def sweep_shape(points):
+    """points [(knob, NFE, accuracy)] in knob order -> (NFE span as a ratio max/min, NFE monotone in the knob,
+    points dominated by another point of the sweep (as fast or faster and > 0.5 points more accurate))."""
+    nfe = [n for _, n, _ in points]
+    mono = all(b <= a + 1e-9 for a, b in zip(nfe, nfe[1:])) or all(b >= a - 1e-9 for a, b in zip(nfe, nfe[1:]))
+    dom = sum(any(n2 <= n and a2 > a + 0.5 for _, n2, a2 in points) for _, n, a in points)
+    return max(nfe) / min(nfe), mono, dom
+
+
+def variant_verdicts(by, cfg):
+    """The appendices' variants against the paper's main policy: expert steering (App. F), DPLS (App. E), beta
+    (Fig. 6). Each compares like with like: the same alpha, the same mode, at matched NFE."""
+    out, semi, full, L = [], by["semi-AR"], by["full diffusion"], cfg["L"]
+    pts = lambda rs: [(r["mean_nfe"], r["accuracy"]) for r in rs]
+    per = lambda rows: {r["trained"]["alpha"]: r for r in rows if plain(r) and r["trained"]["reward"] == "mult"
+                        and tau_of(r) == 1.0}
+    es = {r["trained"]["alpha"]: r for r in full if variant(r) == "es" and tau_of(r) == 1.0}
+    base = per(full)
+    if es:
+        heur = [r for r in full if not is_learned(r)]
+        pairs = [(a, es[a], base.get(a)) for a in sorted(es)]
+        gain = [(a, e, best_at(list(base.values()), e["mean_nfe"])) for a, e, _ in pairs]
+        a_es, a_base = front_area(pts(es.values()), L), front_area(pts(base.values()), L)
+        g_es = [(r, b, r["accuracy"] - b) for r in es.values() for b in [best_at(heur, r["mean_nfe"])] if b is not None]
+        best = max(g_es, key=lambda t: t[2]) if g_es else (None, None, None)
+        matched = [e["accuracy"] - m for _, e, m in gain if m is not None]
+        mean = sum(matched) / len(matched) if matched else None
+        out.append(verdict(None if mean is None or abs(mean) < 1 else mean > 0,
+                           f"Expert steering ({cfg['expert']} at BL {cfg['expert_bl']}) improves full diffusion at "
+                           f"matched NFE (each ES point against the best policy without ES within 1.1x its NFE: "
+                           f"at least 1 point better on average)",
+                           "each ES point against the best policy without ES at matched NFE: " +
+                           ", ".join(f"alpha {a:g} {sg(None if m is None else e['accuracy'] - m)}" for a, e, m in gain) +
+                           f" (mean {sg(mean)}); per alpha, with ES vs without: " +
+                           ", ".join(f"{a:g}: {e['accuracy']:.1f}% @ {e['mean_nfe']:.2f} vs "
+                                     + (f"{b['accuracy']:.1f}% @ {b['mean_nfe']:.2f}" if b else "n/a")
+                                     for a, e, b in pairs) +
+                           f"; front area (mean accuracy over log-NFE budgets) with ES {a_es:.1f}, without {a_base:.1f}"
+                           f"; against the heuristics, best ES point {fmt(*best)}."))
+        span = lambda rs: max(r["mean_nfe"] for r in rs) - min(r["mean_nfe"] for r in rs)
+        s_es, s_base = span(es.values()), span(base.values())
+        out.append(verdict(s_es < 0.5 * s_base, "With expert steering the alphas collapse onto one policy (the NFE "
+                           "spread over alpha less than half of that without ES)",
+                           f"NFE over alpha {sorted(es)}: with ES {s_es:.2f} ({', '.join('%.2f' % es[a]['mean_nfe'] for a in sorted(es))}), "
+                           f"without {s_base:.2f}."))
+    ev, held = [], []
+    for mode, rows in (("semi-AR", semi), ("full", full)):
+        d = [r for r in rows if variant(r) == "dpls" and tau_of(r) == 1.0]
+        b = per(rows).get(cfg["variant_alpha"])
+        if not d or not b:
+            continue
+        d = d[0]
+        held.append(abs(d["accuracy"] - b["accuracy"]) <= 2 and abs(d["mean_nfe"] / b["mean_nfe"] - 1) <= 0.15)
+        ev.append(f"{mode}, alpha {cfg['variant_alpha']:g}: DPLS {d['accuracy']:.1f}% @ {d['mean_nfe']:.2f} NFE, Bernoulli "
+                  f"{b['accuracy']:.1f}% @ {b['mean_nfe']:.2f}")
+    if held:
+        out.append(verdict(all(held) if all(held) or not any(held) else None, "DPLS ~ Bernoulli (same alpha: accuracy "
+                           "within 2 points and mean NFE within 15%)", "; ".join(ev) + "."))
+    ev, held = [], []
+    for mode, rows in (("semi-AR", semi), ("full", full)):
+        a = cfg["variant_alpha"]
+        mine = [r for r in rows if plain(r) and r["trained"]["alpha"] == a and r["trained"]["reward"] == "mult"]
+        beta = sorted(((option(r, "beta"), r["mean_nfe"], r["accuracy"]) for r in rows
+                       if variant(r) == "beta" and r["trained"]["alpha"] == a))
+        tau = sorted((tau_of(r), r["mean_nfe"], r["accuracy"]) for r in mine)
+        alph = sorted((k, r["mean_nfe"], r["accuracy"]) for k, r in per(rows).items())
+        if len(beta) < 2 or len(tau) < 2:
+            continue
+        sb, st, sa = sweep_shape(beta), sweep_shape(tau), sweep_shape(alph)
+        held.append(sb[1] and sb[2] / len(beta) <= st[2] / len(tau) and sb[0] >= st[0])
+        show = lambda name, sw, n: (f"{name}: NFE span x{sw[0]:.2f}, {'monotone' if sw[1] else 'not monotone'}, "
+                                    f"{sw[2]} of {n} points dominated")
+        ev.append(f"{mode}: " + "; ".join([show("beta " + "/".join(f"{k:g}" for k, *_ in beta), sb, len(beta)),
+                                           show("tau " + "/".join(f"{k:g}" for k, *_ in tau), st, len(tau)),
+                                           show("alpha retrained " + "/".join(f"{k:g}" for k, *_ in alph), sa, len(alph))])
+                  + " (beta: " + ", ".join(f"{k:g} {a:.1f}% @ {n:.2f}" for k, n, a in beta) + ")")
+    if held:
+        out.append(verdict(both(*held) if len(held) == 2 else held[0], f"beta gives a smoother front than tau (alpha "
+                           f"{cfg['variant_alpha']:g}'s policy: NFE monotone in beta, no more dominated points, a wider NFE "
+                           f"span; the retrained-alpha sweep shown beside)", " | ".join(ev) + "."))
+    return out
