@@ -57,16 +57,14 @@ def dpls_sample(logits, cand, u_first, u_rest, u_stop, tau=1.0, beta=1.0):
     in the order drawn, -1 not drawn. Gumbel-max gives the forced pick; fresh Gumbels on the rest and on STOP, sorted,
     are a Plackett-Luce sample of their full ordering, and the items drawn before STOP are those whose perturbed
     logit beats STOP's."""
-    z = logits.float() / tau
-    n, L = z.shape
+    z = logits.float() / tau                                                             # (n, L)
     first = (z + gumbel(u_first)).masked_fill(~cand, float("-inf")).argmax(1)          # (n,)
     has = cand.any(1)
     is_first = torch.zeros_like(cand).scatter_(1, first[:, None], True) & has[:, None]
     key = (z + gumbel(u_rest)).masked_fill(~cand | is_first, float("-inf"))             # (n, L)
     stop = -math.log(beta) + gumbel(u_stop)                                              # (n,)
     drawn = key > stop[:, None]
-    rank = torch.empty_like(first[:, None].expand(n, L))
-    rank.scatter_(1, key.argsort(dim=1, descending=True, stable=True), torch.arange(L, device=z.device).expand(n, L))
+    rank = key.argsort(dim=1, descending=True, stable=True).argsort(dim=1)              # 0 = the highest key
     order = torch.where(drawn, rank + 1, -1)
     order = torch.where(is_first, 0, order)
     return is_first | drawn, order

@@ -22,8 +22,6 @@ fence's opening. The code graded is the first python fence of prefill + generati
     python tasks.py --task humaneval --n 2 --data HumanEval.jsonl       # print prompts and the test programs
     python codetasks.py                 # check the grader on this machine: each hazard below, and its throughput
 """
-import gzip
-import json
 import os
 import re
 import secrets
@@ -31,10 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-CODE_TASKS = ("humaneval", "mbpp")
+from tasks import CACHE, Problem, fetch_once, jsonl_rows
+
 HUMANEVAL_URL = "https://raw.githubusercontent.com/openai/human-eval/master/data/HumanEval.jsonl.gz"
 MBPP_URL = "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl"
 HUMANEVAL_INSTRUCTION = "Write a solution to the following problem and make sure that it passes the tests:"
@@ -48,55 +46,20 @@ TIMEOUT_S, MEMORY_MB, OUTPUT_MB = 10.0, 1024, 16
 # ----------------------------------------------------------------------------------------------------
 # problems and prompts
 
+def test_list_check(row):
+    ok = isinstance(row["test_list"], list) and all(isinstance(t, str) for t in row["test_list"])
+    return None if ok else "'test_list' must be a list of strings"
+
+
 def read_code_jsonl(path, task):
     """The official jsonl (HumanEval.jsonl[.gz], mbpp.jsonl) -> rows, each checked; one clear error on bad input."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file {path} not found (pass a {task} jsonl in the official layout with --data)")
-    try:
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            lines = f.readlines()
-    except (UnicodeDecodeError, OSError, EOFError):
-        raise ValueError(f"{path}: not a text jsonl (pass the official {task} file: one JSON object per line)") from None
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or any(k not in row for k in NEED[task]):
-            raise ValueError(f"{path}:{i}: a {task} row needs the keys {NEED[task]}")
-        if task == "mbpp" and not (isinstance(row["test_list"], list) and all(isinstance(t, str) for t in row["test_list"])):
-            raise ValueError(f"{path}:{i}: 'test_list' must be a list of strings")
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no rows")
-    return rows
+    return jsonl_rows(path, task, NEED[task], test_list_check if task == "mbpp" else None, official=True)
 
 
-def download(task, cache_dir):
-    """The official file, downloaded once into cache_dir (an atomic write)."""
-    url = HUMANEVAL_URL if task == "humaneval" else MBPP_URL
-    path = os.path.join(cache_dir, os.path.basename(url))
-    if not os.path.exists(path):
-        os.makedirs(cache_dir, exist_ok=True)
-        try:
-            with urllib.request.urlopen(url, timeout=30) as r:
-                data = r.read()
-        except OSError as e:
-            raise RuntimeError(f"could not download {task} ({e}); pass a local jsonl with --data") from None
-        with open(path + ".tmp", "wb") as f:
-            f.write(data)
-        os.replace(path + ".tmp", path)
-    return path
-
-
-def humaneval_problem(row, make):
+def humaneval_problem(row):
     q = f"{HUMANEVAL_INSTRUCTION}\n```python\n{row['prompt']}\n```"
     gold = f"{row['test']}\n\ncheck({row['entry_point']})\n"
-    return make(q, gold, row["prompt"] + row.get("canonical_solution", ""), system="",
+    return Problem(q, gold, row["prompt"] + row.get("canonical_solution", ""), system="",
                 prefix=f"{HUMANEVAL_PREFILL}```python\n{row['prompt']}")
 
 
@@ -105,7 +68,7 @@ def mbpp_question(row):
     return f"You are an expert Python programmer, and here is your task: {row['text']} Your code should pass these tests:\n\n{tests}\n"
 
 
-def mbpp_problems(rows, split, make):
+def mbpp_problems(rows, split):
     """The split's problems (by task_id, as the official file is one list), each after the three shots."""
     by_id = {int(r["task_id"]): r for r in rows}
     missing = [i for i in MBPP_SHOTS if i not in by_id]
@@ -117,18 +80,19 @@ def mbpp_problems(rows, split, make):
     if not chosen:
         raise ValueError(f"mbpp: no rows of the {split} split (task_ids {MBPP_SPLITS[split].start}-"
                          f"{MBPP_SPLITS[split].stop - 1}) in the data")
-    return [make(f"{shots}\n{mbpp_question(r)}", f"{r.get('test_setup_code', '')}\n" + "\n".join(r["test_list"]) + "\n",
+    return [Problem(f"{shots}\n{mbpp_question(r)}", f"{r.get('test_setup_code', '')}\n" + "\n".join(r["test_list"]) + "\n",
                  r["code"], system="", prefix="```python\n") for r in chosen]
 
 
-def code_problems(task, split, data, cache_dir, make):
-    """Problems of a code task: make(question, gold test program, reference solution, system=, prefix=)."""
+def code_problems(task, split, data):
+    """Problems of a code task: the question, the test program as gold, the reference solution, and the prefill."""
     if task == "humaneval" and split != "test":
         raise ValueError("HumanEval has only a test split (the paper evaluates code out of domain)")
-    rows = read_code_jsonl(data or download(task, cache_dir), task)
+    url = HUMANEVAL_URL if task == "humaneval" else MBPP_URL
+    rows = read_code_jsonl(data or fetch_once(url, os.path.join(CACHE, os.path.basename(url)), task), task)
     if task == "humaneval":
-        return [humaneval_problem(r, make) for r in rows]
-    return mbpp_problems(rows, split, make)
+        return [humaneval_problem(r) for r in rows]
+    return mbpp_problems(rows, split)
 
 
 # ----------------------------------------------------------------------------------------------------

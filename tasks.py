@@ -23,6 +23,7 @@ The grader checks the work like a teacher: every step right and in place, the an
     python tasks.py --task chain --n 3       # print a few problems with a reference answer
 """
 import argparse
+import gzip
 import json
 import os
 import random
@@ -30,7 +31,6 @@ import re
 import urllib.request
 from dataclasses import dataclass
 
-from codetasks import CODE_TASKS, code_problems, grade_code, grade_code_many
 
 # ----------------------------------------------------------------------------------------------------
 # problems
@@ -45,7 +45,8 @@ class Problem:
 
 
 TINY_TASKS = ("chain", "sub")
-REAL_TASKS = ("gsm8k", "math500") + CODE_TASKS   # code tasks: codetasks.py
+CODE_TASKS = ("humaneval", "mbpp")               # their problems and sandboxed grader: codetasks.py
+REAL_TASKS = ("gsm8k", "math500") + CODE_TASKS
 MOD = 10          # the running value is kept modulo MOD
 TERMS = (1, 2, 3) # the digits steps are made of: small tables the tiny dLLM learns (100% one step at a time)
 FILLER = "abcd"   # harmless words: a free letter may follow each partial value; the grader ignores them
@@ -132,49 +133,63 @@ SYSTEM_PROMPT = ("You are a math expert. You will be given a question to solve. 
 ANSWER_PREFIX = "<reasoning>\n"  # written as the start of the answer (the paper's eval prompt)
 
 
-def read_jsonl(path, task):
-    """Read a local jsonl. GSM8K rows need 'question' and 'answer' ('... #### 42'); MATH rows need
-    'problem' and 'answer'. Raises ValueError with the line number on anything malformed."""
-    need = ("question", "answer") if task == "gsm8k" else ("problem", "answer")
+def jsonl_rows(path, task, need, check=None, official=False):
+    """The rows of a local jsonl (plain or .gz), each a dict holding the keys `need`; check(row) may return what else
+    is wrong with a row. Anything malformed is one ValueError with the line number; a missing file is
+    FileNotFoundError. official: the message asks for the task's official file."""
+    hint = f"the official {task} file" if official else f"a {task} jsonl"
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file {path} not found (pass a {task} jsonl with --data)")
-    rows = []
-    with open(path, encoding="utf-8", errors="strict") as f:
-        try:
+        raise FileNotFoundError(f"data file {path} not found (pass {hint} with --data)")
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
             lines = f.readlines()
-        except UnicodeDecodeError:
-            raise ValueError(f"{path}: not a text file (pass a {task} jsonl: one JSON object per line)") from None
-        for i, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or any(k not in row for k in need):
-                raise ValueError(f"{path}:{i}: a {task} row needs the keys {need}")
-            if not isinstance(row[need[0]], str) or not isinstance(row["answer"], (str, int, float)):
-                raise ValueError(f"{path}:{i}: '{need[0]}' must be a string and 'answer' a string or a number")
-            rows.append(row)
+    except (UnicodeDecodeError, OSError, EOFError):
+        raise ValueError(f"{path}: not a text {'jsonl' if official else 'file'} (pass {hint}: one JSON object per line)") from None
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or any(k not in row for k in need):
+            raise ValueError(f"{path}:{i}: a {task} row needs the keys {need}")
+        wrong = check(row) if check else None
+        if wrong:
+            raise ValueError(f"{path}:{i}: {wrong}")
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
 
 
+def read_jsonl(path, task):
+    """Read a local jsonl. GSM8K rows need 'question' and 'answer' ('... #### 42'); MATH rows need
+    'problem' and 'answer'."""
+    need = ("question", "answer") if task == "gsm8k" else ("problem", "answer")
+    return jsonl_rows(path, task, need, lambda row: None if isinstance(row[need[0]], str) and isinstance(
+        row["answer"], (str, int, float)) else f"'{need[0]}' must be a string and 'answer' a string or a number")
+
+
+def fetch_once(url, path, what):
+    """A file downloaded once to path (an atomic write: an interrupted download leaves nothing)."""
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                data = r.read()
+        except OSError as e:
+            raise RuntimeError(f"could not download {what} ({e}); pass a local jsonl with --data") from None
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+        os.replace(path + ".tmp", path)
+    return path
+
+
 def _download_real(task, split):
-    os.makedirs(CACHE, exist_ok=True)
     if task == "gsm8k":
-        path = os.path.join(CACHE, f"gsm8k_{split}.jsonl")
-        if not os.path.exists(path):
-            try:
-                with urllib.request.urlopen(GSM8K_URL.format(split=split), timeout=30) as r:
-                    data = r.read()
-            except OSError as e:
-                raise RuntimeError(f"could not download GSM8K ({e}); pass a local jsonl with --data") from None
-            with open(path + ".tmp", "wb") as f:
-                f.write(data)
-            os.replace(path + ".tmp", path)
-        return path
+        return fetch_once(GSM8K_URL.format(split=split), os.path.join(CACHE, f"gsm8k_{split}.jsonl"), "GSM8K")
     try:
         from huggingface_hub import hf_hub_download
         return hf_hub_download(MATH500_REPO, "test.jsonl", repo_type="dataset", cache_dir=CACHE)
@@ -184,7 +199,8 @@ def _download_real(task, split):
 
 def real_problems(task, split="test", data=None, n=None):
     if task in CODE_TASKS:
-        return code_problems(task, split, data, CACHE, Problem)[:n]
+        import codetasks   # it builds on this file (Problem, jsonl_rows), so it is imported where it is used
+        return codetasks.code_problems(task, split, data)[:n]
     if task == "math500" and split == "train" and not data:
         raise ValueError("MATH-500 has no train split to download; pass a local jsonl of MATH problems with --data")
     rows = read_jsonl(data or _download_real(task, split), task)[:n]
@@ -384,14 +400,16 @@ def grade(task, problem, response):
     if task == "math500":
         return grade_math(response, problem.gold)
     if task in CODE_TASKS:
-        return grade_code(problem, response)
+        import codetasks
+        return codetasks.grade_code(problem, response)
     raise ValueError(f"unknown task {task!r}")
 
 
 def grade_many(task, problems, responses):
     """[bool] for a batch of responses; code tasks run their programs in parallel on the machine's cores."""
     if task in CODE_TASKS:
-        return grade_code_many(problems, responses)
+        import codetasks
+        return codetasks.grade_code_many(problems, responses)
     return [grade(task, p, r) for p, r in zip(problems, responses)]
 
 
