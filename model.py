@@ -162,7 +162,7 @@ class Transformer(nn.Module):
 class CharTokenizer:
     """Character tokenizer of the tiny world, with pad / mask / end-of-text specials."""
     specials = ("<pad>", "<mask>", "<eos>")
-    chars = "0123456789+-=#:?~abcd"
+    chars = "0123456789+-=#:?~abcdefghijklmnop"
 
     def __init__(self):
         self.itos = list(self.specials) + list(self.chars)

@@ -25,11 +25,11 @@ from cli import check_args, parse_dataclass
 from model import CharTokenizer, ModelConfig, Transformer, save_tiny
 from tasks import make_chain, make_sub
 
-MAX_ANSWER = 1 + 5 * 5 + 2   # the longest chain answer: start digit, 5 steps of "+d=vf", '#' and the answer
+MAX_ANSWER = 7 * 4 + 2   # the longest chain answer: 7 steps of "+dvf" (op, digit, value, filler), '#' and the answer
 
 # The two tiny models: same family, different seed and size (model-transfer experiments).
 SIZES = {"tiny": dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384, seed=0),
-         "tiny-b": dict(d_model=160, n_layers=3, n_heads=4, n_kv_heads=2, mlp_hidden=448, seed=1)}
+         "tiny-b": dict(d_model=160, n_layers=4, n_heads=4, n_kv_heads=2, mlp_hidden=448, seed=1)}
 
 
 @dataclass
@@ -138,12 +138,15 @@ def pretrain(cfg: PretrainConfig):
 # does the world contain the trap? (measured on the policies' problems, before any GRPO run)
 
 class Order:
-    """A diagnostic decoding order with oracle access to the proposals: one token per step left to right, or
-    (answer_first) at step 1 everything from the first proposed '#' on - the answer slot and the padding, as
-    LLaDA's confidence rules do in full diffusion - then the rest one token per step left to right."""
+    """A diagnostic decoding order with oracle access to the proposals and the chain's layout (each step "+dvf":
+    op, digit, value, filler). left-to-right: one token per step. answer-first: at step 1 everything from the
+    first proposed '#' on - the answer slot and the padding, as LLaDA's confidence rules do in full diffusion -
+    then the rest one token per step left to right. values: at step 1 everything but the values and the answer
+    digit (ops, fillers, '#', padding), then the values one per step left to right and the answer digit: one NFE
+    more than the chain has steps, an order a policy could learn and no confidence rule follows."""
 
-    def __init__(self, hash_id, answer_first):
-        self.hash_id, self.answer_first, self.spec = hash_id, answer_first, "answer-first" if answer_first else "left-to-right"
+    def __init__(self, hash_id, mode):
+        self.hash_id, self.mode, self.spec = hash_id, mode, mode
 
     def check(self, L, BL):
         pass
@@ -151,11 +154,16 @@ class Order:
     def act(self, obs):
         b, L = obs.cand.shape
         pos = torch.arange(L, device=obs.cand.device).expand(b, L)
-        first = torch.where(obs.cand, pos, L).min(1, keepdim=True).values
-        pick = obs.cand & (pos == first)                                   # the leftmost masked position
-        if self.answer_first:
-            h = torch.where(obs.x0 == self.hash_id, pos, L).min(1, keepdim=True).values
+        leftmost = lambda m: torch.where(m, pos, L).min(1, keepdim=True).values
+        h = torch.where(obs.x0 == self.hash_id, pos, L).min(1, keepdim=True).values   # the first proposed '#'
+        pick = obs.cand & (pos == leftmost(obs.cand))                      # the leftmost masked position
+        if self.mode == "answer-first":
             pick = torch.where((obs.t == 0)[:, None] & (h < L), obs.cand & (pos >= h), pick)
+        elif self.mode == "values":
+            value = (pos < h) & (pos % 4 == 2)
+            nxt = leftmost(obs.cand & value)                               # the next value to compute
+            pick = obs.cand & ((~value & (pos != h + 1)) | (pos == nxt))   # the answer digit after the last value
+            pick = torch.where(pick.any(1, keepdim=True), pick, obs.cand)
         return pick, None
 
 
@@ -175,8 +183,9 @@ def check_world(name, n=500, task="chain", L=32):
     hash_id = dllm.tokenizer.stoi["#"]
     out = {}
     for label, pol, BL in [("everything in one step", parse_policy("topk:steps=1"), L),
-                           ("one token per step, left to right", Order(hash_id, False), 1),
-                           ("answer slot and padding first, then left to right", Order(hash_id, True), L),
+                           ("one token per step, left to right", Order(hash_id, "left-to-right"), 1),
+                           ("answer slot and padding first, then left to right", Order(hash_id, "answer-first"), L),
+                           ("the rest at step 1, then the values and the answer one per step", Order(hash_id, "values"), L),
                            (f"one token per step by confidence (topk:steps={L}), full diffusion", parse_policy(f"topk:steps={L}"), L),
                            ("threshold:0.9, full diffusion", parse_policy("threshold:0.9"), L),
                            ("threshold:0.9, blocks of 8", parse_policy("threshold:0.9"), 8)]:

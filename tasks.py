@@ -7,16 +7,17 @@ directory, or read from a local jsonl with `--data`. The code tasks (HumanEval, 
 experiment) and their sandboxed grader live in codetasks.py; `grade_many` grades a batch, code in parallel.
 
 Synthetic tasks for the tiny world, generated from a seed:
-  chain (in-domain)  prompt "7+2~3+1:"  ->  "7+2=9a~3=4c+1=5b#5" then end-of-text padding.
-       A start digit and 3-5 steps applied in the prompt's order, modulo 10: '+d' adds d, '~d' reflects
-       (v -> d - v). The answer writes each step, its value and a free filler letter (a-d, any is right),
-       then '#' and the final value. It was built to contain two of the ways confidence misleads LLaDA:
-       (1) the answer cannot be had before its reasoning: the steps do not commute, so there is no counting
-           shortcut (the small model still computes about half of the chains in one forward);
-       (2) confidence is not importance: the filler letters are harmless uncertainty (confidence about 1/4),
-           like wording in natural reasoning, next to digits that decide the grade.
-       Measured (README, "The tiny world"): the tiny dLLM stays calibrated, so confidence rules cope with both
-       (threshold 0.9 is 99.4% right in full diffusion; factor rules reveal the letters in bulk and stay right).
+  chain (in-domain)  prompt "7+2~3+1+3~1:"  ->  "+29k~34b+15p+38a~13f#3" then end-of-text padding.
+       A start digit and 5-7 steps applied in the prompt's order, modulo 10: '+d' adds d, '~d' reflects
+       (v -> d - v). The answer writes each step as its op and digit (copied from the prompt), its value and one
+       free filler letter (a-p, any is right), then '#' and the final value. Two of the ways confidence misleads
+       LLaDA are built in, and the tiny dLLM shows both (README, "The tiny world"):
+       (1) the answer cannot be had before its reasoning: the steps do not commute, and the chain is too long for
+           the tiny dLLM to compute in one forward (everything in one step: 0%; one token per step: 100%);
+       (2) confidence is not importance: the filler letters are the least confident tokens (about 1/16) and
+           harmless, like wording in natural reasoning; a value that is not computable yet is more confident than
+           they are and is wrong when revealed. So any rule that reveals the fillers in bulk first reveals the
+           values before their time, and the rules that wait spend one step per filler.
   sub  (out-of-domain)  prompt "3-213:"  ->  "3-2=1-1=0-3=7#7": subtract the digits in any order.
 The grader checks the work like a teacher: every step right and in place, the answer equal to the last value.
 
@@ -49,7 +50,8 @@ CODE_TASKS = ("humaneval", "mbpp")               # their problems and sandboxed 
 REAL_TASKS = ("gsm8k", "math500") + CODE_TASKS
 MOD = 10          # the running value is kept modulo MOD
 TERMS = (1, 2, 3) # the digits steps are made of: small tables the tiny dLLM learns (100% one step at a time)
-FILLER = "abcd"   # harmless words: a free letter may follow each partial value; the grader ignores them
+STEPS = (5, 7)    # a chain has 5-7 steps: too many for the tiny dLLM to compute in one forward
+FILLER = "abcdefghijklmnop"  # harmless words: a free letter follows each partial value; the grader ignores them
 
 
 def apply_op(value, op, d):
@@ -59,13 +61,14 @@ def apply_op(value, op, d):
 
 
 def make_chain(rng):
-    """Start digit and 3-5 steps in a fixed order; answer: each step with its value and one free filler letter,
-    then '#' and the final value."""
-    start, steps = rng.randint(0, MOD - 1), [(rng.choice("+~"), rng.choice(TERMS)) for _ in range(rng.randint(3, 5))]
-    value, ref = start, str(start)
+    """Start digit and 5-7 steps in a fixed order; answer: each step (its op and digit copied from the prompt), its
+    value and one free filler letter, then '#' and the final value."""
+    start = rng.randint(0, MOD - 1)
+    steps = [(rng.choice("+~"), rng.choice(TERMS)) for _ in range(rng.randint(*STEPS))]
+    value, ref = start, ""
     for op, d in steps:
         value = apply_op(value, op, d)
-        ref += f"{op}{d}={value}{rng.choice(FILLER)}"
+        ref += f"{op}{d}{value}{rng.choice(FILLER)}"
     question = str(start) + "".join(f"{op}{d}" for op, d in steps) + ":"
     return Problem(question, str(value), ref + f"#{value}")
 
@@ -95,18 +98,18 @@ def grade_tiny(task, question, response):
     answer after '#' equal to the last value. sub: the start, then each prompt digit subtracted once in any
     order, every value right, the answer equal to the last value. Exact, no partial credit."""
     if task == "chain":
-        m = re.fullmatch(r"(\d)((?:[+~]\d=\d[%s]{0,2})+)#(\d)" % FILLER, response)
+        m = re.fullmatch(r"((?:[+~]\d\d[%s]{0,2})+)#(\d)" % FILLER, response)
         qm = re.fullmatch(r"(\d)((?:[+~]\d)+):", question)
-        if not m or not qm or m.group(1) != qm.group(1):
+        if not m or not qm:
             return False
-        value, done = int(m.group(1)), re.findall(r"([+~])(\d)=(\d)", m.group(2))
+        value, done = int(qm.group(1)), re.findall(r"([+~])(\d)(\d)", m.group(1))
         if [(op, d) for op, d, _ in done] != re.findall(r"([+~])(\d)", qm.group(2)):
             return False
         for op, d, v in done:
             value = apply_op(value, op, int(d))
             if int(v) != value:
                 return False
-        return int(m.group(3)) == value
+        return int(m.group(2)) == value
     start, rest = question.rstrip(":").split("-")
     m = re.fullmatch(r"(\d)((?:-\d=\d)+)#(\d)", response)
     if not m or int(m.group(1)) != int(start):

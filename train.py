@@ -46,9 +46,11 @@ from tasks import REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many
 # Defaults that depend on the world: the paper's for real models, tuned ones for the tiny world.
 REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, steps=0, lr=3e-5, warmup=100,
             batch_size=16, eval_every=100, eval_n=200)
-# Tiny world: 30 steps at lr 1e-3. Longer schedules (60 steps at 1e-3, 120 at 3e-3) reached the same accuracy and
-# NFE by step 20-27 and then collapsed: the policy turned deterministic, stopped unmasking and stalled, which no
-# group advantage can undo (every rollout of a group is then the same). A short cosine lowers the lr before that.
+# Tiny world: 30 steps at lr 1e-3 (README, "The learned policy on the tiny world", has what we measured). In full
+# diffusion plain GRPO never starts there: the first rollouts reveal values in random order and are right 0-4% of
+# the time, so almost every group has zero advantage; expert steering (--expert threshold:0.9) starts it, and 60
+# steps of it beat 30. In world 1 longer schedules collapsed (the policy stopped unmasking and stalled, which no
+# group advantage can undo): a short cosine lowers the lr before that.
 TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=32, prompts_per_step=16, steps=30, lr=1e-3,
                      warmup=10, batch_size=128, eval_every=100, eval_n=256)
 SETUP = dict(model=None, task=None, gen_length=None, block_length=None, alpha=None, reward=None, group_size=None,

@@ -173,16 +173,27 @@ def test_temperature_sampling_is_batch_invariant(tiny):
     assert not torch.equal(other.tokens, batch.tokens) and not torch.equal(greedy.tokens, batch.tokens)  # it is random
 
 
-def test_diagnostic_orders_answer_first_and_left_to_right():
+def test_diagnostic_orders_answer_first_left_to_right_and_values():
     from pretrain import Order
     x0 = torch.tensor([[3, 4, 9, 5, 2, 2]])                     # 9 plays '#': the answer slot starts there
     o = Obs(x0, torch.full((1, 6), 0.5), torch.ones(1, 6, dtype=torch.bool), torch.ones(1, 6, dtype=torch.bool),
             torch.zeros(1), torch.zeros(1, dtype=torch.long), 1, row_keys(0, torch.arange(1)))
-    assert Order(9, True).act(o)[0].nonzero()[:, 1].tolist() == [2, 3, 4, 5]   # step 1: the answer and padding
-    assert Order(9, False).act(o)[0].nonzero()[:, 1].tolist() == [0]          # left to right: the first mask
+    assert Order(9, "answer-first").act(o)[0].nonzero()[:, 1].tolist() == [2, 3, 4, 5]   # step 1: the answer and padding
+    assert Order(9, "left-to-right").act(o)[0].nonzero()[:, 1].tolist() == [0]          # left to right: the first mask
     o.t = torch.tensor([0.1])
     o.cand[0, :1] = False
-    assert Order(9, True).act(o)[0].nonzero()[:, 1].tolist() == [1]           # later steps: left to right
+    assert Order(9, "answer-first").act(o)[0].nonzero()[:, 1].tolist() == [1]           # later steps: left to right
+    # values: two steps "+dvf" then '#', the answer, padding. Step 1 takes everything but the values (2 and 6) and
+    # the answer (9), plus the first value; then the second value, then the answer
+    x0 = torch.tensor([[10, 3, 4, 11, 10, 3, 5, 11, 9, 5, 2, 2]])
+    o = Obs(x0, torch.full((1, 12), 0.5), torch.ones(1, 12, dtype=torch.bool), torch.ones(1, 12, dtype=torch.bool),
+            torch.zeros(1), torch.zeros(1, dtype=torch.long), 1, row_keys(0, torch.arange(1)))
+    pick = Order(9, "values").act(o)[0]
+    assert pick.nonzero()[:, 1].tolist() == [0, 1, 2, 3, 4, 5, 7, 8, 10, 11]
+    o.cand &= ~pick
+    assert Order(9, "values").act(o)[0].nonzero()[:, 1].tolist() == [6]
+    o.cand[0, 6] = False
+    assert Order(9, "values").act(o)[0].nonzero()[:, 1].tolist() == [9]
 
 
 def test_position_calibrated_by_hand():

@@ -99,18 +99,20 @@ MATH_CASES = [
 ]
 
 TINY_CASES = [  # (task, question, response, correct); values modulo 10
-    # 7 +2 -> 9, ~3 -> 3 - 9 = 4 (mod 10), +1 -> 5
-    ("chain", "7+2~3+1:", "7+2=9~3=4+1=5#5", True),
-    ("chain", "7+2~3+1:", "7+2=9a~3=4bc+1=5#5", True),     # filler letters (0-2 after a value) are ignored
-    ("chain", "7+2~3+1:", "7+2=9~3=4+1=5#4", False),       # answer is not the last value
-    ("chain", "7+2~3+1:", "7+2=9~3=6+1=7#7", False),       # reflect read as subtract (9 - 3)
-    ("chain", "7+2~3+1:", "7+1=8+2=0~3=3#3", False),       # steps out of the prompt's order
-    ("chain", "7+2~3+1:", "7+2=9~3=4#4", False),           # a step missing
-    ("chain", "7+2~3+1:", "6+2=8~3=5+1=6#6", False),       # wrong start
-    ("chain", "7+2~3+1:", "7+2=9abc~3=4+1=5#5", False),    # three filler letters
-    ("chain", "7+2~3+1:", "7+2=a9~3=4+1=5#5", False),      # filler inside a step
-    ("chain", "7+2~3+1:", "7+2=9~3=4+1=_#5", False),       # still masked
-    ("chain", "7+2~3+1:", "7+2=9~3=4+1=5#5+", False),      # trailing junk
+    # 7 +2 -> 9, ~3 -> 3 - 9 = 4 (mod 10), +1 -> 5; each step is written op, digit, value, filler letter
+    ("chain", "7+2~3+1:", "+29~34+15#5", True),
+    ("chain", "7+2~3+1:", "+29a~34po+15#5", True),          # filler letters (0-2 after a value) are ignored
+    ("chain", "7+2~3+1:", "+29a~34b+15c#4", False),         # answer is not the last value
+    ("chain", "7+2~3+1:", "+29~36+17#7", False),            # reflect read as subtract (9 - 3)
+    ("chain", "7+2~3+1:", "+18+20~33#3", False),            # steps out of the prompt's order
+    ("chain", "7+2~3+1:", "+29~34#4", False),               # a step missing
+    ("chain", "7+2~3+1:", "+29~34+15+16#6", False),         # a step too many
+    ("chain", "7+2~3+1:", "+28~35+16#6", False),            # the start read wrong
+    ("chain", "7+2~3+1:", "+29abc~34+15#5", False),         # three filler letters
+    ("chain", "7+2~3+1:", "+2a9~34+15#5", False),           # filler inside a step
+    ("chain", "7+2~3+1:", "+29q~34+15#5", False),           # not a filler letter
+    ("chain", "7+2~3+1:", "+29~34+1_#5", False),            # still masked
+    ("chain", "7+2~3+1:", "+29~34+15#5+", False),           # trailing junk
     ("sub", "4-352:", "4-3=1-5=6-2=4#4", True),
     ("sub", "4-352:", "4-5=9-2=7-3=4#4", True),
     ("sub", "4-352:", "5-3=2-5=7-2=5#5", False),     # wrong start
@@ -136,7 +138,7 @@ def test_tiny_grader(task, question, response, ok):
 def test_one_grader_for_all_tasks():
     assert grade("gsm8k", Problem("q", "42"), "\\boxed{42}")
     assert grade("math500", Problem("q", "\\frac{1}{2}"), "\\boxed{\\frac12}")
-    assert grade("chain", Problem("7+2~3+1:", "5"), "7+2=9~3=4+1=5#5")
+    assert grade("chain", Problem("7+2~3+1:", "5"), "+29~34+15#5")
     assert extract_gsm8k("<answer>-3.5</answer>") == -3.5
     with pytest.raises(ValueError, match="unknown task"):
         get_problems("nope")
@@ -168,7 +170,7 @@ def test_sub_any_order_is_a_valid_derivation():
 def test_chain_ops_do_not_commute():
     assert apply_op(apply_op(7, "+", 2), "~", 3) == 4 and apply_op(apply_op(7, "~", 3), "+", 2) == 8
     p = make_chain(random.Random(3))
-    assert grade("chain", p, p.reference) and len(p.reference) in (18, 23, 28)   # 1 + 5 per step + '#' and the answer
+    assert grade("chain", p, p.reference) and len(p.reference) in (22, 26, 30)   # 4 per step + '#' and the answer
 
 
 def test_jsonl_loading_and_errors(tmp_path):
