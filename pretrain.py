@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from cli import check_args, parse_dataclass
 from model import CharTokenizer, ModelConfig, Transformer, save_tiny
-from tasks import make_chain, make_sub
+from tasks import STEP_CHARS, STEPS, make_chain, make_sub
 
-MAX_ANSWER = 7 * 4 + 2   # the longest chain answer: 7 steps of "+dvf" (op, digit, value, filler), '#' and the answer
+MAX_ANSWER = STEPS[1] * STEP_CHARS + 2   # the longest chain answer: its steps of "+dvf", '#' and the answer
 
 # The two tiny models: same family, different seed and size (model-transfer experiments).
 SIZES = {"tiny": dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384, seed=0),
@@ -160,7 +160,7 @@ class Order:
         if self.mode == "answer-first":
             pick = torch.where((obs.t == 0)[:, None] & (h < L), obs.cand & (pos >= h), pick)
         elif self.mode == "values":
-            value = (pos < h) & (pos % 4 == 2)
+            value = (pos < h) & (pos % STEP_CHARS == 2)
             nxt = leftmost(obs.cand & value)                               # the next value to compute
             pick = obs.cand & ((~value & (pos != h + 1)) | (pos == nxt))   # the answer digit after the last value
             pick = torch.where(pick.any(1, keepdim=True), pick, obs.cand)

@@ -51,6 +51,7 @@ REAL_TASKS = ("gsm8k", "math500") + CODE_TASKS
 MOD = 10          # the running value is kept modulo MOD
 TERMS = (1, 2, 3) # the digits steps are made of: small tables the tiny dLLM learns (100% one step at a time)
 STEPS = (5, 7)    # a chain has 5-7 steps: too many for the tiny dLLM to compute in one forward
+STEP_CHARS = 4    # a step is written in 4 characters: op, digit, value, filler (the value at offset 2)
 FILLER = "abcdefghijklmnop"  # harmless words: a free letter follows each partial value; the grader ignores them
 
 
