@@ -221,8 +221,10 @@ SUITE = dict(task="chain", ood_task="sub", model="tiny", other_model="tiny-b", L
              # semi-AR policies start at unmask p = 0.5: at the paper's 0.12, 8 iterations a block leave a third of
              # each block masked, every rollout is wrong and the reward stays 0 (README, the learned policy)
              semi_init_bias=0.0,
-             # paper App. F: expert steering in full diffusion, one ES policy per alpha (does the alpha spread collapse?)
-             expert="threshold:0.9", expert_bl=8,
+             # paper App. F: expert steering in full diffusion, one ES policy per alpha (does the alpha spread collapse?);
+             # the expert decodes in full diffusion too: in this world it starts GRPO where plain GRPO gets no signal
+             # (README, the learned policy), while world 1's BL-8 expert stalled alpha 3 and 10 (results/world1)
+             expert="threshold:0.9", expert_bl=32,
              # paper App. E: a DPLS policy at this alpha in both modes; Fig. 6: the plain policy of this alpha over a beta grid
              variant_alpha=3, betas=(0.25, 0.5, 1, 2, 4))
 
@@ -254,17 +256,23 @@ def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"], alpha_
     return path
 
 
-def suite_settings(pols, conds, variants=None):
+def suite_settings(pols=None, conds=None, variants=None):
     """pols[(BL, alpha, reward)] -> checkpoint, conds[BL] -> the alpha-conditioned one, variants[(BL, alpha, kind)]
     -> the expert-steered ('es') and Plackett-Luce ('dpls') ones. The paper's experiments (README: Reproducing the
-    paper), its appendices' variants, the beta sweep and the alpha-conditioned policy, in the tiny world."""
+    paper), its appendices' variants, the beta sweep and the alpha-conditioned policy, in the tiny world.
+    pols None: the same settings with their heuristic specs only (what the suite evaluates before it trains)."""
     c, L, S = SUITE, SUITE["L"], SUITE["semi_bl"]
     variants = variants or {}
-    cond = lambda BL: learned_specs([conds[BL]], [1.0], c["cond_alphas"])
-    var = lambda BL: learned_specs([variants[k] for k in sorted(variants) if k[0] == BL], [1.0])
-    betas = lambda BL: learned_specs([pols[(BL, c["variant_alpha"], "mult")]], [1.0], betas=c["betas"]) if variants else []
-    tau1 = lambda BL, rewards=("mult",): learned_specs([pols[k] for k in sorted(pols) if k[0] == BL and k[2] in rewards], [1.0])
-    taus = lambda BL: learned_specs([pols[(BL, 3, "mult")]], [t for t in c["taus"] if t != 1.0])
+    if pols is None:
+        pols, conds = {}, {}
+        cond = var = betas = taus = lambda BL: []
+        tau1 = lambda BL, rewards=None: []
+    else:
+        cond = lambda BL: learned_specs([conds[BL]], [1.0], c["cond_alphas"])
+        var = lambda BL: learned_specs([variants[k] for k in sorted(variants) if k[0] == BL], [1.0])
+        betas = lambda BL: learned_specs([pols[(BL, c["variant_alpha"], "mult")]], [1.0], betas=c["betas"]) if variants else []
+        tau1 = lambda BL, rewards=("mult",): learned_specs([pols[k] for k in sorted(pols) if k[0] == BL and k[2] in rewards], [1.0])
+        taus = lambda BL: learned_specs([pols[(BL, 3, "mult")]], [t for t in c["taus"] if t != 1.0])
     return [
         Setting(c["model"], c["task"], L, S, sweep_specs(ALL + EOS_AWARE, L, S) + tau1(S) + taus(S) + cond(S)
                 + var(S) + betas(S), "semi-AR"),
@@ -292,12 +300,8 @@ def unmask_orders(model, task, L, BL, specs, seed=0):
     return p[0].question, out
 
 
-def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["steps"]):
-    import report
-    t0 = time.time()
-    pretrain_min = {}
-    for name in (SUITE["model"], SUITE["other_model"]):
-        pretrain_min[name] = getattr(load_dllm(name), "meta", {}).get("minutes")   # pretrains out/<name>.pt if missing
+def suite_policies(out_dir, steps):
+    """Train (or finish, or reuse) every policy of the suite -> (pols, conds, variants) as suite_settings takes them."""
     pols = {}
     for BL in (SUITE["semi_bl"], SUITE["L"]):
         for a in SUITE["alphas"]:
@@ -310,7 +314,31 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
                 for a in SUITE["alphas"]}
     for BL in (SUITE["semi_bl"], SUITE["L"]):
         variants[(BL, SUITE["variant_alpha"], "dpls")] = suite_policy(out_dir, BL, SUITE["variant_alpha"], steps=steps, actions="dpls")
+    return pols, conds, variants
+
+
+SUITE_PARTS = ("all", "heuristics", "train")
+
+
+def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["steps"], part="all"):
+    """The tiny-world suite. part 'heuristics': only the heuristic rows (they need no policy); 'train': only the GRPO
+    runs; the two can run side by side, one thread each (README), and 'all' then evaluates the policies and writes
+    the report. 'all' alone does everything, the heuristic rows first, so a run cut short keeps them."""
+    import report
+    if part not in SUITE_PARTS:
+        raise ValueError(f"unknown suite part {part!r}: use one of {SUITE_PARTS}")
+    t0 = time.time()
+    pretrain_min = {}
+    for name in (SUITE["model"], SUITE["other_model"]):
+        pretrain_min[name] = getattr(load_dllm(name), "meta", {}).get("minutes")   # pretrains out/<name>.pt if missing
     path = os.path.join(results_dir, "tiny.json")
+    if part != "train":
+        run(path, suite_settings(), n=SUITE["n"])
+    if part == "heuristics":
+        return
+    pols, conds, variants = suite_policies(out_dir, steps)
+    if part == "train":
+        return
     settings = suite_settings(pols, conds, variants)
     rows = run(path, settings, n=SUITE["n"])
     by = report.by_setting(summarize(rows), settings)
@@ -365,6 +393,10 @@ def main(argv=None):
     p.add_argument("--out", default="out/eval.json", help="rows file (resumed if it exists)")
     p.add_argument("--plot", action="store_true", help="also draw accuracy vs NFE to a PNG beside --out (needs matplotlib)")
     p.add_argument("--suite-steps", type=int, default=SUITE["steps"], help="GRPO steps per suite policy")
+    p.add_argument("--suite-part", default="all", choices=SUITE_PARTS,
+                   help="heuristics: the heuristic rows only; train: the GRPO runs only (run both side by side, "
+                        "--threads 1 each, then the default 'all' evaluates the policies and writes the report)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--cache", default="none", choices=CACHES, help="KV cache (semi-AR only; prefix and dual are approximate, see env.py)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
     args = p.parse_args(argv)
@@ -372,11 +404,13 @@ def main(argv=None):
         if args.plot:
             import report
             report.need_matplotlib()
-        check_args(suite_steps=(args.suite_steps, ">= 1"))
+        check_args(suite_steps=(args.suite_steps, ">= 1"), threads=(args.threads, ">= 0"))
         if args.suite:
             if args.suite != "tiny":
                 raise ValueError(f"unknown suite {args.suite!r}: the one suite is 'tiny'")
-            return suite(plot=args.plot, steps=args.suite_steps)
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            return suite(plot=args.plot, steps=args.suite_steps, part=args.suite_part)
         L = args.gen_length
         BLs, taus, seeds = args.block_lengths, args.taus or [1.0], args.seeds
         check_args(n=(args.n, "> 0"), batch_size=(args.batch_size, "> 0"), temperature=(args.temperature, ">= 0"),

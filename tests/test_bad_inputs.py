@@ -131,6 +131,8 @@ BAD = [
     ("eval", ["--sweep", "threshold", "--task", "gsm8k", "--data", "missing.jsonl"], "missing.jsonl not found"),
     ("eval", ["--suite", "huge"], "the one suite is 'tiny'"),
     ("eval", ["--suite", "tiny", "--suite-steps", "0"], "--suite-steps must be >= 1"),
+    ("eval", ["--suite", "tiny", "--threads", "-1"], "--threads must be >= 0"),
+    ("eval", ["--suite", "tiny", "--suite-part", "half"], "invalid choice"),
     ("sample", ["--model", "gpt-17", "--policies", "threshold:0.9"], "unknown model 'gpt-17'"),
     ("sample", ["--model", "missing.pt", "--policies", "threshold:0.9"], "missing.pt not found"),
     ("train", ["--model", "gpt-17"], "unknown model 'gpt-17'"),
