@@ -112,13 +112,17 @@ def check_decoding(L, BL, cache="none"):
 
 
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
-             record=False, keys=None, cache="none", alpha=None):
+             record=False, keys=None, cache="none", alpha=None, first=None):
     """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished.
     Returns a Rollout. The policy object needs `act(obs) -> (unmask (b, L) bool, logp (b,) or None[, order (b, L)])`
     and an optional set `needs` of extra observations ('margin', 'entropy', 'eos'). keys (B,) seed each row's
     policy randomness and, at T > 0, the dLLM's Gumbel noise (default: row_keys(0, arange(B))).
     cache: 'none' (exact), or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive only; see below).
-    alpha (B,): each row's reward exponent, shown to an alpha-conditioned policy (obs.alpha) and recorded."""
+    alpha (B,): each row's reward exponent, shown to an alpha-conditioned policy (obs.alpha) and recorded.
+    first: a dict shared by calls on the same prompts, L and dLLM (eval.py passes one per batch of a setting). With
+    every position masked the first forward does not depend on the policy, so at temperature 0 without a cache its
+    x0, conf, margin and entropy are stored there by the first call and reused by the others: the same numbers,
+    one forward fewer per row (a sweep runs ~50 policies over the same batches)."""
     L, BL = gen_length, block_length
     check_decoding(L, BL, cache)
     policy.check(L, BL)
@@ -139,16 +143,25 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     stepper = CachedStep(dllm, P, L, BL, cache, needs) if cache != "none" else None
     stop_ids = torch.tensor(sorted(dllm.stop_ids), device=dev)
     steps = []
+    shared = first if temperature == 0 and stepper is None else None   # the first forward, kept across policies
     while not done.all():
         rows = (~done).nonzero().squeeze(1)                            # (b,) unfinished rows only
         seeds = noise_seeds(keys[rows], nfe[rows]) if temperature > 0 else None
         if stepper:
             x0, conf, margin, entropy = stepper(x, am, rows, block[rows], block_step[rows] == 0, temperature, seeds)
+        elif shared is not None and "x0" in shared:
+            x0, conf = shared["x0"], shared["conf"]
+            margin, entropy = (shared[k] if k in needs else None for k in ("margin", "entropy"))
         else:
             logits = dllm.logits(x[rows], am[rows], start=P)           # (b, L, V)
             x0, conf, probs = sample_tokens(logits, temperature, seeds)
-            margin, entropy = extras(probs, needs)
+            if shared is not None:   # every later policy may ask for margin / entropy: keep both
+                shared.update(x0=x0, conf=conf, **dict(zip(("margin", "entropy"), extras(probs, ("margin", "entropy")))))
+                margin, entropy = (shared[k] if k in needs else None for k in ("margin", "entropy"))
+            else:
+                margin, entropy = extras(probs, needs)
             del probs
+        shared = None
         gx = x[rows, P:]                                               # (b, L)
         masked = gx == dllm.mask_id
         in_block = (pos[None] // BL) == block[rows, None]

@@ -162,11 +162,12 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
         if loaded != s.model:   # one dLLM in memory at a time (real ones are 16 GB)
             dllm = None
             dllm, loaded = load_dllm(s.model, device=device), s.model
+        first = {seed: {} for seed in seeds}   # each batch's first forward, shared by the setting's policies
         for spec, seed in todo:
             pol = parse_policy(spec, dllm.device)
             pol.check(s.gen_length, s.block_length)
             row, _ = evaluate(dllm, pol, problems[seed], s.task, s.gen_length, s.block_length, batch_size,
-                              temperature, seed, progress, cache=s.cache)
+                              temperature, seed, progress, cache=s.cache, first=first[seed])
             row.update(model=s.model, task=s.task, gen_length=s.gen_length, block_length=s.block_length,
                        policy=spec, seed=seed, temperature=temperature, setting=s.name, cache=s.cache)
             if isinstance(pol, LearnedPolicy):

@@ -232,3 +232,34 @@ def test_eos_observation_in_the_env(tiny):
     generate(tiny, spy, ids, am, 32, 32)
     eos, x0 = seen[0]
     assert torch.equal(eos, x0 == tiny.eos_id) and eos.any()
+
+
+def test_the_first_forward_is_shared_across_policies_and_changes_nothing(tiny):
+    """eval.py keeps each batch's first forward (everything masked, so the same for every policy) and reuses it:
+    the rows are those of a fresh run, one forward per batch is saved per later policy, and nothing is shared at
+    temperature > 0 or with a KV cache (where the first forward also fills the cache)."""
+    from sample import evaluate
+    probs = tiny_problems("chain", 10, seed=3)
+    calls = []
+    real = tiny.logits
+    tiny.logits = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        specs = ["margin:steps=8", "topk:steps=4", "entropy:steps=16", "threshold:0.9", "eb:gamma=0.1"]
+        fresh, n_fresh = [], 0
+        for s in specs:
+            calls.clear()
+            fresh.append(evaluate(tiny, parse_policy(s), probs, "chain", 16, 16, 4, progress=False, keep=10))
+            n_fresh += len(calls)
+        first, calls[:] = {}, []
+        shared = [evaluate(tiny, parse_policy(s), probs, "chain", 16, 16, 4, progress=False, keep=10, first=first)
+                  for s in specs]
+        assert len(calls) == n_fresh - 3 * (len(specs) - 1)          # 3 batches of 4, 4, 2 problems
+        for (a, sa), (b, sb) in zip(fresh, shared):
+            assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+            assert all(torch.equal(x[1], y[1]) and torch.equal(x[2], y[2]) for x, y in zip(sa, sb))
+        for kw in (dict(temperature=1.0), dict(cache="prefix")):
+            first = {}
+            evaluate(tiny, parse_policy("topk:steps=4"), probs, "chain", 16, 8, 4, progress=False, first=first, **kw)
+            assert all(not d for d in first.values())
+    finally:
+        tiny.logits = real
