@@ -29,7 +29,7 @@ MAX_ANSWER = STEPS[1] * STEP_CHARS + 2   # the longest chain answer: its steps o
 
 # The two tiny models: same family, different seed and size (model-transfer experiments).
 SIZES = {"tiny": dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384, seed=0),
-         "tiny-b": dict(d_model=160, n_layers=4, n_heads=4, n_kv_heads=2, mlp_hidden=448, seed=1)}
+         "tiny-b": dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=512, seed=1)}
 
 
 @dataclass

@@ -127,8 +127,9 @@ def test_pretrain_cli(tmp_path):
     assert d.meta["pretrain"]["steps"] == 3
     import pretrain
     path = pretrain.pretrain(pretrain.PretrainConfig(name="tiny-b", steps=2, batch_size=4, out_dir=str(tmp_path)))
-    b = load_dllm(path, device="cpu")          # the second model: grouped KV heads, other size
-    assert b.net.c.n_kv_heads == 2 and b.net.c.d_model == 160 and b.logits(torch.tensor([[3, 4, 5]])).shape == (1, 3, b.vocab_size)
+    b = load_dllm(path, device="cpu")          # the second model: a wider MLP, another seed
+    assert b.net.c.mlp_hidden == 512 and b.net.c.d_model == 128 and b.logits(torch.tensor([[3, 4, 5]])).shape == (1, 3, b.vocab_size)
+    assert not torch.equal(b.net.tok_emb.weight, d.net.tok_emb.weight[:, :128])
     out = subprocess.run([sys.executable, "pretrain.py", "--name", "huge"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "unknown tiny model" in out.stderr
 
