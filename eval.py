@@ -406,11 +406,11 @@ def main(argv=None):
             import report
             report.need_matplotlib()
         check_args(suite_steps=(args.suite_steps, ">= 1"), threads=(args.threads, ">= 0"))
+        if args.threads:
+            torch.set_num_threads(args.threads)
         if args.suite:
             if args.suite != "tiny":
                 raise ValueError(f"unknown suite {args.suite!r}: the one suite is 'tiny'")
-            if args.threads:
-                torch.set_num_threads(args.threads)
             return suite(plot=args.plot, steps=args.suite_steps, part=args.suite_part)
         L = args.gen_length
         BLs, taus, seeds = args.block_lengths, args.taus or [1.0], args.seeds
