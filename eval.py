@@ -394,8 +394,8 @@ def main(argv=None):
     p.add_argument("--out", default="out/eval.json", help="rows file (resumed if it exists)")
     p.add_argument("--plot", action="store_true", help="also draw accuracy vs NFE to a PNG beside --out (needs matplotlib)")
     p.add_argument("--suite-steps", type=int, default=SUITE["steps"], help="GRPO steps per suite policy")
-    p.add_argument("--suite-part", default="all", choices=SUITE_PARTS,
-                   help="heuristics: the heuristic rows only; train: the GRPO runs only (run both side by side, "
+    p.add_argument("--suite-part", default="all",
+                   help="all; heuristics: the heuristic rows only; train: the GRPO runs only (run both side by side, "
                         "--threads 1 each, then the default 'all' evaluates the policies and writes the report)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--cache", default="none", choices=CACHES, help="KV cache (semi-AR only; prefix and dual are approximate, see env.py)")

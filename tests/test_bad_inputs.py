@@ -132,7 +132,7 @@ BAD = [
     ("eval", ["--suite", "huge"], "the one suite is 'tiny'"),
     ("eval", ["--suite", "tiny", "--suite-steps", "0"], "--suite-steps must be >= 1"),
     ("eval", ["--suite", "tiny", "--threads", "-1"], "--threads must be >= 0"),
-    ("eval", ["--suite", "tiny", "--suite-part", "half"], "invalid choice"),
+    ("eval", ["--suite", "tiny", "--suite-part", "half"], "unknown suite part 'half'"),
     ("sample", ["--model", "gpt-17", "--policies", "threshold:0.9"], "unknown model 'gpt-17'"),
     ("sample", ["--model", "missing.pt", "--policies", "threshold:0.9"], "missing.pt not found"),
     ("train", ["--model", "gpt-17"], "unknown model 'gpt-17'"),
