@@ -149,19 +149,19 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
         seeds = noise_seeds(keys[rows], nfe[rows]) if temperature > 0 else None
         if stepper:
             x0, conf, margin, entropy = stepper(x, am, rows, block[rows], block_step[rows] == 0, temperature, seeds)
-        elif shared is not None and "x0" in shared:
+        elif shared is not None:                                       # the first step: computed once, kept
+            if "x0" not in shared:   # every later policy may ask for margin / entropy: keep both
+                x0, conf, probs = sample_tokens(dllm.logits(x, am, start=P), temperature)
+                shared.update(x0=x0, conf=conf, **dict(zip(("margin", "entropy"), extras(probs, ("margin", "entropy")))))
+                del probs
             x0, conf = shared["x0"], shared["conf"]
             margin, entropy = (shared[k] if k in needs else None for k in ("margin", "entropy"))
+            shared = None
         else:
             logits = dllm.logits(x[rows], am[rows], start=P)           # (b, L, V)
             x0, conf, probs = sample_tokens(logits, temperature, seeds)
-            if shared is not None:   # every later policy may ask for margin / entropy: keep both
-                shared.update(x0=x0, conf=conf, **dict(zip(("margin", "entropy"), extras(probs, ("margin", "entropy")))))
-                margin, entropy = (shared[k] if k in needs else None for k in ("margin", "entropy"))
-            else:
-                margin, entropy = extras(probs, needs)
+            margin, entropy = extras(probs, needs)
             del probs
-        shared = None
         gx = x[rows, P:]                                               # (b, L)
         masked = gx == dllm.mask_id
         in_block = (pos[None] // BL) == block[rows, None]

@@ -265,7 +265,6 @@ def suite_settings(pols=None, conds=None, variants=None):
     c, L, S = SUITE, SUITE["L"], SUITE["semi_bl"]
     variants = variants or {}
     if pols is None:
-        pols, conds = {}, {}
         cond = var = betas = taus = lambda BL: []
         tau1 = lambda BL, rewards=None: []
     else:
