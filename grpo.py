@@ -75,36 +75,47 @@ def old_expert_log_probs(net, eb, GE, chunk):
                                 for i in range(0, len(eb["row"]), chunk)])
 
 
-def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True, actions="bernoulli", GE=None):
+def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True, actions="bernoulli", GE=None,
+              metrics=True):
     """Clipped GRPO loss, per rollout the mean over its steps, then the mean over rollouts. Computed in
     chunks of step-rows with gradients accumulated (the loss is linear in per-step terms, so this is
     exact). `net` is the policy module (or its DDP wrapper). GE = (G, E) with expert steering. Returns (loss,
-    clip fraction, entropy of the policy's own steps: Bernoulli, per position; DPLS, the estimate -log pi(a))."""
+    clip fraction, entropy of the policy's own steps: Bernoulli, per position; DPLS, the estimate -log pi(a)).
+    The steps of rollouts whose advantage is 0 add exactly 0 to the loss and to its gradient, so they get no backward
+    (in a group that all solved, or all failed, that is every step): with metrics they get a forward without
+    gradients for the clip fraction and the entropy, without (metrics=False: those two come back over the other
+    steps only) not even that. Under DDP every step keeps its backward: a rank must not skip the all-reduce."""
     row = batch["row"]
     count = torch.zeros(n_rollouts, device=row.device).index_add_(0, row, torch.ones_like(row, dtype=torch.float))
     weight = 1.0 / (n_rollouts * count[row])                               # (S,)
     total = clipped = ent = own_n = 0.0
     S = row.shape[0]
     ddp = isinstance(net, torch.nn.parallel.DistributedDataParallel)
-    for i in range(0, S, chunk):
-        sl = slice(i, i + chunk)
-        last = i + chunk >= S  # under DDP only the last chunk's backward all-reduces (ranks differ in S)
-        with net.no_sync() if ddp and not last else nullcontext():
-            logits, logp = step_log_prob(net, batch, sl, actions, GE)                      # fp32
-            ratio = torch.exp(logp - batch["logp_old"][sl])
-            a = adv[row[sl]]
-            per_step = -torch.min(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
-            loss = (per_step * weight[sl]).sum()
-            if backward:
-                loss.backward()
-        total += loss.item()
-        clipped += ((ratio - 1).abs() > clip_eps).float().sum().item()
-        own = ~batch["expert"][sl] if "expert" in batch else torch.ones_like(row[sl], dtype=torch.bool)
-        if actions == "dpls":
-            ent += -logp.detach()[own].sum().item()
-        else:
-            ent += bernoulli_entropy(logits.detach()[own], batch["cand"][sl][own]).item() * own.sum().item()
-        own_n += own.sum().item()
-    return total, clipped / S, ent / max(own_n, 1)
-
-
+    live = (adv[row] != 0) | ddp | (not backward)
+    idx_live, idx_zero = live.nonzero().squeeze(1), (~live).nonzero().squeeze(1)
+    parts = [(idx_live, True)] + ([(idx_zero, False)] if metrics else [])
+    n_seen = 0
+    for idx, grad in parts:
+        for i in range(0, len(idx), chunk):
+            sl = idx[i:i + chunk] if len(idx) < S else slice(i, i + chunk)   # all live: plain slices, as before
+            last = i + chunk >= len(idx)  # under DDP only the last chunk's backward all-reduces (ranks differ in S)
+            with net.no_sync() if ddp and not last else nullcontext(), nullcontext() if grad else torch.no_grad():
+                logits, logp = step_log_prob(net, batch, sl, actions, GE)                      # fp32
+                ratio = torch.exp(logp - batch["logp_old"][sl])
+                a = adv[row[sl]]
+                per_step = -torch.min(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+                loss = (per_step * weight[sl]).sum()
+                if backward and grad:
+                    loss.backward()
+            total += loss.item()
+            clipped += ((ratio - 1).abs() > clip_eps).float().sum().item()
+            n_seen += len(ratio)
+            own = ~batch["expert"][sl] if "expert" in batch else torch.ones_like(row[sl], dtype=torch.bool)
+            if actions == "dpls":   # per step
+                ent += -logp.detach()[own].sum().item()
+                own_n += own.sum().item()
+            else:                   # per candidate position, whatever the chunks
+                n_cand = batch["cand"][sl][own].sum().item()
+                ent += bernoulli_entropy(logits.detach()[own], batch["cand"][sl][own]).item() * n_cand
+                own_n += n_cand
+    return total, clipped / max(n_seen, 1), ent / max(own_n, 1)

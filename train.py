@@ -331,10 +331,10 @@ def train(cfg: TrainConfig):
             g["lr"] = lr_at(step, cfg)
         policy.train()
         if nonzero.item() > 0:
-            for _ in range(cfg.updates_per_batch):
+            for k in range(cfg.updates_per_batch):   # the logged clip fraction and entropy: the last update's
                 opt.zero_grad(set_to_none=True)
                 loss, clip_frac, ent = grpo_loss(net, batch, A, len(A), cfg.clip_eps, chunk=cfg.batch_size * L,
-                                                 actions=cfg.actions, GE=GE)
+                                                 actions=cfg.actions, GE=GE, metrics=k == cfg.updates_per_batch - 1)
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
                 opt.step()
 

@@ -62,6 +62,54 @@ def test_grpo_loss_by_hand_and_chunking():
     assert grads[0].abs().sum() > 0
 
 
+def test_zero_advantage_steps_get_no_backward_and_change_nothing(monkeypatch):
+    """A rollout whose advantage is 0 adds 0 to the loss and its gradient: grpo_loss gives its steps a forward
+    without gradients (metrics) or nothing at all, and the loss, clip fraction, entropy and gradient are those of
+    a pass that back-propagates every step."""
+    import grpo
+    torch.manual_seed(0)
+    pol = LearnedPolicy()
+    with torch.no_grad():
+        pol.head.weight.normal_(0, 0.5)
+    b, adv = fake_batch(S=20, n=4), torch.tensor([1.0, 0.0, -0.5, 0.0])
+    with torch.no_grad():   # off-policy by a spread of ratios, so that some steps are clipped and some not
+        b["logp_old"] = (bernoulli_log_prob(pol(b["conf"], b["masked"], b["t"]), b["cand"], b["action"])
+                         + 0.3 * torch.randn(20, generator=torch.Generator().manual_seed(1)))
+    seen = []
+    real = grpo.step_log_prob
+    monkeypatch.setattr(grpo, "step_log_prob", lambda net, batch, sl, *a: seen.append(
+        (torch.arange(len(batch["row"]))[sl], torch.is_grad_enabled())) or real(net, batch, sl, *a))
+    out = {}
+    for name, kw in (("all", dict(metrics=True)), ("no metrics", dict(metrics=False))):
+        pol.zero_grad()
+        seen.clear()
+        out[name] = grpo_loss(pol, b, adv, 4, 0.2, chunk=3, **kw)
+        grads = torch.cat([p.grad.flatten() for p in pol.parameters() if p.grad is not None])
+        with_grad = torch.cat([i for i, g in seen if g])
+        assert sorted(b["row"][with_grad].unique().tolist()) == [0, 2]           # backward: the nonzero rollouts
+        assert len(with_grad) == int((adv[b["row"]] != 0).sum())
+        assert len(seen) == (8 if kw["metrics"] else 4)                         # 10 live steps in chunks of 3, 10 zero
+        out[name] = (*out[name], grads)
+    # the reference: every step back-propagated (its advantage read as a tiny nonzero, then exactly 0)
+    pol.zero_grad()
+    monkeypatch.setattr(grpo, "step_log_prob", real)
+    ref_loss, ref_clip, ref_ent = grpo_loss(pol, b, adv, 4, 0.2, backward=False)
+    ref = 0
+    for i in range(len(b["row"])):
+        logits, logp = real(pol, b, slice(i, i + 1))
+        ratio = torch.exp(logp - b["logp_old"][i:i + 1])
+        a = adv[b["row"][i:i + 1]]
+        ref = ref - torch.min(ratio * a, ratio.clamp(0.8, 1.2) * a).sum() / (4 * (b["row"] == b["row"][i]).sum())
+    ref.backward()
+    ref_grads = torch.cat([p.grad.flatten() for p in pol.parameters() if p.grad is not None])
+    loss, clip, ent, grads = out["all"]
+    assert abs(loss - ref_loss) < 1e-6 and abs(loss - ref.item()) < 1e-6
+    assert clip == ref_clip and 0 < clip < 1 and abs(ent - ref_ent) < 1e-6
+    torch.testing.assert_close(grads, ref_grads, rtol=1e-4, atol=1e-5 * ref_grads.abs().max().item())
+    assert torch.equal(out["no metrics"][3], grads)                           # the same backward, to the bit
+    assert out["no metrics"][0] == loss
+
+
 def grade_by(monkeypatch, fn):
     """Grade train.py's rollouts by fn(task, problem, text) instead of the task's grader."""
     monkeypatch.setattr(train, "grade_many", lambda task, ps, texts: [fn(task, p, t) for p, t in zip(ps, texts)])
