@@ -200,15 +200,21 @@ class LearnedPolicy(nn.Module):
     def conditioned(self):
         return self.c.alpha_hi is not None
 
-    def forward(self, conf, masked, t, alpha=None):
-        n, L = conf.shape
-        h = self.conf_in(conf.float()[..., None])                                   # (n, L, d)
-        cond = self.mask_emb(masked.long()) + self.time_mlp(sinusoidal(t, h.shape[-1]))[:, None]
+    def modulation(self, masked, t, alpha=None):
+        """(n, L, 6d): ada of position i's conditioning mask_emb[mask_i] + time_mlp(t) [+ alpha_mlp(alpha)]. ada is
+        linear, so that is ada of the row's part (one per row) plus ada's weight applied to the two mask embeddings:
+        no per-position matmul (a test checks it against ada applied at every position)."""
+        row = self.time_mlp(sinusoidal(t, self.c.width))                             # (n, d)
         if self.conditioned:
             if alpha is None:
                 raise ValueError("an alpha-conditioned policy needs alpha (a checkpoint spec 'ckpt.pt:alpha=A')")
-            cond = cond + self.alpha_mlp(alpha_features(alpha, self.c.alpha_hi, h.shape[-1]))[:, None]
-        b1, s1, g1, b2, s2, g2 = self.ada(cond).chunk(6, dim=-1)                    # each (n, L, d)
+            row = row + self.alpha_mlp(alpha_features(alpha, self.c.alpha_hi, self.c.width))
+        return F.linear(self.mask_emb.weight, self.ada.weight)[masked.long()] + self.ada(row)[:, None]
+
+    def forward(self, conf, masked, t, alpha=None):
+        n, L = conf.shape
+        h = self.conf_in(conf.float()[..., None])                                   # (n, L, d)
+        b1, s1, g1, b2, s2, g2 = self.modulation(masked, t, alpha).chunk(6, dim=-1)  # each (n, L, d)
         a = self.ln1(h) * (1 + s1) + b1
         q, k, v = self.qkv(a).view(n, L, 3, self.c.heads, -1).permute(2, 0, 3, 1, 4)  # (n, H, L, hd) each
         cos, sin = rotary(torch.arange(L, device=conf.device).expand(n, L), q.shape[-1], 10000.0)

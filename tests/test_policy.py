@@ -124,3 +124,30 @@ def test_alpha_draws():
     assert abs(mid - 0.5) < 5 * (0.25 / len(pos)) ** 0.5
     b = draw_alphas(torch.arange(1000), 1.0, 3.0, seed=0)
     assert (b >= 1.0 - 1e-6).all() and (b <= 3.0 + 1e-5).all()                           # LO > 0: no zeros
+
+
+
+def test_the_modulation_is_ada_of_the_per_position_conditioning():
+    """LearnedPolicy.modulation computes ada(mask_emb[m] + time [+ alpha]) per row and per mask bit, not per
+    position: the same values and gradients as ada applied at every position, plain and alpha-conditioned."""
+    from policy import PolicyConfig, alpha_features, sinusoidal
+    torch.manual_seed(0)
+    for cfg in (PolicyConfig(), PolicyConfig(alpha_lo=0.0, alpha_hi=10.0)):
+        pol = LearnedPolicy(cfg)
+        with torch.no_grad():
+            for p in pol.parameters():
+                p.normal_(0, 0.2)       # away from the zero initialisation of ada and alpha_mlp's output
+        masked, t, alpha = torch.rand(5, 7) < 0.5, torch.rand(5), torch.rand(5) * 10
+        cond = pol.mask_emb(masked.long()) + pol.time_mlp(sinusoidal(t, cfg.width))[:, None]
+        if pol.conditioned:
+            cond = cond + pol.alpha_mlp(alpha_features(alpha, cfg.alpha_hi, cfg.width))[:, None]
+        a = alpha if pol.conditioned else None
+        fast, ref = pol.modulation(masked, t, a), pol.ada(cond)
+        assert fast.shape == (5, 7, 6 * cfg.width)
+        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+        w = torch.randn_like(ref)
+        for x, y in zip(torch.autograd.grad((fast * w).sum(), list(pol.parameters()), allow_unused=True),
+                        torch.autograd.grad((ref * w).sum(), list(pol.parameters()), allow_unused=True)):
+            assert (x is None) == (y is None)
+            if x is not None:
+                torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5 * y.abs().max().item())
