@@ -7,6 +7,7 @@ measures rather than evaluates: eval.py's rows are about accuracy, these are abo
     python bench.py --shape tiny                      # shipped tiny dLLM, chain task, L 32, BL 8, 500 problems
     python bench.py --shape mid                       # random d_model 1024 x 8 layers, prompt 200, L 256, BL 32
     python bench.py --shape llada --device cuda       # LLaDA-8B's exact shape, random weights (no download), bf16
+    python bench.py --shape update                    # one tiny-world GRPO update, each of its two savings on and off
 
 The mid and llada shapes have random weights: their accuracy means nothing (shown as '-'); their NFE follows the
 policies' rules on a model that is never confident (threshold 0.9 falls back to one token per step). The learned
@@ -138,6 +139,60 @@ def bench_random(args, device, shape):
     return rows
 
 
+def per_position_modulation(self, masked, t, alpha=None):
+    """LearnedPolicy.modulation as it was first written: ada applied to the conditioning at every position."""
+    from policy import alpha_features, sinusoidal
+    cond = self.mask_emb(masked.long()) + self.time_mlp(sinusoidal(t, self.c.width))[:, None]
+    if self.conditioned:
+        cond = cond + self.alpha_mlp(alpha_features(alpha, self.c.alpha_hi, self.c.width))[:, None]
+    return self.ada(cond)
+
+
+def bench_update(args, device):
+    """One GRPO update (train.py's two optimizer steps' losses and backwards) on the recorded steps of a tiny-world
+    batch: 16 prompts x 8 rollouts of a fresh semi-AR policy (BL 8, unmask p 0.5, alpha 3: the suite's start), timed
+    with and without the two savings: no backward for zero-advantage rollouts, and the per-row modulation."""
+    from grpo import advantages, collate, grpo_loss, rewards
+    from tasks import get_problems, grade_many
+    from sample import prompts_of
+    dllm = load_dllm("tiny", device=device)
+    problems = get_problems("chain", 16, 0, "train")
+    ids, am = prompts_of(dllm, problems)
+    ids, am = ids.repeat_interleave(8, 0), am.repeat_interleave(8, 0)
+    torch.manual_seed(0)
+    pol = LearnedPolicy(PolicyConfig(init_bias=0.0)).to(device).eval()
+    pol.fallback = False
+    r = generate(dllm, pol, ids, am, 32, 8, record=True, keys=row_keys(0, torch.arange(len(ids))))
+    correct = torch.tensor(grade_many("chain", [problems[i // 8] for i in range(len(ids))],
+                                      [dllm.decode(x.tolist()) for x in r.tokens.cpu()]), device=device)
+    A = advantages(rewards(correct, r.nfe, 32, 3.0, "mult"), 8)
+    batch = collate(r.steps)
+    zero = (A[batch["row"]] == 0).float().mean().item()
+    print(f"update: {len(batch['row'])} recorded steps of {len(A)} rollouts, {100 * zero:.1f}% of them in "
+          f"zero-advantage rollouts ({100 * correct.float().mean().item():.1f}% of the rollouts right)")
+    pol.train()
+    rows = []
+    for name, skip, modulation in (("every step, per-position ada", False, per_position_modulation),
+                                   ("every step, per-row ada", False, None),
+                                   ("skip zero-adv, per-row ada (train.py)", True, None)):
+        saved = LearnedPolicy.modulation
+        if modulation:
+            LearnedPolicy.modulation = modulation
+        try:
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for k in range(2):
+                    pol.zero_grad(set_to_none=True)
+                    grpo_loss(pol, batch, A, len(A), 0.5, chunk=128 * 32, skip_zero=skip, metrics=k == 1)
+                best = min(best, time.perf_counter() - t0)
+        finally:
+            LearnedPolicy.modulation = saved
+        rows.append(dict(shape="update", what=name, seconds=best))
+        print(f"update  {name:<40} {best:7.2f} s  {rows[0]['seconds'] / best:5.2f}x", flush=True)
+    return rows
+
+
 def line(r, rows):
     base = next((x for x in rows if x["shape"] == r["shape"] and x["policy"] == r["policy"] and x["cache"] == "none"), r)
     acc = f"{r['accuracy']:5.1f}" if r["accuracy"] is not None else "    -"
@@ -153,7 +208,7 @@ HEAD = (f"{'shape':<6} {'policy':<20} {'cache':<7} {'acc %':>5} {'NFE':>7} {'ms 
 def main(argv=None):
     p = argparse.ArgumentParser(description="time the unmasking loop per policy and KV-cache mode",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--shape", default="tiny,mid", help="comma-separated: tiny, mid, llada")
+    p.add_argument("--shape", default="tiny,mid", help="comma-separated: tiny, mid, llada, update")
     p.add_argument("--policies", default=None, help="heuristic specs (default: threshold:0.9 and top-k at L/4 steps)")
     p.add_argument("--policy", default=None, help="a learned checkpoint to time (default: a fresh learned policy)")
     p.add_argument("--caches", default="none,prefix,dual", help="comma-separated cache modes")
@@ -166,17 +221,20 @@ def main(argv=None):
         check_args(n=(args.n, "> 0"), batch_size=(args.batch_size, "> 0"), threads=(args.threads, ">= 0"))
         args.caches = [c for c in args.caches.split(",") if c.strip()]
         shapes = [s for s in args.shape.split(",") if s.strip()]
-        bad = [c for c in args.caches if c not in CACHES] + [s for s in shapes if s not in SHAPES]
+        bad = [c for c in args.caches if c not in CACHES] + [s for s in shapes if s not in SHAPES and s != "update"]
         if bad or not shapes or not args.caches:
-            raise ValueError(f"unknown or missing --shape / --caches {bad}: shapes tiny, mid, llada; caches {CACHES}")
+            raise ValueError(f"unknown or missing --shape / --caches {bad}: shapes tiny, mid, llada, update; "
+                             f"caches {CACHES}")
         device = resolve_device(args.device)
         if args.threads:
             torch.set_num_threads(args.threads)
         print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
-        print(HEAD)
+        if set(shapes) - {"update"}:
+            print(HEAD)
         rows = []
         for shape in shapes:
-            rows += bench_tiny(args, device) if shape == "tiny" else bench_random(args, device, shape)
+            rows += (bench_tiny(args, device) if shape == "tiny" else bench_update(args, device) if shape == "update"
+                     else bench_random(args, device, shape))
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
     return rows

@@ -76,7 +76,7 @@ def old_expert_log_probs(net, eb, GE, chunk):
 
 
 def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True, actions="bernoulli", GE=None,
-              metrics=True):
+              metrics=True, skip_zero=True):
     """Clipped GRPO loss, per rollout the mean over its steps, then the mean over rollouts. Computed in
     chunks of step-rows with gradients accumulated (the loss is linear in per-step terms, so this is
     exact). `net` is the policy module (or its DDP wrapper). GE = (G, E) with expert steering. Returns (loss,
@@ -84,14 +84,15 @@ def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True, 
     The steps of rollouts whose advantage is 0 add exactly 0 to the loss and to its gradient, so they get no backward
     (in a group that all solved, or all failed, that is every step): with metrics they get a forward without
     gradients for the clip fraction and the entropy, without (metrics=False: those two come back over the other
-    steps only) not even that. Under DDP every step keeps its backward: a rank must not skip the all-reduce."""
+    steps only) not even that. Under DDP every step keeps its backward: a rank must not skip the all-reduce.
+    skip_zero=False back-propagates every step (bench.py --shape update times both)."""
     row = batch["row"]
     count = torch.zeros(n_rollouts, device=row.device).index_add_(0, row, torch.ones_like(row, dtype=torch.float))
     weight = 1.0 / (n_rollouts * count[row])                               # (S,)
     total = clipped = ent = own_n = 0.0
     S = row.shape[0]
     ddp = isinstance(net, torch.nn.parallel.DistributedDataParallel)
-    live = (adv[row] != 0) | ddp | (not backward)
+    live = (adv[row] != 0) | ddp | (not backward) | (not skip_zero)
     idx_live, idx_zero = live.nonzero().squeeze(1), (~live).nonzero().squeeze(1)
     parts = [(idx_live, True)] + ([(idx_zero, False)] if metrics else [])
     n_seen = 0
