@@ -230,30 +230,75 @@ SUITE = dict(task="chain", ood_task="sub", model="tiny", other_model="tiny-b", L
              variant_alpha=3, betas=(0.25, 0.5, 1, 2, 4))
 
 
+def claim(path):
+    """Take path + '.lock' for this process -> a function that gives it back (and removes the file), or None while
+    another process holds it. An flock: the kernel releases it when its holder exits however it exits, so a killed
+    run leaves no stale claim. So that `--suite-part train` can run in as many processes as there are cores. Without
+    fcntl (Windows) every claim is granted: run one trainer at a time there."""
+    try:
+        import fcntl
+    except ImportError:
+        return lambda: None
+    lock = path + ".lock"
+    while True:
+        f = open(lock, "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return None
+        try:
+            mine = os.fstat(f.fileno()).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            mine = False
+        if mine:
+            def give_back():
+                os.remove(lock)    # while still held: a process that opened it meanwhile finds it gone and retries
+                f.close()
+            return give_back
+        f.close()                  # its holder removed it as we opened it: open the new one
+
+
 def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"], alpha_range=None, expert=None,
                  actions="bernoulli"):
-    """Train (or finish, or reuse) one suite policy with train.py's loop; returns its checkpoint path.
-    alpha_range: the alpha-conditioned policy of this block length instead of the one for `alpha`; expert: expert
-    steering by that heuristic (at SUITE's expert_bl); actions: dpls for Plackett-Luce actions."""
+    """Train (or finish, or reuse) one suite policy with train.py's loop; returns its checkpoint path, or None when
+    another process is training it (claim). alpha_range: the alpha-conditioned policy of this block length instead
+    of the one for `alpha`; expert: expert steering by that heuristic (at SUITE's expert_bl); actions: dpls for
+    Plackett-Luce actions."""
     import train
     name = f"cond{alpha_range.replace(',', '-')}" if alpha_range else f"{'add' if reward == 'additive' else 'a'}{alpha:g}"
     name += ("_es" if expert else "") + ("_dpls" if actions == "dpls" else "")
     path = os.path.join(out_dir, f"policy_bl{BL}_{name}.pt")
-    if os.path.exists(path):
+
+    def done():
+        if not os.path.exists(path):
+            return False
         ck = torch.load(path, map_location="cpu", weights_only=True)
         if ck["args"]["steps"] != steps:
             raise ValueError(f"{path} was trained for {ck['args']['steps']} steps, not {steps}: move {out_dir} away "
                              f"or pass --suite-steps {ck['args']['steps']}")
-        if ck["step"] >= steps:
+        return ck["step"] >= steps
+    if done():
+        return path
+    os.makedirs(out_dir, exist_ok=True)
+    give_back = claim(path)
+    if give_back is None:
+        print(f"{path}: another process is training it; skipped")
+        return None
+    try:
+        if done():             # finished by the process that held it a moment ago
             return path
-    print(f"training {path}: BL={BL} alpha={alpha_range or alpha} reward={reward}{f' expert {expert}' if expert else ''} "
-          f"actions {actions}, {steps} GRPO steps")
-    init = {} if BL == SUITE["L"] else dict(init_bias=SUITE["semi_init_bias"])
-    train.train(train.TrainConfig(model=SUITE["model"], task=SUITE["task"], gen_length=SUITE["L"], block_length=BL,
-                                  alpha=float(alpha or 0), reward=reward, steps=steps, eval_every=0, out=path,
-                                  prompts_per_step=SUITE["prompts"], group_size=SUITE["group"], alpha_range=alpha_range,
-                                  save_every=10, resume=os.path.exists(path), expert=expert, actions=actions,
-                                  expert_block_length=SUITE["expert_bl"] if expert else None, **init))
+        print(f"training {path}: BL={BL} alpha={alpha_range or alpha} reward={reward}"
+              f"{f' expert {expert}' if expert else ''} actions {actions}, {steps} GRPO steps")
+        init = {} if BL == SUITE["L"] else dict(init_bias=SUITE["semi_init_bias"])
+        train.train(train.TrainConfig(model=SUITE["model"], task=SUITE["task"], gen_length=SUITE["L"], block_length=BL,
+                                      alpha=float(alpha or 0), reward=reward, steps=steps, eval_every=0, out=path,
+                                      prompts_per_step=SUITE["prompts"], group_size=SUITE["group"],
+                                      alpha_range=alpha_range, save_every=10, resume=os.path.exists(path),
+                                      expert=expert, actions=actions,
+                                      expert_block_length=SUITE["expert_bl"] if expert else None, **init))
+    finally:
+        give_back()
     return path
 
 
@@ -337,8 +382,14 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
     if part == "heuristics":
         return
     pols, conds, variants = suite_policies(out_dir, steps)
+    busy = sum(v is None for d in (pols, conds, variants) for v in d.values())
     if part == "train":
+        if busy:
+            print(f"{busy} suite policies skipped: other processes are training them")
         return
+    if busy:
+        raise ValueError(f"{busy} suite policies are being trained by other processes ({out_dir}/*.lock): run this "
+                         f"again when they are done")
     settings = suite_settings(pols, conds, variants)
     rows = run(path, settings, n=SUITE["n"])
     by = report.by_setting(summarize(rows), settings)

@@ -275,6 +275,37 @@ def test_suite_keeps_its_heuristic_rows_when_training_is_cut_short(tiny_path, tm
     assert rows and not any("trained" in r for r in rows)
 
 
+def test_suite_policies_are_claimed_so_that_trainers_can_run_side_by_side(tiny_path, tmp_path, monkeypatch):
+    """suite_policy trains a policy only under its flock: a policy another process holds is skipped (None), a lock
+    file nobody holds (its process killed) is taken over, the lock is gone once the policy is done; and the report
+    refuses to run while a policy is still claimed."""
+    import fcntl
+    import train
+    monkeypatch.setattr(ev, "SUITE", dict(ev.SUITE, model=tiny_path, other_model=tiny_path))
+    calls = []
+
+    def fake_train(cfg):      # what suite_policy reads back from a checkpoint
+        calls.append(cfg.out)
+        torch.save(dict(args=dict(steps=cfg.steps), step=cfg.steps), cfg.out)
+    monkeypatch.setattr(train, "train", fake_train)
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    path = os.path.join(out, "policy_bl8_a3.pt")
+    other = open(path + ".lock", "a")                    # another trainer: its own open file, its own flock
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert ev.suite_policy(out, 8, 3, steps=2) is None and calls == []
+    other.close()                                        # it died: the file stays, nobody holds it
+    assert os.path.exists(path + ".lock")
+    assert ev.suite_policy(out, 8, 3, steps=2) == path and calls == [path]
+    assert not os.path.exists(path + ".lock")
+    assert ev.suite_policy(out, 8, 3, steps=2) == path and calls == [path]       # done: not trained again
+    monkeypatch.setattr(ev, "run", lambda *a, **k: [])
+    monkeypatch.setattr(ev, "suite_policy", lambda *a, **k: None)              # every policy claimed elsewhere
+    ev.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2, part="train")   # skips them, no error
+    with pytest.raises(ValueError, match="being trained by other processes"):
+        ev.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2)
+
+
 def report_has_matplotlib():
     try:
         import matplotlib  # noqa: F401
