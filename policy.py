@@ -209,7 +209,8 @@ class LearnedPolicy(nn.Module):
             if alpha is None:
                 raise ValueError("an alpha-conditioned policy needs alpha (a checkpoint spec 'ckpt.pt:alpha=A')")
             row = row + self.alpha_mlp(alpha_features(alpha, self.c.alpha_hi, self.c.width))
-        return F.linear(self.mask_emb.weight, self.ada.weight)[masked.long()] + self.ada(row)[:, None]
+        # F.embedding, not table[masked]: its backward sums in a fixed order (indexing's does not on several threads)
+        return F.embedding(masked.long(), F.linear(self.mask_emb.weight, self.ada.weight)) + self.ada(row)[:, None]
 
     def forward(self, conf, masked, t, alpha=None):
         n, L = conf.shape
