@@ -15,6 +15,7 @@ tables; verdicts.py: one verdict per paper claim).
         --policies out/llada_bl32.pt --n 1319 --batch-size 16 --out out/llada_gsm8k.json
 """
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -182,12 +183,25 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
     return [have[k] for k in dict.fromkeys(asked)]
 
 
+def weights_digest(state_dict):
+    """A short fingerprint of a policy's weights (sha256 over names, shapes, dtypes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:".encode())
+        h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def trained_on(spec):
-    """The training setup of a checkpoint policy, stored in its rows (the report groups policies by alpha)."""
+    """The training setup of a checkpoint policy, stored in its rows (the report groups policies by alpha), with
+    its weights' digest: a file retrained to the same setup and step (a deleted out/ folder trained again, whose
+    first runs may not be bit-identical to the old ones) is a different policy, and its old rows are stale."""
     ck = read_checkpoint(ckpt_path(spec))
     a = ck["args"]
     t = dict(model=a["model"], task=a["task"], gen_length=a["gen_length"], block_length=a["block_length"],
-             alpha=a["alpha"], reward=a["reward"], step=ck["step"], alpha_range=a.get("alpha_range"))
+             alpha=a["alpha"], reward=a["reward"], step=ck["step"], alpha_range=a.get("alpha_range"),
+             weights=weights_digest(ck["policy"]))
     if a.get("expert"):   # the variants of paper App. E / F (absent from older rows' keys, so those stay valid)
         t.update(expert=a["expert"], expert_block_length=a["expert_block_length"])
     if a.get("actions", "bernoulli") != "bernoulli":

@@ -314,6 +314,25 @@ def report_has_matplotlib():
         return False
 
 
+def test_rows_of_a_checkpoint_trained_again_to_the_same_step_are_replaced(tiny_path, tmp_path):
+    """Same setup, same step, other weights (out/ deleted and the policy trained again): its rows are stale."""
+    import train
+    ck, out = str(tmp_path / "p.pt"), str(tmp_path / "r.json")
+    cfg = dict(model=tiny_path, gen_length=16, block_length=8, prompts_per_step=2, group_size=2, eval_every=0, out=ck,
+               steps=1)
+    train.train(train.TrainConfig(seed=0, **cfg))
+    s = [ev.Setting(tiny_path, "chain", 16, 8, [ck])]
+    first = ev.run(out, s, n=4, progress=False)
+    assert first[0]["trained"]["weights"] == ev.trained_on(ck)["weights"]
+    assert ev.run(out, s, n=4, progress=False) == first                 # the same file: its row is reused
+    os.remove(ck)
+    train.train(train.TrainConfig(seed=1, **cfg))                      # trained again from scratch, other weights
+    again = ev.run(out, s, n=4, progress=False)
+    assert again[0]["trained"]["step"] == first[0]["trained"]["step"] == 1
+    assert again[0]["trained"]["weights"] != first[0]["trained"]["weights"]
+    assert again[0]["trained"]["weights"] == ev.trained_on(ck)["weights"] and len(ev.load_rows(out)) == 1
+
+
 def test_rows_of_a_retrained_checkpoint_are_replaced(tiny_path, tmp_path):
     import train
     ck, out = str(tmp_path / "p.pt"), str(tmp_path / "r.json")
