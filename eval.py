@@ -328,7 +328,10 @@ def suite_settings(pols=None, conds=None, variants=None):
         tau1 = lambda BL, rewards=None: []
     else:
         cond = lambda BL: learned_specs([conds[BL]], [1.0], c["cond_alphas"])
-        var = lambda BL: learned_specs([variants[k] for k in sorted(variants) if k[0] == BL], [1.0])
+        # the expert-steered policies (full diffusion) over the tau grid too, as the alpha-3 policy is read
+        var = lambda BL: learned_specs([variants[k] for k in sorted(variants) if k[0] == BL], [1.0]) + \
+            learned_specs([variants[k] for k in sorted(variants) if k[0] == BL and k[2] == "es"],
+                          [t for t in c["taus"] if t != 1.0])
         betas = lambda BL: learned_specs([pols[(BL, c["variant_alpha"], "mult")]], [1.0], betas=c["betas"]) if variants else []
         tau1 = lambda BL, rewards=("mult",): learned_specs([pols[k] for k in sorted(pols) if k[0] == BL and k[2] in rewards], [1.0])
         taus = lambda BL: learned_specs([pols[(BL, 3, "mult")]], [t for t in c["taus"] if t != 1.0])
