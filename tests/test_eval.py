@@ -244,7 +244,7 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     for name in ("semi-AR", "full diffusion", "length transfer, semi-AR", "length transfer, full", "model transfer, semi-AR",
                  "model transfer, full", "domain transfer, semi-AR", "domain transfer, full"):
         assert f"\n## {name}: " in md     # model == other model here: the model-transfer rows are shared, not rerun
-    assert md.count("\n- **") == 19 and "## Verdicts" in md and "## length transfer, full: " in md
+    assert md.count("\n- **") == 20 and "## Verdicts" in md and "## length transfer, full: " in md
     assert all(w in md for w in ("held", "transferred", "Time, summed from the artifacts", "(the 11 training logs)",
                                  "end-of-text-aware heuristics", "mean NFE falls as alpha rises", "front area",
                                  "learned alpha-conditioned, alpha=10 tau=1", "Expert steering (threshold:0.9 at BL 16)",
