@@ -29,6 +29,7 @@ from model import check_model_name, load_dllm, resolve_device
 from policy import LearnedPolicy, parse_policy, read_checkpoint
 from sample import evaluate, prompts_of
 from tasks import check_task, get_problems, grade
+from verdicts import EOS_AWARE   # PC-Sampler and EOS damping: swept in the suite's in-domain settings
 
 # Sweep grids: dense enough that a gap in a heuristic's front never counts as a win for a learned policy. Fixed-step
 # rules get every valid step count up to L/2 (a multiple of the L / BL blocks), then L.
@@ -38,7 +39,6 @@ STEP_RULES = ("topk", "random", "margin", "entropy")
 # The end-of-text-aware rules (PC-Sampler, EOSER) run on the top-k schedule: every step count, at these settings.
 SCHEDULED = dict(pc=("lam", [0.25, 1.0]), eosdamp=("g", [0.4]))
 ALL = ("topk", "random", "threshold", "factor", "eb")    # what --sweep all means (margin/entropy on request)
-EOS_AWARE = ("pc", "eosdamp")                              # in the suite's in-domain settings
 KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature", "cache")  # a row's identity
 
 

@@ -65,11 +65,15 @@ def best_at(heuristics, nfe, slack=SLACK):
     return max(acc) if acc else None
 
 
+def is_heuristic(r):
+    return not is_learned(r)
+
+
 def paper_heuristic(r):
-    return not is_learned(r) and family(r) not in EOS_AWARE
+    return is_heuristic(r) and family(r) not in EOS_AWARE
 
 
-def gaps(rows, heuristic=lambda r: not is_learned(r)):
+def gaps(rows, heuristic=is_heuristic):
     """(policy row, best heuristic at matched NFE, gap) for each learned row of one setting; heuristic: which rows
     count as the heuristics (default every one)."""
     heur = [r for r in rows if heuristic(r)]
@@ -94,7 +98,7 @@ def label(r):
             f"(BL {t['block_length']})")
 
 
-def best_gap(rows, reward="mult", tau=None, heuristic=lambda r: not is_learned(r)):
+def best_gap(rows, reward="mult", tau=None, heuristic=is_heuristic):
     g = [(r, b, x) for r, b, x in gaps(rows, heuristic) if x is not None and r["trained"]["reward"] == reward
          and (tau is None or tau_of(r) == tau)]
     return max(g, key=lambda t: t[2]) if g else (None, None, None)
@@ -188,7 +192,7 @@ def suite_verdicts(by, cfg, logs, cond_logs=None):
         diff = sum(s - f for _, s, f in pairs) / max(1, len(pairs))
         return diff, ", ".join(f"B={B}: {s:.1f} vs {f:.1f}" for B, s, f in pairs) + f" (mean difference {diff:+.1f})"
     diff, ev = degrade(paper_heuristic)
-    diff_all, ev_all = degrade(lambda r: not is_learned(r))
+    _, ev_all = degrade(is_heuristic)
     out.append(verdict(diff >= 2, "The paper's heuristics degrade with larger blocks (full diffusion below semi-AR at "
                        "equal NFE)", "best of top-k, random, threshold, factor, EB at NFE <= B, BL = %d vs BL = L: "
                        % cfg["semi_bl"] + ev + f"; with PC-Sampler and EOS damping too: {ev_all}."))
@@ -200,7 +204,7 @@ def suite_verdicts(by, cfg, logs, cond_logs=None):
                        "random, threshold, factor, EB; by >= 10 points somewhere)",
                        f"Best point: {fmt(r, b, g)}; against every heuristic, PC-Sampler and EOS damping included: "
                        f"{fmt(*best_gap(full))}."))
-    eos_aware = [x for x in full if not is_learned(x) and family(x) in EOS_AWARE]
+    eos_aware = [x for x in full if is_heuristic(x) and family(x) in EOS_AWARE]
     if eos_aware:   # the training-free fixes for full diffusion's end-of-text problem (PC-Sampler, EOSER)
         pts = [(x, best_at(eos_aware, x["mean_nfe"])) for x in full if is_learned(x) and x["trained"]["reward"] == "mult"]
         pts = [(x, b, x["accuracy"] - b) for x, b in pts if b is not None]
