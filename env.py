@@ -112,17 +112,18 @@ def check_decoding(L, BL, cache="none"):
 
 
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
-             record=False, keys=None, cache="none", alpha=None, first=None):
+             record=False, keys=None, cache="none", alpha=None, memo=None):
     """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished.
     Returns a Rollout. The policy object needs `act(obs) -> (unmask (b, L) bool, logp (b,) or None[, order (b, L)])`
     and an optional set `needs` of extra observations ('margin', 'entropy', 'eos'). keys (B,) seed each row's
     policy randomness and, at T > 0, the dLLM's Gumbel noise (default: row_keys(0, arange(B))).
     cache: 'none' (exact), or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive only; see below).
     alpha (B,): each row's reward exponent, shown to an alpha-conditioned policy (obs.alpha) and recorded.
-    first: a dict shared by calls on the same prompts, L and dLLM (eval.py passes one per batch of a setting). With
-    every position masked the first forward does not depend on the policy, so at temperature 0 without a cache its
-    x0, conf, margin and entropy are stored there by the first call and reused by the others: the same numbers,
-    one forward fewer per row (a sweep runs ~50 policies over the same batches)."""
+    memo: a ForwardMemo shared by calls on the same prompts, L and dLLM (eval.py keeps one per setting's model, task,
+    L and seed). At temperature 0 without a cache a row's forward depends on nothing but its tokens, so each state
+    computed is stored there and every later call that reaches it reads it instead of running the model: the
+    first step (everything masked) is shared by every policy, and so is every later state two policies agree on.
+    The same numbers, fewer forwards (the tiny suite's heuristic sweeps run 2.3-3.9x fewer rows)."""
     L, BL = gen_length, block_length
     check_decoding(L, BL, cache)
     policy.check(L, BL)
@@ -143,20 +144,15 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     stepper = CachedStep(dllm, P, L, BL, cache, needs) if cache != "none" else None
     stop_ids = torch.tensor(sorted(dllm.stop_ids), device=dev)
     steps = []
-    shared = first if temperature == 0 and stepper is None else None   # the first forward, kept across policies
+    memo = memo if temperature == 0 and stepper is None else None      # exact only there
     while not done.all():
         rows = (~done).nonzero().squeeze(1)                            # (b,) unfinished rows only
         seeds = noise_seeds(keys[rows], nfe[rows]) if temperature > 0 else None
         if stepper:
             x0, conf, margin, entropy = stepper(x, am, rows, block[rows], block_step[rows] == 0, temperature, seeds)
-        elif shared is not None:                                       # the first step: computed once, kept
-            if "x0" not in shared:   # every later policy may ask for margin / entropy: keep both
-                x0, conf, probs = sample_tokens(dllm.logits(x, am, start=P), temperature)
-                shared.update(x0=x0, conf=conf, **dict(zip(("margin", "entropy"), extras(probs, ("margin", "entropy")))))
-                del probs
-            x0, conf = shared["x0"], shared["conf"]
-            margin, entropy = (shared[k] if k in needs else None for k in ("margin", "entropy"))
-            shared = None
+        elif memo is not None:
+            x0, conf, margin, entropy = memo.step(dllm, x, am, rows, keys, P)
+            margin, entropy = (v if k in needs else None for k, v in (("margin", margin), ("entropy", entropy)))
         else:
             logits = dllm.logits(x[rows], am[rows], start=P)           # (b, L, V)
             x0, conf, probs = sample_tokens(logits, temperature, seeds)
@@ -185,6 +181,49 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
         block_step[rows] = torch.where(advance, 0, block_step[rows])
         done[rows] = block[rows] >= L // BL
     return Rollout(x[:, P:], nfe, order, steps)
+
+
+MEMO_BYTES = 2 ** 31   # a ForwardMemo stores states until it holds about this much, then only reads
+
+
+class ForwardMemo:
+    """The dLLM's outputs (x0, conf, margin, entropy) per visited state, for generate(memo=...): a state is (row key,
+    generated tokens); the row key stands for its prompt, which is checked (one memo, one set of prompts). Each
+    stored row keeps its whole forward batch alive, so a batch's bytes count once, when its first row is stored.
+    hits / misses count the rows read and computed (eval.py prints the saving)."""
+
+    def __init__(self, max_bytes=MEMO_BYTES):
+        self.table, self.prompts = {}, {}
+        self.bytes, self.max_bytes, self.hits, self.misses = 0, max_bytes, 0, 0
+
+    def step(self, dllm, x, am, rows, keys, P):
+        """x0, conf, margin, entropy (b, L) for the unfinished rows: read where stored, else one forward of the
+        rest (all four always: a later policy may need margin or entropy)."""
+        xs = x[rows].cpu()
+        ks = keys[rows].tolist()
+        states = []
+        for k, row in zip(ks, xs):
+            prompt = row[:P].numpy().tobytes()
+            if self.prompts.setdefault(k, prompt) != prompt:
+                raise ValueError(f"a ForwardMemo is for one set of prompts: row key {k} came with another prompt")
+            states.append((k, row[P:].numpy().tobytes()))
+        got = [self.table.get(st) for st in states]
+        miss = [i for i, g in enumerate(got) if g is None]
+        self.hits += len(got) - len(miss)
+        self.misses += len(miss)
+        if miss:
+            sel = rows[torch.tensor(miss, device=rows.device)]
+            x0, conf, probs = sample_tokens(dllm.logits(x[sel], am[sel], start=P), 0.0)
+            batch = (x0, conf, *extras(probs, ("margin", "entropy")))
+            del probs
+            keep = self.bytes < self.max_bytes
+            if keep:
+                self.bytes += sum(t.nbytes for t in batch) + sum(len(states[i][1]) + 100 for i in miss)
+            for j, i in enumerate(miss):
+                got[i] = (batch, j)
+                if keep:
+                    self.table[states[i]] = got[i]
+        return [torch.stack([b[n][j] for b, j in got]) for n in range(4)]
 
 
 def extras(probs, needs):

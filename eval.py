@@ -18,13 +18,15 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
 from cli import check_args, check_out_file
-from env import CACHES, check_decoding, generate, row_keys
+from env import CACHES, ForwardMemo, check_decoding, generate, row_keys
 from model import check_model_name, load_dllm, resolve_device
 from policy import LearnedPolicy, parse_policy, read_checkpoint
 from sample import evaluate, prompts_of
@@ -151,7 +153,7 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
             return key in have and have[key].get("trained") == trained[spec]
         return key in have
 
-    dllm, loaded, asked = None, None, []
+    dllm, loaded, asked, memo_of = None, None, [], None
     for s in settings:
         problems = {seed: get_problems(s.task, n, seed, split, data) for seed in seeds}   # cheap; before the model
         keys = {(spec, seed): (s.model, s.task, s.gen_length, s.block_length, spec, len(problems[seed]), seed,
@@ -167,12 +169,13 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
                 if s.cache != "none":
                     raise ValueError("--compile is for the uncached forward (a cached step's shapes differ every block)")
                 dllm.compile()
-        first = {seed: {} for seed in seeds}   # each batch's first forward, shared by the setting's policies
+        if memo_of != (s.model, s.task, s.gen_length):   # the forwards' outputs, shared by the policies (and BLs)
+            memo_of, memos = (s.model, s.task, s.gen_length), {seed: ForwardMemo() for seed in seeds}
         for spec, seed in todo:
             pol = parse_policy(spec, dllm.device)
             pol.check(s.gen_length, s.block_length)
             row, _ = evaluate(dllm, pol, problems[seed], s.task, s.gen_length, s.block_length, batch_size,
-                              temperature, seed, progress, cache=s.cache, first=first[seed])
+                              temperature, seed, progress, cache=s.cache, memo=memos[seed])
             row.update(model=s.model, task=s.task, gen_length=s.gen_length, block_length=s.block_length,
                        policy=spec, seed=seed, temperature=temperature, setting=s.name, cache=s.cache)
             if isinstance(pol, LearnedPolicy):
@@ -183,8 +186,13 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
             save_rows(out, rows)
             if progress:
                 print(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} cache {s.cache} seed {seed} "
-                      f"{spec:<40} {row['accuracy']:5.1f}% @ {row['mean_nfe']:6.2f} NFE ({row['seconds']:.1f} s)")
+                      f"{spec:<40} {row['accuracy']:5.1f}% @ {row['mean_nfe']:6.2f} NFE ({row['seconds']:.1f} s; "
+                      f"{memo_read(memos[seed])} of the setting's row-forwards read from the memo)")
     return [have[k] for k in dict.fromkeys(asked)]
+
+
+def memo_read(memo):
+    return f"{100 * memo.hits / max(memo.hits + memo.misses, 1):.0f}%"
 
 
 def weights_digest(state_dict):
@@ -386,23 +394,60 @@ def suite_policies(out_dir, steps):
 SUITE_PARTS = ("all", "heuristics", "train")
 
 
-def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["steps"], part="all", compile=False):
+def spawn_trainers(n, results_dir, out_dir, steps):
+    """n processes of `suite(part='train')` at one thread each, logging to out_dir/train-worker-<i>.log; this
+    process's SUITE (which tests shrink) goes with them. -> [(Popen, log path)]"""
+    os.makedirs(out_dir, exist_ok=True)
+    code = ("import json, sys, torch, eval; torch.set_num_threads(1); eval.SUITE.update(json.loads(sys.argv[1])); "
+            "eval.suite(results_dir=sys.argv[2], out_dir=sys.argv[3], steps=int(sys.argv[4]), part='train')")
+    procs = []
+    for i in range(n):
+        log = os.path.join(out_dir, f"train-worker-{i + 1}.log")
+        with open(log, "w") as f:
+            procs.append((subprocess.Popen([sys.executable, "-c", code, json.dumps(SUITE), results_dir, out_dir,
+                                            str(steps)], stdout=f, stderr=subprocess.STDOUT,
+                                           cwd=os.path.dirname(os.path.abspath(__file__))), log))
+    return procs
+
+
+def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["steps"], part="all", compile=False,
+          jobs=1):
     """The tiny-world suite. part 'heuristics': only the heuristic rows (they need no policy); 'train': only the GRPO
-    runs; the two can run side by side, one thread each (README), and 'all' then evaluates the policies and writes
-    the report. 'all' alone does everything, the heuristic rows first, so a run cut short keeps them."""
+    runs (in as many processes as you like: each claims its policies); 'all' does everything, the heuristic rows
+    first, so a run cut short keeps them, then the GRPO runs, the policies' rows and the report. jobs > 1 (part
+    'all'): the heuristic rows and the GRPO runs in jobs processes at one thread each (this one and jobs - 1
+    trainers, which take the policies this one has not claimed), then the rest at the thread count set before."""
     import report
     if part not in SUITE_PARTS:
         raise ValueError(f"unknown suite part {part!r}: use one of {SUITE_PARTS}")
+    if jobs < 1 or (jobs > 1 and part != "all"):
+        raise ValueError(f"--jobs {jobs}: a positive count, and more than 1 only for the whole suite (--suite-part all)")
     t0 = time.time()
     pretrain_min = {}
     for name in (SUITE["model"], SUITE["other_model"]):
         pretrain_min[name] = getattr(load_dllm(name), "meta", {}).get("minutes")   # pretrains out/<name>.pt if missing
     path = os.path.join(results_dir, "tiny.json")
-    if part != "train":
-        run(path, suite_settings(), n=SUITE["n"], compile=compile)
-    if part == "heuristics":
-        return
-    pols, conds, variants = suite_policies(out_dir, steps)
+    threads, procs = torch.get_num_threads(), []
+    if jobs > 1:
+        procs = spawn_trainers(jobs - 1, results_dir, out_dir, steps)
+        print(f"{jobs - 1} GRPO trainer(s) started at one thread each: {', '.join(log for _, log in procs)}")
+        torch.set_num_threads(1)
+    try:
+        if part != "train":
+            run(path, suite_settings(), n=SUITE["n"], compile=compile)
+        if part == "heuristics":
+            return
+        pols, conds, variants = suite_policies(out_dir, steps)
+        for p, log in procs:
+            if p.wait():
+                raise RuntimeError(f"a GRPO trainer exited with status {p.returncode}: see {log}")
+        if procs:
+            pols, conds, variants = suite_policies(out_dir, steps)   # the trainers' policies too, now finished
+    finally:
+        for p, _ in procs:
+            if p.poll() is None:
+                p.terminate()
+        torch.set_num_threads(threads)
     busy = sum(v is None for d in (pols, conds, variants) for v in d.values())
     if part == "train":
         if busy:
@@ -469,6 +514,8 @@ def main(argv=None):
                    help="all; heuristics: the heuristic rows only; train: the GRPO runs only (run both side by side, "
                         "--threads 1 each, then the default 'all' evaluates the policies and writes the report)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--jobs", type=int, default=1, help="--suite: run the heuristic rows and the GRPO runs in this "
+                   "many processes at one thread each (2 on 2 cores), then the rest at --threads")
     p.add_argument("--cache", default="none", choices=CACHES, help="KV cache (semi-AR only; prefix and dual are approximate, see env.py)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
     p.add_argument("--compile", action="store_true", help="torch.compile the dLLM (one-off ~25 s on CPU, then ~1.4x "
@@ -481,10 +528,13 @@ def main(argv=None):
         check_args(suite_steps=(args.suite_steps, ">= 1"), threads=(args.threads, ">= 0"))
         if args.threads:
             torch.set_num_threads(args.threads)
+        if args.jobs != 1 and not args.suite:
+            raise ValueError("--jobs is for --suite tiny (an eval run is one process; its rows file is resumable)")
         if args.suite:
             if args.suite != "tiny":
                 raise ValueError(f"unknown suite {args.suite!r}: the one suite is 'tiny'")
-            return suite(plot=args.plot, steps=args.suite_steps, part=args.suite_part, compile=args.compile)
+            return suite(plot=args.plot, steps=args.suite_steps, part=args.suite_part, compile=args.compile,
+                         jobs=args.jobs)
         L = args.gen_length
         BLs, taus, seeds = args.block_lengths, args.taus or [1.0], args.seeds
         check_args(n=(args.n, "> 0"), batch_size=(args.batch_size, "> 0"), temperature=(args.temperature, ">= 0"),

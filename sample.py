@@ -30,10 +30,10 @@ def prompts_of(dllm, problems):
 
 
 def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=128, temperature=0.0,
-             seed=0, progress=True, keep=0, cache="none", first=None):
+             seed=0, progress=True, keep=0, cache="none", memo=None):
     """Run one policy over problems -> dict(accuracy, mean_nfe, tokens_per_nfe, seconds, n) and the first
-    `keep` (problem, rollout row, text, correct) for display. first: a dict kept across calls on the same problems,
-    dLLM, L and batch size, in which generate() keeps each batch's first forward (env.generate)."""
+    `keep` (problem, rollout row, text, correct) for display. memo: an env.ForwardMemo kept across calls on the same
+    problems, dLLM and L, which spares the forwards of states an earlier call has computed (env.generate)."""
     correct = nfe = unmasked = 0
     shown, t0 = [], time.time()
     batches = range(0, len(problems), batch_size)
@@ -42,7 +42,7 @@ def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=
         ids, am = prompts_of(dllm, chunk)
         keys = row_keys(seed, torch.arange(i, i + len(chunk)))  # a problem's draws (policy and dLLM) do not depend on batching
         r = generate(dllm, policy, ids, am, gen_length, block_length, temperature, keys=keys, cache=cache,
-                     first=None if first is None else first.setdefault(i, {}))
+                     memo=memo)
         texts = [dllm.decode(r.tokens[j].tolist()) for j in range(len(chunk))]
         for j, (p, text, ok) in enumerate(zip(chunk, texts, grade_many(task, chunk, texts))):
             correct += ok

@@ -133,6 +133,8 @@ BAD = [
     ("eval", ["--suite", "tiny", "--suite-steps", "0"], "--suite-steps must be >= 1"),
     ("eval", ["--suite", "tiny", "--threads", "-1"], "--threads must be >= 0"),
     ("eval", ["--suite", "tiny", "--suite-part", "half"], "unknown suite part 'half'"),
+    ("eval", ["--suite", "tiny", "--jobs", "0"], "--jobs 0: a positive count"),
+    ("eval", ["--jobs", "2", "--sweep", "topk"], "--jobs is for --suite tiny"),
     ("sample", ["--model", "gpt-17", "--policies", "threshold:0.9"], "unknown model 'gpt-17'"),
     ("sample", ["--model", "missing.pt", "--policies", "threshold:0.9"], "missing.pt not found"),
     ("train", ["--model", "gpt-17"], "unknown model 'gpt-17'"),

@@ -234,32 +234,46 @@ def test_eos_observation_in_the_env(tiny):
     assert torch.equal(eos, x0 == tiny.eos_id) and eos.any()
 
 
-def test_the_first_forward_is_shared_across_policies_and_changes_nothing(tiny):
-    """eval.py keeps each batch's first forward (everything masked, so the same for every policy) and reuses it:
-    the rows are those of a fresh run, one forward per batch is saved per later policy, and nothing is shared at
-    temperature > 0 or with a KV cache (where the first forward also fills the cache)."""
+def test_the_forward_memo_shares_states_across_policies_and_changes_nothing(tiny):
+    """eval.py keeps every state's forward (ForwardMemo) and reuses it for the setting's later policies (and its
+    other block lengths): the rows are those of fresh runs, the model runs exactly once per distinct state, and
+    nothing is stored at temperature > 0 or with a KV cache (where a forward also fills the cache)."""
+    from env import ForwardMemo
     from sample import evaluate
     probs = tiny_problems("chain", 10, seed=3)
-    calls = []
+    rows_in = []
     real = tiny.logits
-    tiny.logits = lambda *a, **k: calls.append(1) or real(*a, **k)
+    tiny.logits = lambda x, *a, **k: rows_in.append(x.shape[0]) or real(x, *a, **k)
     try:
-        specs = ["margin:steps=8", "topk:steps=4", "entropy:steps=16", "threshold:0.9", "eb:gamma=0.1"]
-        fresh, n_fresh = [], 0
-        for s in specs:
-            calls.clear()
-            fresh.append(evaluate(tiny, parse_policy(s), probs, "chain", 16, 16, 4, progress=False, keep=10))
-            n_fresh += len(calls)
-        first, calls[:] = {}, []
-        shared = [evaluate(tiny, parse_policy(s), probs, "chain", 16, 16, 4, progress=False, keep=10, first=first)
-                  for s in specs]
-        assert len(calls) == n_fresh - 3 * (len(specs) - 1)          # 3 batches of 4, 4, 2 problems
+        specs = [("margin:steps=8", 16), ("topk:steps=4", 16), ("entropy:steps=16", 16), ("threshold:0.9", 16),
+                 ("threshold:0.95", 16), ("eb:gamma=0.1", 16), ("topk:steps=8", 4), ("topk:steps=16", 16)]
+        fresh, states = [], set()
+        for s, BL in specs:
+            seen = []
+            tiny.logits = lambda x, *a, **k: seen.append(x) or real(x, *a, **k)
+            fresh.append(evaluate(tiny, parse_policy(s), probs, "chain", 16, BL, 4, progress=False, keep=10))
+            states |= {r.numpy().tobytes() for x in seen for r in x}
+        tiny.logits = lambda x, *a, **k: rows_in.append(x.shape[0]) or real(x, *a, **k)
+        memo = ForwardMemo()
+        shared = [evaluate(tiny, parse_policy(s), probs, "chain", 16, BL, 4, progress=False, keep=10, memo=memo)
+                  for s, BL in specs]
+        n_fresh = sum(r["mean_nfe"] * r["n"] for r, _ in fresh)
+        assert sum(rows_in) == memo.misses == len(states) < n_fresh / 2      # each distinct state once
+        assert memo.hits + memo.misses == n_fresh
         for (a, sa), (b, sb) in zip(fresh, shared):
             assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
             assert all(torch.equal(x[1], y[1]) and torch.equal(x[2], y[2]) for x, y in zip(sa, sb))
         for kw in (dict(temperature=1.0), dict(cache="prefix")):
-            first = {}
-            evaluate(tiny, parse_policy("topk:steps=4"), probs, "chain", 16, 8, 4, progress=False, first=first, **kw)
-            assert all(not d for d in first.values())
+            memo = ForwardMemo()
+            evaluate(tiny, parse_policy("topk:steps=4"), probs, "chain", 16, 8, 4, progress=False, memo=memo, **kw)
+            assert not memo.table and memo.hits + memo.misses == 0
+        memo = ForwardMemo(max_bytes=0)     # over budget: every state computed, nothing kept, the same rows
+        again = evaluate(tiny, parse_policy("threshold:0.9"), probs, "chain", 16, 16, 4, progress=False, memo=memo)[0]
+        assert not memo.table and again["accuracy"] == fresh[3][0]["accuracy"]
+        memo = ForwardMemo()
+        evaluate(tiny, parse_policy("threshold:0.9"), probs, "chain", 16, 16, 4, progress=False, memo=memo)
+        with pytest.raises(ValueError, match="one set of prompts"):    # the same row keys, other problems
+            evaluate(tiny, parse_policy("threshold:0.9"), tiny_problems("chain", 10, seed=4), "chain", 16, 16, 4,
+                     progress=False, memo=memo)
     finally:
         tiny.logits = real

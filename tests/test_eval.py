@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -262,6 +263,40 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     assert stamp == {f: os.path.getmtime(os.path.join(out, f)) for f in ckpts}
     if plot:
         assert os.path.exists(os.path.join(res, "tiny.png")) and os.path.exists(os.path.join(res, "tiny_order.png"))
+
+
+def test_suite_with_two_jobs_trains_in_a_second_process_and_gives_the_same_report(tiny_path, tmp_path, monkeypatch):
+    """--jobs 2: a trainer process (this SUITE passed to it) takes the policies while this one runs the heuristic
+    rows and then claims what is left; every policy is trained exactly once, no lock is left, the report is written
+    and the trainer's log says which it trained."""
+    monkeypatch.setattr(ev, "SUITE", dict(ev.SUITE, model=tiny_path, other_model=tiny_path, L=16, alphas=(0, 3),
+                                          additive_alpha=3, taus=(0.5, 1.0), steps=2, prompts=2, group=2, n=6,
+                                          cond_alphas=(0, 3, 10), betas=(0.5, 1, 2), expert_bl=16))
+    monkeypatch.setattr(ev, "SCHEDULED", dict(pc=("lam", [0.25]), eosdamp=("g", [0.4])))
+    monkeypatch.setattr(ev, "ALL", ("topk", "threshold"))
+    monkeypatch.setattr(ev, "GRIDS", dict(ev.GRIDS, threshold=[0.5, 0.9]))
+    res, out = str(tmp_path / "results"), str(tmp_path / "out")
+    real_run, t0 = ev.run, time.time()
+
+    def heuristics_then_wait(path, settings, **kw):   # this process's heuristic rows last until the trainer has begun
+        rows = real_run(path, settings, **kw)
+        while not any(f.endswith((".lock", ".pt")) for f in os.listdir(out)) and time.time() - t0 < 120:
+            time.sleep(0.1)
+        return rows
+    monkeypatch.setattr(ev, "run", heuristics_then_wait)
+    threads = torch.get_num_threads()
+    ev.suite(results_dir=res, out_dir=out, steps=2, jobs=2)
+    assert torch.get_num_threads() == threads                       # restored for the policies' rows
+    files = sorted(os.listdir(out))
+    assert files.count("train-worker-1.log") == 1 and not any(f.endswith(".lock") for f in files)
+    assert len([f for f in files if f.endswith(".pt")]) == 11
+    assert "## Verdicts" in open(os.path.join(res, "tiny.md")).read()
+    log = open(os.path.join(out, "train-worker-1.log")).read()
+    assert "Traceback" not in log and "saved" in log                 # it trained some of them
+    steps = [json.loads(line)["step"] for f in files if f.endswith(".jsonl") for line in open(os.path.join(out, f))]
+    assert len(steps) == 11 * 2                                       # each policy's 2 steps, logged once
+    with pytest.raises(ValueError, match="--jobs 2"):
+        ev.suite(results_dir=res, out_dir=out, steps=2, part="train", jobs=2)
 
 
 def test_suite_keeps_its_heuristic_rows_when_training_is_cut_short(tiny_path, tmp_path, monkeypatch):
