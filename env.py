@@ -123,7 +123,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     L and seed). At temperature 0 without a cache a row's forward depends on nothing but its tokens, so each state
     computed is stored there and every later call that reaches it reads it instead of running the model: the
     first step (everything masked) is shared by every policy, and so is every later state two policies agree on.
-    The same numbers, fewer forwards (the tiny suite's heuristic sweeps run 2.3-3.9x fewer rows)."""
+    The same numbers, fewer forwards (the tiny suite's heuristic sweeps run 2.3-3.9x fewer row-forwards)."""
     L, BL = gen_length, block_length
     check_decoding(L, BL, cache)
     policy.check(L, BL)
@@ -205,7 +205,8 @@ class ForwardMemo:
         for k, row in zip(ks, xs):
             prompt = row[:P].numpy().tobytes()
             if self.prompts.setdefault(k, prompt) != prompt:
-                raise ValueError(f"a ForwardMemo is for one set of prompts: row key {k} came with another prompt")
+                raise ValueError(f"a ForwardMemo is for one set of prompts batched one way: row key {k} came with "
+                                 f"another (padded) prompt")
             states.append((k, row[P:].numpy().tobytes()))
         got = [self.table.get(st) for st in states]
         miss = [i for i, g in enumerate(got) if g is None]
