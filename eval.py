@@ -218,6 +218,8 @@ def trained_on(spec):
         t.update(expert=a["expert"], expert_block_length=a["expert_block_length"])
     if a.get("actions", "bernoulli") != "bernoulli":
         t["actions"] = a["actions"]
+    if a.get("width", 128) != 128:        # the default width is left out, so older rows' keys stay valid
+        t["width"] = a["width"]
     return t
 
 

@@ -4,6 +4,7 @@ eval.py because it never runs a model: it only reads rows (and training logs). T
 verdicts it prints are in verdicts.py. matplotlib is needed only for the pictures (--plot).
 """
 import math
+import os
 
 from verdicts import family, gaps, is_cond, is_learned, label, option, suite_verdicts, tau_of, variant
 
@@ -27,10 +28,14 @@ def markdown_table(rows):
     lines = ["| policy | accuracy % | mean NFE | tokens/NFE | best heuristic at matched NFE | gap |",
              "|---|---:|---:|---:|---:|---:|"]
     best = {id(r): (b, g) for r, b, g in gaps(rows)}
+    names = {}   # label -> the policy specs it stands for: two checkpoints trained alike get their file names too
+    for r in rows:
+        names.setdefault(label(r), set()).add(r["policy"])
     for r in sorted(rows, key=lambda r: (is_learned(r), family(r), r["mean_nfe"])):
         b, g = best.get(id(r), (None, None))
         sd = f" ± {r['accuracy_sd']:.1f}" if r.get("seeds", 1) > 1 else ""
-        name = f"**{label(r)}**" if is_learned(r) else label(r)
+        name = label(r) + (f" [{os.path.basename(r['policy'].split('.pt')[0])}.pt]" if len(names[label(r)]) > 1 else "")
+        name = f"**{name}**" if is_learned(r) else name
         lines.append(f"| {name} | {r['accuracy']:.1f}{sd} | {r['mean_nfe']:.2f} | {r['tokens_per_nfe']:.2f} | "
                      f"{'' if b is None else f'{b:.1f}'} | {'' if g is None else f'{g:+.1f}'} |")
     return "\n".join(lines)

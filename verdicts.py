@@ -94,6 +94,7 @@ def label(r):
     kind = variant(r)
     extra = "" if kind is None else " DPLS" if kind == "dpls" else \
         f" ES {t['expert']} BL {t['expert_block_length']}" if kind == "es" else f" beta={option(r, 'beta'):g}"
+    extra += f" width {t['width']}" if t.get("width") else ""
     return (f"learned {'additive' if t['reward'] == 'additive' else 'alpha'}={t['alpha']:g} tau={tau_of(r):g}{extra} "
             f"(BL {t['block_length']})")
 

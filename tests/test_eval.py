@@ -110,6 +110,12 @@ def test_matched_nfe_rule_by_hand():
     assert b == 90.0 and g == -20.0
     md = report.markdown_table(heur + [lrow(3, 70.0, 5.5)])
     assert "| **learned alpha=3 tau=1 (BL 8)** | 70.0 | 5.50 |" in md and "| -20.0 |" in md
+    twin = dict(lrow(3, 60.0, 6.0), policy="out/other_a3.pt:tau=1.0")     # trained alike, another file
+    wide = dict(lrow(3, 50.0, 6.5), trained=dict(alpha=3, reward="mult", block_length=8, width=32))
+    md = report.markdown_table(heur + [lrow(3, 70.0, 5.5), twin, wide])
+    assert "| **learned alpha=3 tau=1 (BL 8) [p_a3_mult.pt]** | 70.0 |" in md
+    assert "| **learned alpha=3 tau=1 (BL 8) [other_a3.pt]** | 60.0 |" in md
+    assert "| **learned alpha=3 tau=1 width 32 (BL 8)** | 50.0 |" in md
 
 
 def fake_suite_rows():
