@@ -183,7 +183,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     return Rollout(x[:, P:], nfe, order, steps)
 
 
-MEMO_BYTES = 2 ** 31   # a ForwardMemo stores states until it holds about this much, then only reads
+MEMO_BYTES = 2 ** 31   # a ForwardMemo stores states (in host memory) until it holds about this much, then only reads
 
 
 class ForwardMemo:
@@ -215,7 +215,7 @@ class ForwardMemo:
         if miss:
             sel = rows[torch.tensor(miss, device=rows.device)]
             x0, conf, probs = sample_tokens(dllm.logits(x[sel], am[sel], start=P), 0.0)
-            batch = (x0, conf, *extras(probs, ("margin", "entropy")))
+            batch = tuple(t.cpu() for t in (x0, conf, *extras(probs, ("margin", "entropy"))))   # host memory, not the GPU's
             del probs
             keep = self.bytes < self.max_bytes
             if keep:
@@ -224,7 +224,7 @@ class ForwardMemo:
                 got[i] = (batch, j)
                 if keep:
                     self.table[states[i]] = got[i]
-        return [torch.stack([b[n][j] for b, j in got]) for n in range(4)]
+        return [torch.stack([b[n][j] for b, j in got]).to(x.device) for n in range(4)]
 
 
 def extras(probs, needs):
