@@ -145,6 +145,8 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     stop_ids = torch.tensor(sorted(dllm.stop_ids), device=dev)
     steps = []
     memo = memo if temperature == 0 and stepper is None else None      # exact only there
+    if memo is not None:
+        memo.check_prompts(keys, prompt_ids)
     while not done.all():
         rows = (~done).nonzero().squeeze(1)                            # (b,) unfinished rows only
         seeds = noise_seeds(keys[rows], nfe[rows]) if temperature > 0 else None
@@ -196,18 +198,18 @@ class ForwardMemo:
         self.table, self.prompts = {}, {}
         self.bytes, self.max_bytes, self.hits, self.misses = 0, max_bytes, 0, 0
 
-    def step(self, dllm, x, am, rows, keys, P):
-        """x0, conf, margin, entropy (b, L) for the unfinished rows: read where stored, else one forward of the
-        rest (all four always: a later policy may need margin or entropy)."""
-        xs = x[rows].cpu()
-        ks = keys[rows].tolist()
-        states = []
-        for k, row in zip(ks, xs):
-            prompt = row[:P].numpy().tobytes()
+    def check_prompts(self, keys, prompt_ids):
+        """Once per generate call: each row key must come with the (padded) prompt it came with before."""
+        for k, prompt in zip(keys.tolist(), prompt_ids.cpu()):
+            prompt = prompt.numpy().tobytes()
             if self.prompts.setdefault(k, prompt) != prompt:
                 raise ValueError(f"a ForwardMemo is for one set of prompts batched one way: row key {k} came with "
                                  f"another (padded) prompt")
-            states.append((k, row[P:].numpy().tobytes()))
+
+    def step(self, dllm, x, am, rows, keys, P):
+        """x0, conf, margin, entropy (b, L) for the unfinished rows: read where stored, else one forward of the
+        rest (all four always: a later policy may need margin or entropy)."""
+        states = list(zip(keys[rows].tolist(), (g.numpy().tobytes() for g in x[rows, P:].cpu())))
         got = [self.table.get(st) for st in states]
         miss = [i for i, g in enumerate(got) if g is None]
         self.hits += len(got) - len(miss)
@@ -215,8 +217,9 @@ class ForwardMemo:
         if miss:
             sel = rows[torch.tensor(miss, device=rows.device)]
             x0, conf, probs = sample_tokens(dllm.logits(x[sel], am[sel], start=P), 0.0)
-            batch = tuple(t.cpu() for t in (x0, conf, *extras(probs, ("margin", "entropy"))))   # host memory, not the GPU's
+            out = (x0, conf, *extras(probs, ("margin", "entropy")))
             del probs
+            batch = tuple(t.cpu() for t in out)                        # stored in host memory, not the GPU's
             keep = self.bytes < self.max_bytes
             if keep:
                 self.bytes += sum(t.nbytes for t in batch) + sum(len(states[i][1]) + 100 for i in miss)
@@ -224,6 +227,8 @@ class ForwardMemo:
                 got[i] = (batch, j)
                 if keep:
                     self.table[states[i]] = got[i]
+            if len(miss) == len(got):                                  # nothing was read: the forward as it is
+                return list(out)
         return [torch.stack([b[n][j] for b, j in got]).to(x.device) for n in range(4)]
 
 

@@ -229,13 +229,18 @@ def test_bad_input_is_one_clear_error(tmp_path, args, msg):
     assert not (tmp_path / "r.json").exists()
 
 
-def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
+def shrink_suite(monkeypatch, tiny_path):
+    """The suite on a shrunken world: L 16, two alphas, 2 GRPO steps, 6 problems a row, short sweeps."""
     monkeypatch.setattr(ev, "SUITE", dict(ev.SUITE, model=tiny_path, other_model=tiny_path, L=16, alphas=(0, 3),
                                           additive_alpha=3, taus=(0.5, 1.0), steps=2, prompts=2, group=2, n=6,
                                           cond_alphas=(0, 3, 10), betas=(0.5, 1, 2), expert_bl=16))
     monkeypatch.setattr(ev, "SCHEDULED", dict(pc=("lam", [0.25]), eosdamp=("g", [0.4])))
     monkeypatch.setattr(ev, "ALL", ("topk", "threshold"))
     monkeypatch.setattr(ev, "GRIDS", dict(ev.GRIDS, threshold=[0.5, 0.9]))
+
+
+def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
+    shrink_suite(monkeypatch, tiny_path)
     res, out = str(tmp_path / "results"), str(tmp_path / "out")
     plot = report_has_matplotlib()
     ev.suite(results_dir=res, out_dir=out, steps=2, part="heuristics")    # the two parts that can run side by side
@@ -275,12 +280,7 @@ def test_suite_with_two_jobs_trains_in_a_second_process_and_gives_the_same_repor
     """--jobs 2: a trainer process (this SUITE passed to it) takes the policies while this one runs the heuristic
     rows and then claims what is left; every policy is trained exactly once, no lock is left, the report is written
     and the trainer's log says which it trained."""
-    monkeypatch.setattr(ev, "SUITE", dict(ev.SUITE, model=tiny_path, other_model=tiny_path, L=16, alphas=(0, 3),
-                                          additive_alpha=3, taus=(0.5, 1.0), steps=2, prompts=2, group=2, n=6,
-                                          cond_alphas=(0, 3, 10), betas=(0.5, 1, 2), expert_bl=16))
-    monkeypatch.setattr(ev, "SCHEDULED", dict(pc=("lam", [0.25]), eosdamp=("g", [0.4])))
-    monkeypatch.setattr(ev, "ALL", ("topk", "threshold"))
-    monkeypatch.setattr(ev, "GRIDS", dict(ev.GRIDS, threshold=[0.5, 0.9]))
+    shrink_suite(monkeypatch, tiny_path)
     res, out = str(tmp_path / "results"), str(tmp_path / "out")
     real_run, t0 = ev.run, time.time()
 
