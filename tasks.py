@@ -268,13 +268,41 @@ def _clean_money(s):
     return s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "").replace("\\,", "").strip()
 
 
+MINUS = "\u2212\u2013\u2012\ufe63\uff0d"   # Unicode minus, en dash, figure dash, small and full-width hyphen-minus
+
+
+def _unwrap(s):
+    """What LLaDA puts around a number in a box, taken off: Unicode minus signs (as '-'), \\left / \\right and \\!,
+    redundant braces ({{10}} -> 10, \\frac{{20}}{2} -> \\frac{20}{2}), and an equation's left side ("x = 10" ->
+    "10": the box states the answer as an equation; the right side of the last '=')."""
+    s = s.translate({ord(c): "-" for c in MINUS}).replace("\\left", "").replace("\\right", "").replace("\\!", "")
+    while (t := re.sub(r"\{\s*\{([^{}]*)\}\s*\}", r"{\1}", s)) != s:
+        s = t
+    if "=" in s:
+        s = s.rsplit("=", 1)[1]
+    s = s.strip()
+    while s[:1] + s[-1:] in ("{}", "()") and _balanced(s[1:-1]):
+        s = s[1:-1].strip()
+    return s
+
+
+def _balanced(s):
+    depth = 0
+    for ch in s:
+        depth += {"{": 1, "}": -1, "(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
 def _to_number(s):
     """The value of a boxed GSM8K answer, or None. Reads a plain number, a number followed by a unit or a percent
     sign ("10 dollars", "10\\%"), a negative amount of money ("-\\$5"), scientific notation, and a fraction
-    (\\frac{3}{4}, \\dfrac34, 3/4) as its value. Departs from the paper's parser, which strips ',', '$' and spaces and
+    (\\frac{3}{4}, \\dfrac34, 3/4) as its value, after _unwrap ("x = 10", {{10}}, a Unicode minus). Departs
+    from the paper's parser, which strips ',', '$' and spaces and
     tries float(): there "10 dollars" and "10\\%" read as nothing, and a fraction as nothing, after which the
     fallback read the last number inside <answer> - the fraction's denominator (a false positive)."""
-    s = _clean_money(s).rstrip(".")
+    s = _unwrap(_clean_money(s)).rstrip(".")
     m = (re.fullmatch(r"([-+]?)\\[dt]?frac\{\s*(%s)\s*\}\{\s*(%s)\s*\}" % (NUM, NUM), s)
          or re.fullmatch(r"([-+]?)\\[dt]?frac(\d)(\d)", s)                      # \frac34: the digits 3 and 4
          or re.fullmatch(r"([-+]?)(%s)\s*/\s*(%s)" % (NUM, NUM), s))
@@ -304,6 +332,7 @@ def extract_gsm8k(response):
         text = m.group(1)
         for b in boxes:
             text = text.replace("\\boxed{" + b + "}", " ")
+        text = text.translate({ord(c): "-" for c in MINUS})
         nums = [_to_number(x) for x in NUMBER.findall(_clean_money(text))]
         nums = [x for x in nums if x is not None]
         if nums:

@@ -49,6 +49,21 @@ GSM8K_CASES = [  # (response, gold, correct)
     ("\\boxed{1,2345}", "12345", False),
     ("\\boxed{12,345,678}", "12345678", True),
     ("\\boxed{\\frac{1}{0}}", "0", False),                              # no value, no crash
+    # families LLaDA writes around a right answer (tasks._unwrap)
+    ("<answer>\\boxed{x = 10}</answer>", "10", True),                  # an equation: its right side
+    ("\\boxed{2 \\times 5 = 10}", "10", True),
+    ("\\boxed{y=\\frac{1}{2}}", "0.5", True),
+    ("\\boxed{x = 10}", "1", False),
+    ("\\boxed{{10}}", "10", True),                                     # redundant braces
+    ("\\boxed{{{-5}}}", "-5", True),
+    ("\\boxed{\\frac{{20}}{2}}", "10", True),
+    ("\\boxed{\u22125}", "-5", True),                                  # a Unicode minus sign
+    ("\\boxed{\u22125}", "5", False),
+    ("\\boxed{x = \u22123.5}", "-3.5", True),
+    ("\\boxed{\u2212\\$5}", "-5", True),
+    ("<answer>the total is \u22127</answer>", "-7", True),
+    ("\\boxed{\\left(10\\right)}", "10", True),                        # \left( \right) around it
+    ("\\boxed{(3)(4)}", "3", False),                                   # not one parenthesised number
 ]
 
 MATH_CASES = [
