@@ -19,6 +19,7 @@ diffusion. Every policy - heuristic or learned - runs through this one `generate
 
     python sample.py --model tiny --task chain --policies "topk:steps=32,threshold:0.9"   # uses this
 """
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -111,6 +112,26 @@ def check_decoding(L, BL, cache="none"):
         raise ValueError(f"--cache {cache} needs semi-autoregressive decoding (--block-length < --gen-length {L})")
 
 
+def check_buffer(dllm, B, P, L):
+    """One clear error, before any work, for a buffer longer than the dLLM takes, or a batch whose attention scores
+    alone (B x heads x N x N float32, what an unfused kernel holds for one layer) would not fit in the device's
+    memory."""
+    N = P + L
+    if dllm.max_len and N > dllm.max_len:
+        raise ValueError(f"prompt of {P} tokens + gen length {L} exceeds {dllm.name}'s {dllm.max_len} positions")
+    need = B * dllm.net.c.n_heads * N * N * 4
+    dev = dllm.device
+    if dev.type == "cuda":
+        have = torch.cuda.mem_get_info(dev)[1]
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    else:
+        return
+    if need > have:
+        raise ValueError(f"a batch of {B} buffers of {N} positions needs about {need / 2 ** 30:.0f} GiB for one layer's "
+                         f"attention, more than this device's {have / 2 ** 30:.0f} GiB: lower --batch-size or --gen-length")
+
+
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
              record=False, keys=None, cache="none", alpha=None, memo=None):
     """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished.
@@ -128,8 +149,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     check_decoding(L, BL, cache)
     policy.check(L, BL)
     B, P = prompt_ids.shape
-    if dllm.max_len and P + L > dllm.max_len:
-        raise ValueError(f"prompt of {P} tokens + gen length {L} exceeds {dllm.name}'s {dllm.max_len} positions")
+    check_buffer(dllm, B, P, L)
     dev = prompt_ids.device
     x = torch.cat([prompt_ids, torch.full((B, L), dllm.mask_id, dtype=torch.long, device=dev)], 1)  # (B, P+L)
     am = torch.cat([prompt_mask, torch.ones((B, L), dtype=prompt_mask.dtype, device=dev)], 1)

@@ -431,6 +431,10 @@ def save_tiny(path, net, meta):
     os.replace(path + ".tmp", path)
 
 
+TINY_MAX_LEN = 1024   # a tiny dLLM saw about 60 positions in pretraining (10% of sequences twice that): far past
+                      # them its rotary positions mean nothing, and a buffer this long is all the memory a CPU has
+
+
 def load_tiny_file(path, device, name=None):
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -445,13 +449,14 @@ def load_tiny_file(path, device, name=None):
         raise ValueError(f"{path} is not a tiny dLLM checkpoint of this version ({e})") from None
     if c.vocab_size != len(tok):
         raise ValueError(f"{path} was trained with a vocabulary of {c.vocab_size} tokens, but the tiny world's has "
-                         f"{len(tok)} ({tok.chars!r} and 3 specials): rebuild it with python pretrain.py")
+                         f"{len(tok)} ({tok.chars!r} and 3 specials): rebuild it with python -m support.pretrain")
     net = Transformer(c)
     try:
         net.load_state_dict(ck["state_dict"])
     except RuntimeError as e:
         raise ValueError(f"{path}: its weights do not match its config ({str(e).splitlines()[0]})") from None
     d = DLLM(net.to(device), tok, name or path, tok.mask_token_id, tok.eos_token_id, tok.pad_token_id)
+    d.max_len = TINY_MAX_LEN
     d.meta = ck.get("meta", {})
     return d
 
@@ -464,7 +469,7 @@ def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_
         path = os.path.join(weights_dir, f"{name}.pt")
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing (it ships with the repository): rebuild it with "
-                                    f"python pretrain.py --name {name} --out-dir {weights_dir}")
+                                    f"python -m support.pretrain --name {name} --out-dir {weights_dir}")
         return load_tiny_file(path, device, name)
     if name.endswith(".pt") and os.path.isfile(name):
         return load_tiny_file(name, device)
@@ -487,7 +492,7 @@ def check_model_name(name):
     if name in TINY or name in HUB or os.path.isdir(name) or (name.endswith(".pt") and os.path.isfile(name)):
         return
     if name.endswith(".pt"):
-        raise FileNotFoundError(f"tiny dLLM checkpoint {name} not found (python pretrain.py writes one)")
+        raise FileNotFoundError(f"tiny dLLM checkpoint {name} not found (python -m support.pretrain writes one)")
     raise ValueError(f"unknown model {name!r}: use one of {TINY + tuple(HUB)}, a local directory in the "
                      f"LLaDA or Dream layout, or a tiny checkpoint *.pt")
 

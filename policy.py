@@ -7,6 +7,9 @@ only in how they score the candidates (masked positions of the current block).
                  block its masks are split evenly over its steps, the remainder to the earliest steps;
                  chosen uniformly / by highest conf / highest top1-top2 margin / lowest entropy
   threshold (lam)   Fast-dLLM: every candidate with conf >= lam, and always the row's most confident one
+  band (hi, lo)     a threshold rule with a lower band too: every candidate with conf >= hi or conf <= lo, and
+                    always the row's most confident one (the strongest hand rule of the tiny world: its
+                    least confident tokens are harmless filler, docs/tiny-world.md)
   factor (f)        Fast-dLLM: longest prefix of sorted confs with c(n) >= 1 - f / (n + 1)
   eb (gamma)        EB-sampler: by entropy ascending, largest prefix whose entropy sum minus its max <= gamma
   pc (lam, steps)   PC-Sampler (arXiv 2508.13021): top-k schedule on exp(-lam * d) * conf, d the position
@@ -123,6 +126,18 @@ class Threshold(Heuristic):
         return (obs.cand & (obs.conf >= self.lam)) | rank_select(obs.conf, obs.cand, one)
 
 
+class Band(Heuristic):
+    """Reveal the sure tokens (conf >= hi) and the ones so unsure that the dLLM has no preference (conf <= lo),
+    plus the row's most confident candidate."""
+
+    def __init__(self, hi, lo):
+        self.hi, self.lo, self.spec = float(hi), float(lo), f"band:hi={hi}:lo={lo}"
+
+    def select(self, obs):
+        one = torch.ones(obs.conf.shape[0], dtype=torch.long, device=obs.conf.device)
+        return (obs.cand & ((obs.conf >= self.hi) | (obs.conf <= self.lo))) | rank_select(obs.conf, obs.cand, one)
+
+
 class Factor(Heuristic):
     def __init__(self, f):
         self.f, self.spec = float(f), f"factor:{f}"
@@ -155,6 +170,23 @@ class PolicyConfig:
     alpha_lo: float = None  # alpha-conditioned policy (train.py --alpha-range LO,HI): the range it was trained on;
     alpha_hi: float = None  # None = one policy per alpha, as in the paper
     actions: str = "bernoulli"  # how logits become an action (actions.py): bernoulli (paper) or dpls (App. E)
+    features: str = "log"   # what the policy reads of a confidence c: "raw" = c alone (paper), "log" = c, log c and
+                            # log(1 - c) (sees 0.9 from 0.99 and 0.05 from 0.1; see conf_features)
+
+
+FEATURES = {"raw": 1, "log": 3}   # input features per position
+
+
+def conf_features(conf, kind):
+    """(n, L) confidences -> (n, L, F) input features. The paper feeds c itself to Linear(1, d). "log" adds log c and
+    log(1 - c) (scaled by 1/10, c clamped to [1e-6, 1 - 1e-6]): a linear layer on c alone barely tells 0.9 from 0.99
+    or 0.05 from 0.1, where the decisions of a confidence rule lie, and a policy imitating the band rule misclassified
+    4% of positions with "raw" and none with "log" (docs/learning.md)."""
+    c = conf.float()[..., None]
+    if kind == "raw":
+        return c
+    c = c.clamp(1e-6, 1 - 1e-6)
+    return torch.cat([c, c.log() / 10, (-c).log1p() / 10], -1)
 
 
 def sinusoidal(t, dim, max_period=10000.0):
@@ -180,7 +212,9 @@ class LearnedPolicy(nn.Module):
     def __init__(self, c: PolicyConfig = PolicyConfig()):
         super().__init__()
         d, self.c = c.width, c
-        self.conf_in = nn.Linear(1, d)
+        if c.features not in FEATURES:
+            raise ValueError(f"unknown policy features {c.features!r}: use one of {sorted(FEATURES)}")
+        self.conf_in = nn.Linear(FEATURES[c.features], d)
         self.mask_emb = nn.Embedding(2, d)
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.ada = nn.Linear(d, 6 * d)   # shift, scale, gate for attention and MLP
@@ -214,7 +248,7 @@ class LearnedPolicy(nn.Module):
 
     def forward(self, conf, masked, t, alpha=None):
         n, L = conf.shape
-        h = self.conf_in(conf.float()[..., None])                                   # (n, L, d)
+        h = self.conf_in(conf_features(conf, self.c.features))                      # (n, L, d)
         b1, s1, g1, b2, s2, g2 = self.modulation(masked, t, alpha).chunk(6, dim=-1)  # each (n, L, d)
         a = self.ln1(h) * (1 + s1) + b1
         q, k, v = self.qkv(a).view(n, L, 3, self.c.heads, -1).permute(2, 0, 3, 1, 4)  # (n, H, L, hd) each
@@ -261,6 +295,8 @@ CHECKPOINT_KEYS = ("policy", "policy_config", "args", "step")   # what every tra
 def read_checkpoint(path):
     """A train.py checkpoint as a dict, checked: a missing, empty, truncated, foreign or non-policy file is one
     clear ValueError / FileNotFoundError, never an EOFError or KeyError from deep inside."""
+    if os.path.isdir(path):
+        raise ValueError(f"policy checkpoint {path} is a directory: pass the checkpoint file (e.g. {path}/ckpt.pt)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"policy checkpoint {path} not found (train one with python train.py)")
     try:
@@ -279,7 +315,7 @@ def load_policy(path, device="cpu"):
     if ck["policy_config"].get("actions", "bernoulli") not in ACTIONS:
         raise ValueError(f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows {ACTIONS})")
     try:
-        pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))
+        pol = LearnedPolicy(PolicyConfig(**{"features": "raw", **ck["policy_config"]}))   # older files: raw
         pol.load_state_dict(ck["policy"])
     except (TypeError, RuntimeError) as e:
         raise ValueError(f"{path}: its policy weights do not match its policy config "
@@ -301,17 +337,17 @@ def number(spec, text, what):
 
 def parse_policy(spec, device="cpu"):
     """One spec string -> a policy object. 'topk:steps=64', 'threshold:0.9', 'eb:gamma=0.1', 'factor:1',
-    'random:32', 'pc:lam=0.25:steps=8', 'eosdamp:g=0.4:steps=8', or a checkpoint 'path/ckpt.pt' with ':tau=0.5'."""
+    'random:32', 'pc:lam=0.25:steps=8', 'eosdamp:g=0.4:steps=8', 'band:hi=0.9:lo=0.08', or a checkpoint 'path/ckpt.pt' with ':tau=0.5'."""
     name, _, arg = spec.strip().partition(":")
     key, _, val = arg.rpartition("=")
     if name.endswith(".pt"):
         return checkpoint_policy(spec, name, arg, device)
     keys = {"random": "steps", "topk": "steps", "margin": "steps", "entropy": "steps",
             "threshold": "lam", "factor": "f", "eb": "gamma"}
-    if name in ("pc", "eosdamp"):   # two arguments, colon-separated so the spec survives a comma list
+    if name in TWO_ARGUMENTS:   # two arguments, colon-separated so the spec survives a comma list
         return two_argument_rule(spec, name, arg)
     if name not in keys:
-        raise ValueError(f"unknown policy {spec!r}: use one of {sorted(keys) + ['pc', 'eosdamp']} (e.g. topk:steps=32) "
+        raise ValueError(f"unknown policy {spec!r}: use one of {sorted(keys) + list(TWO_ARGUMENTS)} (e.g. topk:steps=32) "
                          f"or a *.pt checkpoint")
     if not val or key not in ("", keys[name]):
         raise ValueError(f"{spec!r}: write it as {name}:{keys[name]}=VALUE")
@@ -361,13 +397,21 @@ def steps_of(spec, num):
     return int(num)
 
 
+TWO_ARGUMENTS = dict(pc=("lam", "steps"), eosdamp=("g", "steps"), band=("hi", "lo"))
+
+
 def two_argument_rule(spec, name, arg):
-    """'pc:lam=0.25:steps=8' and 'eosdamp:g=0.4:steps=8'."""
-    first = {"pc": "lam", "eosdamp": "g"}[name]
+    """'pc:lam=0.25:steps=8', 'eosdamp:g=0.4:steps=8' and 'band:hi=0.9:lo=0.08'."""
+    first, second = TWO_ARGUMENTS[name]
     parts = dict(p.partition("=")[::2] for p in arg.split(":") if p)
-    if set(parts) != {first, "steps"} or not all(parts.values()):
-        raise ValueError(f"{spec!r}: write it as {name}:{first}=VALUE:steps=S")
+    if set(parts) != {first, second} or not all(parts.values()):
+        raise ValueError(f"{spec!r}: write it as {name}:{first}=VALUE:{second}=VALUE")
     v = number(spec, parts[first], first)
+    if name == "band":
+        lo = number(spec, parts["lo"], "lo")
+        if not 0 <= lo < v <= 1:
+            raise ValueError(f"{spec!r}: need 0 <= lo < hi <= 1")
+        return Band(parts["hi"], parts["lo"])
     if name == "pc" and v < 0:
         raise ValueError(f"{spec!r}: lam must be >= 0")
     if name == "eosdamp" and not 0 <= v <= 1:

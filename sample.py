@@ -4,6 +4,7 @@ the one env.generate loop, and show generations with the step at which each toke
 
     python sample.py --model tiny --task chain --gen-length 32 --block-length 32 --n 500 \
         --policies "random:steps=32,topk:steps=32,threshold:0.9,factor:1,eb:gamma=0.1" --json results.json
+    python sample.py                                                            # the shipped policy vs heuristics
     python sample.py --policy out/ckpt.pt --policies "threshold:0.9" --show 2   # model, L, BL from ckpt
 """
 import argparse
@@ -14,13 +15,16 @@ import time
 import torch
 from tqdm import tqdm
 
-from cli import check_args, check_out_file
-from env import CACHES, check_decoding, generate, row_keys
+from support.cli import check_args, check_out_file
+from env import CACHES, check_buffer, check_decoding, generate, row_keys
 from model import check_model_name, load_dllm, resolve_device
 from policy import LearnedPolicy, parse_policies, read_checkpoint
 from tasks import ANSWER_PREFIX, SYSTEM_PROMPT, check_task, get_problems, grade_many
 
 DEFAULTS = dict(model="tiny", task="chain", gen_length=32, block_length=32)
+# What `python sample.py` with no policy flag compares: the shipped full-diffusion policy and these heuristics.
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "policy_full.pt")
+HEURISTICS = "topk:steps=32,threshold:0.9,eb:gamma=0.01,pc:lam=1:steps=8,band:hi=0.9:lo=0.08"
 
 
 def prompts_of(dllm, problems):
@@ -77,7 +81,12 @@ def table(rows):
 
 
 def resolve(args):
-    """Explicit flags win, then the learned policy's checkpoint, then DEFAULTS."""
+    """Explicit flags win, then the learned policy's checkpoint, then DEFAULTS. No policy flag at all: the shipped
+    learned policy (SHIPPED) beside the paper's heuristics and the band rule (HEURISTICS)."""
+    if not args.policy and args.policies is None:
+        args.policies = HEURISTICS
+        if os.path.isfile(SHIPPED):
+            args.policy = os.path.relpath(SHIPPED)
     ck_args = {}
     if args.policy:   # 'ckpt.pt' or 'ckpt.pt:alpha=3': the options are the policy's, the setup the file's
         ck_args = read_checkpoint(args.policy.split(":")[0])["args"]
@@ -108,7 +117,7 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None, help="dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt (default tiny, or the checkpoint's)")
     p.add_argument("--task", default=None, help="chain, sub (tiny world) or gsm8k, math500 (default chain, or the checkpoint's)")
-    p.add_argument("--policies", default="", help="comma-separated policy specs, e.g. 'topk:steps=32,threshold:0.9,out/ckpt.pt'")
+    p.add_argument("--policies", default=None, help="(none given: the shipped policy and the paper's heuristics) comma-separated policy specs, e.g. 'topk:steps=32,threshold:0.9,out/ckpt.pt'")
     p.add_argument("--policy", default=None, help="a learned policy checkpoint (ckpt.pt, ckpt.pt:alpha=A); sets model, task, L and BL unless given")
     p.add_argument("--gen-length", type=int, default=None, help="L, the generation buffer (default 32, or the checkpoint's)")
     p.add_argument("--block-length", type=int, default=None, help="BL; BL == L is full diffusion (default 32, or the checkpoint's)")
@@ -128,14 +137,13 @@ def main(argv=None):
     try:
         args = resolve(args)
         specs = ",".join(s for s in (args.policy, args.policies) if s)
-        if not specs:
-            raise ValueError("no policy given: pass --policies and/or --policy")
         policies = parse_policies(specs)                  # on the CPU: checked before the model loads
         check(args, policies)
         check_model_name(args.model)
         device = resolve_device(args.device)
         problems = get_problems(args.task, args.n, args.seed, args.split, args.data)
         dllm = load_dllm(args.model, device=device, revision=args.revision)
+        check_buffer(dllm, min(args.batch_size, len(problems)), prompts_of(dllm, problems)[0].shape[1], args.gen_length)
         for pol in policies:
             if isinstance(pol, LearnedPolicy):
                 pol.to(dllm.device)

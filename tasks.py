@@ -4,7 +4,7 @@ Tasks: problems, prompts and graders. One grader per task serves both the GRPO r
 Real tasks (the paper's protocol): GSM8K (train/test) and MATH-500, zero-shot, with the
 "<reasoning>...</reasoning><answer>...</answer>" instruction. Downloaded on first use into a cache
 directory, or read from a local jsonl with `--data`. The code tasks (HumanEval, MBPP: the paper's out-of-domain
-experiment) and their sandboxed grader live in codetasks.py; `grade_many` grades a batch, code in parallel.
+experiment) and their sandboxed grader live in support/codetasks.py; `grade_many` grades a batch, code in parallel.
 
 Synthetic tasks for the tiny world, generated from a seed:
   chain (in-domain)  prompt "7+2~3+1+3~1:"  ->  "+29k~34b+15p+38a~13f#3" then end-of-text padding.
@@ -24,29 +24,19 @@ The grader checks the work like a teacher: every step right and in place, the an
     python tasks.py --task chain --n 3       # print a few problems with a reference answer
 """
 import argparse
-import gzip
-import json
 import os
 import random
 import re
-import urllib.request
-from dataclasses import dataclass
+
+from support import codetasks
+from support.data import CACHE, Problem, fetch_once, jsonl_rows  # noqa: F401 (Problem: the record every task yields)
 
 
 # ----------------------------------------------------------------------------------------------------
-# problems
-
-@dataclass
-class Problem:
-    question: str       # what the user asks (tiny: the whole prompt string)
-    gold: str           # what the grader compares against
-    reference: str = "" # one valid answer (tiny tasks: used as pretraining target)
-    system: str = None  # system prompt (None: the math one, SYSTEM_PROMPT; "": none)
-    prefix: str = None  # the answer's prefilled start (None: ANSWER_PREFIX); code tasks grade prefill + generation
-
+# problems (each a support.data.Problem: question, gold, reference, system, prefix)
 
 TINY_TASKS = ("chain", "sub")
-CODE_TASKS = ("humaneval", "mbpp")               # their problems and sandboxed grader: codetasks.py
+CODE_TASKS = ("humaneval", "mbpp")               # their problems and sandboxed grader: support/codetasks.py
 REAL_TASKS = ("gsm8k", "math500") + CODE_TASKS
 MOD = 10          # the running value is kept modulo MOD
 TERMS = (1, 2, 3) # the digits steps are made of: small tables the tiny dLLM learns (100% one step at a time)
@@ -129,43 +119,12 @@ def grade_tiny(task, question, response):
 
 GSM8K_URL = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/{split}.jsonl"
 MATH500_REPO = "HuggingFaceH4/MATH-500"
-CACHE = os.path.join(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "~/.cache")), "dllm-unmask")
+
 
 SYSTEM_PROMPT = ("You are a math expert. You will be given a question to solve. Solve it step by step. "
                  "Wrap the final answer in a \\boxed{}. Respond in the following format:\n"
                  "<reasoning>\nYour reasoning here\n</reasoning>\n<answer>\n\\boxed{...}\n</answer>")
 ANSWER_PREFIX = "<reasoning>\n"  # written as the start of the answer (the paper's eval prompt)
-
-
-def jsonl_rows(path, task, need, check=None, official=False):
-    """The rows of a local jsonl (plain or .gz), each a dict holding the keys `need`; check(row) may return what else
-    is wrong with a row. Anything malformed is one ValueError with the line number; a missing file is
-    FileNotFoundError. official: the message asks for the task's official file."""
-    hint = f"the official {task} file" if official else f"a {task} jsonl"
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file {path} not found (pass {hint} with --data)")
-    try:
-        with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
-            lines = f.readlines()
-    except (UnicodeDecodeError, OSError, EOFError):
-        raise ValueError(f"{path}: not a text {'jsonl' if official else 'file'} (pass {hint}: one JSON object per line)") from None
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or any(k not in row for k in need):
-            raise ValueError(f"{path}:{i}: a {task} row needs the keys {need}")
-        wrong = check(row) if check else None
-        if wrong:
-            raise ValueError(f"{path}:{i}: {wrong}")
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no rows")
-    return rows
 
 
 def read_jsonl(path, task):
@@ -174,21 +133,6 @@ def read_jsonl(path, task):
     need = ("question", "answer") if task == "gsm8k" else ("problem", "answer")
     return jsonl_rows(path, task, need, lambda row: None if isinstance(row[need[0]], str) and isinstance(
         row["answer"], (str, int, float)) else f"'{need[0]}' must be a string and 'answer' a string or a number")
-
-
-def fetch_once(url, path, what):
-    """A file downloaded once to path (an atomic write: an interrupted download leaves nothing)."""
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            with urllib.request.urlopen(url, timeout=30) as r:
-                data = r.read()
-        except OSError as e:
-            raise RuntimeError(f"could not download {what} ({e}); pass a local jsonl with --data") from None
-        with open(path + ".tmp", "wb") as f:
-            f.write(data)
-        os.replace(path + ".tmp", path)
-    return path
 
 
 def _download_real(task, split):
@@ -203,7 +147,6 @@ def _download_real(task, split):
 
 def real_problems(task, split="test", data=None, n=None):
     if task in CODE_TASKS:
-        import codetasks   # it builds on this file (Problem, jsonl_rows), so it is imported where it is used
         return codetasks.code_problems(task, split, data)[:n]
     if task == "math500" and split == "train" and not data:
         raise ValueError("MATH-500 has no train split to download; pass a local jsonl of MATH problems with --data")
@@ -433,7 +376,6 @@ def grade(task, problem, response):
     if task == "math500":
         return grade_math(response, problem.gold)
     if task in CODE_TASKS:
-        import codetasks
         return codetasks.grade_code(problem, response)
     raise ValueError(f"unknown task {task!r}")
 
@@ -441,7 +383,6 @@ def grade(task, problem, response):
 def grade_many(task, problems, responses):
     """[bool] for a batch of responses; code tasks run their programs in parallel on the machine's cores."""
     if task in CODE_TASKS:
-        import codetasks
         return codetasks.grade_code_many(problems, responses)
     return [grade(task, p, r) for p, r in zip(problems, responses)]
 

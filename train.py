@@ -27,19 +27,22 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import check_args, check_out_file, parse_dataclass
+from support.cli import check_args, check_out_file, exclusive, parse_dataclass
 from env import check_decoding, fmix32, generate, row_keys
 from model import TINY, check_model_name, load_dllm, resolve_device
 from actions import check_actions
 from grpo import advantages, collate, grpo_loss, join, old_expert_log_probs, rewards, step_log_prob  # noqa: F401 (tests use them via train)
-from policy import LearnedPolicy, PolicyConfig, parse_policy, read_checkpoint
+from policy import FEATURES, LearnedPolicy, PolicyConfig, parse_policy, read_checkpoint
 from sample import evaluate, prompts_of
 from tasks import REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many
 
@@ -54,7 +57,8 @@ REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, 
 TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=32, prompts_per_step=16, steps=30, lr=1e-3,
                      warmup=10, batch_size=128, eval_every=100, eval_n=256)
 SETUP = dict(model=None, task=None, gen_length=None, block_length=None, alpha=None, reward=None, group_size=None,
-             width=128, cache="none", alpha_range=None, actions="bernoulli", expert=None, expert_block_length=None)  # must match on resume (the value a checkpoint from before the field implies)
+             width=128, cache="none", alpha_range=None, actions="bernoulli", expert=None, expert_block_length=None,
+             features="raw", imitate=None)  # must match on resume (the value a checkpoint from before the field implies)
 
 
 @dataclass
@@ -85,6 +89,11 @@ class TrainConfig:
     cache: str = "none"               # KV cache for rollouts: none, prefix, dual (semi-AR only; approximate, see env.py)
     width: int = 128                  # policy width (331K parameters at 128)
     init_bias: float = -2.0           # output bias at init: unmask p = sigmoid(b), 0.12 at -2 (paper); small blocks need more
+    features: str = "log"             # policy input per position: raw (conf, the paper) or log (conf, log conf, log(1-conf))
+    imitate: str = None               # warm start: behaviour-clone this heuristic before GRPO (e.g. band:hi=0.9:lo=0.08)
+    imitate_steps: int = 150          # minibatches (512 recorded steps each) of the warm start
+    imitate_problems: int = 2048      # training prompts the heuristic decodes for the warm start
+    imitate_lr: float = 2e-3          # the warm start's peak lr (cosine to zero)
     batch_size: int = None            # rows per loss chunk and per eval batch (memory knob)
     eval_every: int = None            # evaluate on held-out problems every N steps (tiny tasks; 0: never)
     eval_n: int = None                # held-out problems per evaluation
@@ -121,6 +130,10 @@ def resolve(cfg):
         raise ValueError(f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} attention heads")
     check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
     check_actions(cfg.actions)
+    if cfg.features not in FEATURES:
+        raise ValueError(f"--features must be one of {sorted(FEATURES)}, not {cfg.features!r}")
+    if cfg.imitate is not None:
+        check_imitate(cfg)
     if cfg.expert is not None:
         expert_of(cfg)
     elif cfg.expert_block_length is not None:
@@ -155,6 +168,17 @@ def expert_of(cfg):
     expert = parse_policy(cfg.expert)
     expert.check(cfg.gen_length, cfg.expert_block_length)
     return expert
+
+
+def check_imitate(cfg):
+    """--imitate: a heuristic spec that decodes this L / BL, with a Bernoulli, unconditioned policy to clone into."""
+    check_args(imitate_steps=(cfg.imitate_steps, ">= 1"), imitate_problems=(cfg.imitate_problems, ">= 1"),
+               imitate_lr=(cfg.imitate_lr, "> 0"))
+    if cfg.imitate.split(":")[0].endswith(".pt"):
+        raise ValueError(f"--imitate {cfg.imitate}: the warm start clones a heuristic spec (e.g. band:hi=0.9:lo=0.08)")
+    if cfg.actions != "bernoulli" or cfg.alpha_range is not None:
+        raise ValueError("--imitate clones into a Bernoulli policy for one alpha: drop --actions dpls / --alpha-range")
+    parse_policy(cfg.imitate).check(cfg.gen_length, cfg.block_length)
 
 
 ALPHA0_SHARE = 0.2   # --alpha-range: share of groups at alpha = LO when LO = 0 (pure correctness)
@@ -225,9 +249,8 @@ def truncate_log(path, step):
     os.replace(path + ".tmp", path)
 
 
-def train(cfg: TrainConfig):
-    cfg = resolve(cfg)
-    # --- distributed (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK); plain `python train.py` is rank 0 of 1
+def setup_distributed(cfg):
+    """(rank, world, ddp): torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; plain `python train.py` is rank 0 of 1."""
     ddp = "RANK" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
     if ddp and not dist.is_initialized():
@@ -236,6 +259,159 @@ def train(cfg: TrainConfig):
         cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     if cfg.prompts_per_step % world:
         raise ValueError(f"--prompts-per-step {cfg.prompts_per_step} must be divisible by the {world} ranks")
+    return rank, world, ddp
+
+
+def build_policy(cfg, dev, logpath, rank):
+    """The policy (fp32), its AdamW, and where to start: step 0, or the checkpoint's step with --resume."""
+    lo, hi = alpha_bounds(cfg.alpha_range) if cfg.alpha_range else (None, None)
+    policy = LearnedPolicy(PolicyConfig(width=cfg.width, init_bias=cfg.init_bias, alpha_lo=lo, alpha_hi=hi,
+                                        actions=cfg.actions, features=cfg.features)).to(dev)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    if not cfg.resume:
+        return policy, opt, 0, {}
+    ck = read_checkpoint(cfg.out)
+    check_resume(ck, cfg)
+    try:
+        policy.load_state_dict(ck["policy"])
+        opt.load_state_dict(ck["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ValueError(f"--resume: {cfg.out} does not fit this policy (--width {cfg.width}?): "
+                         f"{str(e).splitlines()[0][:200]}") from None
+    torch.set_rng_state(ck["torch_rng"])
+    if rank == 0:
+        truncate_log(logpath, ck["step"])
+    return policy, opt, ck["step"], ck["metrics"]
+
+
+def imitate(policy, dllm, cfg, train_set):
+    """Warm start (--imitate SPEC): behaviour cloning of a heuristic before GRPO. The heuristic decodes
+    --imitate-problems training prompts (taken from the end of the shuffled set, which GRPO reaches last); the policy
+    then fits its decisions, a binary cross-entropy per candidate position with targets smoothed to 0.02 / 0.98 (so
+    the rollouts keep exploring), --imitate-steps minibatches of 512 recorded steps. GRPO then starts from a policy
+    that already decodes like the heuristic and has a signal in every group. Returns the final loss."""
+    expert = parse_policy(cfg.imitate)
+    problems = train_set[-cfg.imitate_problems:]
+    steps = []
+    for i in range(0, len(problems), cfg.batch_size):
+        ids, am = prompts_of(dllm, problems[i:i + cfg.batch_size])
+        keys = row_keys(cfg.seed ^ 0xB0C, torch.arange(i, i + len(ids)))
+        steps += generate(dllm, expert, ids, am, cfg.gen_length, cfg.block_length, cfg.temperature, record=True,
+                          keys=keys).steps
+    data = collate(steps)                                                # S recorded steps, each (L,)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.imitate_lr, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    policy.train()
+    for k in range(cfg.imitate_steps):
+        for g in opt.param_groups:   # cosine to zero
+            g["lr"] = cfg.imitate_lr * 0.5 * (1 + math.cos(math.pi * k / cfg.imitate_steps))
+        idx = torch.randint(0, len(data["t"]), (512,), generator=gen).to(data["t"].device)
+        logits = policy(data["conf"][idx], data["masked"][idx], data["t"][idx])                    # (512, L)
+        cand, target = data["cand"][idx], data["action"][idx].float() * 0.96 + 0.02
+        loss = F.binary_cross_entropy_with_logits(logits[cand].float(), target[cand])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+def rollouts(dllm, policy, expert, cfg, problems, first, alpha):
+    """One step's experience: G rollouts per prompt by the policy (sampling, no fallback) [+ E by the expert] ->
+    (recorded steps as one batch, advantages (B,), rewards, correct, NFE, zero-advantage share, expert stats)."""
+    G, E, L = cfg.group_size, 1 if expert else 0, cfg.gen_length
+    conditioned = cfg.alpha_range is not None
+    ids, am = prompts_of(dllm, problems)
+    ids, am = ids.repeat_interleave(G, 0), am.repeat_interleave(G, 0)
+    keys = row_keys(cfg.seed, torch.tensor([(first + j) * G + g for j in range(len(problems)) for g in range(G)]))
+    policy.eval().fallback, policy.tau = False, 1.0
+    r = generate(dllm, policy, ids, am, L, cfg.block_length, cfg.temperature, record=True, keys=keys, cache=cfg.cache,
+                 alpha=alpha if conditioned else None)
+    correct = grade_rows(dllm, cfg.task, problems, r.tokens, G)
+    R = rewards(correct, r.nfe, L, alpha, cfg.reward)
+    batch, extra = collate(r.steps), {}
+    if not expert:
+        A = advantages(R, G, cfg.std_adv)
+        return batch, A, R, correct, r.nfe, (A.view(-1, G).abs().max(1).values == 0).float().mean(), extra
+    # expert steering: E more rollouts per prompt by the heuristic, recorded the same way
+    eids, eam = ids[::G].repeat_interleave(E, 0), am[::G].repeat_interleave(E, 0)
+    ekeys = row_keys(cfg.seed ^ 0xE5E5, torch.tensor([(first + j) * E + e for j in range(len(problems)) for e in range(E)]))
+    ealpha = alpha[::G].repeat_interleave(E) if conditioned else alpha
+    re = generate(dllm, expert, eids, eam, L, cfg.expert_block_length, cfg.temperature, record=True, keys=ekeys,
+                  cache=cfg.cache if cfg.expert_block_length < L else "none", alpha=ealpha if conditioned else None)
+    ecorrect = grade_rows(dllm, cfg.task, problems, re.tokens, E)
+    eR = rewards(ecorrect, re.nfe, L, ealpha, cfg.reward)
+    Ag = advantages(torch.cat([R.view(-1, G), eR.view(-1, E)], 1).reshape(-1), G + E, cfg.std_adv).view(-1, G + E)
+    A = torch.cat([Ag[:, :G].reshape(-1), Ag[:, G:].reshape(-1)])       # policy rollouts, then the expert's
+    eb = collate(re.steps, expert=True)
+    old_expert_log_probs(policy, eb, (G, E), cfg.batch_size * L)
+    extra = dict(expert_accuracy=100 * ecorrect.float().mean().item(), expert_nfe=re.nfe.float().mean().item())
+    return join(batch, eb, len(R)), A, R, correct, r.nfe, (Ag.abs().max(1).values == 0).float().mean(), extra
+
+
+def grade_rows(dllm, task, problems, tokens, G):
+    """(B,) bool: rollout row i answers problems[i // G]."""
+    texts = [dllm.decode(row.tolist()) for row in tokens.cpu()]
+    return torch.tensor(grade_many(task, [problems[i // G] for i in range(len(texts))], texts), device=tokens.device)
+
+
+def update(net, policy, opt, batch, A, cfg, GE):
+    """K optimizer steps of the clipped GRPO loss on one batch; none when every advantage is zero (on every rank).
+    Returns (loss, clip fraction, entropy, gradient norm) of the last one."""
+    nonzero = torch.tensor(float(A.abs().max() > 0), device=A.device)
+    if isinstance(net, torch.nn.parallel.DistributedDataParallel):
+        dist.all_reduce(nonzero)
+    out = (0.0, 0.0, 0.0, 0.0)
+    policy.train()
+    if nonzero.item() == 0:
+        return out
+    for k in range(cfg.updates_per_batch):
+        opt.zero_grad(set_to_none=True)
+        loss, clip_frac, ent = grpo_loss(net, batch, A, len(A), cfg.clip_eps, chunk=cfg.batch_size * cfg.gen_length,
+                                         actions=cfg.actions, GE=GE, metrics=k == cfg.updates_per_batch - 1)
+        norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip).item()
+        opt.step()
+        out = (loss, clip_frac, ent, norm)
+    return out
+
+
+class StopRequested:
+    """SIGINT / SIGTERM during training: finish the current step, save a checkpoint of it, exit with one line.
+    A second Ctrl-C stops at once (the last checkpoint written stays intact: saves are atomic)."""
+
+    def __init__(self):
+        self.asked = False
+        self.old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.old:
+                signal.signal(s, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+
+    def __exit__(self, *exc):
+        if threading.current_thread() is threading.main_thread():
+            for s, h in self.old.items():
+                signal.signal(s, h)
+
+
+def train(cfg: TrainConfig):
+    cfg = resolve(cfg)
+    if "RANK" in os.environ and os.environ["RANK"] != "0":   # under torchrun rank 0 alone writes --out
+        return run(cfg)
+    with exclusive(cfg.out, "--out"):
+        if not cfg.resume and os.path.exists(cfg.out):        # written by a run that ended after our first check
+            raise FileExistsError(f"{cfg.out} exists: pass --resume to continue it, or another --out")
+        return run(cfg)
+
+
+def run(cfg):
+    """The GRPO loop of train() (which holds the lock on --out)."""
+    rank, world, ddp = setup_distributed(cfg)
     log = print if rank == 0 else (lambda *a, **k: None)
 
     # --- seeds: policy init and everything random below derive from cfg.seed (rollout noise: env.row_keys)
@@ -247,134 +423,93 @@ def train(cfg: TrainConfig):
         cfg.steps = len(train_set) // cfg.prompts_per_step
     eval_set = get_problems(cfg.task, cfg.eval_n, cfg.seed, "test", None) if cfg.eval_every and cfg.task in TINY_TASKS else []
     dllm = load_dllm(cfg.model, device=cfg.device, revision=cfg.revision)
-    dev = dllm.device
-    G, L, BL = cfg.group_size, cfg.gen_length, cfg.block_length
-
-    lo, hi = alpha_bounds(cfg.alpha_range) if cfg.alpha_range else (None, None)
-    policy = LearnedPolicy(PolicyConfig(width=cfg.width, init_bias=cfg.init_bias, alpha_lo=lo, alpha_hi=hi,
-                                        actions=cfg.actions)).to(dev)  # fp32
-    expert, E = (expert_of(cfg), 1) if cfg.expert else (None, 0)
-    GE = (G, E) if expert else None
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    start, metrics = 0, {}
+    dev, G = dllm.device, cfg.group_size
     logpath = os.path.splitext(cfg.out)[0] + ".jsonl"
-    if cfg.resume:
-        ck = read_checkpoint(cfg.out)
-        check_resume(ck, cfg)
-        try:
-            policy.load_state_dict(ck["policy"])
-            opt.load_state_dict(ck["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise ValueError(f"--resume: {cfg.out} does not fit this policy (--width {cfg.width}?): "
-                             f"{str(e).splitlines()[0][:200]}") from None
-        start, metrics = ck["step"], ck["metrics"]
-        torch.set_rng_state(ck["torch_rng"])
-        if rank == 0:
-            truncate_log(logpath, start)
-        log(f"resumed from {cfg.out} at step {start}")
+    policy, opt, start, metrics = build_policy(cfg, dev, logpath, rank)
+    log(f"resumed from {cfg.out} at step {start}" if start else f"config {asdict(cfg)}")
+    log(f"dLLM {dllm.name} on {dev} ({dllm.net.tok_emb.weight.dtype}); policy {sum(p.numel() for p in policy.parameters()):,} "
+        f"params fp32{' + bf16 autocast' if dev.type == 'cuda' else ''}; world {world}; {len(train_set)} train problems")
+    if cfg.imitate and start == 0:
+        t0 = time.time()
+        loss = imitate(policy, dllm, cfg, train_set)
+        log(f"imitated {cfg.imitate} on {cfg.imitate_problems} problems: {cfg.imitate_steps} steps, loss {loss:.4f}, "
+            f"{time.time() - t0:.0f} s")
+    expert = expert_of(cfg) if cfg.expert else None
+    GE = (G, 1) if expert else None
     net = torch.compile(policy) if cfg.compile else policy
     if ddp:
         net = torch.nn.parallel.DistributedDataParallel(net)
-    log(f"config {asdict(cfg)}")
-    log(f"dLLM {dllm.name} on {dev} ({dllm.net.tok_emb.weight.dtype}); policy {sum(p.numel() for p in policy.parameters()):,} "
-        f"params fp32{' + bf16 autocast' if dev.type == 'cuda' else ''}; world {world}; {len(train_set)} train problems")
-    wb = None
-    if cfg.wandb and rank == 0:
-        import wandb
-        wb = wandb.init(project="dllm-unmask", config=asdict(cfg))
+    wb = __import__("wandb").init(project="dllm-unmask", config=asdict(cfg)) if cfg.wandb and rank == 0 else None
     logfile = None   # opened at the first step's line: a run that fails before it leaves no empty log
 
     per_rank = cfg.prompts_per_step // world
     bar = tqdm(range(start, cfg.steps), desc="GRPO", initial=start, total=cfg.steps, disable=None if rank == 0 else True)
-    t_start = time.time()
-    for step in bar:
-        t0 = time.time()
-        # --- rollouts: this rank's share of the step's prompts, G copies each, policy sampling, no fallback
-        first = step * cfg.prompts_per_step + rank * per_rank
-        idx = [(first + j) % len(train_set) for j in range(per_rank)]
-        problems = [train_set[i] for i in idx]
-        ids, am = prompts_of(dllm, problems)
-        ids, am = ids.repeat_interleave(G, 0), am.repeat_interleave(G, 0)
-        keys = row_keys(cfg.seed, torch.tensor([(first + j) * G + g for j in range(per_rank) for g in range(G)]))
-        policy.eval().fallback, policy.tau = False, 1.0
-        alpha = cfg.alpha if lo is None else draw_alphas(torch.arange(first, first + per_rank), lo, hi, cfg.seed).repeat_interleave(G).to(dev)
-        r = generate(dllm, policy, ids, am, L, BL, cfg.temperature, record=True, keys=keys, cache=cfg.cache,
-                     alpha=None if lo is None else alpha)
-        correct = torch.tensor(grade_many(cfg.task, [problems[i // G] for i in range(len(r.tokens))],
-                                          [dllm.decode(row.tolist()) for row in r.tokens.cpu()]), device=dev)
-        R = rewards(correct, r.nfe, L, alpha, cfg.reward)
-        batch = collate(r.steps)
-        if expert:   # expert steering: E more rollouts per prompt, by the heuristic, recorded the same way
-            eids, eam = ids[::G].repeat_interleave(E, 0), am[::G].repeat_interleave(E, 0)
-            ekeys = row_keys(cfg.seed ^ 0xE5E5, torch.tensor([(first + j) * E + e for j in range(per_rank) for e in range(E)]))
-            ealpha = alpha[::G].repeat_interleave(E) if lo is not None else None
-            re = generate(dllm, expert, eids, eam, L, cfg.expert_block_length, cfg.temperature, record=True, keys=ekeys,
-                          cache=cfg.cache if cfg.expert_block_length < L else "none", alpha=ealpha)
-            ecorrect = torch.tensor(grade_many(cfg.task, [problems[i // E] for i in range(len(re.tokens))],
-                                               [dllm.decode(row.tolist()) for row in re.tokens.cpu()]), device=dev)
-            eR = rewards(ecorrect, re.nfe, L, alpha if lo is None else ealpha, cfg.reward)
-            Ag = advantages(torch.cat([R.view(-1, G), eR.view(-1, E)], 1).reshape(-1), G + E, cfg.std_adv).view(-1, G + E)
-            A = torch.cat([Ag[:, :G].reshape(-1), Ag[:, G:].reshape(-1)])   # policy rollouts, then the expert's
-            eb = collate(re.steps, expert=True)
-            old_expert_log_probs(net, eb, GE, cfg.batch_size * L)
-            batch = join(batch, eb, len(R))
-        else:
-            A = advantages(R, G, cfg.std_adv)
-        t_roll = time.time() - t0
-
-        # --- update: K optimizer steps on this batch (skipped when every rank's advantages are all zero)
-        nonzero = torch.tensor(float(A.abs().max() > 0), device=dev)
-        if ddp:
-            dist.all_reduce(nonzero)
-        loss, clip_frac, ent = 0.0, 0.0, 0.0
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        policy.train()
-        if nonzero.item() > 0:
-            for k in range(cfg.updates_per_batch):   # the logged clip fraction and entropy: the last update's
-                opt.zero_grad(set_to_none=True)
-                loss, clip_frac, ent = grpo_loss(net, batch, A, len(A), cfg.clip_eps, chunk=cfg.batch_size * L,
-                                                 actions=cfg.actions, GE=GE, metrics=k == cfg.updates_per_batch - 1)
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-                opt.step()
-
-        # --- log (rank 0; the rollout statistics are this rank's, reduced over ranks when distributed)
-        stats = torch.stack([R.mean(), correct.float().mean(), r.nfe.float().mean(),
-                             (A.view(-1, G).abs().max(1).values == 0).float().mean() if not expert else
-                             (Ag.abs().max(1).values == 0).float().mean()])
-        if ddp:
-            dist.all_reduce(stats)
-            stats /= world
-        metrics = dict(step=step + 1, reward=stats[0].item(), accuracy=100 * stats[1].item(), nfe=stats[2].item(),
-                       zero_adv=stats[3].item(), entropy=ent, clip_frac=clip_frac, loss=loss, lr=lr_at(step, cfg),
-                       rollout_s=t_roll, update_s=time.time() - t0 - t_roll)
-        if expert:
-            metrics.update(expert_accuracy=100 * ecorrect.float().mean().item(), expert_nfe=re.nfe.float().mean().item())
-        if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
-            policy.eval().fallback = True
-            policy.alpha = None if lo is None else min(max(cfg.alpha, lo), hi)   # conditioned: held out at --alpha
-            row, _ = evaluate(dllm, policy, eval_set, cfg.task, L, BL, cfg.batch_size, progress=False, cache=cfg.cache)
-            policy.alpha = None
-            metrics.update(eval_accuracy=row["accuracy"], eval_nfe=row["mean_nfe"])
-        line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-        done_steps = step + 1 - start
-        line += f" | eta {(time.time() - t_start) / done_steps * (cfg.steps - step - 1) / 60:.1f} min"
-        (bar.write if bar.disable is False else log)(line)    # under the progress bar (with its ETA) when there is one
-        if rank == 0:
-            logfile = logfile or open(logpath, "a")
-            logfile.write(json.dumps(metrics) + "\n")
-            logfile.flush()
-            if wb:
-                wb.log(metrics)
-            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-                save_checkpoint(cfg.out, policy, opt, cfg, step + 1, metrics)
+    t_start, step = time.time(), start
+    with StopRequested() as stop:
+        for step in bar:
+            t0 = time.time()
+            # --- rollouts, rewards, advantages: this rank's share of the step's prompts
+            first = step * cfg.prompts_per_step + rank * per_rank
+            problems = [train_set[(first + j) % len(train_set)] for j in range(per_rank)]
+            alpha = cfg.alpha if cfg.alpha_range is None else draw_alphas(
+                torch.arange(first, first + per_rank), *alpha_bounds(cfg.alpha_range), cfg.seed).repeat_interleave(G).to(dev)
+            batch, A, R, correct, nfe, zero_adv, extra = rollouts(dllm, policy, expert, cfg, problems, first, alpha)
+            t_roll = time.time() - t0
+            # --- the clipped policy-gradient update
+            lr = lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss, clip_frac, ent, gnorm = update(net, policy, opt, batch, A, cfg, GE)
+            # --- log (rank 0; the rollout statistics reduced over ranks) and checkpoint
+            stats = torch.stack([R.mean(), correct.float().mean(), nfe.float().mean(), zero_adv])
+            if ddp:
+                dist.all_reduce(stats)
+                stats /= world
+            metrics = dict(step=step + 1, reward=stats[0].item(), accuracy=100 * stats[1].item(), nfe=stats[2].item(),
+                           zero_adv=stats[3].item(), entropy=ent, clip_frac=clip_frac, grad_norm=gnorm, loss=loss, lr=lr,
+                           rollout_s=t_roll, update_s=time.time() - t0 - t_roll, **extra)
+            if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
+                metrics.update(held_out(dllm, policy, eval_set, cfg))
+            if rank == 0:
+                logfile = logfile or open(logpath, "a")
+                write_log(bar, log, logfile, wb, metrics, (time.time() - t_start) / (step + 1 - start) * (cfg.steps - step - 1))
+                if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or stop.asked:
+                    save_checkpoint(cfg.out, policy, opt, cfg, step + 1, metrics)
+            if stop.asked:
+                break
     if rank == 0:
         if logfile:
             logfile.close()
-        log(f"{cfg.out} already at step {start} of {cfg.steps}: nothing to do" if start >= cfg.steps else f"saved {cfg.out}")
+        if stop.asked:
+            log(f"interrupted: saved {cfg.out} at step {step + 1} of {cfg.steps}; continue with the same flags and --resume")
+        else:
+            log(f"{cfg.out} already at step {start} of {cfg.steps}: nothing to do" if start >= cfg.steps else f"saved {cfg.out}")
     if ddp:
         dist.destroy_process_group()
+    if stop.asked:
+        raise SystemExit(130)
     return policy, metrics
+
+
+def held_out(dllm, policy, eval_set, cfg):
+    """Accuracy and mean NFE of the policy (fallback on, tau 1) on held-out problems; a conditioned policy at --alpha."""
+    lo, hi = alpha_bounds(cfg.alpha_range) if cfg.alpha_range else (None, None)
+    policy.eval().fallback = True
+    policy.alpha = None if lo is None else min(max(cfg.alpha, lo), hi)
+    row, _ = evaluate(dllm, policy, eval_set, cfg.task, cfg.gen_length, cfg.block_length, cfg.batch_size,
+                      progress=False, cache=cfg.cache)
+    policy.alpha = None
+    return dict(eval_accuracy=row["accuracy"], eval_nfe=row["mean_nfe"])
+
+
+def write_log(bar, log, logfile, wb, metrics, eta_s):
+    """One line per step: on the console (under the progress bar when there is one), in the .jsonl log, in wandb."""
+    line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+    (bar.write if bar.disable is False else log)(line + f" | eta {eta_s / 60:.1f} min")
+    logfile.write(json.dumps(metrics) + "\n")
+    logfile.flush()
+    if wb:
+        wb.log(metrics)
 
 
 def main(argv=None):

@@ -150,7 +150,7 @@ def dream_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory):
     """A tiny dLLM trained for a few seconds: the real code path, not the 8-minute model."""
-    import pretrain
+    from support import pretrain
     out = str(tmp_path_factory.mktemp("tiny"))
     return pretrain.pretrain(pretrain.PretrainConfig(name="tiny", out_dir=out, steps=60, batch_size=64, warmup=10))
 

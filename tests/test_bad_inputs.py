@@ -12,12 +12,13 @@ import pytest
 import torch
 
 import eval as ev
-import pretrain
+from support import pretrain
+from support import suite as su
 import sample
 import train
 from conftest import ROOT
 
-SCRIPTS = {"sample": sample, "train": train, "eval": ev, "pretrain": pretrain}
+SCRIPTS = {"sample": sample, "train": train, "eval": ev, "pretrain": pretrain, "suite": su}
 
 
 @pytest.fixture
@@ -129,12 +130,10 @@ BAD = [
     ("eval", ["--sweep", "threshold", "--out", "{results}"], "is not a results file written by eval.py"),
     ("eval", ["--sweep", "threshold", "--data", "x.jsonl"], "generated, not read"),
     ("eval", ["--sweep", "threshold", "--task", "gsm8k", "--data", "missing.jsonl"], "missing.jsonl not found"),
-    ("eval", ["--suite", "huge"], "the one suite is 'tiny'"),
-    ("eval", ["--suite", "tiny", "--suite-steps", "0"], "--suite-steps must be >= 1"),
-    ("eval", ["--suite", "tiny", "--threads", "-1"], "--threads must be >= 0"),
-    ("eval", ["--suite", "tiny", "--suite-part", "half"], "unknown suite part 'half'"),
-    ("eval", ["--suite", "tiny", "--jobs", "0"], "--jobs 0: a positive count"),
-    ("eval", ["--jobs", "2", "--sweep", "topk"], "--jobs is for --suite tiny"),
+    ("suite", ["--steps", "0"], "--steps must be >= 1"),
+    ("suite", ["--threads", "-1"], "--threads must be >= 0"),
+    ("suite", ["--part", "half"], "unknown suite part 'half'"),
+    ("suite", ["--jobs", "0"], "--jobs 0: a positive count"),
     ("sample", ["--model", "gpt-17", "--policies", "threshold:0.9"], "unknown model 'gpt-17'"),
     ("sample", ["--model", "missing.pt", "--policies", "threshold:0.9"], "missing.pt not found"),
     ("train", ["--model", "gpt-17"], "unknown model 'gpt-17'"),
@@ -174,7 +173,7 @@ def no_model(*a, **k):
 @pytest.mark.parametrize("script,argv,msg", BAD, ids=[f"{s} {' '.join(a)}" for s, a, _ in BAD])
 def test_bad_input_is_one_clear_line(script, argv, msg, files, monkeypatch, tmp_path):
     import model
-    for mod in (sample, train, ev, model):
+    for mod in (sample, train, ev, model, su):
         monkeypatch.setattr(mod, "load_dllm", no_model)
     monkeypatch.chdir(tmp_path)                             # relative paths (missing.pt, x.jsonl) land here
     before = {p: open(p, "rb").read() for p in files.values() if os.path.isfile(p)}
@@ -315,3 +314,67 @@ def test_missing_output_folder_is_created(tiny_path, tmp_path):
     rows = sample.main(["--model", tiny_path, "--policies", "threshold:0.9", "--n", "4",
                         "--json", str(tmp_path / "new" / "dir" / "r.json")])
     assert json.load(open(tmp_path / "new" / "dir" / "r.json")) == rows
+
+
+def train_argv(tiny_path, out, steps):
+    return [sys.executable, "train.py", "--model", tiny_path, "--gen-length", "16", "--block-length", "8",
+            "--prompts-per-step", "2", "--group-size", "2", "--steps", str(steps), "--save-every", "50",
+            "--eval-every", "0", "--out", out]
+
+
+def test_ctrl_c_saves_the_current_step_and_resumes(tiny_path, tmp_path):
+    """SIGINT during training: one line, no traceback, exit 130, a checkpoint of the step it was in (save-every is
+    50, so only the interrupt wrote it), and --resume finishes the run with a log of each step once."""
+    import signal
+    from policy import read_checkpoint
+    out, log = str(tmp_path / "c.pt"), tmp_path / "c.jsonl"
+    argv = train_argv(tiny_path, out, 40)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (log.exists() and len(log.read_text().splitlines()) >= 2) and time.time() - t0 < 120:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "interrupted: saved" in stdout and "--resume" in stdout, stdout
+    step = read_checkpoint(out)["step"]
+    assert 2 <= step < 40 and not os.path.exists(out + ".tmp")
+    done = subprocess.run(argv + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert read_checkpoint(out)["step"] == 40
+    assert [json.loads(l)["step"] for l in open(log)] == list(range(1, 41))
+
+
+def test_two_trainings_into_one_checkpoint_cannot_both_run(tiny_path, tmp_path):
+    """Two real train.py processes started at once with the same --out: one trains, the other is refused in one
+    line (non-zero exit); the checkpoint and its log hold the one run, each step once."""
+    from policy import read_checkpoint
+    out = str(tmp_path / "x.pt")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(train_argv(tiny_path, out, 6) + ["--seed", str(s)], cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for s in (1, 2)]
+    res = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    codes = sorted(r[0] for r in res)
+    assert codes[0] == 0 and codes[1] != 0, res
+    loser = next(r for r in res if r[0] != 0)
+    assert ("another run is writing --out" in loser[2] or "exists: pass --resume" in loser[2]) \
+        and "Traceback" not in loser[2], loser[2]
+    winner_seed = read_checkpoint(out)["args"]["seed"]
+    assert [json.loads(l)["step"] for l in open(tmp_path / "x.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert winner_seed in (1, 2) and not os.path.exists(out + ".lock")
+
+
+def test_two_evals_into_one_results_file_keep_every_row(tiny_path, tmp_path):
+    """Two real eval.py processes at once, same --out, different seeds: every row of both ends up in the file."""
+    out = tmp_path / "res.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    argv = [sys.executable, "eval.py", "--model", tiny_path, "--gen-length", "16", "--block-lengths", "8",
+            "--sweep", "threshold", "--n", "8", "--out", str(out)]
+    procs = [subprocess.Popen(argv + ["--seeds", str(s)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for s in (0, 1)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    rows = json.loads(out.read_text())
+    assert sorted({r["seed"] for r in rows}) == [0, 1]
+    assert len(rows) == 2 * len(ev.GRIDS["threshold"]) == len({ev.row_key(r) for r in rows})

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from env import Obs, generate, row_keys, sample_tokens
-from policy import EB, Factor, FixedSteps, Threshold, parse_policy, parse_policies
+from policy import EB, Band, Factor, FixedSteps, Threshold, parse_policy, parse_policies
 from sample import prompts_of
 from tasks import tiny_problems
 
@@ -57,6 +57,18 @@ def test_margin_and_entropy_rankings():
 def test_threshold_fallback_is_per_row():
     conf = [[0.95, 0.5, 0.92, 0.3], [0.5, 0.6, 0.4, 0.1]]
     assert picked(Threshold(0.9), obs(conf)) == [[0, 2], [1]]   # row 1 still makes progress alone
+
+
+def test_band_reveals_both_ends_and_the_best():
+    conf = [[0.95, 0.5, 0.05, 0.3], [0.5, 0.6, 0.4, 0.2]]
+    assert picked(Band(0.9, 0.08), obs(conf)) == [[0, 2], [1]]      # row 1: nothing in the band, its best one
+    assert picked(Band(0.9, 0.3), obs(conf)) == [[0, 2, 3], [1]]    # lo inclusive
+    pol = parse_policy("band:lo=0.08:hi=0.9")
+    assert isinstance(pol, Band) and (pol.hi, pol.lo, pol.spec) == (0.9, 0.08, "band:hi=0.9:lo=0.08")
+    for bad, msg in [("band:hi=0.9", "band:hi=VALUE:lo=VALUE"), ("band:hi=0.05:lo=0.08", "0 <= lo < hi <= 1"),
+                     ("band:hi=1.5:lo=0.1", "0 <= lo < hi <= 1"), ("band:hi=x:lo=0.1", "not a number")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_policy(bad)
 
 
 def test_factor():
@@ -158,7 +170,7 @@ def test_gumbel_sample_is_exact():
 
 
 def test_temperature_sampling_is_batch_invariant(tiny):
-    """Issue 9: at T > 0 a row's tokens came from one shared generator, so they changed with the batch size."""
+    """At T > 0 a row's tokens came from one shared generator, so they changed with the batch size."""
     pol = parse_policy("threshold:0.7")
     probs = tiny_problems("chain", 10, seed=0)
     ids, am = prompts_of(tiny, probs)
@@ -174,7 +186,7 @@ def test_temperature_sampling_is_batch_invariant(tiny):
 
 
 def test_diagnostic_orders_answer_first_left_to_right_and_values():
-    from pretrain import Order
+    from support.pretrain import Order
     x0 = torch.tensor([[3, 4, 9, 5, 2, 2]])                     # 9 plays '#': the answer slot starts there
     o = Obs(x0, torch.full((1, 6), 0.5), torch.ones(1, 6, dtype=torch.bool), torch.ones(1, 6, dtype=torch.bool),
             torch.zeros(1), torch.zeros(1, dtype=torch.long), 1, row_keys(0, torch.arange(1)))

@@ -13,8 +13,9 @@ import torch
 from conftest import ROOT
 
 import eval as ev
-import report
-import verdicts
+from support import report
+from support import suite as su
+from support import verdicts
 from policy import parse_policy
 
 
@@ -139,7 +140,7 @@ def fake_suite_rows():
 
 
 def test_suite_verdicts_by_hand():
-    cfg = dict(ev.SUITE)
+    cfg = dict(su.SUITE)
     log = lambda r0, r1, n0, n1: [dict(step=i, reward=r0, nfe=n0) for i in range(10)] + \
         [dict(step=10 + i, reward=r1, nfe=n1) for i in range(10)]
     logs = {"policy_bl8_a3.pt": (8, 3, "mult", log(0.1, 0.5, 20, 6)),
@@ -219,7 +220,6 @@ def test_cli_real_layout_with_local_gsm8k(llada_dir, tmp_path):
     (["--sweep", "best"], "unknown sweep"),
     (["--policies", "topk:steps=3", "--block-lengths", "8"], "multiple of the 4 blocks"),
     (["--policies", "missing.pt"], "not found"),
-    (["--suite", "huge"], "unknown suite"),
     ([], "nothing to evaluate"),
     (["--compile", "--cache", "prefix", "--block-lengths", "8", "--sweep", "topk"], "--compile is for the uncached"),
 ])
@@ -231,11 +231,13 @@ def test_bad_input_is_one_clear_error(tmp_path, args, msg):
 
 def shrink_suite(monkeypatch, tiny_path):
     """The suite on a shrunken world: L 16, two alphas, 2 GRPO steps, 6 problems a row, short sweeps."""
-    monkeypatch.setattr(ev, "SUITE", dict(ev.SUITE, model=tiny_path, other_model=tiny_path, L=16, alphas=(0, 3),
+    monkeypatch.setattr(su, "SUITE", dict(su.SUITE, model=tiny_path, other_model=tiny_path, L=16, alphas=(0, 3),
                                           additive_alpha=3, taus=(0.5, 1.0), steps=2, prompts=2, group=2, n=6,
                                           cond_alphas=(0, 3, 10), betas=(0.5, 1, 2), expert_bl=16))
     monkeypatch.setattr(ev, "SCHEDULED", dict(pc=("lam", [0.25]), eosdamp=("g", [0.4])))
-    monkeypatch.setattr(ev, "ALL", ("topk", "threshold"))
+    monkeypatch.setattr(su, "ALL", ("topk", "threshold"))
+    monkeypatch.setattr(su, "IN_DOMAIN", ("topk", "threshold", "pc", "eosdamp", "band"))
+    monkeypatch.setattr(ev, "BAND", dict(hi=[0.9], lo=[0.08]))
     monkeypatch.setattr(ev, "GRIDS", dict(ev.GRIDS, threshold=[0.5, 0.9]))
 
 
@@ -243,13 +245,13 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     shrink_suite(monkeypatch, tiny_path)
     res, out = str(tmp_path / "results"), str(tmp_path / "out")
     plot = report_has_matplotlib()
-    ev.suite(results_dir=res, out_dir=out, steps=2, part="heuristics")    # the two parts that can run side by side
+    su.suite(results_dir=res, out_dir=out, steps=2, part="heuristics")    # the two parts that can run side by side
     heur = json.load(open(os.path.join(res, "tiny.json")))
     assert heur and not any("trained" in r for r in heur) and not os.path.exists(out)
-    ev.suite(results_dir=res, out_dir=out, steps=2, part="train")
+    su.suite(results_dir=res, out_dir=out, steps=2, part="train")
     assert json.load(open(os.path.join(res, "tiny.json"))) == heur and len(os.listdir(out)) == 22
     assert not os.path.exists(os.path.join(res, "tiny.md"))
-    ev.suite(results_dir=res, out_dir=out, plot=plot, steps=2)             # then the policies' rows and the report
+    su.suite(results_dir=res, out_dir=out, plot=plot, steps=2)             # then the policies' rows and the report
     rows = json.load(open(os.path.join(res, "tiny.json")))
     assert rows[:len(heur)] == heur and len(rows) > len(heur)
     assert len({ev.row_key(r) for r in rows}) == len(rows)
@@ -269,7 +271,7 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
                                                                "bl16_a0_es", "bl16_a3_es", "bl8_a3_dpls", "bl16_a3_dpls"]
     assert ckpts == sorted(f"policy_{r}.{e}" for r in runs for e in ("pt", "jsonl"))
     stamp = {f: os.path.getmtime(os.path.join(out, f)) for f in ckpts}
-    ev.suite(results_dir=res, out_dir=out, plot=False, steps=2)      # a rerun trains nothing and adds no row
+    su.suite(results_dir=res, out_dir=out, plot=False, steps=2)      # a rerun trains nothing and adds no row
     assert json.load(open(os.path.join(res, "tiny.json"))) == rows
     assert stamp == {f: os.path.getmtime(os.path.join(out, f)) for f in ckpts}
     if plot:
@@ -289,9 +291,9 @@ def test_suite_with_two_jobs_trains_in_a_second_process_and_gives_the_same_repor
         while not any(f.endswith((".lock", ".pt")) for f in os.listdir(out)) and time.time() - t0 < 120:
             time.sleep(0.1)
         return rows
-    monkeypatch.setattr(ev, "run", heuristics_then_wait)
+    monkeypatch.setattr(su, "run", heuristics_then_wait)
     threads = torch.get_num_threads()
-    ev.suite(results_dir=res, out_dir=out, steps=2, jobs=2)
+    su.suite(results_dir=res, out_dir=out, steps=2, jobs=2)
     assert torch.get_num_threads() == threads                       # restored for the policies' rows
     files = sorted(os.listdir(out))
     assert files.count("train-worker-1.log") == 1 and not any(f.endswith(".lock") for f in files)
@@ -302,24 +304,25 @@ def test_suite_with_two_jobs_trains_in_a_second_process_and_gives_the_same_repor
     steps = [json.loads(line)["step"] for f in files if f.endswith(".jsonl") for line in open(os.path.join(out, f))]
     assert len(steps) == 11 * 2                                       # each policy's 2 steps, logged once
     with pytest.raises(ValueError, match="--jobs 2"):
-        ev.suite(results_dir=res, out_dir=out, steps=2, part="train", jobs=2)
+        su.suite(results_dir=res, out_dir=out, steps=2, part="train", jobs=2)
 
 
 def test_suite_keeps_its_heuristic_rows_when_training_is_cut_short(tiny_path, tmp_path, monkeypatch):
     """The heuristic rows need no policy, so the suite evaluates them first: a run stopped in its first GRPO run
-    (or a session that ends there) leaves every heuristic row in tiny.json, and no learned one."""
-    monkeypatch.setattr(ev, "SUITE", dict(ev.SUITE, model=tiny_path, other_model=tiny_path, L=16, n=4))
+    (or a machine that stops there) leaves every heuristic row in tiny.json, and no learned one."""
+    monkeypatch.setattr(su, "SUITE", dict(su.SUITE, model=tiny_path, other_model=tiny_path, L=16, n=4))
     monkeypatch.setattr(ev, "SCHEDULED", dict(pc=("lam", [0.25]), eosdamp=("g", [0.4])))
-    monkeypatch.setattr(ev, "ALL", ("topk",))
+    monkeypatch.setattr(su, "ALL", ("topk",))
+    monkeypatch.setattr(su, "IN_DOMAIN", ("topk", "pc", "eosdamp"))
 
     def stop(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(ev, "suite_policy", stop)
+    monkeypatch.setattr(su, "suite_policy", stop)
     res = str(tmp_path / "results")
     with pytest.raises(KeyboardInterrupt):
-        ev.suite(results_dir=res, out_dir=str(tmp_path / "out"), steps=1)
+        su.suite(results_dir=res, out_dir=str(tmp_path / "out"), steps=1)
     rows = json.load(open(os.path.join(res, "tiny.json")))
-    want = {(s.model, s.task, s.gen_length, s.block_length, ev.canonical(p)) for s in ev.suite_settings() for p in s.specs}
+    want = {(s.model, s.task, s.gen_length, s.block_length, ev.canonical(p)) for s in su.suite_settings() for p in s.specs}
     assert {(r["model"], r["task"], r["gen_length"], r["block_length"], r["policy"]) for r in rows} == want
     assert rows and not any("trained" in r for r in rows)
 
@@ -330,7 +333,7 @@ def test_suite_policies_are_claimed_so_that_trainers_can_run_side_by_side(tiny_p
     refuses to run while a policy is still claimed."""
     import fcntl
     import train
-    monkeypatch.setattr(ev, "SUITE", dict(ev.SUITE, model=tiny_path, other_model=tiny_path))
+    monkeypatch.setattr(su, "SUITE", dict(su.SUITE, model=tiny_path, other_model=tiny_path))
     calls = []
 
     def fake_train(cfg):      # what suite_policy reads back from a checkpoint
@@ -342,17 +345,17 @@ def test_suite_policies_are_claimed_so_that_trainers_can_run_side_by_side(tiny_p
     path = os.path.join(out, "policy_bl8_a3.pt")
     other = open(path + ".lock", "a")                    # another trainer: its own open file, its own flock
     fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert ev.suite_policy(out, 8, 3, steps=2) is None and calls == []
+    assert su.suite_policy(out, 8, 3, steps=2) is None and calls == []
     other.close()                                        # it died: the file stays, nobody holds it
     assert os.path.exists(path + ".lock")
-    assert ev.suite_policy(out, 8, 3, steps=2) == path and calls == [path]
+    assert su.suite_policy(out, 8, 3, steps=2) == path and calls == [path]
     assert not os.path.exists(path + ".lock")
-    assert ev.suite_policy(out, 8, 3, steps=2) == path and calls == [path]       # done: not trained again
+    assert su.suite_policy(out, 8, 3, steps=2) == path and calls == [path]       # done: not trained again
     monkeypatch.setattr(ev, "run", lambda *a, **k: [])
-    monkeypatch.setattr(ev, "suite_policy", lambda *a, **k: None)              # every policy claimed elsewhere
-    ev.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2, part="train")   # skips them, no error
+    monkeypatch.setattr(su, "suite_policy", lambda *a, **k: None)              # every policy claimed elsewhere
+    su.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2, part="train")   # skips them, no error
     with pytest.raises(ValueError, match="being trained by other processes"):
-        ev.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2)
+        su.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2)
 
 
 def report_has_matplotlib():
@@ -409,7 +412,7 @@ def test_conditioned_and_eos_aware_verdicts_by_hand():
                              hrow("eosdamp:g=0.4:steps=16", 35.0, 16.0, "full diffusion")]
     log = [dict(step=1, reward=0.1, nfe=9.0, rollout_s=30.0, update_s=30.0)]
     logs = {"policy_bl8_a3.pt": (8, 3, "mult", log), "policy_bl8_a0.pt": (8, 0, "mult", log)}
-    lines = verdicts.suite_verdicts(by, dict(ev.SUITE), logs, {8: log})
+    lines = verdicts.suite_verdicts(by, dict(su.SUITE), logs, {8: log})
     v = {l.split(":")[0].strip("- *"): l for l in lines}
     mono = v["One alpha-conditioned policy"]
     assert "did not hold" in mono and "semi-AR: NFE at alpha 0: 16.00, 3: 8.00, 10: 4.50 (0 violations)" in mono
@@ -420,7 +423,7 @@ def test_conditioned_and_eos_aware_verdicts_by_hand():
     eos = v["The learned policy beats the end-of-text-aware heuristics in full diffusion (PC-Sampler, EOS damping; at matched NFE somewhere on its front)"]
     assert ": held." in eos and "alpha=3 tau=0.5 (BL 32): 76.0% @ 9.00 NFE vs best heuristic 30.0% (gap +46.0)" in eos
     # the per-alpha verdicts do not see the conditioned rows: the same lines as without them
-    base = verdicts.suite_verdicts(fake_suite_rows(), dict(ev.SUITE), logs)
+    base = verdicts.suite_verdicts(fake_suite_rows(), dict(su.SUITE), logs)
     assert [l for l in lines if "alpha-conditioned" not in l and "end-of-text" not in l] == base
     assert verdicts.front_area([(1, 50.0)], 32) == 50.0 and verdicts.front_area([(32, 100.0)], 32) == 0.5
 
@@ -448,7 +451,7 @@ def test_variant_verdicts_by_hand():
     by[F] += [vrow(3, acc, nfe, F, 32, "beta", b) for b, acc, nfe in ((0.5, 80, 12), (1, 75, 8), (2, 70, 5))]
     by[S] += [vrow(3, acc, nfe, S, 8, "beta", b) for b, acc, nfe in ((0.5, 88, 10), (1, 85, 8), (2, 80, 6))]
     logs = {"policy_bl8_a3.pt": (8, 3, "mult", [dict(step=1, reward=0.1, nfe=9.0)] * 20)}
-    lines = verdicts.suite_verdicts(by, dict(ev.SUITE), logs)
+    lines = verdicts.suite_verdicts(by, dict(su.SUITE), logs)
     v = {l.split(":")[0].strip("- *"): l for l in lines}
     es = next(l for k, l in v.items() if k.startswith("Expert steering"))
     assert ": held." in es and "0: 90.0% @ 9.00 vs 80.0% @ 16.00" in es and "alpha 3 +14.0" in es and "(mean +14.0)" in es
@@ -460,7 +463,7 @@ def test_variant_verdicts_by_hand():
     # an ES row read at tau 0.5 (96 @ 8.6) beats it by 11: the ES verdicts read every tau
     by_pc = {k: list(rows) for k, rows in by.items()}
     by_pc[F] += [hrow("pc:lam=0.25:steps=8", 85.0, 8.0, F)]
-    verdicts_of = lambda b: {l.split(":")[0].strip("- *"): l for l in verdicts.suite_verdicts(b, dict(ev.SUITE), logs)}
+    verdicts_of = lambda b: {l.split(":")[0].strip("- *"): l for l in verdicts.suite_verdicts(b, dict(su.SUITE), logs)}
     v_pc = verdicts_of(by_pc)
     assert "did not hold" in v_pc[every] and "(gap +5.0)" in v_pc[every]
     assert ": held." in v_pc[beats.split(":")[0].strip("- *")]
@@ -476,7 +479,7 @@ def test_variant_verdicts_by_hand():
     assert ": held." in beta and "beta 0.5/1/2: NFE span x1.67, monotone, 0 of 3 points dominated" in beta
     assert "tau 0.5/1/2: NFE span x1.13, monotone, 2 of 3 points dominated" in beta
     # the paper's verdicts never see a variant: the same lines as without them
-    base = verdicts.suite_verdicts(fake_suite_rows(), dict(ev.SUITE), logs)
+    base = verdicts.suite_verdicts(fake_suite_rows(), dict(su.SUITE), logs)
     assert [l for l in lines if l in base] == base and len(lines) == len(base) + 6
 
 

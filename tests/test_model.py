@@ -120,26 +120,26 @@ def test_tiny_checkpoint_roundtrip(tiny):
 
 
 def test_pretrain_cli(tmp_path):
-    out = subprocess.run([sys.executable, "pretrain.py", "--name", "tiny", "--steps", "3", "--batch-size", "8",
+    out = subprocess.run([sys.executable, "-m", "support.pretrain", "--name", "tiny", "--steps", "3", "--batch-size", "8",
                           "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and os.path.exists(tmp_path / "tiny.pt"), out.stderr
     d = load_dllm(str(tmp_path / "tiny.pt"), device="cpu")
     assert d.meta["pretrain"]["steps"] == 3
-    import pretrain
+    from support import pretrain
     path = pretrain.pretrain(pretrain.PretrainConfig(name="tiny-b", steps=2, batch_size=4, out_dir=str(tmp_path)))
     b = load_dllm(path, device="cpu")          # the second model: a wider MLP, another seed
     assert b.net.c.mlp_hidden == 512 and b.net.c.d_model == 128 and b.logits(torch.tensor([[3, 4, 5]])).shape == (1, 3, b.vocab_size)
     assert not torch.equal(b.net.tok_emb.weight, d.net.tok_emb.weight[:, :128])
-    out = subprocess.run([sys.executable, "pretrain.py", "--name", "huge"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "support.pretrain", "--name", "huge"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "unknown tiny model" in out.stderr
 
 
 def test_pretrain_refuses_to_overwrite_and_records_its_command(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "pretrain.py", "--name", "tiny", "--steps", "2", "--batch-size", "4",
+    run = lambda *a: subprocess.run([sys.executable, "-m", "support.pretrain", "--name", "tiny", "--steps", "2", "--batch-size", "4",
                                      "--out-dir", str(tmp_path), *a], cwd=ROOT, capture_output=True, text=True)
     assert run().returncode == 0
     d = load_dllm(str(tmp_path / "tiny.pt"), device="cpu")
-    assert d.meta["command"] == f"python pretrain.py --name tiny --out-dir {tmp_path} --steps 2 --batch-size 4"
+    assert d.meta["command"] == f"python -m support.pretrain --name tiny --out-dir {tmp_path} --steps 2 --batch-size 4"
     before = (tmp_path / "tiny.pt").read_bytes()
     out = run("--steps", "1")
     assert out.returncode != 0 and "exists" in out.stderr and "Traceback" not in out.stderr
@@ -151,7 +151,7 @@ def test_pretrain_refuses_to_overwrite_and_records_its_command(tmp_path):
 
 
 def test_suffix_masking_shows_left_to_right_contexts():
-    import pretrain
+    from support import pretrain
     net = Transformer(ModelConfig(vocab_size=8, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=32))
     seen = []
     orig = net.forward
@@ -170,7 +170,7 @@ def test_suffix_masking_shows_left_to_right_contexts():
 def test_shipped_weights_load_and_say_how_they_were_made():
     for name in TINY:
         d = load_dllm(name, device="cpu")
-        assert d.meta["command"].startswith(f"python pretrain.py --name {name}")
+        assert d.meta["command"].startswith(f"python -m support.pretrain --name {name}")
 
 
 def test_dream_tokenizer_loads_without_remote_code(dream_dir):

@@ -151,3 +151,28 @@ def test_the_modulation_is_ada_of_the_per_position_conditioning():
             assert (x is None) == (y is None)
             if x is not None:
                 torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5 * y.abs().max().item())
+
+
+def test_log_features_separate_what_raw_confidence_crowds_together():
+    from policy import PolicyConfig, conf_features
+    c = torch.tensor([[0.9, 0.99, 0.05, 0.1, 1.0, 0.0]])
+    raw, log = conf_features(c, "raw"), conf_features(c, "log")
+    assert raw.shape == (1, 6, 1) and log.shape == (1, 6, 3) and torch.isfinite(log).all()
+    torch.testing.assert_close(log[..., 0], c)                       # c itself is still there
+    assert (log[0, 1, 2] - log[0, 0, 2]).abs() > 10 * (raw[0, 1, 0] - raw[0, 0, 0]).abs()   # 0.9 vs 0.99: log(1 - c)
+    assert (log[0, 3, 1] - log[0, 2, 1]).abs() > 0.5 * 0.1 * 10 * (raw[0, 3, 0] - raw[0, 2, 0]).abs()   # 0.05 vs 0.1: log c
+    pol = LearnedPolicy(PolicyConfig(features="log"))
+    assert pol.conf_in.in_features == 3 and LearnedPolicy(PolicyConfig(features="raw")).conf_in.in_features == 1
+    with pytest.raises(ValueError, match="unknown policy features"):
+        LearnedPolicy(PolicyConfig(features="cubic"))
+
+
+def test_a_checkpoint_without_features_loads_as_raw(tmp_path):
+    from dataclasses import asdict
+    from policy import PolicyConfig, load_policy
+    old = LearnedPolicy(PolicyConfig(features="raw"))
+    cfg = asdict(old.c)
+    del cfg["features"]                                              # written before the field existed
+    torch.save(dict(policy=old.state_dict(), policy_config=cfg, args={}, step=1), tmp_path / "old.pt")
+    pol, _ = load_policy(str(tmp_path / "old.pt"))
+    assert pol.c.features == "raw"

@@ -60,7 +60,10 @@ def test_real_layout_with_local_gsm8k(llada_dir, tmp_path):
     (["--policies", "best:3"], "unknown policy"),
     (["--policy", "missing.pt"], "not found"),
     (["--task", "gsm9k"], "unknown task"),
-    (["--policies", ""], "no policy given"),
+    (["--policies", ""], "no policy in ''"),
+    (["--gen-length", "100000", "--block-length", "100000"], "exceeds"),          # within a second, not a minute
+    (["--gen-length", "1000", "--block-length", "1000", "--batch-size", "50000", "--n", "50000"], "lower --batch-size"),
+    (["--policy", "."], "is a directory: pass the checkpoint file"),
 ])
 def test_bad_input_is_one_clear_error(tiny_path, args, msg):
     base = {"--model": tiny_path, "--policies": "topk:steps=32"}

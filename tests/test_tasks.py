@@ -29,7 +29,7 @@ GSM8K_CASES = [  # (response, gold, correct)
     ("\\boxed{\\frac{1}{2}}", "0.5", True),                             # a boxed fraction reads as its value (departs)
     ("\\boxed{100}", "100.0000001", True),                              # |pred - gold| < 1e-6
     ("\\boxed{100}", "100.00001", False),
-    # issue 9: where the paper's parser is wrong (tasks._to_number / extract_gsm8k say why each departs)
+    # where the paper's parser is wrong (tasks._to_number / extract_gsm8k say why each departs)
     ("<answer>\\boxed{\\frac{3}{4}}</answer>", "4", False),           # was True: the denominator, read as the answer
     ("<answer>\\boxed{\\frac{3}{4}}</answer>", "0.75", True),
     ("\\boxed{1/2}", "2", False),
@@ -83,7 +83,7 @@ MATH_CASES = [
     ("\\boxed{\\frac{1}{3}}", "\\frac{1}{2}", False),
     ("no box here: 5", "5", False),
     ("\\boxed{{1}{2}}", "{1}{2}", True),                               # nested braces balanced
-    # issue 9: 24 more. Departures from Hendrycks's string equivalence are marked (tasks.math_equal says why).
+    # 24 more. Departures from Hendrycks's string equivalence are marked (tasks.math_equal says why).
     ("\\boxed{\\tfrac{3}{4}}", "\\dfrac{3}{4}", True),
     ("\\boxed{\\frac{1}{2}}", "0.5", True),                            # 0.5 is Hendrycks's one special case
     ("\\boxed{0.25}", "\\frac14", True),                                # departs: numbers compare by value

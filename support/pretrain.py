@@ -7,9 +7,9 @@ semi-autoregressive decoding present, which random masking alone shows too rarel
 to compute forward (it learned to infer values from their right-hand context instead). The result is the
 frozen environment for the unmasking policies; the repository ships both in weights/.
 
-    python pretrain.py --name tiny      # 11 minutes on 2 CPU cores, writes out/tiny.pt (use it as --model out/tiny.pt)
-    python pretrain.py --name tiny-b    # the second model (other seed and size), for model transfer
-    python pretrain.py --check tiny     # the trap test: does this world make confidence rules fail?
+    python -m support.pretrain --name tiny      # 11 minutes on 2 CPU cores, writes out/tiny.pt (use it as --model out/tiny.pt)
+    python -m support.pretrain --name tiny-b    # the second model (other seed and size), for model transfer
+    python -m support.pretrain --check tiny     # the trap test: does this world make confidence rules fail?
 """
 import math
 import os
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import check_args, parse_dataclass
+from support.cli import check_args, parse_dataclass
 from model import CharTokenizer, ModelConfig, Transformer, save_tiny
 from tasks import STEP_CHARS, STEPS, make_chain, make_sub
 
@@ -127,7 +127,7 @@ def pretrain(cfg: PretrainConfig):
         bar.set_postfix(loss=f"{ema:.4f}")
     minutes = (time.time() - t0) / 60
     defaults = asdict(PretrainConfig())
-    command = "python pretrain.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(cfg).items()
+    command = "python -m support.pretrain " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(cfg).items()
                                                if k in ("name", "out_dir") or v != defaults[k])
     save_tiny(path, net, {"pretrain": asdict(cfg), "command": command, "minutes": minutes, "final_loss": ema})
     print(f"wrote {path} after {minutes:.1f} min, loss {ema:.4f}")

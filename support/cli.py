@@ -8,6 +8,8 @@ import math
 import os
 from dataclasses import fields
 
+from filelock import FileLock, Timeout
+
 
 def parse_dataclass(cls, argv=None, description=None):
     """argparse for a config dataclass: one --flag per field, its help the comment beside the field."""
@@ -51,3 +53,22 @@ def check_out_file(path, flag):
         os.remove(probe)
     except OSError as e:
         raise ValueError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+
+
+def exclusive(path, flag):
+    """Hold path + '.lock' (filelock: an OS lock, released however the holder exits) while this run writes path;
+    another run that asks for it meanwhile is refused in one line, so two runs never write one file. Use it as a
+    context manager."""
+    lock = FileLock(path + ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ValueError(f"another run is writing {flag} {path} right now: wait for it to finish, or pass another "
+                         f"{flag}") from None
+    return lock
+
+
+def merged(path, timeout=600):
+    """A lock for a read-modify-write of a shared results file (eval.py's rows): a second writer waits its turn
+    instead of overwriting the first one's rows."""
+    return FileLock(path + ".lock", timeout=timeout)

@@ -6,7 +6,7 @@ verdicts it prints are in verdicts.py. matplotlib is needed only for the picture
 import math
 import os
 
-from verdicts import family, gaps, is_cond, is_learned, label, option, suite_verdicts, tau_of, variant
+from support.verdicts import family, gaps, is_cond, is_learned, label, option, suite_verdicts, tau_of, variant
 
 
 def pyplot():
@@ -39,18 +39,6 @@ def markdown_table(rows):
         lines.append(f"| {name} | {r['accuracy']:.1f}{sd} | {r['mean_nfe']:.2f} | {r['tokens_per_nfe']:.2f} | "
                      f"{'' if b is None else f'{b:.1f}'} | {'' if g is None else f'{g:+.1f}'} |")
     return "\n".join(lines)
-
-
-def by_setting(rows, settings):
-    """Summarized rows -> {setting name: its rows}. Matched on (model, task, L, BL, policy), not on the stored
-    name, since two settings may share rows (the same evaluation is never run twice)."""
-    from eval import canonical
-    out = {}
-    for s in settings:
-        specs = {canonical(p) for p in s.specs}
-        out[s.name] = [r for r in rows if (r["model"], r["task"], r["gen_length"], r["block_length"]) ==
-                       (s.model, s.task, s.gen_length, s.block_length) and r["policy"] in specs]
-    return out
 
 
 def title(name, rows):
