@@ -2,7 +2,7 @@
 The dLLM: one bidirectional transformer (RMSNorm, rotary positions, SwiGLU, optional grouped KV heads
 and q/k/v biases) that serves the tiny models trained here and the real ones. LLaDA-8B-Instruct /
 LLaDA-1.5 and Dream-v0-Instruct-7B load by copying the official safetensors into it through a key map
-with shape checks (README: Real models) - no remote code, so nothing executes from the hub and no
+with shape checks (docs/real-models.md) - no remote code, so nothing executes from the hub and no
 transformers release can break it.
 
     load_dllm("tiny")   -> DLLM with .mask_id .eos_id .pad_id .vocab_size .device .tokenizer
@@ -204,7 +204,7 @@ class DLLM:
     def compile(self):
         """torch.compile the network's forward, with dynamic shapes (the batch shrinks as rows finish, prompts differ
         in length). eval.py --compile. On the tiny dLLM on 2 CPU cores it makes heuristic rows 1.27-1.48x faster
-        after a one-off ~25 s compile (README, Speed); the fused kernels round differently, so logits move by ~1e-5
+        after a one-off ~25 s compile (docs/speed.md); the fused kernels round differently, so logits move by ~1e-5
         and a near-tie between two tokens could flip (none did in the rows we compared)."""
         self.net.forward = torch.compile(self.net.forward, dynamic=True)
         return self

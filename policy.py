@@ -321,6 +321,7 @@ def load_policy(path, device="cpu"):
         raise ValueError(f"{path}: its policy weights do not match its policy config "
                          f"({str(e).splitlines()[0][:200]})") from None
     pol.spec = path  # the path as given: several checkpoints share a file name
+    pol.tau = float(ck["args"].get("tau", 1.0))   # the temperature it was trained to be read at (train.py --tau)
     return pol.to(device).eval(), ck
 
 
@@ -386,7 +387,8 @@ def checkpoint_policy(spec, path, arg, device):
             raise ValueError(f"{spec!r}: alpha {a:g} is outside the range the policy was trained on "
                              f"[{pol.c.alpha_lo:g}, {pol.c.alpha_hi:g}]")
         pol.alpha = a
-    pol.tau, pol.beta = (opts[k][1] if k in opts else 1.0 for k in ("tau", "beta"))
+    pol.tau = opts["tau"][1] if "tau" in opts else pol.tau
+    pol.beta = opts["beta"][1] if "beta" in opts else 1.0
     pol.spec = path + "".join(f":{k}={v}" for k, (v, _) in opts.items())
     return pol
 

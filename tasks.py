@@ -11,7 +11,7 @@ Synthetic tasks for the tiny world, generated from a seed:
        A start digit and 5-7 steps applied in the prompt's order, modulo 10: '+d' adds d, '~d' reflects
        (v -> d - v). The answer writes each step as its op and digit (copied from the prompt), its value and one
        free filler letter (a-p, any is right), then '#' and the final value. Two of the ways confidence misleads
-       LLaDA are built in, and the tiny dLLM shows both (README, "The tiny world"):
+       LLaDA are built in, and the tiny dLLM shows both (docs/tiny-world.md):
        (1) the answer cannot be had before its reasoning: the steps do not commute, and the chain is too long for
            the tiny dLLM to compute in one forward (everything in one step: 0%; one token per step: 100%);
        (2) confidence is not importance: the filler letters are the least confident tokens (about 1/16) and

@@ -15,10 +15,10 @@ not divided by the group std (--std-adv turns that on); a batch whose advantages
 prompt; advantages are over all G + E rollouts, and the expert's steps enter the clipped loss with the mixture
 likelihood log pi_ES(a) = logaddexp(log(G / (G + E)) + log pi(a), log(1 / (G + E))), over every masked position.
 
-    python train.py                                   # tiny world, full diffusion (30 steps, 1.6 min on 2 CPU cores)
-    python train.py --block-length 8 --out out/ckpt_bl8.pt   # semi-autoregressive
+    python train.py --expert threshold:0.9 --alpha 1 --steps 60 --tau 0.5 --out out/full.pt   # weights/policy_full.pt
+    python train.py --block-length 8 --init-bias 0 --alpha 1 --steps 60 --tau 0.5 --out out/semi.pt   # policy_semi.pt
+    python train.py --imitate band:hi=0.9:lo=0.08 --out out/bc.pt   # warm start: clone a heuristic, then GRPO
     python train.py --alpha-range 0,10 --out out/cond.pt     # one policy for every alpha in [0, 10]
-    python train.py --expert threshold:0.9 --expert-block-length 8 --out out/es.pt   # expert steering
     python train.py --actions dpls --out out/dpls.pt         # Plackett-Luce actions
     python train.py --model llada --block-length 32 --out out/llada_bl32.pt   # the paper's run (one GPU, ~24 GB+)
     torchrun --nproc_per_node=8 train.py --model llada --out out/llada_dp.pt   # data parallel: each rank rolls out its prompts
@@ -30,7 +30,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.distributed as dist
@@ -49,11 +49,10 @@ from tasks import REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many
 # Defaults that depend on the world: the paper's for real models, tuned ones for the tiny world.
 REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, steps=0, lr=3e-5, warmup=100,
             batch_size=16, eval_every=100, eval_n=200)
-# Tiny world: 30 steps at lr 1e-3 (README, "The learned policy on the tiny world", has what we measured). In full
-# diffusion plain GRPO never starts there: the first rollouts reveal values in random order and are right 0-4% of
-# the time, so almost every group has zero advantage; expert steering (--expert threshold:0.9) starts it, and 60
-# steps of it beat 30. In world 1 longer schedules collapsed (the policy stopped unmasking and stalled, which no
-# group advantage can undo): a short cosine lowers the lr before that.
+# Tiny world: lr 1e-3 with a short cosine. In full diffusion plain GRPO gets no signal at the start (nearly every
+# rollout is wrong, so nearly every group has zero advantage): the shipped full-diffusion policy is trained with
+# expert steering (--expert threshold:0.9), and long schedules can collapse through the policy's entropy
+# (docs/learning.md has the measurements).
 TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=32, prompts_per_step=16, steps=30, lr=1e-3,
                      warmup=10, batch_size=128, eval_every=100, eval_n=256)
 SETUP = dict(model=None, task=None, gen_length=None, block_length=None, alpha=None, reward=None, group_size=None,
@@ -97,6 +96,8 @@ class TrainConfig:
     batch_size: int = None            # rows per loss chunk and per eval batch (memory knob)
     eval_every: int = None            # evaluate on held-out problems every N steps (tiny tasks; 0: never)
     eval_n: int = None                # held-out problems per evaluation
+    tau: float = 1.0                  # the policy temperature sample.py / eval.py read this checkpoint at by default
+                                      # (rollouts always sample at 1; paper: 0.5 for BL 32, 1 for BL = L)
     seed: int = 0
     out: str = "out/ckpt.pt"          # checkpoint path (a .jsonl log is written beside it)
     save_every: int = 50              # checkpoint every N steps (and at the end)
@@ -121,7 +122,7 @@ def resolve(cfg):
                grad_clip=(cfg.grad_clip, "> 0"), warmup=(cfg.warmup, ">= 0"), temperature=(cfg.temperature, ">= 0"),
                width=(cfg.width, "> 0"),
                batch_size=(cfg.batch_size, ">= 1"), eval_every=(cfg.eval_every, ">= 0"), eval_n=(cfg.eval_n, ">= 1"),
-               save_every=(cfg.save_every, ">= 1"))
+               save_every=(cfg.save_every, ">= 1"), tau=(cfg.tau, "> 0"))
     if not math.isfinite(cfg.init_bias):
         raise ValueError(f"--init-bias must be finite, not {cfg.init_bias}")
     if cfg.alpha_range is not None:
@@ -218,9 +219,19 @@ def save_checkpoint(path, policy, opt, cfg, step, metrics):
     """Self-describing, atomic: a crash mid-write leaves the previous checkpoint intact."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     ck = dict(policy=policy.state_dict(), optimizer=opt.state_dict(), policy_config=asdict(policy.c),
-              args=asdict(cfg), step=step, metrics=metrics, torch_rng=torch.get_rng_state())
+              args=asdict(cfg), step=step, metrics=metrics, torch_rng=torch.get_rng_state(), command=command_of(cfg))
     torch.save(ck, path + ".tmp")
     os.replace(path + ".tmp", path)
+
+
+def command_of(cfg):
+    """The train.py command that trains this checkpoint (the flags that differ from their defaults; --resume,
+    --device and the logging knobs do not change the weights and are left out)."""
+    skip = {"resume", "device", "wandb", "eval_every", "eval_n", "save_every"}
+    flags = [f"--{f.name.replace('_', '-')}" + ("" if f.type in (bool, "bool") else f" {getattr(cfg, f.name)}")
+             for f in fields(TrainConfig) if f.name not in skip and getattr(cfg, f.name) != f.default
+             and not (f.name in TINY_DEFAULTS and getattr(cfg, f.name) == TINY_DEFAULTS[f.name] and f.default is None)]
+    return "python train.py " + " ".join(flags)
 
 
 def check_resume(ck, cfg):
@@ -492,9 +503,9 @@ def run(cfg):
 
 
 def held_out(dllm, policy, eval_set, cfg):
-    """Accuracy and mean NFE of the policy (fallback on, tau 1) on held-out problems; a conditioned policy at --alpha."""
+    """Accuracy and mean NFE of the policy (fallback on, at --tau) on held-out problems; a conditioned one at --alpha."""
     lo, hi = alpha_bounds(cfg.alpha_range) if cfg.alpha_range else (None, None)
-    policy.eval().fallback = True
+    policy.eval().fallback, policy.tau = True, cfg.tau
     policy.alpha = None if lo is None else min(max(cfg.alpha, lo), hi)
     row, _ = evaluate(dllm, policy, eval_set, cfg.task, cfg.gen_length, cfg.block_length, cfg.batch_size,
                       progress=False, cache=cfg.cache)

@@ -37,21 +37,21 @@ SUITE = dict(task="chain", ood_task="sub", model="tiny", other_model="tiny-b", L
              # one alpha-conditioned policy per block length, read at these alphas (the per-alpha ones and between)
              cond_range="0,10", cond_alphas=(0, 0.1, 0.3, 0.5, 1, 2, 3, 5, 10),
              # semi-AR policies start at unmask p = 0.5: at the paper's 0.12, 8 iterations a block leave a third of
-             # each block masked, every rollout is wrong and the reward stays 0 (README, the learned policy)
+             # each block masked, every rollout is wrong and the reward stays 0 (docs/tiny-world.md, the learned policy)
              semi_init_bias=0.0,
              # paper App. F: expert steering in full diffusion, one ES policy per alpha (does the alpha spread collapse?);
              # the expert decodes in full diffusion too: in this world it starts GRPO where plain GRPO gets no signal
-             # (README, the learned policy), while world 1's BL-8 expert stalled alpha 3 and 10 (results/world1)
+             # (docs/tiny-world.md, the learned policy), while world 1's BL-8 expert stalled alpha 3 and 10 (results/world1)
              expert="threshold:0.9", expert_bl=32,
              # paper App. E: a DPLS policy at this alpha in both modes; Fig. 6: the plain policy of this alpha over a beta grid
              variant_alpha=3, betas=(0.25, 0.5, 1, 2, 4))
 
 
 def claim(path):
-    """Take path + '.lock' for this process -> a function that gives it back, or None while another process holds it
+    """Take path + '.claim' for this process -> a function that gives it back, or None while another process holds it
     (filelock: an OS lock that the kernel releases however its holder exits, so a killed run leaves no stale claim).
     So that `--suite-part train` can run in as many processes as there are cores."""
-    lock = FileLock(path + ".lock", timeout=0)
+    lock = FileLock(path + ".claim", timeout=0)   # not path + ".lock", which train.py holds while it writes path
     try:
         lock.acquire()
     except Timeout:
@@ -103,7 +103,7 @@ def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"], alpha_
 
 def suite_settings(pols=None, conds=None, variants=None):
     """pols[(BL, alpha, reward)] -> checkpoint, conds[BL] -> the alpha-conditioned one, variants[(BL, alpha, kind)]
-    -> the expert-steered ('es') and Plackett-Luce ('dpls') ones. The paper's experiments (README: Reproducing the
+    -> the expert-steered ('es') and Plackett-Luce ('dpls') ones. The paper's experiments (docs/results.md: Reproducing the
     paper), its appendices' variants, the beta sweep and the alpha-conditioned policy, in the tiny world.
     pols None: the same settings with their heuristic specs only (what the suite evaluates before it trains)."""
     c, L, S = SUITE, SUITE["L"], SUITE["semi_bl"]

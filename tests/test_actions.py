@@ -112,7 +112,8 @@ def test_learned_dpls_policy_acts_and_records_its_order():
     pol = LearnedPolicy(PolicyConfig(actions="dpls"))
     torch.manual_seed(0)
     with torch.no_grad():
-        pol.head.weight.normal_(0, 1)
+        pol.head.weight.normal_(0, 0.1)                 # logits of spread ~1 around 0: items and STOP start
+        pol.head.bias.zero_()                           # about even, so beta has room to move them
     b, L = 16, 8
     cand = torch.zeros(b, L, dtype=torch.bool)
     cand[:, 2:6] = True

@@ -62,13 +62,31 @@ def test_threshold_fallback_is_per_row():
 def test_band_reveals_both_ends_and_the_best():
     conf = [[0.95, 0.5, 0.05, 0.3], [0.5, 0.6, 0.4, 0.2]]
     assert picked(Band(0.9, 0.08), obs(conf)) == [[0, 2], [1]]      # row 1: nothing in the band, its best one
-    assert picked(Band(0.9, 0.3), obs(conf)) == [[0, 2, 3], [1]]    # lo inclusive
+    assert picked(Band(0.9, 0.3), obs(conf)) == [[0, 2, 3], [1, 3]]  # lo inclusive (0.3), 0.2 below it
     pol = parse_policy("band:lo=0.08:hi=0.9")
     assert isinstance(pol, Band) and (pol.hi, pol.lo, pol.spec) == (0.9, 0.08, "band:hi=0.9:lo=0.08")
     for bad, msg in [("band:hi=0.9", "band:hi=VALUE:lo=VALUE"), ("band:hi=0.05:lo=0.08", "0 <= lo < hi <= 1"),
                      ("band:hi=1.5:lo=0.1", "0 <= lo < hi <= 1"), ("band:hi=x:lo=0.1", "not a number")]:
         with pytest.raises(ValueError, match=msg):
             parse_policy(bad)
+
+
+def test_band_answer_reveals_the_answer_slot_with_its_value():
+    """band+answer (support/chain_rules.py): proposals "+1 3 e # 3" with the value (position 2) revealed now by the
+    band: the answer slot (after '#') goes with it when it proposes the same digit, not when it proposes another."""
+    from model import CharTokenizer
+    from support.chain_rules import BandAnswer
+    tok = CharTokenizer()
+    rule = BandAnswer(0.9, 0.08, tok)
+    conf = [[0.99, 0.99, 0.95, 0.05, 0.99, 0.5]]
+    o = obs(conf)
+    o.x0 = torch.tensor([tok.encode("+13e#3")])
+    assert picked(rule, o) == [[0, 1, 2, 3, 4, 5]]
+    o.x0 = torch.tensor([tok.encode("+13e#4")])
+    assert picked(rule, o) == [[0, 1, 2, 3, 4]]
+    o = obs([[0.99, 0.99, 0.5, 0.05, 0.99, 0.5]])                   # the value is not revealed yet: wait
+    o.x0 = torch.tensor([tok.encode("+13e#3")])
+    assert picked(rule, o) == [[0, 1, 3, 4]]
 
 
 def test_factor():

@@ -259,7 +259,7 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     for name in ("semi-AR", "full diffusion", "length transfer, semi-AR", "length transfer, full", "model transfer, semi-AR",
                  "model transfer, full", "domain transfer, semi-AR", "domain transfer, full"):
         assert f"\n## {name}: " in md     # model == other model here: the model-transfer rows are shared, not rerun
-    assert md.count("\n- **") == 20 and "## Verdicts" in md and "## length transfer, full: " in md
+    assert md.count("\n- **") == 21 and "## Verdicts" in md and "## length transfer, full: " in md
     assert all(w in md for w in ("held", "transferred", "Time, summed from the artifacts", "(the 11 training logs)",
                                  "end-of-text-aware heuristics", "mean NFE falls as alpha rises", "front area",
                                  "learned alpha-conditioned, alpha=10 tau=1", "Expert steering (threshold:0.9 at BL 16)",
@@ -288,7 +288,7 @@ def test_suite_with_two_jobs_trains_in_a_second_process_and_gives_the_same_repor
 
     def heuristics_then_wait(path, settings, **kw):   # this process's heuristic rows last until the trainer has begun
         rows = real_run(path, settings, **kw)
-        while not any(f.endswith((".lock", ".pt")) for f in os.listdir(out)) and time.time() - t0 < 120:
+        while not any(f.endswith((".claim", ".pt")) for f in os.listdir(out)) and time.time() - t0 < 120:
             time.sleep(0.1)
         return rows
     monkeypatch.setattr(su, "run", heuristics_then_wait)
@@ -296,7 +296,8 @@ def test_suite_with_two_jobs_trains_in_a_second_process_and_gives_the_same_repor
     su.suite(results_dir=res, out_dir=out, steps=2, jobs=2)
     assert torch.get_num_threads() == threads                       # restored for the policies' rows
     files = sorted(os.listdir(out))
-    assert files.count("train-worker-1.log") == 1 and not any(f.endswith(".lock") for f in files)
+    assert files.count("train-worker-1.log") == 1 and all(free(os.path.join(out, f)) for f in files
+                                                          if f.endswith((".lock", ".claim")))
     assert len([f for f in files if f.endswith(".pt")]) == 11
     assert "## Verdicts" in open(os.path.join(res, "tiny.md")).read()
     log = open(os.path.join(out, "train-worker-1.log")).read()
@@ -329,7 +330,7 @@ def test_suite_keeps_its_heuristic_rows_when_training_is_cut_short(tiny_path, tm
 
 def test_suite_policies_are_claimed_so_that_trainers_can_run_side_by_side(tiny_path, tmp_path, monkeypatch):
     """suite_policy trains a policy only under its flock: a policy another process holds is skipped (None), a lock
-    file nobody holds (its process killed) is taken over, the lock is gone once the policy is done; and the report
+    file nobody holds (its process killed) is taken over, the lock is free once the policy is done; and the report
     refuses to run while a policy is still claimed."""
     import fcntl
     import train
@@ -343,19 +344,29 @@ def test_suite_policies_are_claimed_so_that_trainers_can_run_side_by_side(tiny_p
     out = str(tmp_path / "out")
     os.makedirs(out)
     path = os.path.join(out, "policy_bl8_a3.pt")
-    other = open(path + ".lock", "a")                    # another trainer: its own open file, its own flock
+    other = open(path + ".claim", "a")                   # another trainer: its own open file, its own flock
     fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert su.suite_policy(out, 8, 3, steps=2) is None and calls == []
     other.close()                                        # it died: the file stays, nobody holds it
-    assert os.path.exists(path + ".lock")
+    assert os.path.exists(path + ".claim")
     assert su.suite_policy(out, 8, 3, steps=2) == path and calls == [path]
-    assert not os.path.exists(path + ".lock")
+    assert free(path + ".claim")
     assert su.suite_policy(out, 8, 3, steps=2) == path and calls == [path]       # done: not trained again
     monkeypatch.setattr(ev, "run", lambda *a, **k: [])
     monkeypatch.setattr(su, "suite_policy", lambda *a, **k: None)              # every policy claimed elsewhere
     su.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2, part="train")   # skips them, no error
     with pytest.raises(ValueError, match="being trained by other processes"):
         su.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2)
+
+
+def free(lock):
+    """Nobody holds this lock file (filelock leaves the file in place after release)."""
+    from filelock import FileLock, Timeout
+    try:
+        with FileLock(lock, timeout=0):
+            return True
+    except Timeout:
+        return False
 
 
 def report_has_matplotlib():
@@ -501,3 +512,25 @@ def test_compiled_dllm_gives_the_rows_of_the_eager_one(tmp_path):
     want = dllm.logits(x, m, start=ids.shape[1])
     got = dllm.compile().logits(x, m, start=ids.shape[1])
     assert (got - want).abs().max() < 1e-4
+
+
+def test_band_rule_verdict_by_hand():
+    """The band rule has a verdict line of its own and stays out of the paper's: a band point that beats every
+    learned one turns its line to 'did not hold' and leaves the paper's full-diffusion verdict as it was."""
+    cfg = dict(su.SUITE)
+    logs = {"policy_bl8_a3.pt": (8, 3, "mult", [dict(step=i, reward=0.1, nfe=9) for i in range(20)])}
+    line = lambda b: {l.split(":")[0].strip("- *"): l for l in verdicts.suite_verdicts(b, cfg, logs)}
+    band = "The learned policy beats the band rule (at matched NFE somewhere on its front, in semi-AR and in full diffusion)"
+    full = ("The policy beats the paper's heuristics in full diffusion (top-k, random, threshold, factor, EB; by >= 10 "
+            "points somewhere)")
+    by = fake_suite_rows()
+    assert band not in line(by)                                     # no band rows: no line
+    by["semi-AR"].append(hrow("band:hi=0.9:lo=0.08", 80.0, 8.0, "semi-AR"))      # semi: tau 2 87 @ 7.5 beats it
+    by["full diffusion"].append(hrow("band:hi=0.9:lo=0.08", 70.0, 16.0, "full diffusion"))   # full: alpha 0 80 @ 16
+    v = line(by)
+    assert ": held." in v[band] and "(gap +7.0)" in v[band] and "(gap +10.0)" in v[band], v[band]
+    before = v[full]
+    by["full diffusion"].append(hrow("band:hi=0.8:lo=0.08", 99.0, 3.0, "full diffusion"))   # beats every learned point
+    v = line(by)
+    paper = lambda t: t.split("; against every heuristic")[0]      # its own reading; the second shows every rule
+    assert "did not hold" in v[band] and paper(v[full]) == paper(before) and ": held." in v[full], v[band]

@@ -159,8 +159,12 @@ def test_log_features_separate_what_raw_confidence_crowds_together():
     raw, log = conf_features(c, "raw"), conf_features(c, "log")
     assert raw.shape == (1, 6, 1) and log.shape == (1, 6, 3) and torch.isfinite(log).all()
     torch.testing.assert_close(log[..., 0], c)                       # c itself is still there
-    assert (log[0, 1, 2] - log[0, 0, 2]).abs() > 10 * (raw[0, 1, 0] - raw[0, 0, 0]).abs()   # 0.9 vs 0.99: log(1 - c)
-    assert (log[0, 3, 1] - log[0, 2, 1]).abs() > 0.5 * 0.1 * 10 * (raw[0, 3, 0] - raw[0, 2, 0]).abs()   # 0.05 vs 0.1: log c
+    # a decade of 1 - c is one step of log(1 - c) wherever it lies: 0.9 -> 0.99 moves it as far as 0 -> 0.9 does
+    d = lambda i, j, k: (log[0, i, k] - log[0, j, k]).abs().item()
+    zero = conf_features(torch.tensor([[0.0]]), "log")[0, 0]
+    assert abs(d(1, 0, 2) - (log[0, 0, 2] - zero[2]).abs().item()) < 1e-5 and abs(d(1, 0, 2) - math.log(10) / 10) < 1e-5
+    assert abs(d(3, 2, 1) - math.log(2) / 10) < 1e-5                 # 0.05 -> 0.1: one doubling of c, as 0.5 -> 1
+    assert raw[0, 1, 0] - raw[0, 0, 0] < 0.1 and raw[0, 3, 0] - raw[0, 2, 0] < 0.1
     pol = LearnedPolicy(PolicyConfig(features="log"))
     assert pol.conf_in.in_features == 3 and LearnedPolicy(PolicyConfig(features="raw")).conf_in.in_features == 1
     with pytest.raises(ValueError, match="unknown policy features"):

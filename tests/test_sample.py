@@ -69,7 +69,8 @@ def test_bad_input_is_one_clear_error(tiny_path, args, msg):
     base = {"--model": tiny_path, "--policies": "topk:steps=32"}
     for k, v in zip(args[::2], args[1::2]):
         base[k] = v
-    out = sample(*[x for kv in base.items() for x in kv], "--n", "4")
+    base.setdefault("--n", "4")
+    out = sample(*[x for kv in base.items() for x in kv])
     assert out.returncode != 0 and msg in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 

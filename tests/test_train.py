@@ -325,27 +325,47 @@ def test_dpls_loop_records_orders_and_is_on_policy(tiny_path, tmp_path, monkeypa
     assert sample.main(["--policy", out + ":beta=2", "--n", "4"]) is not None
 
 
-def test_imitation_warm_start_clones_the_heuristic(tiny_path, tmp_path):
-    """--imitate fits the policy to the heuristic's decisions before GRPO: on fresh states of the same heuristic its
-    sharpened decisions (tau 0.25) agree with the heuristic's on nearly every candidate, where the initial policy
-    (unmask p = 0.12 everywhere) agrees only where the heuristic holds back."""
+def test_imitation_warm_start_clones_the_heuristic(tmp_path):
+    """--imitate fits the policy to the heuristic's decisions before GRPO: on fresh states of the same heuristic (the
+    shipped tiny dLLM) its decisions (logit > 0) agree with the heuristic's on most candidates, far more than the
+    initial policy (unmask p = 0.12 everywhere, so it agrees only where the heuristic holds back). A small policy and
+    a short fit keep it fast (0.95 against 0.67 when written); the full-size fit of the band rule: docs/learning.md."""
     from env import generate, row_keys
     from grpo import collate
     from policy import parse_policy
     from sample import prompts_of
     from tasks import tiny_problems
     from model import load_dllm
-    pol, _ = train.train(cfg(tiny_path, tmp_path / "bc.pt", steps=1, lr=1e-9, imitate="band:hi=0.9:lo=0.08",
-                             imitate_steps=150, imitate_problems=256, gen_length=16, block_length=16))
-    dllm = load_dllm(tiny_path)
-    probs = tiny_problems("chain", 64, seed=7)
-    ids, am = prompts_of(dllm, probs)
-    b = collate(generate(dllm, parse_policy("band:hi=0.9:lo=0.08"), ids, am, 16, 16, record=True,
+    pol, _ = train.train(train.TrainConfig(model="tiny", steps=1, lr=1e-9, warmup=1, prompts_per_step=2, group_size=2,
+                                           eval_every=0, out=str(tmp_path / "bc.pt"), imitate="threshold:0.5",
+                                           imitate_steps=100, imitate_problems=64, imitate_lr=3e-3, width=32))
+    dllm = load_dllm("tiny")
+    ids, am = prompts_of(dllm, tiny_problems("chain", 64, seed=7))
+    b = collate(generate(dllm, parse_policy("threshold:0.5"), ids, am, 32, 32, record=True,
                          keys=row_keys(5, torch.arange(64))).steps)
     with torch.no_grad():
         agree = ((pol(b["conf"], b["masked"], b["t"]) > 0) == b["action"])[b["cand"]].float().mean().item()
     base = (~b["action"])[b["cand"]].float().mean().item()          # what "unmask nothing" agrees on
-    assert agree > 0.97 and agree > base + 0.1, (agree, base)
+    assert agree > 0.9 and agree > base + 0.2, (agree, base)
     with pytest.raises(SystemExit, match="clones into a Bernoulli"):
-        train.main(["--model", tiny_path, "--imitate", "band:hi=0.9:lo=0.08", "--actions", "dpls",
+        train.main(["--imitate", "band:hi=0.9:lo=0.08", "--actions", "dpls",
                     "--out", str(tmp_path / "x.pt")])
+
+
+def test_same_seed_and_thread_count_give_the_same_weights_in_two_processes(tiny_path, tmp_path):
+    """What reproduces bit for bit (docs/learning.md, "Reproducibility"): the same command, seed and thread count in
+    two separate processes. (Across thread counts the float sums of the updates are ordered differently, so the
+    weights differ; that is measured in the docs, not pinned here.)"""
+    outs = []
+    for name in ("a", "b"):
+        out = str(tmp_path / f"{name}.pt")
+        argv = [sys.executable, "train.py", "--model", tiny_path, "--gen-length", "16", "--block-length", "8",
+                "--prompts-per-step", "2", "--group-size", "4", "--steps", "3", "--reward", "additive", "--alpha", "1",
+                "--eval-every", "0", "--seed", "3", "--out", out]
+        done = subprocess.run(argv, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        outs.append(torch.load(out, weights_only=True))
+    a, b = (o["policy"] for o in outs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert outs[0]["command"] == outs[1]["command"].replace("b.pt", "a.pt")
+    assert outs[0]["command"].startswith("python train.py --model ") and "--seed 3" in outs[0]["command"]

@@ -1,0 +1,98 @@
+"""
+Hand rules that know the chain task, the bar a learned policy is judged against, and the measurement that says
+what a policy which sees only confidences can and cannot learn from them.
+
+  band         policy.Band: reveal every candidate with conf >= hi or conf <= lo, and the row's most confident one
+  band+answer  the band rule plus one fact of the task: when the last value of the chain is revealed (now or
+               before), reveal the answer slot after '#' too if the dLLM proposes the same digit there. It reads
+               the dLLM's proposed tokens (obs.x0), which the learned policy never sees.
+  answer slot  at the step where the band rule reveals the last value: how often is the answer slot still masked,
+               how often is its proposal right, and how well does its confidence tell right from wrong?
+
+    python -m support.chain_rules            # the rules in full diffusion and in blocks of 8, then the answer slot
+"""
+import argparse
+
+import torch
+
+from env import generate
+from model import load_dllm
+from policy import Band, Heuristic
+from sample import evaluate, prompts_of
+from tasks import get_problems
+
+
+class BandAnswer(Heuristic):
+    """band:hi:lo plus the answer-slot fact (see the module docstring); tok: the tiny dLLM's character tokenizer."""
+
+    def __init__(self, hi, lo, tok):
+        self.band, self.tok = Band(hi, lo), tok
+        self.spec = f"band+answer:hi={hi}:lo={lo}"
+        self.hash, self.digits = tok.stoi["#"], torch.tensor([tok.stoi[c] for c in "0123456789"])
+
+    def select(self, obs):
+        u = self.band.select(obs)                                               # (b, L)
+        L = obs.x0.shape[1]
+        for i in range(obs.x0.shape[0]):
+            at = (obs.x0[i] == self.hash).nonzero().flatten()
+            if not len(at):
+                continue
+            h = at[0].item()
+            value, answer = h - 2, h + 1                                       # "...op d VALUE filler # ANSWER"
+            if value < 0 or answer >= L or not obs.cand[i, answer]:
+                continue
+            value_there = u[i, value] or not obs.masked[i, value]
+            same = obs.x0[i, answer] == obs.x0[i, value] and bool(torch.isin(obs.x0[i, answer], self.digits))
+            if value_there and same:
+                u[i, answer] = True
+        return u
+
+
+def answer_slot(dllm, problems, hi=0.9, lo=0.08):
+    """At the step where the band rule reveals a problem's last value: (answer slot still masked, its proposal right,
+    its confidence) per problem, decoded one problem at a time (so the step is that problem's own)."""
+    band, out = Band(hi, lo), []
+    for p in problems:
+        seen = []
+
+        class Recorder(Heuristic):
+            def select(self, obs):
+                u = band.select(obs)
+                seen.append((obs.x0[0].clone(), obs.conf[0].clone(), obs.masked[0].clone(), u[0].clone()))
+                return u
+        ids, am = prompts_of(dllm, [p])
+        generate(dllm, Recorder(), ids, am, 32, 32)
+        h = p.reference.index("#")
+        value, answer = h - 2, h + 1
+        for x0, conf, masked, u in seen:
+            if u[value] and masked[value]:
+                still = bool(masked[answer] and not u[answer])
+                out.append((still, dllm.decode([x0[answer].item()]) == p.gold, conf[answer].item()))
+                break
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="the chain task's hand rules and the answer-slot measurement")
+    p.add_argument("--n", type=int, default=500, help="held-out test problems")
+    p.add_argument("--hi", type=float, default=0.9, help="the band rule's upper threshold")
+    p.add_argument("--lo", type=float, default=0.08, help="the band rule's lower threshold")
+    args = p.parse_args(argv)
+    dllm = load_dllm("tiny")
+    problems = get_problems("chain", args.n, 0, "test")
+    for BL in (32, 8):
+        for pol in (Band(args.hi, args.lo), BandAnswer(args.hi, args.lo, dllm.tokenizer)):
+            row, _ = evaluate(dllm, pol, problems, "chain", 32, BL, progress=False)
+            print(f"BL {BL:2d}  {pol.spec:28s} {row['accuracy']:5.1f}% @ {row['mean_nfe']:.2f} NFE")
+    rows = answer_slot(dllm, problems, args.hi, args.lo)
+    masked = [r for r in rows if r[0]]
+    print(f"answer slot at the step that reveals the last value: still masked in {len(masked)} of {len(rows)} problems; "
+          f"its proposal is right in {100 * sum(r[1] for r in masked) / max(len(masked), 1):.1f}% of those")
+    for a, b in ((0.0, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 0.7), (0.7, 0.9), (0.9, 1.01)):
+        sel = [r for r in masked if a <= r[2] < b]
+        right = f"{100 * sum(r[1] for r in sel) / len(sel):5.1f}% right" if sel else "   -"
+        print(f"  conf in [{a:.1f}, {min(b, 1.0):.1f}): {len(sel):4d} problems, {right}")
+
+
+if __name__ == "__main__":
+    main()
