@@ -3,11 +3,11 @@ Speed of the unmasking loop: every policy under every KV-cache mode, with accura
 sequence and the split of a step into dLLM forward / policy forward / everything else. Its own file because it
 measures rather than evaluates: eval.py's rows are about accuracy, these are about time on one machine.
 
-    python -m support.bench                                   # both CPU shapes: the tiny world, then a mid-size transformer
-    python -m support.bench --shape tiny                      # shipped tiny dLLM, chain task, L 32, BL 8, 500 problems
-    python -m support.bench --shape mid                       # random d_model 1024 x 8 layers, prompt 200, L 256, BL 32
-    python -m support.bench --shape llada --device cuda       # LLaDA-8B's exact shape, random weights (no download), bf16
-    python -m support.bench --shape update                    # one tiny-world GRPO update, each of its two savings on and off
+    python -m support.bench                                # both CPU shapes: the tiny world, then a mid-size transformer
+    python -m support.bench --shape tiny                   # shipped tiny dLLM, chain task, L 32, BL 8, 500 problems
+    python -m support.bench --shape mid                    # random d_model 1024 x 8 layers, prompt 200, L 256, BL 32
+    python -m support.bench --shape llada --device cuda    # LLaDA-8B's exact shape, random weights (no download), bf16
+    python -m support.bench --shape update                 # one tiny-world GRPO update, each of its two savings on and off
 
 The mid and llada shapes have random weights: their accuracy means nothing (shown as '-'); their NFE follows the
 policies' rules on a model that is never confident (threshold 0.9 falls back to one token per step). The learned

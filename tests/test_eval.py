@@ -249,7 +249,7 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     heur = json.load(open(os.path.join(res, "tiny.json")))
     assert heur and not any("trained" in r for r in heur) and not os.path.exists(out)
     su.suite(results_dir=res, out_dir=out, steps=2, part="train")
-    assert json.load(open(os.path.join(res, "tiny.json"))) == heur and len(os.listdir(out)) == 22
+    assert json.load(open(os.path.join(res, "tiny.json"))) == heur and len(made(out)) == 22
     assert not os.path.exists(os.path.join(res, "tiny.md"))
     su.suite(results_dir=res, out_dir=out, plot=plot, steps=2)             # then the policies' rows and the report
     rows = json.load(open(os.path.join(res, "tiny.json")))
@@ -266,7 +266,7 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
                                  "the alphas collapse", "DPLS ~ Bernoulli", "beta gives a smoother front than tau",
                                  "alpha=3 tau=1 beta=2 (BL 8)", "alpha=3 tau=1 DPLS (BL 16)",
                                  "alpha=0 tau=1 ES threshold:0.9 BL 16 (BL 16)"))
-    ckpts = sorted(os.listdir(out))
+    ckpts = made(out)
     runs = [f"bl{b}_a{a}" for b in (8, 16) for a in (0, 3)] + ["bl16_add3", "bl8_cond0-10", "bl16_cond0-10",
                                                                "bl16_a0_es", "bl16_a3_es", "bl8_a3_dpls", "bl16_a3_dpls"]
     assert ckpts == sorted(f"policy_{r}.{e}" for r in runs for e in ("pt", "jsonl"))
@@ -352,11 +352,16 @@ def test_suite_policies_are_claimed_so_that_trainers_can_run_side_by_side(tiny_p
     assert su.suite_policy(out, 8, 3, steps=2) == path and calls == [path]
     assert free(path + ".claim")
     assert su.suite_policy(out, 8, 3, steps=2) == path and calls == [path]       # done: not trained again
-    monkeypatch.setattr(ev, "run", lambda *a, **k: [])
+    monkeypatch.setattr(su, "run", lambda *a, **k: [])
     monkeypatch.setattr(su, "suite_policy", lambda *a, **k: None)              # every policy claimed elsewhere
     su.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2, part="train")   # skips them, no error
     with pytest.raises(ValueError, match="being trained by other processes"):
         su.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2)
+
+
+def made(folder):
+    """The files a run wrote, without the lock files filelock leaves behind (free ones: see free)."""
+    return sorted(f for f in os.listdir(folder) if not f.endswith((".lock", ".claim")))
 
 
 def free(lock):
