@@ -171,7 +171,7 @@ class PolicyConfig:
     alpha_hi: float = None  # None = one policy per alpha, as in the paper
     actions: str = "bernoulli"  # how logits become an action (actions.py): bernoulli (paper) or dpls (App. E)
     features: str = "log"   # what the policy reads of a confidence c: "raw" = c alone (paper), "log" = c, log c and
-                            # log(1 - c) (sees 0.9 from 0.99 and 0.05 from 0.1; see conf_features)
+                            # log(1 - c) (see conf_features)
 
 
 FEATURES = {"raw": 1, "log": 3}   # input features per position
@@ -179,9 +179,9 @@ FEATURES = {"raw": 1, "log": 3}   # input features per position
 
 def conf_features(conf, kind):
     """(n, L) confidences -> (n, L, F) input features. The paper feeds c itself to Linear(1, d). "log" adds log c and
-    log(1 - c) (scaled by 1/10, c clamped to [1e-6, 1 - 1e-6]): a linear layer on c alone barely tells 0.9 from 0.99
-    or 0.05 from 0.1, where the decisions of a confidence rule lie, and a policy imitating the band rule misclassified
-    4% of positions with "raw" and none with "log" (docs/learning.md)."""
+    log(1 - c) (scaled by 1/10, c clamped to [1e-6, 1 - 1e-6]): each decade of c near 0, or of 1 - c near 1, is one
+    step of the input, where c alone moves by 0.09 from 0.9 to 0.99 and by 0.05 from 0.05 to 0.1. Those are the ends
+    where the tiny world's decisions lie; docs/learning.md measures what it changes."""
     c = conf.float()[..., None]
     if kind == "raw":
         return c
