@@ -32,19 +32,17 @@ class BandAnswer(Heuristic):
 
     def select(self, obs):
         u = self.band.select(obs)                                               # (b, L)
-        L = obs.x0.shape[1]
-        for i in range(obs.x0.shape[0]):
-            at = (obs.x0[i] == self.hash).nonzero().flatten()
-            if not len(at):
-                continue
-            h = at[0].item()
-            value, answer = h - 2, h + 1                                       # "...op d VALUE filler # ANSWER"
-            if value < 0 or answer >= L or not obs.cand[i, answer]:
-                continue
-            value_there = u[i, value] or not obs.masked[i, value]
-            same = obs.x0[i, answer] == obs.x0[i, value] and bool(torch.isin(obs.x0[i, answer], self.digits))
-            if value_there and same:
-                u[i, answer] = True
+        b, L = obs.x0.shape
+        rows = torch.arange(b, device=u.device)
+        is_hash = obs.x0 == self.hash
+        h = is_hash.float().argmax(1)                                          # the first '#' proposed, per row
+        value, answer = h - 2, h + 1                                           # "...op d VALUE filler # ANSWER"
+        v, a = value.clamp(0, L - 1), answer.clamp(0, L - 1)
+        ok = is_hash.any(1) & (value >= 0) & (answer < L) & obs.cand[rows, a]
+        value_there = u[rows, v] | ~obs.masked[rows, v]
+        same = (obs.x0[rows, a] == obs.x0[rows, v]) & torch.isin(obs.x0[rows, a], self.digits.to(u.device))
+        take = ok & value_there & same
+        u[rows[take], a[take]] = True
         return u
 
 
