@@ -450,7 +450,7 @@ def run(cfg):
     net = torch.compile(policy) if cfg.compile else policy
     if ddp:
         net = torch.nn.parallel.DistributedDataParallel(net)
-    wb = __import__("wandb").init(project="dllm-unmask", config=asdict(cfg)) if cfg.wandb and rank == 0 else None
+    wb = wandb_run(cfg) if rank == 0 else None
     logfile = None   # opened at the first step's line: a run that fails before it leaves no empty log
 
     per_rank = cfg.prompts_per_step // world
@@ -511,6 +511,14 @@ def held_out(dllm, policy, eval_set, cfg):
                       progress=False, cache=cfg.cache)
     policy.alpha = None
     return dict(eval_accuracy=row["accuracy"], eval_nfe=row["mean_nfe"])
+
+
+def wandb_run(cfg):
+    """A Weights & Biases run with --wandb (imported only then), else None."""
+    if not cfg.wandb:
+        return None
+    import wandb
+    return wandb.init(project="dllm-unmask", config=asdict(cfg))
 
 
 def write_log(bar, log, logfile, wb, metrics, eta_s):

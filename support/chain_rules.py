@@ -17,8 +17,9 @@ import torch
 
 from env import generate
 from model import load_dllm
-from policy import Band, Heuristic
+from policy import Band, Heuristic, parse_policy
 from sample import evaluate, prompts_of
+from support.cli import check_args
 from tasks import get_problems
 
 
@@ -76,6 +77,11 @@ def main(argv=None):
     p.add_argument("--hi", type=float, default=0.9, help="the band rule's upper threshold")
     p.add_argument("--lo", type=float, default=0.08, help="the band rule's lower threshold")
     args = p.parse_args(argv)
+    try:
+        check_args(n=(args.n, ">= 1"), hi=(args.hi, "in (0, 1]"), lo=(args.lo, "in [0, 1]"))
+        parse_policy(f"band:hi={args.hi}:lo={args.lo}")                       # 0 <= lo < hi <= 1
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     dllm = load_dllm("tiny")
     problems = get_problems("chain", args.n, 0, "test")
     for BL in (32, 8):

@@ -1,6 +1,6 @@
 """The repository reads as a learning resource: the paper's method in at most 9 files at the top, short functions
-there, no import circles anywhere, a short README whose first command is near its top, and no text about how the
-project was made (sessions, issues, machines lent)."""
+there, no import circles anywhere, a short README whose first command is near its top, and product text that speaks
+of the project itself, not of its development history."""
 import ast
 import os
 import re

@@ -41,3 +41,12 @@ def test_chain_rules_and_seeds_commands(tmp_path):
 def test_bench_runs_on_the_tiny_shape():
     text = run("-m", "support.bench", "--shape", "tiny", "--n", "16", "--batch-size", "16", "--caches", "none")
     assert "threshold:0.9" in text
+
+
+def test_support_scripts_refuse_bad_numbers(tmp_path):
+    for argv, msg in [(["-m", "support.chain_rules", "--n", "0"], "--n must be >= 1"),
+                      (["-m", "support.chain_rules", "--hi", "0.1", "--lo", "0.5"], "need 0 <= lo < hi <= 1"),
+                      (["-m", "support.seeds", "--policies", "weights/policy_full.pt", "--n", "-1"], "--n must be >= 1"),
+                      (["-m", "support.seeds", "--policies", str(tmp_path / "missing.pt")], "not found")]:
+        out = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode != 0 and msg in out.stderr and "Traceback" not in out.stderr, out.stderr
