@@ -169,6 +169,7 @@ class PolicyConfig:
     init_bias: float = -2.0 # output bias: every masked token starts at sigmoid(-2) = 0.12
     alpha_lo: float = None  # alpha-conditioned policy (train.py --alpha-range LO,HI): the range it was trained on;
     alpha_hi: float = None  # None = one policy per alpha, as in the paper
+    alpha_features: str = "smooth"  # how alpha is encoded (alpha_features); checkpoints from before read "timestep"
     actions: str = "bernoulli"  # how logits become an action (actions.py): bernoulli (paper) or dpls (App. E)
     features: str = "log"   # what the policy reads of a confidence c: "raw" = c alone (paper), "log" = c, log c and
                             # log(1 - c) (see conf_features)
@@ -197,17 +198,27 @@ def sinusoidal(t, dim, max_period=10000.0):
     return torch.cat([a.cos(), a.sin()], dim=-1)
 
 
-def alpha_features(alpha, hi, dim):
-    """(n,) reward exponents in [0, hi] -> (n, dim) sinusoidal features of log(1 + alpha) / log(1 + hi) in [0, 1]
-    (the reward's sensitivity to alpha is roughly logarithmic)."""
-    return sinusoidal(torch.log1p(alpha.float()) / math.log1p(hi), dim)
+def alpha_features(alpha, hi, dim, kind="smooth"):
+    """(n,) reward exponents in [0, hi] -> (n, dim) sinusoidal features of u = log(1 + alpha) / log(1 + hi) in [0, 1]
+    (the reward's sensitivity to alpha is roughly logarithmic). "smooth": frequencies from pi/4 to 4 pi, so every
+    feature is a smooth function of u and what is learned at one alpha carries over to its neighbours. "timestep"
+    (checkpoints from before): the diffusion-time encoding, frequencies up to 1000 per unit of u, under which
+    neighbouring alphas look unrelated (docs/learning.md measures what that did)."""
+    u = torch.log1p(alpha.float()) / math.log1p(hi)
+    if kind == "timestep":
+        return sinusoidal(u, dim)
+    half = dim // 2
+    freqs = math.pi / 4 * 16 ** (torch.arange(half, device=u.device, dtype=torch.float32) / max(half - 1, 1))
+    a = u[:, None] * freqs[None]
+    return torch.cat([a.cos(), a.sin()], dim=-1)
 
 
 class LearnedPolicy(nn.Module):
     """conf (n, L), mask bit (n, L), time (n,) [, alpha (n,)] -> one unmask logit per position (n, L).
-    With alpha_hi set, the policy is conditioned on the reward exponent: an MLP of alpha's features is added to the
-    time / mask conditioning. Its output layer starts at zero and it is built last, so at initialisation the
-    policy is exactly the unconditioned one of the same seed, whatever alpha."""
+    With alpha_hi set, the policy is conditioned on the reward exponent twice: an MLP of alpha's features is added to
+    the time / mask conditioning (so alpha can change how confidences are read), and another scales and shifts the
+    logits (so alpha moves the reveal threshold directly). Their output layers start at zero and they are built last,
+    so at initialisation the policy is exactly the unconditioned one of the same seed, whatever alpha."""
 
     def __init__(self, c: PolicyConfig = PolicyConfig()):
         super().__init__()
@@ -227,6 +238,11 @@ class LearnedPolicy(nn.Module):
         if c.alpha_hi is not None:
             self.alpha_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
             nn.init.zeros_(self.alpha_mlp[2].weight), nn.init.zeros_(self.alpha_mlp[2].bias)
+            # output FiLM: a scale and a shift of every logit from alpha. The adaLN path above reaches the logits only
+            # through ada, which starts at zero, so its gradient starts at zero too (docs/learning.md measures it);
+            # this path's shift gets the summed policy gradient of every position from the first step
+            self.alpha_out = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 2))
+            nn.init.zeros_(self.alpha_out[2].weight), nn.init.zeros_(self.alpha_out[2].bias)
         self.tau, self.beta, self.fallback, self.spec = 1.0, 1.0, True, "learned"
         self.alpha = None   # evaluation: the point on the front (ckpt.pt:alpha=A) of an alpha-conditioned policy
 
@@ -242,11 +258,20 @@ class LearnedPolicy(nn.Module):
         if self.conditioned:
             if alpha is None:
                 raise ValueError("an alpha-conditioned policy needs alpha (a checkpoint spec 'ckpt.pt:alpha=A')")
-            row = row + self.alpha_mlp(alpha_features(alpha, self.c.alpha_hi, self.c.width))
+            row = row + self.alpha_mlp(alpha_features(alpha, self.c.alpha_hi, self.c.width, self.c.alpha_features))
         # F.embedding, not table[masked]: its backward sums in a fixed order (indexing's does not on several threads)
         return F.embedding(masked.long(), F.linear(self.mask_emb.weight, self.ada.weight)) + self.ada(row)[:, None]
 
     def forward(self, conf, masked, t, alpha=None):
+        logits = self.trunk(conf, masked, t, alpha)
+        if not self.conditioned:
+            return logits
+        a = alpha_features(alpha, self.c.alpha_hi, self.c.width, self.c.alpha_features)
+        scale, shift = self.alpha_out(a).unbind(-1)                                  # (n,) each
+        return logits * (1 + scale[:, None]) + shift[:, None]
+
+    def trunk(self, conf, masked, t, alpha=None):
+        """The transformer block: (n, L) logits before the output FiLM of an alpha-conditioned policy."""
         n, L = conf.shape
         h = self.conf_in(conf_features(conf, self.c.features))                      # (n, L, d)
         b1, s1, g1, b2, s2, g2 = self.modulation(masked, t, alpha).chunk(6, dim=-1)  # each (n, L, d)
@@ -309,14 +334,25 @@ def read_checkpoint(path):
     return ck
 
 
+def load_weights(pol, state, new=("alpha_mlp.", "alpha_out.")):
+    """Load a state dict whose only missing weights are those of `new` modules (a conditioned policy from before the
+    output FiLM, or a per-alpha policy that starts a conditioned one: train.py --init). Those stay at their
+    initialisation, which leaves the policy's function unchanged (their output layers are zero)."""
+    missing, unexpected = pol.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith(new)] + list(unexpected)
+    if bad:
+        raise RuntimeError(f"weights that do not fit: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+
+
 def load_policy(path, device="cpu"):
     """A learned policy from a train.py checkpoint -> (policy in eval mode, checkpoint dict)."""
     ck = read_checkpoint(path)
     if ck["policy_config"].get("actions", "bernoulli") not in ACTIONS:
         raise ValueError(f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows {ACTIONS})")
     try:
-        pol = LearnedPolicy(PolicyConfig(**{"features": "raw", **ck["policy_config"]}))   # older files: raw
-        pol.load_state_dict(ck["policy"])
+        pol = LearnedPolicy(PolicyConfig(**{"features": "raw", "alpha_features": "timestep",   # older files'
+                                            **ck["policy_config"]}))
+        load_weights(pol, ck["policy"])
     except (TypeError, RuntimeError) as e:
         raise ValueError(f"{path}: its policy weights do not match its policy config "
                          f"({str(e).splitlines()[0][:200]})") from None

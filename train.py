@@ -42,7 +42,7 @@ from env import check_decoding, fmix32, generate, row_keys
 from model import TINY, check_model_name, load_dllm, resolve_device
 from actions import check_actions
 from grpo import advantages, collate, grpo_loss, join, old_expert_log_probs, rewards, step_log_prob  # noqa: F401 (tests use them via train)
-from policy import FEATURES, LearnedPolicy, PolicyConfig, parse_policy, read_checkpoint
+from policy import FEATURES, LearnedPolicy, PolicyConfig, load_weights, parse_policy, read_checkpoint
 from sample import evaluate, prompts_of
 from tasks import REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many
 
@@ -57,7 +57,7 @@ TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=32, prompts_per_s
                      warmup=10, batch_size=128, eval_every=100, eval_n=256)
 SETUP = dict(model=None, task=None, gen_length=None, block_length=None, alpha=None, reward=None, group_size=None,
              width=128, cache="none", alpha_range=None, actions="bernoulli", expert=None, expert_block_length=None,
-             features="raw", imitate=None)  # must match on resume (the value a checkpoint from before the field implies)
+             features="raw", imitate=None, init=None, alpha_norm=False)  # must match on resume (the value a checkpoint from before the field implies)
 
 
 @dataclass
@@ -93,6 +93,8 @@ class TrainConfig:
     imitate_steps: int = 150          # minibatches (512 recorded steps each) of the warm start
     imitate_problems: int = 2048      # training prompts the heuristic decodes for the warm start
     imitate_lr: float = 2e-3          # the warm start's peak lr (cosine to zero)
+    init: str = None                  # start from this checkpoint's weights (e.g. a per-alpha policy under --alpha-range)
+    alpha_norm: bool = False          # divide each group's advantages by its mean ((L-NFE+1)/L)**alpha: one scale for every alpha
     batch_size: int = None            # rows per loss chunk and per eval batch (memory knob)
     eval_every: int = None            # evaluate on held-out problems every N steps (tiny tasks; 0: never)
     eval_n: int = None                # held-out problems per evaluation
@@ -135,6 +137,10 @@ def resolve(cfg):
         raise ValueError(f"--features must be one of {sorted(FEATURES)}, not {cfg.features!r}")
     if cfg.imitate is not None:
         check_imitate(cfg)
+    if cfg.init is not None:
+        init_weights(cfg)
+    if cfg.alpha_norm and cfg.reward != "mult":
+        raise ValueError("--alpha-norm rescales the multiplicative reward's advantages: drop it or use --reward mult")
     if cfg.expert is not None:
         expert_of(cfg)
     elif cfg.expert_block_length is not None:
@@ -169,6 +175,18 @@ def expert_of(cfg):
     expert = parse_policy(cfg.expert)
     expert.check(cfg.gen_length, cfg.expert_block_length)
     return expert
+
+
+def init_weights(cfg):
+    """--init CKPT: its weights, checked against this run's policy (width, features, actions) -> a state dict."""
+    if cfg.imitate is not None:
+        raise ValueError("--init and --imitate are two warm starts: pick one")
+    ck = read_checkpoint(cfg.init)
+    mine = dict(width=cfg.width, features=cfg.features, actions=cfg.actions)
+    theirs = {k: {"features": "raw", "actions": "bernoulli", **ck["policy_config"]}[k] for k in mine}
+    if theirs != mine:
+        raise ValueError(f"--init {cfg.init}: its policy ({theirs}) is not this run's ({mine})")
+    return ck["policy"]
 
 
 def check_imitate(cfg):
@@ -280,6 +298,8 @@ def build_policy(cfg, dev, logpath, rank):
                                         actions=cfg.actions, features=cfg.features)).to(dev)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     if not cfg.resume:
+        if cfg.init:   # a per-alpha policy into a conditioned one: its conditioning starts at zero, so at alpha's every value
+            load_weights(policy, init_weights(cfg))    # the run starts as that policy
         return policy, opt, 0, {}
     ck = read_checkpoint(cfg.out)
     check_resume(ck, cfg)
@@ -331,6 +351,7 @@ def rollouts(dllm, policy, expert, cfg, problems, first, alpha):
     (recorded steps as one batch, advantages (B,), rewards, correct, NFE, zero-advantage share, expert stats)."""
     G, E, L = cfg.group_size, 1 if expert else 0, cfg.gen_length
     conditioned = cfg.alpha_range is not None
+    group_alpha = alpha.view(-1, G)[:, :1] if conditioned else alpha    # a number, or (P, 1)
     ids, am = prompts_of(dllm, problems)
     ids, am = ids.repeat_interleave(G, 0), am.repeat_interleave(G, 0)
     keys = row_keys(cfg.seed, torch.tensor([(first + j) * G + g for j in range(len(problems)) for g in range(G)]))
@@ -341,7 +362,8 @@ def rollouts(dllm, policy, expert, cfg, problems, first, alpha):
     R = rewards(correct, r.nfe, L, alpha, cfg.reward)
     batch, extra = collate(r.steps), {}
     if not expert:
-        A = advantages(R, G, cfg.std_adv)
+        A = advantages(R, G, cfg.std_adv).view(-1, G) / speed_scale(r.nfe.view(-1, G), L, group_alpha, cfg.alpha_norm)
+        A = A.reshape(-1)
         return batch, A, R, correct, r.nfe, (A.view(-1, G).abs().max(1).values == 0).float().mean(), extra
     # expert steering: E more rollouts per prompt by the heuristic, recorded the same way
     eids, eam = ids[::G].repeat_interleave(E, 0), am[::G].repeat_interleave(E, 0)
@@ -352,11 +374,22 @@ def rollouts(dllm, policy, expert, cfg, problems, first, alpha):
     ecorrect = grade_rows(dllm, cfg.task, problems, re.tokens, E)
     eR = rewards(ecorrect, re.nfe, L, ealpha, cfg.reward)
     Ag = advantages(torch.cat([R.view(-1, G), eR.view(-1, E)], 1).reshape(-1), G + E, cfg.std_adv).view(-1, G + E)
+    Ag = Ag / speed_scale(torch.cat([r.nfe.view(-1, G), re.nfe.view(-1, E)], 1), L, group_alpha, cfg.alpha_norm)
     A = torch.cat([Ag[:, :G].reshape(-1), Ag[:, G:].reshape(-1)])       # policy rollouts, then the expert's
     eb = collate(re.steps, expert=True)
     old_expert_log_probs(policy, eb, (G, E), cfg.batch_size * L)
     extra = dict(expert_accuracy=100 * ecorrect.float().mean().item(), expert_nfe=re.nfe.float().mean().item())
     return join(batch, eb, len(R)), A, R, correct, r.nfe, (Ag.abs().max(1).values == 0).float().mean(), extra
+
+
+def speed_scale(nfe, L, alpha, on):
+    """--alpha-norm: (P, 1) divisors of a group's advantages, nfe (P, G) of its rollouts, alpha a number or (P, 1):
+    the group's mean speed factor ((L - NFE + 1) / L) ** alpha. Rewards are correctness times that factor, so at
+    alpha 10 they are ~0.1 of alpha 0's and the low alphas would drive the update of a conditioned policy; divided,
+    every group's advantages are on the correctness scale. 1 when off (and at alpha 0)."""
+    if not on:
+        return torch.ones(nfe.shape[0], 1, device=nfe.device)
+    return (((L - nfe.float() + 1) / L) ** alpha).mean(1, keepdim=True)
 
 
 def grade_rows(dllm, task, problems, tokens, G):
@@ -503,14 +536,19 @@ def run(cfg):
 
 
 def held_out(dllm, policy, eval_set, cfg):
-    """Accuracy and mean NFE of the policy (fallback on, at --tau) on held-out problems; a conditioned one at --alpha."""
-    lo, hi = alpha_bounds(cfg.alpha_range) if cfg.alpha_range else (None, None)
+    """Accuracy and mean NFE of the policy (fallback on, at --tau) on held-out problems; a conditioned one at both
+    ends of its alpha range (does its speed follow alpha?)."""
     policy.eval().fallback, policy.tau = True, cfg.tau
-    policy.alpha = None if lo is None else min(max(cfg.alpha, lo), hi)
-    row, _ = evaluate(dllm, policy, eval_set, cfg.task, cfg.gen_length, cfg.block_length, cfg.batch_size,
-                      progress=False, cache=cfg.cache)
+    ends = dict(zip(("lo", "hi"), alpha_bounds(cfg.alpha_range))) if cfg.alpha_range else {"": None}
+    out = {}
+    for name, a in ends.items():
+        policy.alpha = a
+        row, _ = evaluate(dllm, policy, eval_set, cfg.task, cfg.gen_length, cfg.block_length, cfg.batch_size,
+                          progress=False, cache=cfg.cache)
+        sfx = f"_{name}" if name else ""
+        out.update({f"eval_accuracy{sfx}": row["accuracy"], f"eval_nfe{sfx}": row["mean_nfe"]})
     policy.alpha = None
-    return dict(eval_accuracy=row["accuracy"], eval_nfe=row["mean_nfe"])
+    return out
 
 
 def wandb_run(cfg):

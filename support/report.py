@@ -46,7 +46,7 @@ def title(name, rows):
     return f"{name}: {r['model']}, {r['task']}, L = {r['gen_length']}, BL = {r['block_length']}"
 
 
-def suite_report(by, cfg, logs, minutes, pretrain_min, rows, cond_logs=None, variant_logs=None):
+def suite_report(by, cfg, logs, minutes, pretrain_min, rows, cond_logs=None, variant_logs=None, per_logs=None):
     """The markdown report. Times are summed from the artifacts, so a resumed suite still reports its full cost."""
     all_logs = [l for *_, l in logs.values()] + list((cond_logs or {}).values()) + list((variant_logs or {}).values())
     train_min = sum(m["rollout_s"] + m["update_s"] for log in all_logs for m in log) / 60
@@ -63,7 +63,7 @@ def suite_report(by, cfg, logs, minutes, pretrain_min, rows, cond_logs=None, var
           f"policies ({cfg['expert']}, BL {cfg['expert_bl']}) in full diffusion and DPLS policies at alpha = "
           f"{cfg['variant_alpha']:g}. Matched NFE: the best heuristic whose mean "
           f"NFE is at most 1.1x the policy's.", "", "## Verdicts", ""]
-    md += suite_verdicts(by, cfg, logs, cond_logs)
+    md += suite_verdicts(by, cfg, logs, cond_logs, per_logs)
     for name, rs in by.items():
         md += ["", f"## {title(name, rs)}", "", markdown_table(rs)]
     return "\n".join(md) + "\n"

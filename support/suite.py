@@ -155,8 +155,9 @@ def suite_policies(out_dir, steps):
             pols[(BL, a, "mult")] = suite_policy(out_dir, BL, a, steps=steps)
     pols[(SUITE["L"], SUITE["additive_alpha"], "additive")] = suite_policy(out_dir, SUITE["L"], SUITE["additive_alpha"],
                                                                           "additive", steps=steps)
-    conds = {BL: suite_policy(out_dir, BL, None, steps=steps, alpha_range=SUITE["cond_range"])
-             for BL in (SUITE["semi_bl"], SUITE["L"])}
+    # the conditioned policies are trained as the per-alpha ones they are compared with: full diffusion steered
+    conds = {BL: suite_policy(out_dir, BL, None, steps=steps, alpha_range=SUITE["cond_range"],
+                              expert=SUITE["expert"] if BL == SUITE["L"] else None) for BL in (SUITE["semi_bl"], SUITE["L"])}
     variants = {(SUITE["L"], a, "es"): suite_policy(out_dir, SUITE["L"], a, steps=steps, expert=SUITE["expert"])
                 for a in SUITE["alphas"]}
     for BL in (SUITE["semi_bl"], SUITE["L"]):
@@ -239,7 +240,10 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
     logs = {os.path.basename(p): (*k, log_of(p)) for k, p in pols.items()}   # name -> (BL, alpha, reward, log)
     cond_logs = {BL: log_of(p) for BL, p in conds.items()}
     variant_logs = {os.path.basename(p): log_of(p) for p in variants.values()}
-    md = report.suite_report(by, SUITE, logs, (time.time() - t0) / 60, pretrain_min, rows, cond_logs, variant_logs)
+    per_logs = {SUITE["semi_bl"]: [log_of(pols[(SUITE["semi_bl"], a, "mult")]) for a in SUITE["alphas"]],   # of each
+                SUITE["L"]: [log_of(variants[(SUITE["L"], a, "es")]) for a in SUITE["alphas"]]}   # conditioned's kind
+    md = report.suite_report(by, SUITE, logs, (time.time() - t0) / 60, pretrain_min, rows, cond_logs, variant_logs,
+                             per_logs)
     if plot:
         report.plot_fronts({report.title(k, v): v for k, v in by.items()}, os.path.join(results_dir, "tiny.png"))
         L = SUITE["L"]

@@ -420,6 +420,13 @@ def crow(alpha, acc, nfe, setting, BL):
                 trained=dict(alpha=3.0, reward="mult", block_length=BL, alpha_range="0,10"))
 
 
+def test_the_reward_optimal_row_per_alpha():
+    """alpha 0 takes the most accurate row however slow; a little alpha already prefers the fast corner."""
+    slow, corner = dict(accuracy=100.0, mean_nfe=13.0), dict(accuracy=99.5, mean_nfe=7.3)
+    assert verdicts.reward_optimal([slow, corner], 0.0, 32) is slow
+    assert verdicts.reward_optimal([slow, corner], 0.1, 32) is corner
+
+
 def test_conditioned_and_eos_aware_verdicts_by_hand():
     by = fake_suite_rows()
     by["semi-AR"] += [crow(a, acc, nfe, "semi-AR", 8) for a, acc, nfe in ((0, 84, 16), (3, 86, 8), (10, 41, 4.5))]
@@ -428,14 +435,22 @@ def test_conditioned_and_eos_aware_verdicts_by_hand():
                              hrow("eosdamp:g=0.4:steps=16", 35.0, 16.0, "full diffusion")]
     log = [dict(step=1, reward=0.1, nfe=9.0, rollout_s=30.0, update_s=30.0)]
     logs = {"policy_bl8_a3.pt": (8, 3, "mult", log), "policy_bl8_a0.pt": (8, 0, "mult", log)}
-    lines = verdicts.suite_verdicts(by, dict(su.SUITE), logs, {8: log})
+    lines = verdicts.suite_verdicts(by, dict(su.SUITE), logs, {8: log}, {8: [log, log]})
     v = {l.split(":")[0].strip("- *"): l for l in lines}
     mono = v["One alpha-conditioned policy"]
-    assert "did not hold" in mono and "semi-AR: NFE at alpha 0: 16.00, 3: 8.00, 10: 4.50 (0 violations)" in mono
-    assert "full: NFE at alpha 0: 16.00, 3: 9.00, 10: 9.50 (1 violations)" in mono
-    near = v["One alpha-conditioned policy is within 2 points of the per-alpha policies at matched NFE (best conditioned point within 1.1x each per-alpha point's NFE)"]
+    assert "did not hold" in mono and "semi-AR: NFE at alpha 0: 16.00, 3: 8.00, 10: 4.50 (0 rises, 3.56x)" in mono
+    assert "full: NFE at alpha 0: 16.00, 3: 9.00, 10: 9.50 (1 rises, 1.68x)" in mono   # 9.5 > 9 + NFE_NOISE
+    assert "The reward-optimal row per alpha of the same grid moves NFE semi-AR: heuristics" in mono
+    near = v["One alpha-conditioned policy is within 2 points of the per-alpha policies of its kind at matched NFE (best conditioned point within 1.1x each per-alpha point's NFE)"]
     assert "did not hold" in near and "alpha 10 (40.0% @ 4.20) +1.0" in near and "alpha 10 (40.0% @ 4.00) n/a" in near
     assert "BL 8: one run 1.0 min against 2 per-alpha runs 2.0 min" in near
+    area = v["The alpha-conditioned policy's front area is at least the per-alpha policies'"]
+    assert "semi-AR: " in area and "full: " in area
+    by["semi-AR"] = [r for r in by["semi-AR"] if r["policy"] != "c.pt:tau=1.0:alpha=10"]    # 16 -> 8: 2x, no rise
+    by["full diffusion"] = [r for r in by["full diffusion"] if r["policy"] != "c.pt:tau=1.0:alpha=10"]   # 16 -> 9
+    mono = {l.split(":")[0].strip("- *"): l for l in verdicts.suite_verdicts(by, dict(su.SUITE), logs)}[
+        "One alpha-conditioned policy"]
+    assert ": held." in mono and "(0 rises, 2.00x)" in mono and "(0 rises, 1.78x)" in mono
     eos = v["The learned policy beats the end-of-text-aware heuristics in full diffusion (PC-Sampler, EOS damping; at matched NFE somewhere on its front)"]
     assert ": held." in eos and "alpha=3 tau=0.5 (BL 32): 76.0% @ 9.00 NFE vs best heuristic 30.0% (gap +46.0)" in eos
     # the per-alpha verdicts do not see the conditioned rows: the same lines as without them

@@ -89,6 +89,42 @@ def test_alpha_conditioned_policy_starts_as_the_plain_one_and_is_conditioned():
         cond(conf, masked, t)
 
 
+def test_alpha_reaches_the_logits_through_the_output_film_from_the_first_step():
+    """At initialisation the adaLN path of alpha has zero gradient (its output layer feeds ada, which is zero too);
+    the output FiLM's shift gets the summed gradient of every position. After a step on it, alpha moves the logits
+    in one direction for every position (a threshold shift)."""
+    from policy import PolicyConfig
+    torch.manual_seed(0)
+    cond = LearnedPolicy(PolicyConfig(alpha_lo=0.0, alpha_hi=10.0))
+    conf, masked, t = torch.rand(4, 10), torch.rand(4, 10) < 0.6, torch.rand(4)
+    cond(conf, masked, t, torch.full((4,), 10.0)).sum().backward()
+    assert cond.alpha_mlp[2].weight.grad.abs().max() == 0 and cond.alpha_mlp[0].weight.grad.abs().max() == 0
+    assert cond.alpha_out[2].bias.grad[1] == pytest.approx(40.0)      # d sum(logits) / d shift = n * L
+    with torch.no_grad():
+        cond.alpha_out[2].weight[1].normal_(0, 0.5)
+    lo, hi = cond(conf, masked, t, torch.zeros(4)), cond(conf, masked, t, torch.full((4,), 10.0))
+    d = hi - lo
+    assert (d.abs() > 1e-3).all() and (torch.sign(d) == torch.sign(d[0, 0])).all()
+
+
+def test_older_conditioned_checkpoints_load_without_the_output_film(tmp_path):
+    """A conditioned policy saved before the output FiLM loads, its FiLM at zero: the same function. Any other
+    missing or extra weight is one clear error."""
+    from policy import PolicyConfig, load_policy, load_weights
+    c = PolicyConfig(alpha_lo=0.0, alpha_hi=10.0)
+    torch.manual_seed(0)
+    old = LearnedPolicy(c)
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("alpha_out.")}
+    torch.save(dict(policy=state, policy_config=vars(c), args={}, step=1), tmp_path / "old.pt")
+    pol, _ = load_policy(str(tmp_path / "old.pt"))
+    conf, masked, t, a = torch.rand(2, 6), torch.rand(2, 6) < 0.5, torch.rand(2), torch.full((2,), 3.0)
+    torch.testing.assert_close(pol(conf, masked, t, a), old.trunk(conf, masked, t, a))
+    with pytest.raises(RuntimeError, match="do not fit: head.weight"):
+        load_weights(LearnedPolicy(c), {k: v for k, v in state.items() if k != "head.weight"})
+    with pytest.raises(RuntimeError, match="do not fit: extra"):
+        load_weights(LearnedPolicy(c), {**old.state_dict(), "extra": torch.zeros(1)})
+
+
 def test_alpha_specs_and_the_range(tmp_path):
     from policy import PolicyConfig, parse_policy
     ck = lambda c: dict(policy=LearnedPolicy(c).state_dict(), policy_config=vars(c), args={}, step=1)

@@ -250,6 +250,46 @@ def test_alpha_range_trains_one_conditioned_policy(tiny_path, tmp_path, monkeypa
         train.main(["--alpha-range", "5,1", "--out", str(tmp_path / "x.pt")])
 
 
+def test_alpha_norm_puts_every_alpha_on_the_correctness_scale():
+    """speed_scale: a group's mean ((L - NFE + 1) / L) ** alpha, by hand; 1 at alpha 0 and when off."""
+    nfe = torch.tensor([[4, 8], [4, 8]])
+    s = train.speed_scale(nfe, 16, torch.tensor([[0.0], [2.0]]), True)
+    want = torch.tensor([[1.0], [((13 / 16) ** 2 + (9 / 16) ** 2) / 2]])
+    torch.testing.assert_close(s, want)
+    torch.testing.assert_close(train.speed_scale(nfe, 16, 2.0, False), torch.ones(2, 1))
+
+
+def test_init_starts_a_conditioned_policy_as_a_per_alpha_one(tiny_path, tmp_path, monkeypatch):
+    """--init CKPT: the conditioned policy starts as CKPT's policy at every alpha (its conditioning at zero), trains
+    from there (the log's held-out evaluation at both ends of the range), and a policy of another shape is refused."""
+    from policy import load_policy
+    grade_by(monkeypatch, lambda *a: True)
+    per = str(tmp_path / "per.pt")
+    train.train(cfg(tiny_path, per, steps=2, init_bias=0.0, alpha=1.0))
+    start = {}
+    orig = train.build_policy
+
+    def spy(*a):
+        out = orig(*a)
+        start.update({k: v.clone() for k, v in out[0].state_dict().items()})
+        return out
+    monkeypatch.setattr(train, "build_policy", spy)
+    out = str(tmp_path / "cond.pt")
+    train.train(cfg(tiny_path, out, steps=2, init_bias=0.0, alpha_range="0,10", init=per, alpha_norm=True,
+                    eval_every=2, eval_n=4))
+    plain, _ = load_policy(per)
+    assert all(torch.equal(start[k], v) for k, v in plain.state_dict().items())
+    assert all(start[k].abs().max() == 0 for k in ("alpha_out.2.weight", "alpha_mlp.2.weight"))
+    log = [json.loads(x) for x in open(str(tmp_path / "cond.jsonl"))]
+    assert {"eval_nfe_lo", "eval_nfe_hi", "eval_accuracy_lo", "eval_accuracy_hi"} <= set(log[-1])
+    with pytest.raises(ValueError, match="is not this run's"):
+        train.train(cfg(tiny_path, str(tmp_path / "c2.pt"), alpha_range="0,10", init=per, width=64))
+    with pytest.raises(ValueError, match="pick one"):
+        train.train(cfg(tiny_path, str(tmp_path / "c3.pt"), init=per, imitate="threshold:0.9"))
+    with pytest.raises(ValueError, match="--alpha-norm rescales"):
+        train.train(cfg(tiny_path, str(tmp_path / "c4.pt"), reward="additive", alpha_norm=True))
+
+
 def test_expert_steps_use_the_mixture_likelihood():
     """Expert steering (App. F): the expert's steps enter the loss as log pi_ES = logaddexp(log(G/(G+E)) + log pi,
     log(1/(G+E))) over every masked position, old and new alike; the policy's own steps are unchanged."""

@@ -1,0 +1,76 @@
+"""
+Does an alpha-conditioned policy read alpha? For a checkpoint trained with --alpha-range, on the decoding states
+its own rollouts at the middle of its range visit:
+  d logit / d log(1 + alpha)   the mean size, over candidate positions, of the logits' derivative with respect to
+                               log(1 + alpha) (a central difference of +-0.05), at each alpha of the grid
+  |logit(hi) - logit(lo)|      how far the whole range moves a candidate's logit, beside the logits' spread (std)
+and then its accuracy and mean NFE at each alpha of the grid (held-out problems, T = 0, its stored tau).
+
+    python -m support.alpha_probe out/cond.pt --n 200
+"""
+import argparse
+import math
+
+import torch
+
+from env import generate, row_keys
+from grpo import collate
+from model import load_dllm
+from policy import load_policy
+from sample import evaluate, prompts_of
+from support.cli import check_args
+from tasks import get_problems
+
+
+def probe(pol, dllm, problems, L, BL, alphas):
+    """-> (rows [(alpha, mean |d logit / d log(1 + alpha)|)], mean |logit(hi) - logit(lo)|, logit std)."""
+    lo, hi = pol.c.alpha_lo, pol.c.alpha_hi
+    ids, am = prompts_of(dllm, problems)
+    pol.alpha, pol.fallback = math.sqrt((lo + 1) * (hi + 1)) - 1, True        # the middle of the range, in log(1 + alpha)
+    r = generate(dllm, pol, ids, am, L, BL, record=True, keys=row_keys(0, torch.arange(len(ids))))
+    b = collate(r.steps, expert=True)
+    conf, masked, t, cand = b["conf"], b["masked"], b["t"], b["cand"]
+    at = lambda a: torch.full(t.shape, float(a))
+    rows = []
+    with torch.no_grad():
+        for a in alphas:   # s = log(1 + alpha); the difference stays inside the range
+            s0, s1 = (max(math.log1p(a) + h, math.log1p(lo)) if h < 0 else min(math.log1p(a) + h, math.log1p(hi))
+                      for h in (-0.05, 0.05))
+            d = (pol(conf, masked, t, at(math.expm1(s1))) - pol(conf, masked, t, at(math.expm1(s0)))) / (s1 - s0)
+            rows.append((a, d[cand].abs().mean().item()))
+        l_lo, l_hi = pol(conf, masked, t, at(lo)), pol(conf, masked, t, at(hi))
+    pol.alpha = None
+    return rows, (l_hi - l_lo)[cand].abs().mean().item(), l_lo[cand].std().item()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="does an alpha-conditioned policy read alpha?")
+    p.add_argument("policy", help="a checkpoint trained with train.py --alpha-range")
+    p.add_argument("--n", type=int, default=200, help="held-out problems per alpha")
+    p.add_argument("--alphas", default="0,0.3,1,3,10", help="comma-separated alphas in the policy's range")
+    args = p.parse_args(argv)
+    try:
+        check_args(n=(args.n, ">= 1"))
+        pol, ck = load_policy(args.policy)
+        if not pol.conditioned:
+            raise ValueError(f"{args.policy} is not alpha-conditioned (train.py --alpha-range)")
+        alphas = [float(a) for a in args.alphas.split(",")]
+        if not all(pol.c.alpha_lo <= a <= pol.c.alpha_hi for a in alphas):
+            raise ValueError(f"--alphas {args.alphas}: outside the policy's range [{pol.c.alpha_lo:g}, {pol.c.alpha_hi:g}]")
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    a = ck["args"]
+    dllm = load_dllm(a["model"])
+    L, BL = a["gen_length"], a["block_length"]
+    problems = get_problems(a["task"], args.n, 0, "test")
+    rows, moved, spread = probe(pol, dllm, problems[:64], L, BL, alphas)
+    print(f"{args.policy} (BL {BL}, step {ck['step']}): alpha {pol.c.alpha_lo:g} -> {pol.c.alpha_hi:g} moves a "
+          f"candidate's logit by {moved:.3f} on average; the logits' spread (std) is {spread:.3f}")
+    for (alpha, d) in rows:
+        pol.alpha = alpha
+        row, _ = evaluate(dllm, pol, problems, a["task"], L, BL, progress=False)
+        print(f"  alpha {alpha:5g}: |d logit / d log(1+alpha)| {d:.4f}   {row['accuracy']:5.1f}% @ {row['mean_nfe']:.2f} NFE")
+
+
+if __name__ == "__main__":
+    main()
