@@ -9,7 +9,8 @@ steps on the stored rollouts with the clipped objective, per rollout the mean ov
 How this departs from textbook GRPO (as the paper ran it): no KL term, no reference model; advantages are
 not divided by the group std (--std-adv turns that on); a batch whose advantages are all zero is skipped.
 --alpha-range LO,HI trains one policy for the whole front instead: each prompt's group draws its own alpha
-(draw_alphas), its rewards use it, and the policy sees it through its conditioning (policy.py).
+(draw_alphas), its rewards use it, and the policy sees it through its conditioning (policy.py); --init CKPT starts
+it from a per-alpha policy, --alpha-norm puts every alpha's advantages on one scale (speed_scale).
 --actions dpls draws actions by dynamic Plackett-Luce instead of per-position Bernoullis (actions.py, paper App. E).
 --expert SPEC is expert steering (paper App. F): each group gets E = 1 extra rollout by a heuristic on the same
 prompt; advantages are over all G + E rollouts, and the expert's steps enter the clipped loss with the mixture

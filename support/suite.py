@@ -36,6 +36,9 @@ SUITE = dict(task="chain", ood_task="sub", model="tiny", other_model="tiny-b", L
              alphas=(0, 0.3, 1, 3, 10), additive_alpha=10, taus=(0.5, 1.0, 2.0), steps=30, prompts=16, group=8, n=500,
              # one alpha-conditioned policy per block length, read at these alphas (the per-alpha ones and between)
              cond_range="0,10", cond_alphas=(0, 0.1, 0.3, 0.5, 1, 2, 3, 5, 10),
+             # ... each started from the per-alpha policy of this alpha and its kind (train.py --init): from scratch,
+             # full diffusion's stayed at 9.4-10.1 NFE, slower than that policy (docs/learning.md)
+             cond_init_alpha=1,
              # semi-AR policies start at unmask p = 0.5: at the paper's 0.12, 8 iterations a block leave a third of
              # each block masked, every rollout is wrong and the reward stays 0 (docs/tiny-world.md, the learned policy)
              semi_init_bias=0.0,
@@ -60,13 +63,13 @@ def claim(path):
 
 
 def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"], alpha_range=None, expert=None,
-                 actions="bernoulli"):
+                 actions="bernoulli", init=None):
     """Train (or finish, or reuse) one suite policy with train.py's loop; returns its checkpoint path, or None when
     another process is training it (claim). alpha_range: the alpha-conditioned policy of this block length instead
     of the one for `alpha`; expert: expert steering by that heuristic (at SUITE's expert_bl); actions: dpls for
-    Plackett-Luce actions."""
+    Plackett-Luce actions; init: the checkpoint it starts from (train.py --init)."""
     name = f"cond{alpha_range.replace(',', '-')}" if alpha_range else f"{'add' if reward == 'additive' else 'a'}{alpha:g}"
-    name += ("_es" if expert else "") + ("_dpls" if actions == "dpls" else "")
+    name += ("_es" if expert else "") + ("_dpls" if actions == "dpls" else "") + ("_init" if init else "")
     path = os.path.join(out_dir, f"policy_bl{BL}_{name}.pt")
 
     def done():
@@ -89,13 +92,13 @@ def suite_policy(out_dir, BL, alpha, reward="mult", steps=SUITE["steps"], alpha_
             return path
         print(f"training {path}: BL={BL} alpha={alpha_range or alpha} reward={reward}"
               f"{f' expert {expert}' if expert else ''} actions {actions}, {steps} GRPO steps")
-        init = {} if BL == SUITE["L"] else dict(init_bias=SUITE["semi_init_bias"])
+        bias = {} if BL == SUITE["L"] else dict(init_bias=SUITE["semi_init_bias"])
         train.train(train.TrainConfig(model=SUITE["model"], task=SUITE["task"], gen_length=SUITE["L"], block_length=BL,
                                       alpha=float(alpha or 0), reward=reward, steps=steps, eval_every=0, out=path,
                                       prompts_per_step=SUITE["prompts"], group_size=SUITE["group"],
                                       alpha_range=alpha_range, save_every=10, resume=os.path.exists(path),
-                                      expert=expert, actions=actions,
-                                      expert_block_length=SUITE["expert_bl"] if expert else None, **init))
+                                      expert=expert, actions=actions, init=init,
+                                      expert_block_length=SUITE["expert_bl"] if expert else None, **bias))
     finally:
         give_back()
     return path
@@ -155,11 +158,14 @@ def suite_policies(out_dir, steps):
             pols[(BL, a, "mult")] = suite_policy(out_dir, BL, a, steps=steps)
     pols[(SUITE["L"], SUITE["additive_alpha"], "additive")] = suite_policy(out_dir, SUITE["L"], SUITE["additive_alpha"],
                                                                           "additive", steps=steps)
-    # the conditioned policies are trained as the per-alpha ones they are compared with: full diffusion steered
-    conds = {BL: suite_policy(out_dir, BL, None, steps=steps, alpha_range=SUITE["cond_range"],
-                              expert=SUITE["expert"] if BL == SUITE["L"] else None) for BL in (SUITE["semi_bl"], SUITE["L"])}
     variants = {(SUITE["L"], a, "es"): suite_policy(out_dir, SUITE["L"], a, steps=steps, expert=SUITE["expert"])
                 for a in SUITE["alphas"]}
+    # the conditioned policies are trained as the per-alpha ones they are compared with (full diffusion steered),
+    # from the one of cond_init_alpha; None while another process trains that one
+    a = SUITE["cond_init_alpha"]
+    starts = {SUITE["semi_bl"]: pols[(SUITE["semi_bl"], a, "mult")], SUITE["L"]: variants[(SUITE["L"], a, "es")]}
+    conds = {BL: start and suite_policy(out_dir, BL, None, steps=steps, alpha_range=SUITE["cond_range"], init=start,
+                                        expert=SUITE["expert"] if BL == SUITE["L"] else None) for BL, start in starts.items()}
     for BL in (SUITE["semi_bl"], SUITE["L"]):
         variants[(BL, SUITE["variant_alpha"], "dpls")] = suite_policy(out_dir, BL, SUITE["variant_alpha"], steps=steps, actions="dpls")
     return pols, conds, variants
@@ -240,8 +246,8 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
     logs = {os.path.basename(p): (*k, log_of(p)) for k, p in pols.items()}   # name -> (BL, alpha, reward, log)
     cond_logs = {BL: log_of(p) for BL, p in conds.items()}
     variant_logs = {os.path.basename(p): log_of(p) for p in variants.values()}
-    per_logs = {SUITE["semi_bl"]: [log_of(pols[(SUITE["semi_bl"], a, "mult")]) for a in SUITE["alphas"]],   # of each
-                SUITE["L"]: [log_of(variants[(SUITE["L"], a, "es")]) for a in SUITE["alphas"]]}   # conditioned's kind
+    per_logs = {SUITE["semi_bl"]: {a: log_of(pols[(SUITE["semi_bl"], a, "mult")]) for a in SUITE["alphas"]},   # of each
+                SUITE["L"]: {a: log_of(variants[(SUITE["L"], a, "es")]) for a in SUITE["alphas"]}}   # conditioned's kind
     md = report.suite_report(by, SUITE, logs, (time.time() - t0) / 60, pretrain_min, rows, cond_logs, variant_logs,
                              per_logs)
     if plot:

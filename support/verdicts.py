@@ -41,8 +41,9 @@ def is_cond(r):
 
 def variant(r):
     """'es', 'dpls' or 'beta' for a learned row of the appendices' variants (expert steering, Plackett-Luce actions,
-    a test-time beta), None for the paper's main kind of policy (and for heuristics)."""
-    if not is_learned(r):
+    a test-time beta), None for the paper's main kind of policy (and for heuristics and the alpha-conditioned policy,
+    which has verdicts of its own, even when it was trained with an expert)."""
+    if not is_learned(r) or is_cond(r):
         return None
     if r["trained"].get("expert"):
         return "es"
@@ -91,7 +92,8 @@ def label(r):
         return r["policy"]
     t = r["trained"]
     if is_cond(r):
-        return f"learned alpha-conditioned, alpha={option(r, 'alpha'):g} tau={tau_of(r):g} (BL {t['block_length']})"
+        es = f" ES {t['expert']}" if t.get("expert") else ""
+        return f"learned alpha-conditioned, alpha={option(r, 'alpha'):g} tau={tau_of(r):g}{es} (BL {t['block_length']})"
     kind = variant(r)
     extra = "" if kind is None else " DPLS" if kind == "dpls" else \
         f" ES {t['expert']} BL {t['expert_block_length']}" if kind == "es" else f" beta={option(r, 'beta'):g}"
@@ -139,14 +141,15 @@ NFE_RANGE = 1.5      # "NFE follows alpha": the smallest alpha's NFE at least th
 
 def reward_optimal(rows, alpha, L):
     """The row that maximises accuracy * ((L - NFE + 1) / L) ** alpha at its mean NFE (the reward of the mean: a
-    close proxy for the mean reward when the NFE spread is small): what an alpha-following choice among them takes."""
-    return max(rows, key=lambda r: r["accuracy"] * ((L - r["mean_nfe"] + 1) / L) ** alpha)
+    close proxy for the mean reward when the NFE spread is small): what an alpha-following choice among them takes.
+    Ties (alpha 0 and several rows at one accuracy) go to the fewer NFE."""
+    return max(rows, key=lambda r: (r["accuracy"] * ((L - r["mean_nfe"] + 1) / L) ** alpha, -r["mean_nfe"]))
 
 
 def cond_verdicts(by, cfg, cond_logs, per_logs):
     """The alpha-conditioned policy against the per-alpha ones of its own kind (plain, or expert-steered when it was
-    trained with an expert) and the heuristic front (semi-AR and full). cond_logs[BL]: its training log (and that of
-    the policy it started from, if any); per_logs[BL]: the per-alpha runs of its kind."""
+    trained with an expert) and the heuristic front (semi-AR and full). cond_logs[BL]: its training log;
+    per_logs[BL][alpha]: the per-alpha runs of its kind (one of which it starts from, cfg's cond_init_alpha)."""
     out, mono, near, heur_gap, picks = [], [], [], [], []
     for mode, name in (("semi-AR", "semi-AR"), ("full", "full diffusion")):
         rows = by[name]
@@ -188,8 +191,13 @@ def cond_verdicts(by, cfg, cond_logs, per_logs):
                            f"{m}: heuristics {span(h)}" + (f", per-alpha policies {span(p)}" if p else "")
                            for m, h, p in picks) + "."))
     minutes = lambda log: sum(x["rollout_s"] + x["update_s"] for x in log) / 60
-    cost = [f"BL {BL}: one run {minutes(log):.1f} min against {len(per_logs.get(BL, []))} per-alpha runs "
-            f"{sum(minutes(l) for l in per_logs.get(BL, [])):.1f} min" for BL, log in sorted(cond_logs.items())]
+    a0, cost = cfg.get("cond_init_alpha"), []
+    for BL, log in sorted(cond_logs.items()):   # its cost includes the per-alpha run it starts from
+        per, own = per_logs.get(BL, {}), minutes(log)
+        start = per.get(a0) if a0 is not None else None
+        cost.append(f"BL {BL}: {own + (minutes(start) if start else 0):.1f} min (its own run {own:.1f}"
+                    + (f" and the alpha-{a0:g} run it starts from" if start else "")
+                    + f") against {len(per)} per-alpha runs {sum(minutes(l) for l in per.values()):.1f} min")
     ev = []
     for mode, _, gaps_, a_c, a_p, a_h, es in near:
         ev.append(f"{mode}{kind(es)}: " + ", ".join(f"alpha {p['trained']['alpha']:g} ({p['accuracy']:.1f}% @ "

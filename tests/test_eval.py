@@ -352,11 +352,31 @@ def test_suite_policies_are_claimed_so_that_trainers_can_run_side_by_side(tiny_p
     assert su.suite_policy(out, 8, 3, steps=2) == path and calls == [path]
     assert free(path + ".claim")
     assert su.suite_policy(out, 8, 3, steps=2) == path and calls == [path]       # done: not trained again
+    seen = []
+    monkeypatch.setattr(train, "train", lambda cfg: (seen.append(cfg), fake_train(cfg)))
+    cond = su.suite_policy(out, 8, None, steps=2, alpha_range="0,10", init=path)  # a conditioned one, from path
+    assert cond.endswith("policy_bl8_cond0-10_init.pt") and (seen[0].init, seen[0].init_bias) == (path, 0.0)
     monkeypatch.setattr(su, "run", lambda *a, **k: [])
     monkeypatch.setattr(su, "suite_policy", lambda *a, **k: None)              # every policy claimed elsewhere
     su.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2, part="train")   # skips them, no error
     with pytest.raises(ValueError, match="being trained by other processes"):
         su.suite(results_dir=str(tmp_path / "res"), out_dir=out, steps=2)
+
+
+def test_suite_conditioned_policies_start_from_the_per_alpha_policy_of_their_kind(monkeypatch):
+    """suite_policies: the semi-AR conditioned policy starts from the plain alpha-1 policy, the full-diffusion one
+    (expert-steered) from the expert-steered alpha-1 policy; while that one is trained elsewhere, it waits (None)."""
+    def fake(out_dir, BL, alpha, reward="mult", steps=2, alpha_range=None, expert=None, actions="bernoulli", init=None):
+        if alpha_range:
+            return ("cond", BL, expert, init)
+        return None if busy and (BL, alpha, expert) == (32, 1, su.SUITE["expert"]) else (BL, alpha, reward, expert, actions)
+    monkeypatch.setattr(su, "suite_policy", fake)
+    busy = False
+    _, conds, _ = su.suite_policies("out", 2)
+    assert conds[8] == ("cond", 8, None, (8, 1, "mult", None, "bernoulli"))
+    assert conds[32] == ("cond", 32, su.SUITE["expert"], (32, 1, "mult", su.SUITE["expert"], "bernoulli"))
+    busy = True
+    assert su.suite_policies("out", 2)[1][32] is None
 
 
 def made(folder):
@@ -425,6 +445,11 @@ def test_the_reward_optimal_row_per_alpha():
     slow, corner = dict(accuracy=100.0, mean_nfe=13.0), dict(accuracy=99.5, mean_nfe=7.3)
     assert verdicts.reward_optimal([slow, corner], 0.0, 32) is slow
     assert verdicts.reward_optimal([slow, corner], 0.1, 32) is corner
+    es_cond = crow(0, 90.0, 9.0, "full diffusion", 32)
+    es_cond["trained"]["expert"] = "threshold:0.9"        # its own verdicts, never an ES variant's row
+    assert verdicts.variant(es_cond) is None and not verdicts.plain(es_cond) and "ES threshold:0.9" in verdicts.label(es_cond)
+    slower = dict(accuracy=100.0, mean_nfe=32.0)           # alpha 0 ignores NFE: the tie goes to the faster
+    assert verdicts.reward_optimal([slower, slow, corner], 0.0, 32) is slow
 
 
 def test_conditioned_and_eos_aware_verdicts_by_hand():
@@ -435,7 +460,7 @@ def test_conditioned_and_eos_aware_verdicts_by_hand():
                              hrow("eosdamp:g=0.4:steps=16", 35.0, 16.0, "full diffusion")]
     log = [dict(step=1, reward=0.1, nfe=9.0, rollout_s=30.0, update_s=30.0)]
     logs = {"policy_bl8_a3.pt": (8, 3, "mult", log), "policy_bl8_a0.pt": (8, 0, "mult", log)}
-    lines = verdicts.suite_verdicts(by, dict(su.SUITE), logs, {8: log}, {8: [log, log]})
+    lines = verdicts.suite_verdicts(by, dict(su.SUITE), logs, {8: log}, {8: {0: log, 1: log}})
     v = {l.split(":")[0].strip("- *"): l for l in lines}
     mono = v["One alpha-conditioned policy"]
     assert "did not hold" in mono and "semi-AR: NFE at alpha 0: 16.00, 3: 8.00, 10: 4.50 (0 rises, 3.56x)" in mono
@@ -443,7 +468,7 @@ def test_conditioned_and_eos_aware_verdicts_by_hand():
     assert "The reward-optimal row per alpha of the same grid moves NFE semi-AR: heuristics" in mono
     near = v["One alpha-conditioned policy is within 2 points of the per-alpha policies of its kind at matched NFE (best conditioned point within 1.1x each per-alpha point's NFE)"]
     assert "did not hold" in near and "alpha 10 (40.0% @ 4.20) +1.0" in near and "alpha 10 (40.0% @ 4.00) n/a" in near
-    assert "BL 8: one run 1.0 min against 2 per-alpha runs 2.0 min" in near
+    assert "BL 8: 2.0 min (its own run 1.0 and the alpha-1 run it starts from) against 2 per-alpha runs 2.0 min" in near
     area = v["The alpha-conditioned policy's front area is at least the per-alpha policies'"]
     assert "semi-AR: " in area and "full: " in area
     by["semi-AR"] = [r for r in by["semi-AR"] if r["policy"] != "c.pt:tau=1.0:alpha=10"]    # 16 -> 8: 2x, no rise

@@ -409,3 +409,29 @@ def test_same_seed_and_thread_count_give_the_same_weights_in_two_processes(tiny_
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert outs[0]["command"] == outs[1]["command"].replace("b.pt", "a.pt")
     assert outs[0]["command"].startswith("python train.py --model ") and "--seed 3" in outs[0]["command"]
+
+
+def test_alpha_probe_measures_how_far_alpha_moves_the_logits(tiny_path, tmp_path, capsys):
+    """support.alpha_probe: zero for a policy whose conditioning is at zero, the shift's size once alpha shifts the
+    logits, a line per alpha; a per-alpha checkpoint or an alpha outside the range is one clear error."""
+    from policy import PolicyConfig
+    from support import alpha_probe
+    c = PolicyConfig(alpha_lo=0.0, alpha_hi=10.0, init_bias=0.0)
+    args = dict(model=tiny_path, task="chain", gen_length=16, block_length=8)
+    pol = LearnedPolicy(c)
+
+    def probe(name):
+        torch.save(dict(policy=pol.state_dict(), policy_config=vars(c), args=args, step=1), tmp_path / name)
+        alpha_probe.main([str(tmp_path / name), "--n", "4", "--alphas", "0,10"])
+        return capsys.readouterr().out
+    out = probe("flat.pt")
+    assert "moves a candidate's logit by 0.000" in out and "alpha     0:" in out and "alpha    10:" in out
+    with torch.no_grad():
+        pol.alpha_out[2].weight[1].fill_(0.01)     # shift = 0.01 * sum of alpha's features
+    assert "moves a candidate's logit by 0.000" not in probe("shifted.pt")
+    torch.save(dict(policy=LearnedPolicy().state_dict(), policy_config=vars(PolicyConfig()), args=args, step=1),
+               tmp_path / "plain.pt")
+    with pytest.raises(SystemExit, match="not alpha-conditioned"):
+        alpha_probe.main([str(tmp_path / "plain.pt")])
+    with pytest.raises(SystemExit, match="outside the policy's range"):
+        alpha_probe.main([str(tmp_path / "shifted.pt"), "--alphas", "20"])
