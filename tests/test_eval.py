@@ -233,7 +233,7 @@ def shrink_suite(monkeypatch, tiny_path):
     """The suite on a shrunken world: L 16, two alphas, 2 GRPO steps, 6 problems a row, short sweeps."""
     monkeypatch.setattr(su, "SUITE", dict(su.SUITE, model=tiny_path, other_model=tiny_path, L=16, alphas=(0, 3),
                                           additive_alpha=3, taus=(0.5, 1.0), steps=2, prompts=2, group=2, n=6,
-                                          cond_alphas=(0, 3, 10), betas=(0.5, 1, 2), expert_bl=16))
+                                          cond_alphas=(0, 3, 10), cond_init_alpha=3, betas=(0.5, 1, 2), expert_bl=16))
     monkeypatch.setattr(ev, "SCHEDULED", dict(pc=("lam", [0.25]), eosdamp=("g", [0.4])))
     monkeypatch.setattr(su, "ALL", ("topk", "threshold"))
     monkeypatch.setattr(su, "IN_DOMAIN", ("topk", "threshold", "pc", "eosdamp", "band"))
@@ -259,7 +259,7 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     for name in ("semi-AR", "full diffusion", "length transfer, semi-AR", "length transfer, full", "model transfer, semi-AR",
                  "model transfer, full", "domain transfer, semi-AR", "domain transfer, full"):
         assert f"\n## {name}: " in md     # model == other model here: the model-transfer rows are shared, not rerun
-    assert md.count("\n- **") == 21 and "## Verdicts" in md and "## length transfer, full: " in md
+    assert md.count("\n- **") == 22 and "## Verdicts" in md and "## length transfer, full: " in md
     assert all(w in md for w in ("held", "transferred", "Time, summed from the artifacts", "(the 11 training logs)",
                                  "end-of-text-aware heuristics", "mean NFE falls as alpha rises", "front area",
                                  "learned alpha-conditioned, alpha=10 tau=1", "Expert steering (threshold:0.9 at BL 16)",
@@ -267,7 +267,7 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
                                  "alpha=3 tau=1 beta=2 (BL 8)", "alpha=3 tau=1 DPLS (BL 16)",
                                  "alpha=0 tau=1 ES threshold:0.9 BL 16 (BL 16)"))
     ckpts = made(out)
-    runs = [f"bl{b}_a{a}" for b in (8, 16) for a in (0, 3)] + ["bl16_add3", "bl8_cond0-10", "bl16_cond0-10",
+    runs = [f"bl{b}_a{a}" for b in (8, 16) for a in (0, 3)] + ["bl16_add3", "bl8_cond0-10_init", "bl16_cond0-10_es_init",
                                                                "bl16_a0_es", "bl16_a3_es", "bl8_a3_dpls", "bl16_a3_dpls"]
     assert ckpts == sorted(f"policy_{r}.{e}" for r in runs for e in ("pt", "jsonl"))
     stamp = {f: os.path.getmtime(os.path.join(out, f)) for f in ckpts}
