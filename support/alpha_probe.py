@@ -34,8 +34,7 @@ def probe(pol, dllm, problems, L, BL, alphas):
     rows = []
     with torch.no_grad():
         for a in alphas:   # s = log(1 + alpha); the difference stays inside the range
-            s0, s1 = (max(math.log1p(a) + h, math.log1p(lo)) if h < 0 else min(math.log1p(a) + h, math.log1p(hi))
-                      for h in (-0.05, 0.05))
+            s0, s1 = max(math.log1p(a) - 0.05, math.log1p(lo)), min(math.log1p(a) + 0.05, math.log1p(hi))
             d = (pol(conf, masked, t, at(math.expm1(s1))) - pol(conf, masked, t, at(math.expm1(s0)))) / (s1 - s0)
             rows.append((a, d[cand].abs().mean().item()))
         l_lo, l_hi = pol(conf, masked, t, at(lo)), pol(conf, masked, t, at(hi))
@@ -54,10 +53,13 @@ def main(argv=None):
         pol, ck = load_policy(args.policy)
         if not pol.conditioned:
             raise ValueError(f"{args.policy} is not alpha-conditioned (train.py --alpha-range)")
-        alphas = [float(a) for a in args.alphas.split(",")]
+        try:
+            alphas = [float(a) for a in args.alphas.split(",")]
+        except ValueError:
+            raise ValueError(f"--alphas {args.alphas!r}: write comma-separated numbers, e.g. 0,1,10") from None
         if not all(pol.c.alpha_lo <= a <= pol.c.alpha_hi for a in alphas):
             raise ValueError(f"--alphas {args.alphas}: outside the policy's range [{pol.c.alpha_lo:g}, {pol.c.alpha_hi:g}]")
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
     a = ck["args"]
     dllm = load_dllm(a["model"])

@@ -246,8 +246,9 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
     logs = {os.path.basename(p): (*k, log_of(p)) for k, p in pols.items()}   # name -> (BL, alpha, reward, log)
     cond_logs = {BL: log_of(p) for BL, p in conds.items()}
     variant_logs = {os.path.basename(p): log_of(p) for p in variants.values()}
-    per_logs = {SUITE["semi_bl"]: {a: log_of(pols[(SUITE["semi_bl"], a, "mult")]) for a in SUITE["alphas"]},   # of each
-                SUITE["L"]: {a: log_of(variants[(SUITE["L"], a, "es")]) for a in SUITE["alphas"]}}   # conditioned's kind
+    base = os.path.basename   # the per-alpha runs of each conditioned policy's kind, from the logs read above
+    per_logs = {SUITE["semi_bl"]: {a: logs[base(pols[(SUITE["semi_bl"], a, "mult")])][3] for a in SUITE["alphas"]},
+                SUITE["L"]: {a: variant_logs[base(variants[(SUITE["L"], a, "es")])] for a in SUITE["alphas"]}}
     md = report.suite_report(by, SUITE, logs, (time.time() - t0) / 60, pretrain_min, rows, cond_logs, variant_logs,
                              per_logs)
     if plot:
