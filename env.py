@@ -12,7 +12,7 @@ The unmasking MDP (paper section 3), with the frozen dLLM as the environment.
            not computed at all
   end      no masks left, or the step budget is spent (BL iterations per block, L in total: a block
            that is not filled in time is left with its masks and the next block starts)
-  reward   computed outside (train.py) from the grader: correct * ((L - NFE + 1) / L) ** alpha
+  reward   computed outside (grpo.rewards) from the grader: correct * ((L - NFE + 1) / L) ** alpha
 
 Semi-autoregressive decoding fills blocks of BL positions left to right (BL < L); BL == L is full
 diffusion. Every policy - heuristic or learned - runs through this one `generate` loop.
@@ -58,6 +58,7 @@ class Rollout:
     nfe: torch.Tensor         # (B,) forwards spent per row
     order: torch.Tensor       # (B, L) the NFE (1-based) at which each position was unmasked, 0 = never
     steps: list = field(default_factory=list)  # per step: dict(rows, conf, masked, cand, t, action, logp, alpha, order)
+    forwards: int = 0         # dLLM forwards run (a step of several rows is one forward)
 
 
 def fmix32(h):
@@ -81,21 +82,39 @@ def noise_seeds(keys, nfe):
     return (fmix32(lo ^ 0xB5297A4D) << 31) ^ lo
 
 
-def sample_tokens(logits, temperature, seeds=None):
-    """x0 and conf (b, L) from logits (b, L, V). Greedy at T = 0; otherwise a Gumbel-max sample in float64,
-    which is an exact draw from softmax(logits / T), with each row's noise from its own generator seeded by
-    seeds (b,) (noise_seeds). conf always uses the noise-free softmax."""
-    probs = torch.softmax(logits.float(), dim=-1)                      # (b, L, V) float32
+SOFTMAX_BYTES = 2 ** 28   # token_stats computes the float32 softmax over the vocabulary for this many bytes at a time
+
+
+def token_stats(logits, temperature=0.0, seeds=None, needs=()):
+    """x0, conf and, where needs asks, margin and entropy (each (b, L)) from logits (b, L, V). Greedy at T = 0;
+    otherwise a Gumbel-max sample in float64, an exact draw from softmax(logits / T), each row's noise from its own
+    generator seeded by seeds (b,) (noise_seeds). conf always comes from the noise-free softmax, which is computed a few
+    rows at a time: at LLaDA's vocabulary one float32 softmax of 16 x 256 positions would be 2 GB. Per row the numbers
+    are those of one softmax over the whole batch."""
+    b, L, V = logits.shape
     if temperature > 0:
         if seeds is None:
             raise ValueError("sampling at temperature > 0 needs per-row seeds (env.noise_seeds)")
         dev = logits.device
-        u = torch.stack([torch.rand(logits.shape[1:], dtype=torch.float64, device=dev,
+        u = torch.stack([torch.rand((L, V), dtype=torch.float64, device=dev,
                                     generator=torch.Generator(dev).manual_seed(int(s))) for s in seeds.tolist()])
         x0 = (logits.double() / temperature - torch.log(-torch.log(u.clamp_min(1e-300)))).argmax(-1)
+        del u
     else:
         x0 = logits.argmax(-1)
-    return x0, probs.gather(-1, x0[..., None]).squeeze(-1), probs
+    conf = torch.empty((b, L), dtype=torch.float32, device=logits.device)
+    margin = torch.empty_like(conf) if "margin" in needs else None
+    entropy = torch.empty_like(conf) if "entropy" in needs else None
+    rows = max(1, SOFTMAX_BYTES // (4 * L * V))
+    for i in range(0, b, rows):
+        probs = torch.softmax(logits[i:i + rows].float(), dim=-1)      # (rows, L, V) float32
+        conf[i:i + rows] = probs.gather(-1, x0[i:i + rows, :, None]).squeeze(-1)
+        if margin is not None:
+            top2 = probs.topk(2, dim=-1).values
+            margin[i:i + rows] = top2[..., 0] - top2[..., 1]
+        if entropy is not None:
+            entropy[i:i + rows] = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+    return x0, conf, margin, entropy
 
 
 CACHES = ("none", "prefix", "dual")
@@ -134,17 +153,18 @@ def check_buffer(dllm, B, P, L):
 
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
              record=False, keys=None, cache="none", alpha=None, memo=None):
-    """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished.
-    Returns a Rollout. The policy object needs `act(obs) -> (unmask (b, L) bool, logp (b,) or None[, order (b, L)])`
-    and an optional set `needs` of extra observations ('margin', 'entropy', 'eos'). keys (B,) seed each row's
-    policy randomness and, at T > 0, the dLLM's Gumbel noise (default: row_keys(0, arange(B))).
-    cache: 'none' (exact), or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive only; see below).
-    alpha (B,): each row's reward exponent, shown to an alpha-conditioned policy (obs.alpha) and recorded.
-    memo: a ForwardMemo shared by calls on the same prompts, L and dLLM (eval.py keeps one per setting's model, task,
-    L and seed). At temperature 0 without a cache a row's forward depends on nothing but its tokens, so each state
-    computed is stored there and every later call that reaches it reads it instead of running the model: the
-    first step (everything masked) is shared by every policy, and so is every later state two policies agree on.
-    The same numbers, fewer forwards (the tiny suite's heuristic sweeps run 2.3-3.9x fewer row-forwards)."""
+    """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished -> Rollout.
+    policy: `act(obs) -> policy.Action`, `check(L, BL)`, and a set `needs` of extra observations ('margin', 'entropy',
+    'eos'). keys (B,) seed each row's policy randomness and, at T > 0, the dLLM's Gumbel noise (default
+    row_keys(0, arange(B))). cache: 'none' (exact) or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive
+    only: CachedStep). alpha (B,): each row's reward exponent, shown to an alpha-conditioned policy and recorded.
+    memo: a ForwardMemo shared by calls on the same prompts, L and dLLM (exact at T = 0 without a cache).
+
+    Each step is one dLLM forward. Without a cache the unfinished rows move on independently. With a cache the rows
+    keep in step block by block: a row that fills its block early waits (it is not computed and spends no NFE) until
+    every row has, and the next block starts for all of them at once with one forward that refreshes the cache. A
+    row's numbers are the same either way (nothing in a row depends on the others); what changes is that no step
+    ever needs two forwards for rows in different blocks."""
     L, BL = gen_length, block_length
     check_decoding(L, BL, cache)
     policy.check(L, BL)
@@ -153,7 +173,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     dev = prompt_ids.device
     x = torch.cat([prompt_ids, torch.full((B, L), dllm.mask_id, dtype=torch.long, device=dev)], 1)  # (B, P+L)
     am = torch.cat([prompt_mask, torch.ones((B, L), dtype=prompt_mask.dtype, device=dev)], 1)
-    pos = torch.arange(L, device=dev)                                  # (L,)
+    in_block = (torch.arange(L, device=dev) // BL)[None]                # (1, L) the block of each position
     block = torch.zeros(B, dtype=torch.long, device=dev)               # current block per row
     block_step = torch.zeros(B, dtype=torch.long, device=dev)
     nfe = torch.zeros(B, dtype=torch.long, device=dev)
@@ -161,40 +181,37 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     keys = (row_keys(0, torch.arange(B)) if keys is None else keys).to(dev)
     needs = getattr(policy, "needs", ())
-    stepper = CachedStep(dllm, P, L, BL, cache, needs) if cache != "none" else None
-    stop_ids = torch.tensor(sorted(dllm.stop_ids), device=dev)
-    steps = []
-    memo = memo if temperature == 0 and stepper is None else None      # exact only there
+    memo = memo if temperature == 0 and cache == "none" else None      # exact only there
     if memo is not None:
         memo.check_prompts(keys, prompt_ids)
-    while not done.all():
-        rows = (~done).nonzero().squeeze(1)                            # (b,) unfinished rows only
+    step = CachedStep(dllm, P, L, BL, cache, needs) if cache != "none" else UncachedStep(dllm, P, needs, memo, keys)
+    stop_ids = torch.tensor(sorted(dllm.stop_ids), device=dev)
+    steps, current, forwards = [], 0, 0                                  # current: the block of a cached batch
+    while True:
+        todo = ~done & (block == current) if cache != "none" else ~done
+        rows = todo.nonzero().squeeze(1)                               # (b,) the rows computed now: one sync a step
+        if len(rows) == 0:
+            if cache == "none" or current + 1 >= L // BL:
+                break
+            current += 1                                               # every row has left the block: the next one
+            continue
         seeds = noise_seeds(keys[rows], nfe[rows]) if temperature > 0 else None
-        if stepper:
-            x0, conf, margin, entropy = stepper(x, am, rows, block[rows], block_step[rows] == 0, temperature, seeds)
-        elif memo is not None:
-            x0, conf, margin, entropy = memo.step(dllm, x, am, rows, keys, P)
-            margin, entropy = (v if k in needs else None for k, v in (("margin", margin), ("entropy", entropy)))
-        else:
-            logits = dllm.logits(x[rows], am[rows], start=P)           # (b, L, V)
-            x0, conf, probs = sample_tokens(logits, temperature, seeds)
-            margin, entropy = extras(probs, needs)
-            del probs
-        gx = x[rows, P:]                                               # (b, L)
-        masked = gx == dllm.mask_id
-        in_block = (pos[None] // BL) == block[rows, None]
-        obs = Obs(x0, conf, masked, masked & in_block, nfe[rows].float() / L, block_step[rows], L // BL,
-                  keys[rows], margin, entropy, alpha=None if alpha is None else alpha[rows])
+        x0, conf, margin, entropy = step(x, am, rows, current, temperature, seeds)
+        forwards += 1
+        gen = x[rows, P:]                                              # (b, L)
+        masked = gen == dllm.mask_id
+        obs = Obs(x0, conf, masked, masked & (in_block == block[rows, None]), nfe[rows].float() / L,
+                  block_step[rows], L // BL, keys[rows], margin, entropy, alpha=None if alpha is None else alpha[rows])
         if "eos" in needs:
             obs.eos = torch.isin(x0, stop_ids)
-        unmask, logp, *draw = policy.act(obs)                          # a DPLS policy also returns its draw order
-        unmask = unmask & obs.cand                                     # never touch anything else
+        act = policy.act(obs)
+        unmask = act.unmask & obs.cand                                 # never touch anything else
         nfe[rows] += 1
-        x[rows, P:] = torch.where(unmask, x0, gx)
+        x[rows, P:] = torch.where(unmask, x0, gen)
         order[rows] = torch.where(unmask, nfe[rows, None], order[rows])
         if record:
-            steps.append(dict(rows=rows, conf=conf, masked=masked, cand=obs.cand, t=obs.t,
-                              action=unmask, logp=logp, alpha=obs.alpha, order=draw[0] if draw else None))
+            steps.append(dict(rows=rows, conf=conf, masked=masked, cand=obs.cand, t=obs.t, action=unmask,
+                              logp=act.logp, alpha=obs.alpha, order=act.order))
         # advance blocks: filled, or out of iterations (BL per block)
         left = (obs.cand & ~unmask).any(1)
         block_step[rows] += 1
@@ -202,17 +219,35 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
         block[rows] += advance.long()
         block_step[rows] = torch.where(advance, 0, block_step[rows])
         done[rows] = block[rows] >= L // BL
-    return Rollout(x[:, P:], nfe, order, steps)
+    return Rollout(x[:, P:], nfe, order, steps, forwards)
+
+
+class UncachedStep:
+    """One exact denoising step: the dLLM over the whole buffer of the given rows (or, with a ForwardMemo at T = 0,
+    only of the rows whose state no earlier call has computed)."""
+
+    def __init__(self, dllm, P, needs, memo, keys):
+        self.dllm, self.P, self.needs, self.memo, self.keys = dllm, P, needs, memo, keys
+
+    def __call__(self, x, am, rows, block, temperature, seeds):
+        if self.memo is not None:
+            x0, conf, margin, entropy = self.memo.step(self.dllm, x, am, rows, self.keys, self.P)
+            return x0, conf, margin if "margin" in self.needs else None, entropy if "entropy" in self.needs else None
+        logits = self.dllm.logits(x[rows], am[rows], start=self.P)     # (b, L, V)
+        return token_stats(logits, temperature, seeds, self.needs)
 
 
 MEMO_BYTES = 2 ** 31   # a ForwardMemo stores states (in host memory) until it holds about this much, then only reads
 
 
 class ForwardMemo:
-    """The dLLM's outputs (x0, conf, margin, entropy) per visited state, for generate(memo=...): a state is (row key,
-    generated tokens); the row key stands for its prompt, which is checked (one memo, one set of prompts). Each
-    stored row keeps its whole forward batch alive, so a batch's bytes count once, when its first row is stored.
-    hits / misses count the rows read and computed (eval.py prints the saving)."""
+    """The dLLM's outputs (x0, conf, margin, entropy) per visited state, for generate(memo=...): at temperature 0
+    without a cache a row's forward depends on nothing but its tokens, so a state computed once (for one policy or
+    block length) is read back by every later call that reaches it: the first step (everything masked) is shared by
+    every policy, and so is every later state two policies agree on. A state is (row key, generated tokens); the row
+    key stands for its prompt, which is checked (one memo, one set of prompts). Each stored row keeps its whole
+    forward batch alive, so a batch's bytes count once, when its first row is stored. hits / misses count the rows
+    read and computed."""
 
     def __init__(self, max_bytes=MEMO_BYTES):
         self.table, self.prompts = {}, {}
@@ -236,9 +271,7 @@ class ForwardMemo:
         self.misses += len(miss)
         if miss:
             sel = rows[torch.tensor(miss, device=rows.device)]
-            x0, conf, probs = sample_tokens(dllm.logits(x[sel], am[sel], start=P), 0.0)
-            out = (x0, conf, *extras(probs, ("margin", "entropy")))
-            del probs
+            out = token_stats(dllm.logits(x[sel], am[sel], start=P), 0.0, needs=("margin", "entropy"))
             batch = tuple(t.cpu() for t in out)                        # stored in host memory, not the GPU's
             keep = self.bytes < self.max_bytes
             if keep:
@@ -252,74 +285,42 @@ class ForwardMemo:
         return [torch.stack([b[n][j] for b, j in got]).to(x.device) for n in range(4)]
 
 
-def extras(probs, needs):
-    """The observations some heuristics ask for: top1 - top2 margin and entropy (b, L), else None."""
-    margin = entropy = None
-    if "margin" in needs:
-        top2 = probs.topk(2, dim=-1).values
-        margin = top2[..., 0] - top2[..., 1]
-    if "entropy" in needs:
-        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
-    return margin, entropy
-
-
-def sub(seeds, sel):
-    """The seeds of the selected rows (None at temperature 0, where there is no noise)."""
-    return None if seeds is None else seeds[sel]
-
-
 class CachedStep:
-    """One denoising step with a KV cache (Fast-dLLM's prefix and dual caches), for the b unfinished rows.
+    """One denoising step with a KV cache (Fast-dLLM's prefix and dual caches). generate() keeps a cached batch in
+    one block at a time, so every call is one forward:
 
-      first step of a row's block: one full forward that also returns every layer's keys/values (exact: the
-            same logits as without a cache), stored for that row;
-      later steps of the block, prefix: the model runs only on the positions from the block's start to the end
-            of the buffer, attending to the cached keys/values of everything before the block; the LM head reads
-            the block's positions only (nothing else can be unmasked in this step);
+      a block's first step: every row's full forward, which also returns every layer's keys/values (exact: the same
+            logits as without a cache); they become the cache;
+      later steps of the block, prefix: the model runs only on the positions from the block's start to the end of
+            the buffer, attending to the cached keys/values before the block; the LM head reads the block only;
       later steps, dual: it runs only on the block's positions; the keys/values after the block are the ones
             computed at the block's first step.
-    Both are approximations (attention is bidirectional, so cached positions' keys would change with the tokens
-    revealed since). Positions outside the current block keep x0, conf (and margin / entropy) from the block's
-    first step (or, before the block, from when they were last computed): the learned policy sees those stale
-    confidences there; candidates (the current block) are always fresh. Rows in different blocks are computed in
-    separate forwards, one per block."""
+    The fresh keys/values of the positions a step computes are written into the cache in place (no copy of it):
+    those positions are computed again at every later step of the block, and the next block refreshes everything.
+    When only some rows are still working on the block, their part of the cache is gathered for that forward.
+    Both caches are approximations (attention is bidirectional, so a cached position's keys would change with the
+    tokens revealed since). Positions outside the current block keep x0, conf (and margin / entropy) from the block's
+    first step: the learned policy sees those stale confidences there; candidates are always fresh."""
 
     def __init__(self, dllm, P, L, BL, mode, needs):
         self.dllm, self.P, self.L, self.BL, self.mode, self.needs = dllm, P, L, BL, mode, needs
-        self.kv = None                       # per layer (K, V) for all B rows: (B, Hkv, P+L, hd)
-        self.x0 = self.conf = self.margin = self.entropy = None   # (B, L), last computed values
+        self.kv = None          # per layer (K, V), each (B, Hkv, P + L, hd)
+        self.stats = None       # x0, conf, margin, entropy (B, L): the last values computed at each position
+        self.block = None       # the block the cache was computed for
 
-    def __call__(self, x, am, rows, block, refresh, temperature, seeds):
+    def __call__(self, x, am, rows, block, temperature, seeds):
         B = x.shape[0]
-        if self.x0 is None:
-            self.x0 = torch.zeros((B, self.L), dtype=torch.long, device=x.device)
-            self.conf = torch.zeros((B, self.L), dtype=torch.float32, device=x.device)
-            self.margin, self.entropy = torch.zeros_like(self.conf), torch.zeros_like(self.conf)
-        fresh = rows[refresh]
-        if len(fresh):
-            logits, kv = self.dllm.logits(x[fresh], am[fresh], start=self.P, return_kv=True)
-            if self.kv is None:
-                self.kv = [tuple(torch.zeros((B, *t.shape[1:]), dtype=t.dtype, device=t.device) for t in layer)
-                           for layer in kv]
-            for (K, V), (k, v) in zip(self.kv, kv):
-                K[fresh], V[fresh] = k, v
-            self.store(fresh, 0, self.L, logits, temperature, sub(seeds, refresh))
-        for blk in block[~refresh].unique().tolist():   # later steps: one forward per block the rows are in
-            sel = ~refresh & (block == blk)
-            r = rows[sel]
-            lo, hi = blk * self.BL, (blk + 1) * self.BL
-            logits = self.dllm.logits_span(x[r], am[r], self.P, lo, hi, [(K[r], V[r]) for K, V in self.kv],
-                                           run_to=self.L if self.mode == "prefix" else hi)
-            self.store(r, lo, hi, logits, temperature, sub(seeds, sel))
-        pick = lambda t: t[rows] if t is not None else None
-        return self.x0[rows], self.conf[rows], pick(self.margin if "margin" in self.needs else None), \
-            pick(self.entropy if "entropy" in self.needs else None)
-
-    def store(self, r, lo, hi, logits, temperature, seeds):
-        x0, conf, probs = sample_tokens(logits, temperature, seeds)
-        self.x0[r, lo:hi], self.conf[r, lo:hi] = x0, conf
-        margin, entropy = extras(probs, self.needs)
-        if margin is not None:
-            self.margin[r, lo:hi] = margin
-        if entropy is not None:
-            self.entropy[r, lo:hi] = entropy
+        lo, hi = block * self.BL, (block + 1) * self.BL
+        if self.block != block:                     # the block's first step: every row
+            if len(rows) != B:
+                raise RuntimeError("a cached batch starts each block with all of its rows (generate keeps them in step)")
+            logits, self.kv = self.dllm.logits(x, am, start=self.P, return_kv=True)
+            self.block, self.stats = block, list(token_stats(logits, temperature, seeds, self.needs))
+            return self.stats
+        kv = self.kv if len(rows) == B else [(K[rows], V[rows]) for K, V in self.kv]
+        logits = self.dllm.logits_span(x[rows], am[rows], self.P, lo, hi, kv,
+                                       run_to=self.L if self.mode == "prefix" else hi)
+        for old, new in zip(self.stats, token_stats(logits, temperature, seeds, self.needs)):
+            if old is not None:
+                old[rows, lo:hi] = new
+        return [None if s is None else s[rows] for s in self.stats]

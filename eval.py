@@ -2,85 +2,121 @@
 Benchmarks: evaluate a set of policies over a set of settings (dLLM, task, L, BL) and keep one JSON row per
 (policy, setting, seed). The rows file is resumable: a rerun skips rows already there, and each row is merged in
 under a lock and the file rewritten atomically, so an interrupted run loses at most the row in progress and two
-runs writing one file keep each other's rows. The tiny-world suite (support/suite.py) is built on run().
+runs writing one file keep each other's rows. Under torchrun each rank decodes its share of every row's problems
+(on cuda:LOCAL_RANK, or the CPU with gloo) and rank 0 writes the rows, which are those of one process. The tiny-world
+suite (support/suite.py) is built on run().
 
-    python eval.py --model tiny --task chain --gen-length 32 --block-lengths 8,32 --sweep all,band \
-        --policies weights/policy_full.pt --taus 0.5,1 --seeds 0,1,2 --out out/mine.json --plot
+    python eval.py --sweep all,band --block-lengths 8,32 --policies weights/policy_full.pt --taus 0.5,1 \
+        --seeds 0,1,2 --out out/mine.json --plot
+    torchrun --nproc_per_node=2 eval.py --policies threshold:0.9,weights/policy_semi.pt --block-lengths 8 \
+        --num-problems 64 --threads 1 --device cpu --out out/two.json
     python eval.py --model llada --task gsm8k --gen-length 256 --block-lengths 32,256 --sweep threshold,eb \
-        --policies out/llada_bl32.pt --n 1319 --batch-size 16 --out out/llada_gsm8k.json
+        --policies out/llada_bl32.pt --num-problems 1319 --batch-size 16 --out out/llada_gsm8k.json
 """
-import argparse
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import signal
+import time
+from dataclasses import dataclass, field
 
 import torch
 
+from common.cli import (Waited, check_args, check_counts, check_out_file, check_seed, check_threads, option,
+                        parse_config, waiting_lock, write_json)
+from common.dist import broadcast, finish, gather, init_ranks
 from env import CACHES, ForwardMemo, check_decoding
 from model import check_model_name, load_dllm, resolve_device
-from policy import LearnedPolicy, parse_policy, read_checkpoint
-from sample import evaluate
-from support import report
-from support.cli import check_args, check_out_file, merged
+from policy import RULES, STEP_COUNTS, Learned, checkpoint_of, parse_policy, read_checkpoint, value_text
+from sample import decode, row_of
 from tasks import check_task, get_problems
 
-# Sweep grids: dense enough that a gap in a heuristic's front never counts as a win for a learned policy. Fixed-step
-# rules get every valid step count up to L/2 (a multiple of the L / BL blocks), then L.
-GRIDS = dict(threshold=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999], factor=[0.25, 0.5, 1, 2, 4, 6, 8, 12, 16],
-             eb=[0.001, 0.01, 0.03, 0.1, 0.3, 0.6, 1, 3])
-STEP_RULES = ("topk", "random", "margin", "entropy")
-# The end-of-text-aware rules (PC-Sampler, EOSER) run on the top-k schedule: every step count, at these settings.
-SCHEDULED = dict(pc=("lam", [0.25, 1.0]), eosdamp=("g", [0.4]))
-# The band rule (policy.Band): every (hi, lo) pair of these grids.
-BAND = dict(hi=[0.7, 0.8, 0.9, 0.95], lo=[0.05, 0.08, 0.12])
-ALL = ("topk", "random", "threshold", "factor", "eb")    # what --sweep all means (margin/entropy on request)
-KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature", "cache")  # a row's identity
+KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature", "cache", "samples")  # identity
+ROW_DEFAULTS = dict(cache="none", samples=1)   # what rows written before these fields existed meant by them
+SLACK = 1.1   # matched NFE: a hand rule within 10% more NFE than a learned policy's counts as matched
 
 
-def sweep_specs(names, L, BL):
-    """Heuristic names -> policy specs over their grids, valid for this (L, BL)."""
-    specs, blocks = [], L // BL
-    step_counts = [*range(blocks, L // 2 + 1, blocks), L]
+@dataclass
+class EvalConfig:
+    model: str = option("tiny", "dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt")
+    task: str = option("chain", "chain, sub (tiny world), gsm8k, math500, humaneval, mbpp")
+    gen_length: int = option(32, "L, the generation buffer (real models: 256)")
+    block_lengths: str = option("32", "comma-separated BLs; BL == L is full diffusion")
+    sweep: str = option("", "hand-rule sweeps: 'all' (" + ", ".join(r.name for r in RULES.values() if r.in_all)
+                        + ") and/or any of " + ", ".join(RULES))
+    policies: str = option("", "more specs: hand rules ('threshold:0.9') or checkpoints ('ckpt.pt')")
+    taus: str = option(None, "policy-temperature grid for the checkpoints in --policies (default 1)")
+    betas: str = option(None, "test-time beta grid for the checkpoints (paper Fig. 6: unmask p = min(1, beta * sigmoid))")
+    alphas: str = option(None, "alpha grid for alpha-conditioned checkpoints (train.py --alpha-range)")
+    num_problems: int = option(500, "problems per row (--n for short)")
+    seeds: str = option("0", "comma-separated seeds (problem set and every random draw); mean and sd reported")
+    samples: int = option(1, "completions per problem: pass@k and majority vote when > 1 (sample.py)")
+    batch_size: int = option(128, "completions per generate call")
+    temperature: float = option(0.0, "dLLM sampling temperature")
+    data: str = option(None, "local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
+    split: str = option("test", "problem split: train or test")
+    out: str = option("out/eval.json", "rows file (resumed if it exists)")
+    plot: bool = option(False, "also draw accuracy vs NFE to a PNG beside --out (needs matplotlib)")
+    threads: int = option(0, "torch CPU threads (0: torch's default)")
+    cache: str = option("none", "KV cache: none, prefix, dual (semi-AR only; approximate, see env.py)")
+    device: str = option(None, "cuda, cuda:N, mps or cpu (default: autodetect; under torchrun each rank's GPU)")
+    compile: bool = option(False, "torch.compile the dLLM for uncached rows (logits within ~1e-5 of eager)")
+
+
+def step_counts(L, BL):
+    """The step counts a fixed-step rule is swept over: every valid count up to L/2 (a multiple of the L / BL
+    blocks), then L - dense enough that a gap in a hand rule's front never counts as a win for a learned policy."""
+    blocks = L // BL
+    return [*range(blocks, L // 2 + 1, blocks), L]
+
+
+def sweep_specs(names, L, BL, grids=None):
+    """Hand-rule names -> specs over each rule's declared grid (policy.Arg.grid), valid for this (L, BL). grids:
+    {"rule.arg": values} replaces some of them (the tests' shrunken suite)."""
+    specs = []
     for name in names:
-        if name in STEP_RULES:
-            specs += [f"{name}:steps={k}" for k in step_counts]
-        elif name in SCHEDULED:
-            key, values = SCHEDULED[name]
-            specs += [f"{name}:{key}={v:g}:steps={k}" for v in values for k in step_counts]
-        elif name == "band":
-            specs += [f"band:hi={h}:lo={l}" for h in BAND["hi"] for l in BAND["lo"]]
-        elif name in GRIDS:
-            key = {"threshold": "", "factor": "", "eb": "gamma="}[name]
-            specs += [f"{name}:{key}{v}" for v in GRIDS[name]]
-        else:
-            raise ValueError(f"unknown sweep {name!r}: use 'all' or some of {list(STEP_RULES) + list(GRIDS) + list(SCHEDULED) + ['band']}")
+        if name not in RULES:
+            raise ValueError(f"unknown sweep {name!r}: use 'all' or some of {list(RULES)}")
+        combos = [[]]
+        for a in RULES[name].args:
+            values = (grids or {}).get(f"{name}.{a.name}", a.grid)
+            values = step_counts(L, BL) if values == STEP_COUNTS else values
+            combos = [c + [f"{a.name}={value_text(v)}" if a.keyword else value_text(v)] for c in combos for v in values]
+        specs += [":".join([name, *c]) for c in combos]
     return specs
 
 
+def sweep_names(text):
+    """'all,band' -> the rule names ('all': the rules marked in_all)."""
+    names = []
+    for s in (s.strip() for s in text.split(",") if s.strip()):
+        names += [r.name for r in RULES.values() if r.in_all] if s == "all" else [s]
+    return names
+
+
 def learned_specs(paths, taus, alphas=None, betas=None):
-    """Checkpoint specs over the tau grid (and the beta grid, if given), and over the alpha grid for
+    """Checkpoint specs over the tau grid (None: the stored tau), the beta grid, if given, and the alpha grid for
     alpha-conditioned checkpoints."""
     out = []
     for p in paths:
-        cond = read_checkpoint(p)["policy_config"].get("alpha_hi") is not None
+        cond = read_checkpoint(p)["policy_config"]["alpha_hi"] is not None
         if cond and not alphas:
             raise ValueError(f"{p} is alpha-conditioned: pass --alphas to pick points on its front")
         if alphas and not cond:
             raise ValueError(f"--alphas: {p} is not alpha-conditioned (it was trained for one alpha)")
-        out += [f"{p}:tau={float(t)}" + (f":beta={float(b):g}" if b is not None else "") + (f":alpha={float(a):g}" if cond else "")
-                for t in taus for b in (betas or [None]) for a in (alphas if cond else [None])]
+        out += [p + (f":tau={float(t)}" if t is not None else "") + (f":beta={float(b):g}" if b is not None else "")
+                + (f":alpha={float(a):g}" if cond else "")
+                for t in (taus or [None]) for b in (betas or [None]) for a in (alphas if cond else [None])]
     return out
 
 
-def ckpt_path(spec):
-    """The checkpoint file of a learned spec ('dir/ckpt.pt:tau=1.0:alpha=3' -> 'dir/ckpt.pt'), None for a heuristic."""
-    head = spec.split(":")[0]
-    return head if head.endswith(".pt") else None
+def canonical(spec):
+    """The spec a row is stored under (a hand rule: as it prints itself; a checkpoint: as given)."""
+    return spec if checkpoint_of(spec) else parse_policy(spec).spec
 
 
 # ----------------------------------------------------------------------------------------------------
-# the rows file: a JSON list, appended to and resumed
+# the rows file: a JSON list, merged into and resumed
 
 def load_rows(path):
     if not os.path.exists(path):
@@ -90,26 +126,31 @@ def load_rows(path):
             rows = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"{path} is not a results file (not JSON); move it away or pass another --out") from None
-    if isinstance(rows, list):
-        for r in rows:
-            if isinstance(r, dict):
-                r.setdefault("cache", "none")   # rows written before KV caches existed
-    if not isinstance(rows, list) or any(not isinstance(r, dict) or not set(KEY) <= set(r) for r in rows):
-        raise ValueError(f"{path} is not a results file written by eval.py (a JSON list of rows with {KEY}); "
-                         f"move it away or pass another --out")
+    if not isinstance(rows, list) or any(not isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path} is not a results file written by eval.py (a JSON list of rows); move it away or "
+                         f"pass another --out")
+    rows = [{**ROW_DEFAULTS, **r} for r in rows]
+    if any(not set(KEY) <= set(r) for r in rows):
+        raise ValueError(f"{path} is not a results file written by eval.py (its rows lack some of {KEY}); move it "
+                         f"away or pass another --out")
     return rows
 
 
-def save_rows(path, rows):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(rows, f, indent=1)
-    os.replace(path + ".tmp", path)   # atomic: the file is always the old or the new list, never half of one
-
-
 def row_key(r, skip=()):
-    """A row's identity; rows from before KV caches existed were uncached."""
-    return tuple(r.get(k, "none") if k == "cache" else r[k] for k in KEY if k not in skip)
+    return tuple(r.get(k, ROW_DEFAULTS.get(k)) for k in KEY if k not in skip)
+
+
+def merge_row(path, row, say=print):
+    """Merge one row into the rows file under its lock (another eval.py may have added rows meanwhile: they are kept).
+    If the lock is held too long, the row is kept beside the file (path.pending.json) and the error says so."""
+    try:
+        with waiting_lock(path, say=say):
+            write_json(path, [r for r in load_rows(path) if row_key(r) != row_key(row)] + [row])
+    except Waited as e:
+        pending = os.path.splitext(path)[0] + ".pending.json"
+        write_json(pending, [row])
+        raise RuntimeError(f"{e}: the row just computed is kept in {pending}; rerun when the other process is done "
+                           f"(finished rows are never computed again)") from None
 
 
 @dataclass
@@ -121,74 +162,84 @@ class Setting:
     specs: list          # policy specs to evaluate here
     name: str = ""       # label in the report, e.g. "full diffusion"
     cache: str = "none"  # KV cache mode (env.CACHES; semi-AR settings only)
+    temperature: float = None   # None: run()'s
 
 
-def check_setting(s):
-    check_decoding(s.gen_length, s.block_length, s.cache)
+@dataclass
+class Plan:
+    """What run() evaluates, decided by rank 0: per setting its problems' seeds and the (spec, seed) rows to do."""
+    todo: list = field(default_factory=list)     # (setting index, spec, seed, key)
+    asked: list = field(default_factory=list)    # every key asked for, in order
 
 
-def canonical(spec):
-    """The spec string a row is stored under (heuristics: as the policy prints itself)."""
-    return parse_policy(spec).spec if not ckpt_path(spec) else spec
+def plan(out, settings, n, seeds, temperature, samples, split, data):
+    """Which rows are missing (or stale: a checkpoint retrained since its row) -> (Plan, checkpoint spec -> its
+    training setup)."""
+    have = {row_key(r): r for r in load_rows(out)}
+    trained, p, sizes = {}, Plan(), {}
+    for si, s in enumerate(settings):
+        T = s.temperature if s.temperature is not None else temperature
+        for spec in dict.fromkeys(map(canonical, s.specs)):
+            for seed in seeds:
+                if (s.task, seed) not in sizes:   # cheap, before any model: a real task may have fewer than n
+                    sizes[(s.task, seed)] = len(get_problems(s.task, n, seed, split, data))
+                key = (s.model, s.task, s.gen_length, s.block_length, spec, sizes[(s.task, seed)], seed, T, s.cache,
+                       samples)
+                p.asked.append(key)
+                ck = checkpoint_of(spec)
+                if ck:
+                    trained.setdefault(spec, trained_on(spec))
+                if key not in have or (ck and have[key].get("trained") != trained[spec]):
+                    p.todo.append((si, spec, seed, key))
+    return p, trained
 
 
 def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, device=None, data=None, split="test",
-        progress=True, compile=False):
-    """Evaluate every (setting, spec, seed) that has no row in `out` yet; returns the rows asked for (evaluated
-    now or found in the file), not the file's other rows. compile: torch.compile each dLLM it loads (DLLM.compile)."""
+        progress=True, compile=False, samples=1):
+    """Evaluate every (setting, spec, seed) that has no row in `out` yet -> the rows asked for (evaluated now or found
+    in the file), not the file's other rows (on rank 0; None on the other ranks under torchrun). compile:
+    torch.compile each dLLM it loads (DLLM.compile)."""
     for s in settings:
-        check_setting(s)
-    rows = load_rows(out)
-    have = {row_key(r): r for r in rows}
-    trained = {}   # checkpoint spec -> its training setup; a row of an older state of that file is stale
-
-    def done(key):
-        spec = key[KEY.index("policy")]
-        if ckpt_path(spec):
-            trained.setdefault(spec, trained_on(spec))
-            return key in have and have[key].get("trained") == trained[spec]
-        return key in have
-
-    dllm, loaded, asked, memo_of = None, None, [], None
-    for s in settings:
-        problems = {seed: get_problems(s.task, n, seed, split, data) for seed in seeds}   # cheap; before the model
-        keys = {(spec, seed): (s.model, s.task, s.gen_length, s.block_length, spec, len(problems[seed]), seed,
-                               temperature, s.cache) for spec in map(canonical, s.specs) for seed in seeds}
-        asked += keys.values()
-        todo = [(spec, seed) for (spec, seed), key in keys.items() if not done(key)]
-        if not todo:
-            continue
+        check_decoding(s.gen_length, s.block_length, s.cache)
+    rank, world, _, device = init_ranks(device)
+    say = print if rank == 0 and progress else (lambda *a, **k: None)
+    work, trained = broadcast(plan(out, settings, n, seeds, temperature, samples, split, data) if rank == 0 else None,
+                              rank, world)
+    dllm, loaded, memos, problems = None, None, {}, {}
+    for si, spec, seed, key in work.todo:
+        s = settings[si]
+        T = key[KEY.index("temperature")]
         if loaded != s.model:   # one dLLM in memory at a time (real ones are 16 GB)
             dllm = None
-            dllm, loaded = load_dllm(s.model, device=device), s.model
+            dllm, loaded = load_dllm(s.model, device=resolve_device(device)), s.model
             if compile:
                 if s.cache != "none":
                     raise ValueError("--compile is for the uncached forward (a cached step's shapes differ every block)")
                 dllm.compile()
-        if memo_of != (s.model, s.task, s.gen_length):   # the forwards' outputs, shared by the policies (and BLs)
-            memo_of, memos = (s.model, s.task, s.gen_length), {seed: ForwardMemo() for seed in seeds}
-        for spec, seed in todo:
-            pol = parse_policy(spec, dllm.device)
-            pol.check(s.gen_length, s.block_length)
-            row, _ = evaluate(dllm, pol, problems[seed], s.task, s.gen_length, s.block_length, batch_size,
-                              temperature, seed, progress, cache=s.cache, memo=memos[seed])
-            row.update(model=s.model, task=s.task, gen_length=s.gen_length, block_length=s.block_length,
-                       policy=spec, seed=seed, temperature=temperature, setting=s.name, cache=s.cache)
-            if isinstance(pol, LearnedPolicy):
-                row["trained"] = trained[spec]
-            have[row_key(row)] = row
-            with merged(out):   # another eval.py may have added rows to the file meanwhile: keep them
-                rows = [r for r in load_rows(out) if row_key(r) != row_key(row)] + [row]
-                save_rows(out, rows)
-            if progress:
-                print(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} cache {s.cache} seed {seed} "
-                      f"{spec:<40} {row['accuracy']:5.1f}% @ {row['mean_nfe']:6.2f} NFE ({row['seconds']:.1f} s; "
-                      f"{memo_read(memos[seed])} of the setting's row-forwards read from the memo)")
-    return [have[k] for k in dict.fromkeys(asked)]
-
-
-def memo_read(memo):
-    return f"{100 * memo.hits / max(memo.hits + memo.misses, 1):.0f}%"
+        if (s.model, s.task, s.gen_length, seed) not in memos:   # the forwards' outputs, shared by the policies and BLs
+            memos[(s.model, s.task, s.gen_length, seed)] = ForwardMemo()
+            problems[(s.task, seed)] = get_problems(s.task, n, seed, split, data)
+        memo, probs = memos[(s.model, s.task, s.gen_length, seed)], problems[(s.task, seed)]
+        pol = parse_policy(spec, dllm.device)
+        pol.check(s.gen_length, s.block_length)
+        t0 = time.time()
+        comps, _ = decode(dllm, pol, probs, s.task, s.gen_length, s.block_length, batch_size, T, seed, samples,
+                          s.cache, memo, shard=(rank, world), progress=progress and rank == 0)
+        every = gather(comps, rank, world)
+        if rank:
+            continue
+        row = row_of(spec, [c for part in every for c in part], probs, s.task, samples, time.time() - t0)
+        row.update(dict(zip(KEY, key)), setting=s.name)
+        if isinstance(pol, Learned):
+            row["trained"] = trained[spec]
+        merge_row(out, row, say)
+        say(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} cache {s.cache} seed {seed} "
+            f"{spec:<40} {row['accuracy']:5.1f}% @ {row['mean_nfe']:6.2f} NFE ({row['seconds']:.1f} s; "
+            f"{100 * memo.hits / max(memo.hits + memo.misses, 1):.0f}% of the setting's row-forwards read from the memo)")
+    if rank:
+        return None
+    have = {row_key(r): r for r in load_rows(out)}
+    return [have[k] for k in dict.fromkeys(work.asked) if k in have]
 
 
 def weights_digest(state_dict):
@@ -202,25 +253,25 @@ def weights_digest(state_dict):
 
 
 def trained_on(spec):
-    """The training setup of a checkpoint policy, stored in its rows (the report groups policies by alpha), with
-    its weights' digest: a file retrained to the same setup and step (a deleted out/ folder trained again, whose
-    first runs may not be bit-identical to the old ones) is a different policy, and its old rows are stale."""
-    ck = read_checkpoint(ckpt_path(spec))
+    """The training setup of a checkpoint policy, stored in its rows (the report groups policies by it), with its
+    weights' digest: a file retrained to the same setup and step is a different policy, and its old rows are stale.
+    Settings at their default are left out, so that rows of files from before a setting existed stay valid."""
+    ck = read_checkpoint(checkpoint_of(spec))
     a = ck["args"]
     t = dict(model=a["model"], task=a["task"], gen_length=a["gen_length"], block_length=a["block_length"],
-             alpha=a["alpha"], reward=a["reward"], step=ck["step"], alpha_range=a.get("alpha_range"),
+             alpha=a["alpha"], reward=a["reward"], step=ck["step"], alpha_range=a["alpha_range"],
              weights=weights_digest(ck["policy"]))
-    if a.get("expert"):   # the variants of paper App. E / F (absent from older rows' keys, so those stay valid)
+    if a["expert"]:
         t.update(expert=a["expert"], expert_block_length=a["expert_block_length"])
-    if a.get("actions", "bernoulli") != "bernoulli":
+    if a["actions"] != "bernoulli":
         t["actions"] = a["actions"]
-    if a.get("width", 128) != 128:        # the default width is left out, so older rows' keys stay valid
+    if a["width"] != 128:
         t["width"] = a["width"]
     return t
 
 
 def summarize(rows):
-    """Mean and spread over seeds: one dict per (setting, policy) with accuracy/mean_nfe means and sds."""
+    """Mean and spread over seeds: one dict per (setting, policy) with accuracy / mean_nfe means and sds."""
     groups = {}
     for r in rows:
         groups.setdefault(row_key(r, skip=("seed",)), []).append(r)
@@ -236,97 +287,127 @@ def summarize(rows):
     return out
 
 
-def comma(cast):
-    def parse(text):
-        try:
-            return [cast(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {cast.__name__}s") from None
-    return parse
+def best_at(rows, nfe, slack=SLACK):
+    """The best accuracy among rows at matched NFE (mean NFE <= slack * nfe), or None if every one is slower."""
+    acc = [r["accuracy"] for r in rows if r["mean_nfe"] <= slack * nfe]
+    return max(acc) if acc else None
+
+
+def table(rows):
+    """Markdown: every row, and for a learned one the best hand rule at matched NFE and the gap to it."""
+    hand = [r for r in rows if "trained" not in r]
+    lines = ["| policy | accuracy % | mean NFE | tokens/NFE | best hand rule at matched NFE | gap |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: ("trained" in r, r["policy"].split(":")[0], r["mean_nfe"])):
+        b = best_at(hand, r["mean_nfe"]) if "trained" in r else None
+        sd = f" ± {r['accuracy_sd']:.1f}" if r.get("seeds", 1) > 1 else ""
+        best, gap = ("", "") if b is None else (f"{b:.1f}", f"{r['accuracy'] - b:+.1f}")
+        lines.append(f"| {r['policy']} | {r['accuracy']:.1f}{sd} | {r['mean_nfe']:.2f} | {r['tokens_per_nfe']:.2f} | "
+                     f"{best} | {gap} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the script
+
+def numbers(text, cast, flag):
+    """'0.5,1' -> [0.5, 1.0]; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [cast(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r} is not a comma-separated list of {cast.__name__}s") from None
+
+
+def settings_of(cfg):
+    """The settings and grids of the command line, every value checked before any model is loaded."""
+    if cfg.plot:
+        from common.plots import need_matplotlib
+        need_matplotlib()
+    check_threads(cfg.threads)
+    check_args(temperature=(cfg.temperature, ">= 0"))
+    check_counts(num_problems=(cfg.num_problems, 1), batch_size=(cfg.batch_size, 1), samples=(cfg.samples, 1),
+                 gen_length=(cfg.gen_length, 1))
+    L, BLs, seeds = cfg.gen_length, numbers(cfg.block_lengths, int, "--block-lengths"), numbers(cfg.seeds, int, "--seeds")
+    taus, betas = numbers(cfg.taus, float, "--taus"), numbers(cfg.betas, float, "--betas")
+    alphas = numbers(cfg.alphas, float, "--alphas")
+    if not BLs or not seeds:
+        raise ValueError("--block-lengths and --seeds need at least one value each")
+    for BL in BLs:
+        check_counts(block_lengths=(BL, 1))
+        if L % BL:
+            raise ValueError(f"--gen-length {L} must be a multiple of each of --block-lengths (not {BL})")
+    for seed in seeds:
+        check_seed(seed, "--seeds")
+    for name, grid, rule in (("taus", taus, "> 0"), ("betas", betas, "> 0"), ("alphas", alphas, ">= 0")):
+        for v in grid or []:
+            check_args(**{name: (v, rule)})
+    if cfg.split not in ("train", "test"):
+        raise ValueError(f"--split must be train or test, not {cfg.split!r}")
+    check_task(cfg.task, cfg.data)
+    specs = [s.strip() for s in cfg.policies.split(",") if s.strip()]
+    ckpts = [s for s in specs if checkpoint_of(s) == s]
+    settings = [Setting(cfg.model, cfg.task, L, BL, sweep_specs(sweep_names(cfg.sweep), L, BL)
+                        + [s for s in specs if s not in ckpts] + learned_specs(ckpts, taus or [1.0], alphas, betas),
+                        cache=cfg.cache) for BL in BLs]
+    if not any(s.specs for s in settings):
+        raise ValueError("nothing to evaluate: pass --sweep and/or --policies")
+    if (taus or betas) and not ckpts:
+        raise ValueError("--taus / --betas set learned policies' knobs, and no checkpoint is in --policies")
+    if cfg.compile and cfg.cache != "none":
+        raise ValueError("--compile is for the uncached forward: drop --cache or --compile")
+    check_out_file(cfg.out, "--out", [("--policies", c) for c in ckpts] + [("--data", cfg.data), ("--model", cfg.model)])
+    load_rows(cfg.out)                                    # a file that is not ours: refused before any work
+    resolve_device(cfg.device)
+    check_model_name(cfg.model)
+    for s in settings:
+        check_decoding(s.gen_length, s.block_length, s.cache)
+        for spec in s.specs:
+            parse_policy(spec).check(L, s.block_length)    # fail before loading a model, not midway
+    return settings, seeds
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="evaluate unmasking policies over settings; resumable JSON rows",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="tiny", help="dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt")
-    p.add_argument("--task", default="chain", help="chain, sub (tiny world) or gsm8k, math500")
-    p.add_argument("--gen-length", type=int, default=32, help="L, the generation buffer (real models: 256)")
-    p.add_argument("--block-lengths", type=comma(int), default="32", help="comma-separated BLs; BL == L is full diffusion")
-    p.add_argument("--sweep", default="", help="heuristic sweeps: 'all' (topk,random,threshold,factor,eb) and/or some of those, margin, entropy, pc, eosdamp, band")
-    p.add_argument("--policies", default="", help="extra specs: heuristics ('threshold:0.9') or checkpoints ('ckpt.pt')")
-    p.add_argument("--taus", type=comma(float), default=None, help="policy-temperature grid for the checkpoints in --policies (default 1)")
-    p.add_argument("--betas", type=comma(float), default=None, help="test-time beta grid for the checkpoints in --policies (paper Fig. 6: unmask p = min(1, beta * sigmoid))")
-    p.add_argument("--alphas", type=comma(float), default=None, help="alpha grid for alpha-conditioned checkpoints (train.py --alpha-range)")
-    p.add_argument("--n", type=int, default=500, help="problems per row")
-    p.add_argument("--seeds", type=comma(int), default="0", help="comma-separated seeds (problem set and policy randomness); mean and sd reported")
-    p.add_argument("--batch-size", type=int, default=128, help="prompts per generate call")
-    p.add_argument("--temperature", type=float, default=0.0, help="dLLM sampling temperature")
-    p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
-    p.add_argument("--split", default="test", choices=("train", "test"), help="problem split")
-    p.add_argument("--out", default="out/eval.json", help="rows file (resumed if it exists)")
-    p.add_argument("--plot", action="store_true", help="also draw accuracy vs NFE to a PNG beside --out (needs matplotlib)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--cache", default="none", choices=CACHES, help="KV cache (semi-AR only; prefix and dual are approximate, see env.py)")
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the dLLM (one-off ~25 s on CPU, then ~1.4x "
-                   "faster rows in the tiny world; logits within ~1e-5 of eager; not with --cache)")
-    args = p.parse_args(argv)
+    cfg = None
     try:
-        if args.plot:
-            report.need_matplotlib()
-        check_args(threads=(args.threads, ">= 0"))
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        L = args.gen_length
-        BLs, taus, seeds = args.block_lengths, args.taus or [1.0], args.seeds
-        check_args(n=(args.n, "> 0"), batch_size=(args.batch_size, "> 0"), temperature=(args.temperature, ">= 0"),
-                   gen_length=(L, "> 0"))
-        for BL in BLs:
-            check_args(block_lengths=(BL, "> 0"))
-            if L % BL:
-                raise ValueError(f"--gen-length {L} must be a multiple of each of --block-lengths (not {BL})")
-        for t in taus:
-            check_args(taus=(t, "> 0"))
-        for b in args.betas or []:
-            check_args(betas=(b, "> 0"))
-        if not BLs or not seeds:
-            raise ValueError("--block-lengths and --seeds need at least one value each")
-        check_task(args.task, args.data)
-        names = [n for s in args.sweep.split(",") if s.strip() for n in (ALL if s.strip() == "all" else [s.strip()])]
-        ckpts = [s for s in args.policies.split(",") if s.strip().endswith(".pt")]
-        others = [s for s in args.policies.split(",") if s.strip() and s not in ckpts]
-        for a in args.alphas or []:
-            check_args(alphas=(a, ">= 0"))
-        settings = [Setting(args.model, args.task, L, BL, sweep_specs(names, L, BL) + others
-                            + learned_specs(ckpts, taus, args.alphas, args.betas), cache=args.cache) for BL in BLs]
-        if not any(s.specs for s in settings):
-            raise ValueError("nothing to evaluate: pass --sweep and/or --policies")
-        if (args.taus or args.betas) and not ckpts:
-            raise ValueError("--taus / --betas set learned policies' knobs, and no checkpoint is in --policies")
-        if args.compile and args.cache != "none":
-            raise ValueError("--compile is for the uncached forward: drop --cache or --compile")
-        check_out_file(args.out, "--out")
-        load_rows(args.out)                                   # a file that is not ours: refused before any work
-        resolve_device(args.device)
-        check_model_name(args.model)
-        for s in settings:
-            check_setting(s)
-            for spec in s.specs:
-                parse_policy(spec).check(L, s.block_length)    # fail before loading a model, not midway
-        rows = run(args.out, settings, args.n, seeds, args.batch_size, args.temperature, args.device, args.data,
-                   args.split, compile=args.compile)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        cfg, _ = parse_config(EvalConfig, argv, "evaluate unmasking policies over settings; resumable JSON rows",
+                              "python eval.py")
+        settings, seeds = settings_of(cfg)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        signal.signal(signal.SIGTERM, stopped)
+        rows = run(cfg.out, settings, cfg.num_problems, seeds, cfg.batch_size, cfg.temperature, cfg.device, cfg.data,
+                   cfg.split, compile=cfg.compile, samples=cfg.samples)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted" + (f": {cfg.out} keeps every row finished before (a rerun does the rest)"
+                                          if cfg else "")) from None
+    except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
-    mine = summarize(rows)
-    for BL in BLs:
-        print(f"\n{args.model} {args.task} L={L} BL={BL}, mean over {len(seeds)} seed(s) (± sd)")
-        print(report.markdown_table([r for r in mine if r["block_length"] == BL]))
-    if args.plot:
-        png = os.path.splitext(args.out)[0] + ".png"
-        report.plot_fronts({f"{args.model} {args.task} L={L} BL={BL}": [r for r in mine if r["block_length"] == BL]
-                            for BL in BLs}, png)
-        print(f"wrote {png}")
+    finish(int(os.environ.get("WORLD_SIZE", 1)))
+    if rows is None:   # another rank's process: rank 0 reports
+        return None
+    report(cfg, rows)
     return rows
+
+
+def stopped(signum, frame):
+    """SIGTERM (torchrun stops the other ranks when one fails; a scheduler's kill): one line, not a traceback."""
+    raise KeyboardInterrupt
+
+
+def report(cfg, rows):
+    mine = summarize(rows)
+    for BL in sorted({r["block_length"] for r in mine}):
+        print(f"\n{cfg.model} {cfg.task} L={cfg.gen_length} BL={BL}, mean over {len(numbers(cfg.seeds, int, ''))} "
+              f"seed(s) (± sd)")
+        print(table([r for r in mine if r["block_length"] == BL]))
+    if cfg.plot:
+        from common.plots import plot_fronts
+        png = os.path.splitext(cfg.out)[0] + ".png"
+        plot_fronts({f"{cfg.model} {cfg.task} L={cfg.gen_length} BL={BL}": [r for r in mine if r["block_length"] == BL]
+                     for BL in sorted({r["block_length"] for r in mine})}, png)
+        print(f"wrote {png}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """
 The GRPO objective (paper section 5): rewards, group advantages, the recorded steps as one batch, and the clipped
-loss - with the two variants of the paper's appendices, Plackett-Luce actions (App. E, actions.py) and expert
+objective - with the two variants of the paper's appendices, Plackett-Luce actions (App. E, actions.py) and expert
 steering's mixture likelihood (App. F). train.py runs the loop around it; this file is what a reader checks against
 the paper's equations, and what the tests compute by hand.
+
+    grpo_objective   the paper's clipped objective, as written in section 5
+    grpo_loss        the same objective over a large batch: in chunks, with gradients accumulated, and no backward
+                     for the steps of rollouts whose advantage is 0 (they add exactly 0); equal to grpo_objective
 """
 import math
 from contextlib import nullcontext
@@ -12,15 +16,9 @@ import torch
 from actions import action_log_prob, bernoulli_entropy
 
 
-def mixture(logp, G, E):
-    """log pi_ES(a) of the expert's steps (paper App. F): the group's rollouts are G draws of pi and E of the expert,
-    so a step's likelihood is the mixture; the expert's own probability of its action is taken as 1."""
-    return torch.logaddexp(math.log(G / (G + E)) + logp, torch.full_like(logp, math.log(1 / (G + E))))
-
-
-def rewards(correct, nfe, L, alpha, kind):
-    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) (paper section 3, the reward R); alpha a number
-    or one per row (B,)."""
+def rewards(correct, nfe, L, alpha, kind="mult"):
+    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) (paper section 3): correct * ((L - NFE + 1) / L)
+    ** alpha; the additive ablation is correct - alpha * NFE / L. alpha a number or one per row (B,)."""
     c, f = correct.float(), nfe.float()
     if kind == "additive":
         return c - alpha * f / L
@@ -28,12 +26,30 @@ def rewards(correct, nfe, L, alpha, kind):
 
 
 def advantages(r, G, std=False):
-    """Group-relative advantages (B,) for rewards laid out as [prompt0 x G, prompt1 x G, ...]."""
+    """Group-relative advantages (B,) for rewards laid out as [prompt0 x G, prompt1 x G, ...]: R minus the mean of
+    its group (the paper does not divide by the group's std; std=True does)."""
     g = r.view(-1, G)
     a = g - g.mean(1, keepdim=True)
     if std:
         a = a / (g.std(1, keepdim=True) + 1e-6)
     return a.reshape(-1)
+
+
+def grpo_objective(logp, logp_old, adv, steps_in_rollout, n_rollouts, eps):
+    """The clipped objective of section 5 as a loss to minimise, over S recorded steps: logp, logp_old (S,) the
+    log-probability of each step's action under the policy now and when it was rolled out, adv (S,) the advantage
+    of the step's rollout, steps_in_rollout (S,) how many steps that rollout recorded. Per rollout the mean over its
+    steps of -min(rho A, clip(rho, 1 - eps, 1 + eps) A), then the mean over the n_rollouts rollouts. Given some of
+    a batch's steps (and the whole batch's counts), it is their exact share of the batch's loss."""
+    rho = torch.exp(logp - logp_old)                                       # (S,) pi(a) / pi_old(a)
+    per_step = -torch.min(rho * adv, rho.clamp(1 - eps, 1 + eps) * adv)   # (S,)
+    return (per_step * (1.0 / (n_rollouts * steps_in_rollout))).sum()
+
+
+def mixture(logp, G, E):
+    """log pi_ES(a) of the expert's steps (paper App. F): the group's rollouts are G draws of pi and E of the expert,
+    so a step's likelihood is the mixture; the expert's own probability of its action is taken as 1."""
+    return torch.logaddexp(math.log(G / (G + E)) + logp, torch.full_like(logp, math.log(1 / (G + E))))
 
 
 def collate(steps, expert=False):
@@ -49,69 +65,60 @@ def collate(steps, expert=False):
     return b
 
 
-def join(a, b, offset):
+def concat_batches(a, b, offset):
     """Two collated batches as one, b's rollouts numbered after a's (offset of them)."""
     return {k: None if a[k] is None else torch.cat([a[k], b[k] + offset if k == "row" else b[k]]) for k in a}
 
 
-def step_log_prob(net, batch, sl, actions="bernoulli", GE=None):
-    """(logits, log pi(a)) of the recorded steps sl under the policy net, in float32; with expert steering (GE =
-    (G, E)) the expert's steps get the mixture likelihood."""
+def step_log_prob(net, batch, sl, actions="bernoulli", mixture_sizes=None):
+    """(logits, log pi(a)) of the recorded steps sl under the policy net, in float32; with expert steering
+    (mixture_sizes = (G, E)) the expert's steps get the mixture likelihood."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["conf"].is_cuda):
         logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl],
                      None if batch.get("alpha") is None else batch["alpha"][sl])
     order = batch.get("order")
     logp = action_log_prob(actions, logits.float(), batch["cand"][sl], batch["action"][sl],
                            None if order is None else order[sl])
-    if GE is not None:
-        logp = torch.where(batch["expert"][sl], mixture(logp, *GE), logp)
+    if mixture_sizes is not None:
+        logp = torch.where(batch["expert"][sl], mixture(logp, *mixture_sizes), logp)
     return logits, logp
 
 
 @torch.no_grad()
-def old_expert_log_probs(net, eb, GE, chunk):
+def old_expert_log_probs(net, eb, mixture_sizes, chunk):
     """The expert steps' old log-probabilities: the mixture under the policy that did the rollouts."""
-    eb["logp_old"] = torch.cat([step_log_prob(net, eb, slice(i, i + chunk), "bernoulli", GE)[1]
+    eb["logp_old"] = torch.cat([step_log_prob(net, eb, slice(i, i + chunk), "bernoulli", mixture_sizes)[1]
                                 for i in range(0, len(eb["row"]), chunk)])
 
 
-def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True, actions="bernoulli", GE=None,
-              metrics=True, skip_zero=True):
-    """Clipped GRPO loss, per rollout the mean over its steps, then the mean over rollouts. Computed in
-    chunks of step-rows with gradients accumulated (the loss is linear in per-step terms, so this is
-    exact). `net` is the policy module (or its DDP wrapper). GE = (G, E) with expert steering. Returns (loss,
-    clip fraction, entropy of the policy's own steps: Bernoulli, per position; DPLS, the estimate -log pi(a)).
-    The steps of rollouts whose advantage is 0 add exactly 0 to the loss and to its gradient, so they get no backward
-    (in a group that all solved, or all failed, that is every step): with metrics they get a forward without
-    gradients for the clip fraction and the entropy, without (metrics=False: those two come back over the other
-    steps only) not even that. Under DDP every step keeps its backward: a rank must not skip the all-reduce.
-    skip_zero=False back-propagates every step (bench.py --shape update times both)."""
+def grpo_loss(net, batch, adv, n_rollouts, eps, chunk=4096, actions="bernoulli", mixture_sizes=None, metrics=True):
+    """grpo_objective over a batch of recorded steps (rollout of each: batch["row"]), its gradient accumulated into
+    net's parameters (net: the policy or its DDP wrapper) -> (loss, clip fraction, entropy of the policy's own steps:
+    Bernoulli, per candidate position; DPLS, the estimate -log pi(a)). Two savings, both exact: the steps are taken
+    `chunk` at a time (the objective adds up over steps), and the steps of rollouts whose advantage is 0 get no
+    backward (they add exactly 0 to the loss and its gradient: in a group that all solved, or all failed, that is
+    every step) - with metrics=True a forward without gradients for the clip fraction and the entropy, without not
+    even that (the two then come from the other steps). Under DDP every step keeps its backward: a rank must not
+    skip the all-reduce."""
     row = batch["row"]
-    count = torch.zeros(n_rollouts, device=row.device).index_add_(0, row, torch.ones_like(row, dtype=torch.float))
-    weight = 1.0 / (n_rollouts * count[row])                               # (S,)
-    total = clipped = ent = own_n = 0.0
-    S = row.shape[0]
+    steps_in_rollout = torch.zeros(n_rollouts, device=row.device).index_add_(0, row, torch.ones_like(row, dtype=torch.float))[row]
     ddp = isinstance(net, torch.nn.parallel.DistributedDataParallel)
-    live = (adv[row] != 0) | ddp | (not backward) | (not skip_zero)
+    live = (adv[row] != 0) | ddp
     idx_live, idx_zero = live.nonzero().squeeze(1), (~live).nonzero().squeeze(1)
-    parts = [(idx_live, True)] + ([(idx_zero, False)] if metrics else [])
-    n_seen = 0
-    for idx, grad in parts:
+    S, total, clipped, seen, ent, own_n = row.shape[0], 0.0, 0.0, 0, 0.0, 0
+    for idx, grad in [(idx_live, True)] + ([(idx_zero, False)] if metrics else []):
         for i in range(0, len(idx), chunk):
-            sl = idx[i:i + chunk] if len(idx) < S else slice(i, i + chunk)   # all live: plain slices, as before
+            sl = idx[i:i + chunk] if len(idx) < S else slice(i, i + chunk)   # every step live: plain slices
             last = i + chunk >= len(idx)  # under DDP only the last chunk's backward all-reduces (ranks differ in S)
             with net.no_sync() if ddp and not last else nullcontext(), nullcontext() if grad else torch.no_grad():
-                logits, logp = step_log_prob(net, batch, sl, actions, GE)                      # fp32
-                ratio = torch.exp(logp - batch["logp_old"][sl])
-                a = adv[row[sl]]
-                per_step = -torch.min(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
-                loss = (per_step * weight[sl]).sum()
-                if backward and grad:
+                logits, logp = step_log_prob(net, batch, sl, actions, mixture_sizes)         # fp32
+                loss = grpo_objective(logp, batch["logp_old"][sl], adv[row[sl]], steps_in_rollout[sl], n_rollouts, eps)
+                if grad:
                     loss.backward()
             total += loss.item()
-            clipped += ((ratio - 1).abs() > clip_eps).float().sum().item()
-            n_seen += len(ratio)
-            own = ~batch["expert"][sl] if "expert" in batch else torch.ones_like(row[sl], dtype=torch.bool)
+            clipped += ((torch.exp(logp - batch["logp_old"][sl]) - 1).abs() > eps).float().sum().item()
+            seen += len(logp)
+            own = ~batch["expert"][sl]
             if actions == "dpls":   # per step
                 ent += -logp.detach()[own].sum().item()
                 own_n += own.sum().item()
@@ -119,4 +126,4 @@ def grpo_loss(net, batch, adv, n_rollouts, clip_eps, chunk=4096, backward=True, 
                 n_cand = batch["cand"][sl][own].sum().item()
                 ent += bernoulli_entropy(logits.detach()[own], batch["cand"][sl][own]).item() * n_cand
                 own_n += n_cand
-    return total, clipped / max(n_seen, 1), ent / max(own_n, 1)
+    return total, clipped / max(seen, 1), ent / max(own_n, 1)

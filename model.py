@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.cli import write_atomic
+
 HUB = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "llada-1.5": "GSAI-ML/LLaDA-1.5",
        "dream": "Dream-org/Dream-v0-Instruct-7B"}
 TINY = ("tiny", "tiny-b")
@@ -96,7 +98,8 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, attn_mask, kv=None, span=None):
         """x (B, n, d) at positions span = (a, b) of the buffer (the whole buffer when kv is None).
         kv: this layer's cached (K, V) (B, Hkv, N, hd) for the whole buffer; the new keys/values of positions a..b-1
-        replace theirs, the rest attend as cached. Returns (x, (k, v) of x's own positions)."""
+        are written into it (in place: no copy of the cache), the rest attend as cached. Returns (x, (k, v) of x's
+        own positions)."""
         B, n, _ = x.shape
         h = self.attn_norm(x)
         q = self.q(h).view(B, n, -1, self.hd).transpose(1, 2)  # (B, H, n, hd)
@@ -104,10 +107,10 @@ class Block(nn.Module):
         v = self.v(h).view(B, n, -1, self.hd).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         new = (k, v)
-        if kv is not None:   # splice the fresh positions into the cached keys/values: (B, Hkv, N, hd)
+        if kv is not None:   # the cached keys/values of the whole buffer (B, Hkv, N, hd), the fresh span written in
             a, b = span
-            k = torch.cat([kv[0][:, :, :a], k, kv[0][:, :, b:]], dim=2)
-            v = torch.cat([kv[1][:, :, :a], v, kv[1][:, :, b:]], dim=2)
+            kv[0][:, :, a:b], kv[1][:, :, a:b] = k, v
+            k, v = kv
         if self.c.n_kv_heads != self.c.n_heads:  # grouped KV heads (Dream)
             rep = self.c.n_heads // self.c.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -426,9 +429,8 @@ def load_hf_dir(path, device, dtype, name=None):
 
 def save_tiny(path, net, meta):
     """Tiny checkpoint: config + weights + how it was trained; written atomically."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    torch.save({"config": asdict(net.c), "state_dict": net.state_dict(), "meta": meta}, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    ck = {"config": asdict(net.c), "state_dict": net.state_dict(), "meta": meta}
+    write_atomic(path, lambda tmp: torch.save(ck, tmp))
 
 
 TINY_MAX_LEN = 1024   # a tiny dLLM saw about 60 positions in pretraining (10% of sequences twice that): far past

@@ -1,36 +1,47 @@
 """
-Unmasking policies, all behind one interface: `act(obs) -> (unmask (b, L) bool, logp (b,) or None)`,
-driven by env.generate. Heuristics (reference semantics below) and the learned policy (paper section 4) differ
-only in how they score the candidates (masked positions of the current block).
+Unmasking policies, all behind one interface for env.generate: `act(obs) -> Action(unmask, logp, order)`.
+The hand rules (reference semantics below) and the learned policy (paper section 4) differ only in how they choose
+among the candidates (masked positions of the current block).
 
-  random / topk / margin / entropy (steps=S)  fixed schedule: S steps split equally over the blocks; in a
-                 block its masks are split evenly over its steps, the remainder to the earliest steps;
-                 chosen uniformly / by highest conf / highest top1-top2 margin / lowest entropy
+  random / topk / margin / entropy (steps=S)  fixed schedule: S steps split equally over the blocks; in a block its
+                 masks are split evenly over its steps, the remainder to the earliest steps; chosen uniformly / by
+                 highest conf / highest top1-top2 margin / lowest entropy
   threshold (lam)   Fast-dLLM: every candidate with conf >= lam, and always the row's most confident one
-  band (hi, lo)     a threshold rule with a lower band too: every candidate with conf >= hi or conf <= lo, and
-                    always the row's most confident one (the strongest hand rule of the tiny world: its
-                    least confident tokens are harmless filler, docs/tiny-world.md)
-  factor (f)        Fast-dLLM: longest prefix of sorted confs with c(n) >= 1 - f / (n + 1)
-  eb (gamma)        EB-sampler: by entropy ascending, largest prefix whose entropy sum minus its max <= gamma
-  pc (lam, steps)   PC-Sampler (arXiv 2508.13021): top-k schedule on exp(-lam * d) * conf, d the position
-  eosdamp (g, steps) EOSER (arXiv 2509.23924): top-k schedule on conf, end-of-text proposals' conf times a factor
-                    rising linearly from g to 1 over the steps
+  factor (f)        Fast-dLLM: the longest prefix of the sorted confs with c(n) >= 1 - f / (n + 1)
+  eb (gamma)        EB-sampler: by entropy ascending, the largest prefix whose entropy sum minus its max is <= gamma
+  pc (lam, steps)   PC-Sampler (arXiv 2508.13021): the top-k schedule on exp(-lam * d) * conf, d the position
+  eosdamp (g, steps) EOSER (arXiv 2509.23924): the top-k schedule on conf, end-of-text proposals' conf times a
+                    factor rising linearly from g to 1 over the steps
+  band (hi, lo)     every candidate with conf >= hi or conf <= lo, and always the row's most confident one
   learned           one adaptive-LayerNorm transformer block over (conf, mask bit, time [, alpha]) -> one logit per
                     position, turned into an action by a Bernoulli per position or by DPLS (actions.py)
 Ties in a ranking (common: a saturated tiny model gives conf == 1.0) go to the lowest position.
 
-    parse_policy("topk:steps=32"), parse_policy("pc:lam=0.25:steps=8"), parse_policy("out/ckpt.pt:tau=0.5:beta=2")
+A spec string names a policy: 'topk:steps=32', 'threshold:0.9', 'band:hi=0.9:lo=0.08', or a checkpoint
+'out/ckpt.pt:tau=0.5'. Each hand rule is one class that declares its spec name and arguments (Arg) once; parsing,
+eval.py's sweeps and the list in the README all come from those declarations (RULES). Adding a heuristic is adding
+a class here.
+
+    python policy.py          # the spec of every policy
 """
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from actions import ACTIONS, bernoulli_entropy, bernoulli_log_prob, bernoulli_sample, dpls_log_prob, dpls_sample  # noqa: F401
+from actions import ACTIONS, bernoulli_log_prob, bernoulli_sample, dpls_log_prob, dpls_sample
 from model import apply_rotary, rotary
+
+
+@dataclass
+class Action:
+    """What a policy returns for one step of the b unfinished rows."""
+    unmask: torch.Tensor          # (b, L) bool: reveal these positions now (env.generate keeps only candidates)
+    logp: torch.Tensor = None     # (b,) float32 log-probability of the action (learned policies)
+    order: torch.Tensor = None    # (b, L) long: the order a DPLS action drew its positions in (-1: not drawn)
 
 
 def rank_select(score, cand, k):
@@ -41,6 +52,11 @@ def rank_select(score, cand, k):
     return cand & (ranks < k[:, None])
 
 
+def best_one(score, cand):
+    """Each row's single highest-scoring candidate (b, L) bool."""
+    return rank_select(score, cand, torch.ones(score.shape[0], dtype=torch.long, device=score.device))
+
+
 def sorted_prefix(values, cand, descending, ok_fn):
     """Length (b,) of the longest prefix of the candidates' values, sorted, for which ok_fn holds (>= 1)."""
     fill = float("-inf") if descending else 1e9
@@ -49,98 +65,196 @@ def sorted_prefix(values, cand, descending, ok_fn):
     return ok_fn(v, n).long().cumprod(1).sum(1).clamp(min=1)
 
 
+# ----------------------------------------------------------------------------------------------------
+# the grammar of specs
+
+def value_text(v):
+    """A number as a spec writes it: 32, 0.9, 1 (not 1.0), 1e-07."""
+    text = repr(float(v))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def parse_number(spec, text, name):
+    """A finite float from a spec's argument, or one clear error."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{spec!r}: {name} {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{spec!r}: {name} must be finite, not {text}")
+    return v
+
+
+STEP_COUNTS = "step counts"   # Arg.grid of a fixed-step rule's steps: eval.py sweeps every valid count (step_counts)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a spec: its name, its type and range, and the values a sweep tries."""
+    name: str
+    metavar: str                 # how the README and the error messages write its value
+    kind: type = float           # int or float
+    lo: float = -math.inf        # allowed range [lo, hi]; open_lo makes it (lo, hi]
+    hi: float = math.inf
+    open_lo: bool = False
+    keyword: bool = True         # written 'name=V' in a spec (a one-argument rule may leave the name out)
+    grid: tuple = ()             # eval.py --sweep: these values (STEP_COUNTS: every valid step count)
+
+    def parse(self, spec, text):
+        v = parse_number(spec, text, self.name)
+        if self.kind is int and (v != int(v) or v < 1):
+            raise ValueError(f"{spec!r}: {self.name} must be a positive integer")
+        if not ((v > self.lo if self.open_lo else v >= self.lo) and v <= self.hi):
+            raise ValueError(f"{spec!r}: {self.name} must be {self.range_text()}")
+        return int(v) if self.kind is int else v
+
+    def range_text(self):
+        if self.hi == math.inf:
+            return f"{'>' if self.open_lo else '>='} {value_text(self.lo)}"
+        return f"in {'(' if self.open_lo else '['}{value_text(self.lo)}, {value_text(self.hi)}]"
+
+
+def parse_args(spec, args, text):
+    """'steps=32' / '0.9' / 'hi=0.9:lo=0.08' -> {name: value}, checked against args (a tuple of Arg). A value without
+    its name fills the next argument in order."""
+    values, usage = {}, ":".join(f"{a.name}={a.metavar}" if a.keyword else a.metavar for a in args)
+    for i, part in enumerate(p for p in text.split(":") if p):
+        key, eq, val = part.rpartition("=")
+        name = key if eq else (args[i].name if i < len(args) else None)
+        arg = next((a for a in args if a.name == name), None)
+        if arg is None or name in values or not val:
+            raise ValueError(f"{spec!r}: write it as {spec.split(':')[0]}:{usage}")
+        values[name] = (val, arg.parse(spec, val))
+    if len(values) != len(args):
+        raise ValueError(f"{spec!r}: write it as {spec.split(':')[0]}:{usage}")
+    return values
+
+
+# ----------------------------------------------------------------------------------------------------
+# the hand rules
+
+RULES = {}   # spec name -> the class of that hand rule (every subclass of Heuristic with a name registers itself)
+
+
 class Heuristic:
-    needs = ()
-    spec = "?"
+    """A hand rule: a spec name, its arguments, and select(obs) -> (b, L) bool."""
+    name = None        # the spec's name; a class that sets it is registered in RULES
+    args = ()          # its Args, in spec order
+    group = "paper"    # "paper" (the paper's heuristics), "eos-aware" (PC-Sampler, EOSER) or "hand" (beyond both)
+    in_all = True      # part of `eval.py --sweep all`
+    needs = ()         # extra observations it reads: "margin", "entropy", "eos"
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.__dict__.get("name"):          # a class that names itself (not a subclass that only inherits a name)
+            RULES[cls.name] = cls
+
+    def __init__(self, *values):
+        """Values in the order of args (parse_policy checks a spec's text first)."""
+        for a, v in zip(self.args, values):
+            setattr(self, a.name, a.kind(v))
+        self.spec = (self.name or type(self).__name__) + "".join(f":{a.name}={value_text(v)}" if a.keyword else f":{value_text(v)}"
+                                        for a, v in zip(self.args, values))
+        self.validate()
+
+    @classmethod
+    def usage(cls):
+        return cls.name + "".join(f":{a.name}={a.metavar}" if a.keyword else f":{a.metavar}" for a in cls.args)
+
+    def validate(self):
+        """Constraints between arguments (each one's own range is checked by its Arg)."""
 
     def check(self, L, BL):
-        pass
+        """Refuse a decoding setup this rule cannot run (fixed-step rules: the step count)."""
 
     def act(self, obs):
-        return self.select(obs), None
+        return Action(self.select(obs))
 
 
-class FixedSteps(Heuristic):
-    """random / topk / margin / entropy with a fixed number of steps (LLaDA's schedule)."""
+STEPS = Arg("steps", "S", int, grid=STEP_COUNTS)
 
-    def __init__(self, kind, steps):
-        self.kind, self.steps, self.spec = kind, int(steps), f"{kind}:steps={steps}"
-        self.needs = {"margin": ("margin",), "entropy": ("entropy",)}.get(kind, ())
+
+class Scheduled(Heuristic):
+    """LLaDA's fixed schedule: `steps` in total, split equally over the blocks; each step takes its share of the
+    block's masks, ranked by score(obs) (highest first)."""
+    args = (STEPS,)
 
     def check(self, L, BL):
         if not 0 < self.steps <= L or self.steps % (L // BL):
             raise ValueError(f"{self.spec}: steps must be in 1..{L} and a multiple of the {L // BL} blocks")
 
     def select(self, obs):
-        score = {"random": obs.uniform,
-                 "topk": lambda: obs.conf, "margin": lambda: obs.margin,
-                 "entropy": lambda: -obs.entropy}[self.kind]()
-        return self.ranked(obs, score)
-
-    def ranked(self, obs, score):
-        """The schedule: this step's share of the block's masks, the highest-scoring candidates."""
         per_block = self.steps // obs.n_blocks
         left = (per_block - obs.block_step).clamp(min=1)                 # steps left in this block
-        k = -(-obs.cand.sum(1) // left)                                  # ceil: remainder goes first
-        return rank_select(score, obs.cand, k)
+        k = -(-obs.cand.sum(1) // left)                                  # ceil: the remainder goes first
+        return rank_select(self.score(obs), obs.cand, k)
 
 
-class PositionCalibrated(FixedSteps):
-    """PC-Sampler's position-aware calibration, score exp(-lam * d) * conf, with LLaDA's top-k schedule. d counts
-    from the start of the generation; from the first still-masked position instead would only multiply every
-    candidate of a row by the same factor, which a ranking does not see (it would matter for a threshold on the
-    score, which we do not use). The published version also divides by a token-frequency prior from a reference
-    corpus: left out, because no corpus of the dLLM's training data is at hand (and the prior it mostly corrects,
-    end-of-text, is what eosdamp targets directly)."""
+class TopK(Scheduled):
+    name = "topk"
 
-    def __init__(self, lam, steps):
-        super().__init__("topk", steps)
-        self.lam, self.spec = float(lam), f"pc:lam={lam}:steps={steps}"
+    def score(self, obs):
+        return obs.conf
 
-    def select(self, obs):
+
+class Random(Scheduled):
+    name = "random"
+
+    def score(self, obs):
+        return obs.uniform()
+
+
+class Margin(Scheduled):
+    name, needs, in_all = "margin", ("margin",), False
+
+    def score(self, obs):
+        return obs.margin
+
+
+class Entropy(Scheduled):
+    name, needs, in_all = "entropy", ("entropy",), False
+
+    def score(self, obs):
+        return -obs.entropy
+
+
+class PositionCalibrated(Scheduled):
+    """PC-Sampler's position-aware calibration, score exp(-lam * d) * conf. d counts from the start of the generation;
+    counting from the first still-masked position instead would only multiply every candidate of a row by the same
+    factor, which a ranking does not see. The published version also divides by a token-frequency prior from a
+    reference corpus: left out, since no corpus of the dLLM's training data is at hand (the prior mostly corrects
+    end-of-text, which eosdamp targets directly)."""
+    name, group, in_all = "pc", "eos-aware", False
+    args = (Arg("lam", "L", lo=0, grid=(0.25, 1.0)), STEPS)
+
+    def score(self, obs):
         d = torch.arange(obs.conf.shape[1], device=obs.conf.device, dtype=torch.float32)
-        return self.ranked(obs, torch.exp(-self.lam * d)[None] * obs.conf)
+        return torch.exp(-self.lam * d)[None] * obs.conf
 
 
-class EOSDamped(FixedSteps):
-    """EOSER's end-of-text damping with LLaDA's top-k schedule: an end-of-text proposal's conf is multiplied by
-    g + (1 - g) * progress, progress = steps spent / (steps - 1) rising from 0 to 1, so padding is no longer revealed
-    first from the right in full diffusion."""
+class EOSDamped(Scheduled):
+    """EOSER's end-of-text damping: an end-of-text proposal's conf times g + (1 - g) * progress, progress = steps spent
+    / (steps - 1) rising from 0 to 1, so padding is no longer revealed first from the right in full diffusion."""
+    name, group, needs, in_all = "eosdamp", "eos-aware", ("eos",), False
+    args = (Arg("g", "G", lo=0, hi=1, grid=(0.4,)), STEPS)
 
-    def __init__(self, g, steps):
-        super().__init__("topk", steps)
-        self.g, self.spec, self.needs = float(g), f"eosdamp:g={g}:steps={steps}", ("eos",)
-
-    def select(self, obs):
+    def score(self, obs):
         progress = ((obs.t * obs.conf.shape[1]).round() / max(self.steps - 1, 1)).clamp(max=1.0)[:, None]   # (b, 1)
-        damp = self.g + (1 - self.g) * progress
-        return self.ranked(obs, torch.where(obs.eos, obs.conf * damp, obs.conf))
+        return torch.where(obs.eos, obs.conf * (self.g + (1 - self.g) * progress), obs.conf)
 
 
 class Threshold(Heuristic):
-    def __init__(self, lam):
-        self.lam, self.spec = float(lam), f"threshold:{lam}"
-
-    def select(self, obs):  # the fallback is per row: no row ever stalls
-        one = torch.ones(obs.conf.shape[0], dtype=torch.long, device=obs.conf.device)
-        return (obs.cand & (obs.conf >= self.lam)) | rank_select(obs.conf, obs.cand, one)
-
-
-class Band(Heuristic):
-    """Reveal the sure tokens (conf >= hi) and the ones so unsure that the dLLM has no preference (conf <= lo),
-    plus the row's most confident candidate."""
-
-    def __init__(self, hi, lo):
-        self.hi, self.lo, self.spec = float(hi), float(lo), f"band:hi={hi}:lo={lo}"
+    """The fallback is per row: no row ever stalls (the paper's code falls back batch-wide)."""
+    name = "threshold"
+    args = (Arg("lam", "LAMBDA", lo=0, hi=1, open_lo=True, keyword=False, grid=(0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)),)
 
     def select(self, obs):
-        one = torch.ones(obs.conf.shape[0], dtype=torch.long, device=obs.conf.device)
-        return (obs.cand & ((obs.conf >= self.hi) | (obs.conf <= self.lo))) | rank_select(obs.conf, obs.cand, one)
+        return (obs.cand & (obs.conf >= self.lam)) | best_one(obs.conf, obs.cand)
 
 
 class Factor(Heuristic):
-    def __init__(self, f):
-        self.f, self.spec = float(f), f"factor:{f}"
+    name = "factor"
+    args = (Arg("f", "F", lo=0, keyword=False, grid=(0.25, 0.5, 1, 2, 4, 6, 8, 12, 16)),)
 
     def select(self, obs):
         k = sorted_prefix(obs.conf, obs.cand, True, lambda c, n: c >= 1 - self.f / (n + 1))
@@ -148,14 +262,27 @@ class Factor(Heuristic):
 
 
 class EB(Heuristic):
-    needs = ("entropy",)
-
-    def __init__(self, gamma):
-        self.gamma, self.spec = float(gamma), f"eb:gamma={gamma}"
+    name, needs = "eb", ("entropy",)
+    args = (Arg("gamma", "G", lo=0, grid=(0.001, 0.01, 0.03, 0.1, 0.3, 0.6, 1, 3)),)
 
     def select(self, obs):
         k = sorted_prefix(obs.entropy, obs.cand, False, lambda e, n: e.cumsum(1) - e <= self.gamma)
         return rank_select(-obs.entropy, obs.cand, k)
+
+
+class Band(Heuristic):
+    """Reveal the sure tokens (conf >= hi) and the ones so unsure that the dLLM has no preference (conf <= lo), plus
+    the row's most confident candidate: in the tiny world the least confident tokens are harmless filler
+    (docs/tiny-world.md). Under sampling (T > 0) a low confidence marks an unlikely sample instead."""
+    name, group, in_all = "band", "hand", False
+    args = (Arg("hi", "H", lo=0, hi=1, grid=(0.7, 0.8, 0.9, 0.95)), Arg("lo", "L", lo=0, hi=1, grid=(0.05, 0.08, 0.12)))
+
+    def validate(self):
+        if not self.lo < self.hi:
+            raise ValueError(f"{self.spec!r}: need 0 <= lo < hi <= 1")
+
+    def select(self, obs):
+        return (obs.cand & ((obs.conf >= self.hi) | (obs.conf <= self.lo))) | best_one(obs.conf, obs.cand)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -169,10 +296,9 @@ class PolicyConfig:
     init_bias: float = -2.0 # output bias: every masked token starts at sigmoid(-2) = 0.12
     alpha_lo: float = None  # alpha-conditioned policy (train.py --alpha-range LO,HI): the range it was trained on;
     alpha_hi: float = None  # None = one policy per alpha, as in the paper
-    alpha_features: str = "smooth"  # how alpha is encoded (alpha_features); checkpoints from before read "timestep"
-    actions: str = "bernoulli"  # how logits become an action (actions.py): bernoulli (paper) or dpls (App. E)
-    features: str = "log"   # what the policy reads of a confidence c: "raw" = c alone (paper), "log" = c, log c and
-                            # log(1 - c) (see conf_features)
+    alpha_features: str = "smooth"  # how alpha is encoded (alpha_features)
+    actions: str = "bernoulli"      # how logits become an action (actions.py): bernoulli (paper) or dpls (App. E)
+    features: str = "log"   # what the policy reads of a confidence c: raw = c alone (paper), log = c, log c, log(1 - c)
 
 
 FEATURES = {"raw": 1, "log": 3}   # input features per position
@@ -180,9 +306,8 @@ FEATURES = {"raw": 1, "log": 3}   # input features per position
 
 def conf_features(conf, kind):
     """(n, L) confidences -> (n, L, F) input features. The paper feeds c itself to Linear(1, d). "log" adds log c and
-    log(1 - c) (scaled by 1/10, c clamped to [1e-6, 1 - 1e-6]): each decade of c near 0, or of 1 - c near 1, is one
-    step of the input, where c alone moves by 0.09 from 0.9 to 0.99 and by 0.05 from 0.05 to 0.1. Those are the ends
-    where the tiny world's decisions lie; docs/learning.md measures what it changes."""
+    log(1 - c) (scaled by 1/10, c clamped to [1e-6, 1 - 1e-6]): each decade of c near 0, or of 1 - c near 1, is then
+    one step of the input, where c alone moves by 0.09 from 0.9 to 0.99 and by 0.05 from 0.05 to 0.1."""
     c = conf.float()[..., None]
     if kind == "raw":
         return c
@@ -201,9 +326,8 @@ def sinusoidal(t, dim, max_period=10000.0):
 def alpha_features(alpha, hi, dim, kind="smooth"):
     """(n,) reward exponents in [0, hi] -> (n, dim) sinusoidal features of u = log(1 + alpha) / log(1 + hi) in [0, 1]
     (the reward's sensitivity to alpha is roughly logarithmic). "smooth": frequencies from pi/4 to 4 pi, so every
-    feature is a smooth function of u and what is learned at one alpha carries over to its neighbours. "timestep"
-    (checkpoints from before): the diffusion-time encoding, frequencies up to 1000 per unit of u, under which
-    neighbouring alphas look unrelated (docs/learning.md measures what that did)."""
+    feature is a smooth function of u and what is learned at one alpha carries over to its neighbours. "timestep":
+    the diffusion-time encoding (frequencies up to 1000 per unit of u), kept for the checkpoints that use it."""
     u = torch.log1p(alpha.float()) / math.log1p(hi)
     if kind == "timestep":
         return sinusoidal(u, dim)
@@ -213,12 +337,22 @@ def alpha_features(alpha, hi, dim, kind="smooth"):
     return torch.cat([a.cos(), a.sin()], dim=-1)
 
 
+@dataclass(frozen=True)
+class Knobs:
+    """How a learned policy is read at one call; nothing of it is stored in the network."""
+    tau: float = 1.0        # policy temperature: unmask p = sigmoid(logit / tau) (paper: 0.5 for BL 32, 1 for BL = L)
+    beta: float = 1.0       # paper Fig. 6: p = min(1, beta * sigmoid(logit / tau)); DPLS: STOP's logit is -log(beta)
+    alpha: float = None     # an alpha-conditioned policy's point on its front (GRPO rollouts pass their own, obs.alpha)
+    fallback: bool = True   # evaluation: a row that drew nothing unmasks its best candidate (GRPO rollouts: False)
+
+
 class LearnedPolicy(nn.Module):
     """conf (n, L), mask bit (n, L), time (n,) [, alpha (n,)] -> one unmask logit per position (n, L).
     With alpha_hi set, the policy is conditioned on the reward exponent twice: an MLP of alpha's features is added to
     the time / mask conditioning (so alpha can change how confidences are read), and another scales and shifts the
-    logits (so alpha moves the reveal threshold directly). Their output layers start at zero and they are built last,
-    so at initialisation the policy is exactly the unconditioned one of the same seed, whatever alpha."""
+    logits (so alpha moves the reveal threshold directly; through `ada` alone, which starts at zero, alpha's gradient
+    would start at zero too). Their output layers start at zero and they are built last, so at initialisation the
+    policy is exactly the unconditioned one of the same seed, whatever alpha."""
 
     def __init__(self, c: PolicyConfig = PolicyConfig()):
         super().__init__()
@@ -238,13 +372,8 @@ class LearnedPolicy(nn.Module):
         if c.alpha_hi is not None:
             self.alpha_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
             nn.init.zeros_(self.alpha_mlp[2].weight), nn.init.zeros_(self.alpha_mlp[2].bias)
-            # output FiLM: a scale and a shift of every logit from alpha. The adaLN path above reaches the logits only
-            # through ada, which starts at zero, so its gradient starts at zero too (docs/learning.md measures it);
-            # this path's shift gets the summed policy gradient of every position from the first step
-            self.alpha_out = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 2))
+            self.alpha_out = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 2))   # a scale and a shift
             nn.init.zeros_(self.alpha_out[2].weight), nn.init.zeros_(self.alpha_out[2].bias)
-        self.tau, self.beta, self.fallback, self.spec = 1.0, 1.0, True, "learned"
-        self.alpha = None   # evaluation: the point on the front (ckpt.pt:alpha=A) of an alpha-conditioned policy
 
     @property
     def conditioned(self):
@@ -253,7 +382,7 @@ class LearnedPolicy(nn.Module):
     def modulation(self, masked, t, alpha=None):
         """(n, L, 6d): ada of position i's conditioning mask_emb[mask_i] + time_mlp(t) [+ alpha_mlp(alpha)]. ada is
         linear, so that is ada of the row's part (one per row) plus ada's weight applied to the two mask embeddings:
-        no per-position matmul (a test checks it against ada applied at every position)."""
+        no per-position matmul."""
         row = self.time_mlp(sinusoidal(t, self.c.width))                             # (n, d)
         if self.conditioned:
             if alpha is None:
@@ -263,15 +392,15 @@ class LearnedPolicy(nn.Module):
         return F.embedding(masked.long(), F.linear(self.mask_emb.weight, self.ada.weight)) + self.ada(row)[:, None]
 
     def forward(self, conf, masked, t, alpha=None):
-        logits = self.trunk(conf, masked, t, alpha)
+        logits = self.block_logits(conf, masked, t, alpha)
         if not self.conditioned:
             return logits
         a = alpha_features(alpha, self.c.alpha_hi, self.c.width, self.c.alpha_features)
         scale, shift = self.alpha_out(a).unbind(-1)                                  # (n,) each
         return logits * (1 + scale[:, None]) + shift[:, None]
 
-    def trunk(self, conf, masked, t, alpha=None):
-        """The transformer block: (n, L) logits before the output FiLM of an alpha-conditioned policy."""
+    def block_logits(self, conf, masked, t, alpha=None):
+        """The transformer block: (n, L) logits before the output scale and shift of an alpha-conditioned policy."""
         n, L = conf.shape
         h = self.conf_in(conf_features(conf, self.c.features))                      # (n, L, d)
         b1, s1, g1, b2, s2, g2 = self.modulation(masked, t, alpha).chunk(6, dim=-1)  # each (n, L, d)
@@ -284,42 +413,78 @@ class LearnedPolicy(nn.Module):
         h = h + (1 + g2) * self.mlp(self.ln2(h) * (1 + s2) + b2)
         return self.head(self.ln_out(h)).squeeze(-1)                                # (n, L)
 
-    def check(self, L, BL):
-        pass
-
-    def alpha_of(self, obs):
-        """(b,) alpha per row: the rollout's own (obs.alpha, GRPO with --alpha-range), else the one asked for."""
-        if not self.conditioned:
-            return None
-        if obs.alpha is not None:
-            return obs.alpha
-        if self.alpha is None:
-            raise ValueError(f"{self.spec} is alpha-conditioned (trained on [{self.c.alpha_lo:g}, {self.c.alpha_hi:g}]): "
-                             f"pick the point on its front with ':alpha=A'")
-        return torch.full(obs.t.shape, float(self.alpha), device=obs.t.device)
-
     @torch.no_grad()
-    def act(self, obs):
+    def act(self, obs, knobs=Knobs()):
+        """One step's action for the observation, read with knobs -> Action (logp: its exact log-probability)."""
+        alpha = None
+        if self.conditioned:   # the rollout's own alpha (GRPO with --alpha-range), else the one asked for
+            if obs.alpha is None and knobs.alpha is None:
+                raise ValueError(f"an alpha-conditioned policy (trained on [{self.c.alpha_lo:g}, {self.c.alpha_hi:g}]) "
+                                 f"needs its point on the front: ':alpha=A'")
+            alpha = obs.alpha if obs.alpha is not None else torch.full(obs.t.shape, float(knobs.alpha), device=obs.t.device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=obs.conf.is_cuda):
-            logits = self(obs.conf, obs.masked, obs.t, self.alpha_of(obs)).float()
+            logits = self(obs.conf, obs.masked, obs.t, alpha).float()
         if self.c.actions == "dpls":   # never empty: no fallback needed
-            u, order = dpls_sample(logits, obs.cand, obs.uniform(), obs.uniform(1), obs.uniform(2)[:, 0], self.tau, self.beta)
-            return u, dpls_log_prob(logits, obs.cand, order, self.tau, self.beta), order
-        u = bernoulli_sample(logits, obs.cand, obs.uniform(), self.tau, self.beta)
-        logp = bernoulli_log_prob(logits, obs.cand, u, self.tau, self.beta)
-        if self.fallback:  # evaluation: a row that drew nothing unmasks its best candidate
-            none = ~u.any(1, keepdim=True)
-            best = rank_select(logits, obs.cand, torch.ones_like(logp, dtype=torch.long))
-            u = u | (none & best)
-        return u, logp
+            u, order = dpls_sample(logits, obs.cand, obs.uniform(), obs.uniform(1), obs.uniform(2)[:, 0], knobs.tau,
+                                   knobs.beta)
+            return Action(u, dpls_log_prob(logits, obs.cand, order, knobs.tau, knobs.beta), order)
+        u = bernoulli_sample(logits, obs.cand, obs.uniform(), knobs.tau, knobs.beta)
+        logp = bernoulli_log_prob(logits, obs.cand, u, knobs.tau, knobs.beta)
+        if knobs.fallback:
+            u = u | (~u.any(1, keepdim=True) & best_one(logits, obs.cand))
+        return Action(u, logp)
 
+
+@dataclass
+class Learned:
+    """A learned policy as env.generate drives it: the network and how it is read (spec: the rows' name for it)."""
+    net: LearnedPolicy
+    knobs: Knobs = field(default_factory=Knobs)
+    spec: str = "learned"
+    needs = ()
+
+    def check(self, L, BL):
+        """Any decoding setup: the policy reads every position it is given."""
+
+    def act(self, obs):
+        return self.net.act(obs, self.knobs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# checkpoints (written by train.py) and the one place that upgrades the files of earlier versions
 
 CHECKPOINT_KEYS = ("policy", "policy_config", "args", "step")   # what every train.py checkpoint holds
+# What a checkpoint of an earlier version lacks, and the value that version used.
+EARLIER = dict(policy_config=dict(features="raw", alpha_features="timestep", actions="bernoulli"),
+               args=dict(features="raw", actions="bernoulli", width=128, cache="none", alpha_range=None, expert=None,
+                         expert_block_length=None, imitate=None, init=None, alpha_norm=False, eval_tau=1.0,
+                         temperature=0.0, reward="mult"))
+RENAMED = dict(tau="eval_tau")   # args saved under an earlier name
+SETUP_ARGS = dict(model=str, task=str, gen_length=int, block_length=int, alpha=(int, float))   # checked on read
+
+
+def upgrade_checkpoint(ck, path="checkpoint"):
+    """A checkpoint dict of any version -> the current layout (what earlier files lack filled in), checked."""
+    if not isinstance(ck, dict) or any(k not in ck for k in CHECKPOINT_KEYS):
+        have = list(ck) if isinstance(ck, dict) else []
+        raise ValueError(f"{path} is not a policy checkpoint written by train.py (it lacks "
+                         f"{[k for k in CHECKPOINT_KEYS if k not in have]})")
+    if not isinstance(ck["args"], dict) or not isinstance(ck["policy_config"], dict) or not isinstance(ck["policy"], dict):
+        raise ValueError(f"{path}: its args, policy_config and policy must be dicts (not a train.py checkpoint)")
+    args = {RENAMED.get(k, k): v for k, v in ck["args"].items()}
+    ck = dict(ck, args={**EARLIER["args"], **args}, policy_config={**EARLIER["policy_config"], **ck["policy_config"]})
+    for k, kind in SETUP_ARGS.items():
+        if not isinstance(ck["args"].get(k), kind) or isinstance(ck["args"].get(k), bool):
+            raise ValueError(f"{path}: its stored training argument {k!r} is {ck['args'].get(k)!r}; the file is damaged "
+                             f"or not from train.py (train the policy again)")
+    if ck["policy_config"]["actions"] not in ACTIONS:
+        raise ValueError(f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows {ACTIONS})")
+    return ck
 
 
 def read_checkpoint(path):
-    """A train.py checkpoint as a dict, checked: a missing, empty, truncated, foreign or non-policy file is one
-    clear ValueError / FileNotFoundError, never an EOFError or KeyError from deep inside."""
+    """A train.py checkpoint as a dict in the current layout: a missing, empty, truncated, foreign or damaged file is
+    one clear ValueError / FileNotFoundError, never an EOFError or KeyError from deep inside."""
     if os.path.isdir(path):
         raise ValueError(f"policy checkpoint {path} is a directory: pass the checkpoint file (e.g. {path}/ckpt.pt)")
     if not os.path.isfile(path):
@@ -328,16 +493,13 @@ def read_checkpoint(path):
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # empty, truncated, not a torch file, or foreign pickled objects
         raise ValueError(f"{path} is not a policy checkpoint written by train.py ({type(e).__name__})") from None
-    if not isinstance(ck, dict) or any(k not in ck for k in CHECKPOINT_KEYS):
-        raise ValueError(f"{path} is not a policy checkpoint written by train.py (it lacks "
-                         f"{[k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]})")
-    return ck
+    return upgrade_checkpoint(ck, path)
 
 
 def load_weights(pol, state, new=("alpha_mlp.", "alpha_out.")):
     """Load a state dict whose only missing weights are those of `new` modules (a conditioned policy from before the
-    output FiLM, or a per-alpha policy that starts a conditioned one: train.py --init). Those stay at their
-    initialisation, which leaves the policy's function unchanged (their output layers are zero)."""
+    output scale and shift, or a per-alpha policy that starts a conditioned one: train.py --init). Those stay at
+    their initialisation, which leaves the policy's function unchanged (their output layers are zero)."""
     missing, unexpected = pol.load_state_dict(state, strict=False)
     bad = [k for k in missing if not k.startswith(new)] + list(unexpected)
     if bad:
@@ -345,117 +507,68 @@ def load_weights(pol, state, new=("alpha_mlp.", "alpha_out.")):
 
 
 def load_policy(path, device="cpu"):
-    """A learned policy from a train.py checkpoint -> (policy in eval mode, checkpoint dict)."""
+    """A learned policy network from a train.py checkpoint -> (network in eval mode, checkpoint dict)."""
     ck = read_checkpoint(path)
-    if ck["policy_config"].get("actions", "bernoulli") not in ACTIONS:
-        raise ValueError(f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows {ACTIONS})")
     try:
-        pol = LearnedPolicy(PolicyConfig(**{"features": "raw", "alpha_features": "timestep",   # older files'
-                                            **ck["policy_config"]}))
+        pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))
         load_weights(pol, ck["policy"])
-    except (TypeError, RuntimeError) as e:
+    except (TypeError, RuntimeError, ValueError) as e:
         raise ValueError(f"{path}: its policy weights do not match its policy config "
                          f"({str(e).splitlines()[0][:200]})") from None
-    pol.spec = path  # the path as given: several checkpoints share a file name
-    pol.tau = float(ck["args"].get("tau", 1.0))   # the temperature it was trained to be read at (train.py --tau)
+    bad = [k for k, v in pol.state_dict().items() if not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path}: its policy weights are not finite ({', '.join(bad[:3])}): the training diverged; "
+                         f"train it again with a lower --lr")
     return pol.to(device).eval(), ck
 
 
-def number(spec, text, what):
-    """A finite float from a spec's argument, or one clear error."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise ValueError(f"{spec!r}: {what} {text!r} is not a number") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{spec!r}: {what} must be finite, not {text}")
-    return v
+CHECKPOINT_OPTIONS = (Arg("tau", "T", lo=0, open_lo=True), Arg("beta", "B", lo=0, open_lo=True), Arg("alpha", "A", lo=0))
 
 
-def parse_policy(spec, device="cpu"):
-    """One spec string -> a policy object. 'topk:steps=64', 'threshold:0.9', 'eb:gamma=0.1', 'factor:1',
-    'random:32', 'pc:lam=0.25:steps=8', 'eosdamp:g=0.4:steps=8', 'band:hi=0.9:lo=0.08', or a checkpoint 'path/ckpt.pt' with ':tau=0.5'."""
-    name, _, arg = spec.strip().partition(":")
-    key, _, val = arg.rpartition("=")
-    if name.endswith(".pt"):
-        return checkpoint_policy(spec, name, arg, device)
-    keys = {"random": "steps", "topk": "steps", "margin": "steps", "entropy": "steps",
-            "threshold": "lam", "factor": "f", "eb": "gamma"}
-    if name in TWO_ARGUMENTS:   # two arguments, colon-separated so the spec survives a comma list
-        return two_argument_rule(spec, name, arg)
-    if name not in keys:
-        raise ValueError(f"unknown policy {spec!r}: use one of {sorted(keys) + list(TWO_ARGUMENTS)} (e.g. topk:steps=32) "
-                         f"or a *.pt checkpoint")
-    if not val or key not in ("", keys[name]):
-        raise ValueError(f"{spec!r}: write it as {name}:{keys[name]}=VALUE")
-    num = number(spec, val, keys[name])
-    if keys[name] == "steps":
-        return FixedSteps(name, steps_of(spec, num))
-    if name == "threshold" and not 0 < num <= 1:
-        raise ValueError(f"{spec!r}: a confidence threshold must be in (0, 1]")
-    if name in ("factor", "eb") and num < 0:
-        raise ValueError(f"{spec!r}: {keys[name]} must be >= 0")
-    return {"threshold": Threshold, "factor": Factor, "eb": EB}[name](val)
-
-
-def checkpoint_policy(spec, path, arg, device):
-    """'ckpt.pt', 'ckpt.pt:tau=0.5', 'ckpt.pt:beta=2', 'ckpt.pt:alpha=3', 'ckpt.pt:tau=0.5:beta=2:alpha=3' -> the
-    learned policy. Its spec (the rows' identity) is the path followed by the options as given. beta (paper Fig. 6):
-    unmask with probability min(1, beta * sigmoid(logit / tau)); for DPLS, STOP's logit becomes -log(beta)."""
+def checkpoint_policy(spec, device="cpu"):
+    """'ckpt.pt[:tau=T][:beta=B][:alpha=A]' -> Learned. tau defaults to the one stored in the checkpoint
+    (train.py --eval-tau); alpha is required for an alpha-conditioned policy and refused otherwise. The spec, the
+    rows' name for the policy, is the path followed by the options as given."""
+    path, _, text = spec.strip().partition(":")
     opts = {}
-    for part in filter(None, arg.split(":")):
+    for part in filter(None, text.split(":")):
         k, _, v = part.partition("=")
-        if k not in ("tau", "beta", "alpha") or k in opts:
+        arg = next((a for a in CHECKPOINT_OPTIONS if a.name == k), None)
+        if arg is None or k in opts or not v:
             raise ValueError(f"{spec!r}: a checkpoint takes ':tau=T', ':beta=B' and, if alpha-conditioned, ':alpha=A'")
-        opts[k] = (v, number(spec, v, k))
-    for k in ("tau", "beta"):
-        if k in opts and opts[k][1] <= 0:
-            raise ValueError(f"{spec!r}: {k} must be > 0")
-    pol, _ = load_policy(path, device)
-    if pol.conditioned and "alpha" not in opts:
-        raise ValueError(f"{spec!r}: {path} is alpha-conditioned (trained on [{pol.c.alpha_lo:g}, {pol.c.alpha_hi:g}]): "
+        opts[k] = (v, arg.parse(spec, v))
+    net, ck = load_policy(path, device)
+    if net.conditioned and "alpha" not in opts:
+        raise ValueError(f"{spec!r}: {path} is alpha-conditioned (trained on [{net.c.alpha_lo:g}, {net.c.alpha_hi:g}]): "
                          f"pick the point on its front with ':alpha=A'")
     if "alpha" in opts:
         a = opts["alpha"][1]
-        if not pol.conditioned:
+        if not net.conditioned:
             raise ValueError(f"{spec!r}: {path} is not alpha-conditioned (it was trained for one alpha); drop ':alpha='")
-        if not pol.c.alpha_lo <= a <= pol.c.alpha_hi:
+        if not net.c.alpha_lo <= a <= net.c.alpha_hi:
             raise ValueError(f"{spec!r}: alpha {a:g} is outside the range the policy was trained on "
-                             f"[{pol.c.alpha_lo:g}, {pol.c.alpha_hi:g}]")
-        pol.alpha = a
-    pol.tau = opts["tau"][1] if "tau" in opts else pol.tau
-    pol.beta = opts["beta"][1] if "beta" in opts else 1.0
-    pol.spec = path + "".join(f":{k}={v}" for k, (v, _) in opts.items())
-    return pol
+                             f"[{net.c.alpha_lo:g}, {net.c.alpha_hi:g}]")
+    knobs = Knobs(tau=opts["tau"][1] if "tau" in opts else float(ck["args"]["eval_tau"]),
+                  beta=opts["beta"][1] if "beta" in opts else 1.0, alpha=opts["alpha"][1] if "alpha" in opts else None)
+    return Learned(net, knobs, path + "".join(f":{k}={v}" for k, (v, _) in opts.items()))
 
 
-def steps_of(spec, num):
-    if num != int(num) or num < 1:
-        raise ValueError(f"{spec!r}: steps must be a positive integer")
-    return int(num)
+def checkpoint_of(spec):
+    """The checkpoint file of a learned spec ('dir/ckpt.pt:tau=1.0' -> 'dir/ckpt.pt'), None for a hand rule."""
+    head = spec.strip().split(":")[0]
+    return head if head.endswith(".pt") else None
 
 
-TWO_ARGUMENTS = dict(pc=("lam", "steps"), eosdamp=("g", "steps"), band=("hi", "lo"))
-
-
-def two_argument_rule(spec, name, arg):
-    """'pc:lam=0.25:steps=8', 'eosdamp:g=0.4:steps=8' and 'band:hi=0.9:lo=0.08'."""
-    first, second = TWO_ARGUMENTS[name]
-    parts = dict(p.partition("=")[::2] for p in arg.split(":") if p)
-    if set(parts) != {first, second} or not all(parts.values()):
-        raise ValueError(f"{spec!r}: write it as {name}:{first}=VALUE:{second}=VALUE")
-    v = number(spec, parts[first], first)
-    if name == "band":
-        lo = number(spec, parts["lo"], "lo")
-        if not 0 <= lo < v <= 1:
-            raise ValueError(f"{spec!r}: need 0 <= lo < hi <= 1")
-        return Band(parts["hi"], parts["lo"])
-    if name == "pc" and v < 0:
-        raise ValueError(f"{spec!r}: lam must be >= 0")
-    if name == "eosdamp" and not 0 <= v <= 1:
-        raise ValueError(f"{spec!r}: g must be in [0, 1]")
-    steps = steps_of(spec, number(spec, parts["steps"], "steps"))
-    return PositionCalibrated(parts[first], steps) if name == "pc" else EOSDamped(parts[first], steps)
+def parse_policy(spec, device="cpu"):
+    """One spec string -> a policy object (a Heuristic, or Learned for a checkpoint)."""
+    if checkpoint_of(spec):
+        return checkpoint_policy(spec, device)
+    name, _, text = spec.strip().partition(":")
+    if name not in RULES:
+        raise ValueError(f"unknown policy {spec!r}: use one of {sorted(RULES)} (e.g. topk:steps=32) or a *.pt checkpoint")
+    rule = RULES[name]
+    values = parse_args(spec, rule.args, text)
+    return rule(*(values[a.name][1] for a in rule.args))
 
 
 def parse_policies(specs, device="cpu"):
@@ -464,3 +577,12 @@ def parse_policies(specs, device="cpu"):
     if not pols:
         raise ValueError(f"no policy in {specs!r}: pass comma-separated specs, e.g. 'topk:steps=32,threshold:0.9'")
     return pols
+
+
+def spec_forms():
+    """Every policy's spec form, as the README lists them."""
+    return [rule.usage() for rule in RULES.values()] + ["path.pt[:tau=T][:beta=B][:alpha=A]"]
+
+
+if __name__ == "__main__":
+    print("\n".join(spec_forms()))

@@ -1,64 +1,161 @@
 """
-Compare unmasking policies on a task: accuracy, mean NFE, tokens per NFE and seconds for each, through
-the one env.generate loop, and show generations with the step at which each token was revealed.
+Compare unmasking policies on a task: accuracy, mean NFE, tokens per NFE and seconds for each, through the one
+env.generate loop, and show generations with the step at which each token was revealed. With --samples K each
+problem is decoded K times (distinct noise for the dLLM and the policy): pass@k by the unbiased estimator
+1 - C(K - c, k) / C(K, k) for c right of K, and majority vote (the final answer given most often, right when it is
+the gold one). Under torchrun each rank decodes its share of the problems and rank 0 prints the table: the rows are
+those of one process.
 
-    python sample.py --model tiny --task chain --gen-length 32 --block-length 32 --n 500 \
-        --policies "random:steps=32,topk:steps=32,threshold:0.9,factor:1,eb:gamma=0.1" --json results.json
-    python sample.py                                                            # the shipped policy vs heuristics
-    python sample.py --policy out/ckpt.pt --policies "threshold:0.9" --show 2   # model, L, BL from ckpt
+    python sample.py                                                            # the shipped policy vs hand rules
+    python sample.py --policies "topk:steps=32,threshold:0.9,band:hi=0.9:lo=0.08" --n 500
+    python sample.py --policy out/ckpt.pt --policies "threshold:0.9" --show 2   # model, L, BL from the checkpoint
+    python sample.py --policies threshold:0.6 --temperature 0.8 --samples 4 --n 32 --block-length 8   # pass@k
+    torchrun --nproc_per_node=2 sample.py --policies threshold:0.9 --num-problems 500 --device cpu
 """
-import argparse
-import json
+import dataclasses
+import math
 import os
 import time
+from collections import Counter
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
-from support.cli import check_args, check_out_file
+from common.cli import check_args, check_counts, check_out_file, check_seed, check_threads, option, parse_config, write_json
+from common.dist import finish, gather, init_ranks
 from env import CACHES, check_buffer, check_decoding, generate, row_keys
 from model import check_model_name, load_dllm, resolve_device
-from policy import LearnedPolicy, parse_policies, read_checkpoint
-from tasks import ANSWER_PREFIX, SYSTEM_PROMPT, check_task, get_problems, grade_many
+from policy import Learned, checkpoint_of, parse_policies, read_checkpoint
+from tasks import answer_is_right, check_task, final_answer, get_problems, grade_many, prompts_of
 
-DEFAULTS = dict(model="tiny", task="chain", gen_length=32, block_length=32)
-# What `python sample.py` with no policy flag compares: the shipped full-diffusion policy and these heuristics.
+# What `python sample.py` with no policy flag compares: the shipped full-diffusion policy and these hand rules.
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "policy_full.pt")
 HEURISTICS = "topk:steps=32,threshold:0.9,eb:gamma=0.01,pc:lam=1:steps=8,band:hi=0.9:lo=0.08"
+SETUP_DEFAULTS = dict(model="tiny", task="chain", gen_length=32, block_length=32)   # unless a checkpoint sets them
 
 
-def prompts_of(dllm, problems):
-    """Left-padded prompt ids: each problem's question through the chat template, its answer prefill after it."""
-    return dllm.encode([dllm.prompt_text(p.question, SYSTEM_PROMPT if p.system is None else p.system,
-                                         ANSWER_PREFIX if p.prefix is None else p.prefix) for p in problems])
+@dataclass
+class SampleConfig:
+    model: str = option(None, "dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt (default tiny, or the "
+                              "checkpoint's)")
+    task: str = option(None, "chain, sub (tiny world), gsm8k, math500, humaneval, mbpp (default chain, or the checkpoint's)")
+    policies: str = option(None, "comma-separated policy specs, e.g. 'topk:steps=32,threshold:0.9,out/ckpt.pt' (none "
+                                 "given: the shipped policy and five hand rules)")
+    policy: str = option(None, "a learned policy checkpoint (ckpt.pt, ckpt.pt:alpha=A); sets model, task, L and BL "
+                               "unless given")
+    gen_length: int = option(None, "L, the generation buffer (default 32, or the checkpoint's)")
+    block_length: int = option(None, "BL; BL == L is full diffusion (default 32, or the checkpoint's)")
+    num_problems: int = option(500, "number of problems (--n for short)")
+    samples: int = option(1, "completions per problem (distinct noise each): pass@k and majority vote when > 1")
+    batch_size: int = option(128, "completions per generate call")
+    temperature: float = option(0.0, "dLLM sampling temperature (0: greedy)")
+    tau: float = option(None, "policy temperature for the learned policies (default: the one stored in each)")
+    seed: int = option(0, "problem set and every random draw")
+    data: str = option(None, "local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
+    split: str = option("test", "problem split: train or test")
+    json: str = option(None, "write the rows to this JSON file (its folder is created)")
+    show: int = option(0, "print K generations per policy with the step at which each token was revealed")
+    cache: str = option("none", "KV cache: none, prefix, dual (semi-AR only; approximate, see env.py)")
+    device: str = option(None, "cuda, cuda:N, mps or cpu (default: autodetect; under torchrun each rank's GPU)")
+    revision: str = option(None, "hub revision of the dLLM")
+    threads: int = option(0, "torch CPU threads (0: torch's default)")
 
 
-def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=128, temperature=0.0,
-             seed=0, progress=True, keep=0, cache="none", memo=None):
-    """Run one policy over problems -> dict(accuracy, mean_nfe, tokens_per_nfe, seconds, n) and the first
-    `keep` (problem, rollout row, text, correct) for display. memo: an env.ForwardMemo kept across calls on the same
-    problems, dLLM and L, which spares the forwards of states an earlier call has computed (env.generate)."""
-    correct = nfe = unmasked = 0
-    shown, t0 = [], time.time()
-    batches = range(0, len(problems), batch_size)
-    for i in tqdm(batches, desc=f"{policy.spec}", leave=False, disable=None if progress else True):
-        chunk = problems[i:i + batch_size]
+# ----------------------------------------------------------------------------------------------------
+# decoding a set of problems, and the row that sums it up
+
+@dataclass
+class Completion:
+    """One decoded (problem, sample)."""
+    problem: int        # index into the problem list
+    sample: int         # 0 .. K - 1
+    correct: bool
+    nfe: int
+    revealed: int       # positions unmasked
+    answer: object      # the final answer (tasks.final_answer), for the majority vote
+
+
+def completion_keys(seed, problems, samples):
+    """Row keys (B,) of (problem, sample) pairs: sample 0 of problem i has the key a one-sample run gives it."""
+    return torch.cat([row_keys(seed + s * 0x632BE5AB, torch.tensor([i])) for i, s in zip(problems, samples)])
+
+
+def decode(dllm, policy, problems, task, L, BL, batch_size=128, temperature=0.0, seed=0, samples=1, cache="none",
+           memo=None, shard=(0, 1), progress=True, keep=0):
+    """Decode every (problem, sample) pair of this shard -> ([Completion], the first `keep` (problem, tokens, order,
+    text, correct) for display). The pairs are taken problem by problem in batches of batch_size; batch j belongs to
+    rank j % world (shard = (rank, world)), so the batches, and the numbers, are those of one process."""
+    pairs = [(i, s) for i in range(len(problems)) for s in range(samples)]
+    batches = [pairs[j:j + batch_size] for j in range(0, len(pairs), batch_size)][shard[0]::shard[1]]
+    out, shown = [], []
+    for batch in tqdm(batches, desc=policy.spec, leave=False, disable=None if progress else True):
+        idx, smp = [i for i, _ in batch], [s for _, s in batch]
+        chunk = [problems[i] for i in idx]
         ids, am = prompts_of(dllm, chunk)
-        keys = row_keys(seed, torch.arange(i, i + len(chunk)))  # a problem's draws (policy and dLLM) do not depend on batching
-        r = generate(dllm, policy, ids, am, gen_length, block_length, temperature, keys=keys, cache=cache,
+        r = generate(dllm, policy, ids, am, L, BL, temperature, keys=completion_keys(seed, idx, smp), cache=cache,
                      memo=memo)
-        texts = [dllm.decode(r.tokens[j].tolist()) for j in range(len(chunk))]
-        for j, (p, text, ok) in enumerate(zip(chunk, texts, grade_many(task, chunk, texts))):
-            correct += ok
+        texts = [dllm.decode(row.tolist()) for row in r.tokens.cpu()]
+        revealed = (r.order > 0).sum(1).tolist()
+        for j, (ok, text) in enumerate(zip(grade_many(task, chunk, texts), texts)):
+            out.append(Completion(idx[j], smp[j], bool(ok), int(r.nfe[j]), revealed[j], final_answer(task, text)))
             if len(shown) < keep:
-                shown.append((p, r.tokens[j].cpu(), r.order[j].cpu(), text, ok))
-        nfe += r.nfe.sum().item()
-        unmasked += (r.order > 0).sum().item()
-    n = len(problems)
-    row = dict(policy=policy.spec, accuracy=100.0 * correct / n, mean_nfe=nfe / n,
-               tokens_per_nfe=unmasked / max(nfe, 1), seconds=time.time() - t0, n=n)
-    return row, shown
+                shown.append((chunk[j], r.tokens[j].cpu(), r.order[j].cpu(), text, ok))
+    return out, shown
 
+
+def pass_at(n, c, k):
+    """The unbiased pass@k estimator for c right of n samples: 1 - C(n - c, k) / C(n, k)."""
+    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def k_values(samples):
+    """The k of pass@k a row reports: powers of two below K, and K."""
+    return sorted({2 ** i for i in range(samples.bit_length()) if 2 ** i < samples} | {samples})
+
+
+def majority(comps, task, problem):
+    """The majority vote over one problem's completions: the final answer given most often (ties: the one given
+    first), right when it is the gold answer. No answer read from any completion: wrong."""
+    votes = Counter(c.answer for c in comps if c.answer is not None)
+    if not votes:
+        return False
+    first = {c.answer: c.sample for c in sorted(comps, key=lambda c: c.sample) if c.answer is not None}
+    best = max(votes, key=lambda a: (votes[a], -first[a]))
+    return answer_is_right(task, problem, best)
+
+
+def row_of(spec, completions, problems, task, samples, seconds):
+    """The row of one policy: accuracy (the mean over every completion: pass@1), mean NFE per completion, tokens per
+    NFE, seconds, n; with samples > 1 also pass@k for k_values(K) and the majority vote's accuracy (%)."""
+    n, total = len(problems), len(completions)
+    row = dict(policy=spec, accuracy=100.0 * sum(c.correct for c in completions) / total,
+               mean_nfe=sum(c.nfe for c in completions) / total,
+               tokens_per_nfe=sum(c.revealed for c in completions) / max(sum(c.nfe for c in completions), 1),
+               seconds=seconds, n=n, samples=samples)
+    if samples > 1:
+        by = {}
+        for c in completions:
+            by.setdefault(c.problem, []).append(c)
+        right = {i: sum(c.correct for c in cs) for i, cs in by.items()}
+        row["pass_at"] = {str(k): 100.0 * sum(pass_at(samples, right[i], k) for i in by) / n for k in k_values(samples)}
+        if task in ("chain", "sub", "gsm8k", "math500"):
+            row["majority"] = 100.0 * sum(majority(by[i], task, problems[i]) for i in by) / n
+    return row
+
+
+def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=128, temperature=0.0, seed=0,
+             progress=True, keep=0, cache="none", memo=None, samples=1):
+    """Run one policy over problems in this process -> (row, shown) (see decode and row_of). memo: an
+    env.ForwardMemo kept across calls on the same problems, dLLM and L (exact at T = 0 without a cache)."""
+    t0 = time.time()
+    comps, shown = decode(dllm, policy, problems, task, gen_length, block_length, batch_size, temperature, seed,
+                          samples, cache, memo, progress=progress, keep=keep)
+    return row_of(policy.spec, comps, problems, task, samples, time.time() - t0), shown
+
+
+# ----------------------------------------------------------------------------------------------------
+# the script
 
 def show_generation(dllm, problem, tokens, order, text, ok):
     """Two aligned lines: each generated token, and the step (NFE) at which it was unmasked."""
@@ -72,109 +169,118 @@ def show_generation(dllm, problem, tokens, order, text, ok):
 
 
 def table(rows):
-    head = f"{'policy':<28} {'accuracy':>8} {'mean NFE':>9} {'tok/NFE':>8} {'seconds':>8} {'n':>5}"
+    """The rows as a text table; pass@k and majority-vote columns when any row has several samples."""
+    ks = sorted({int(k) for r in rows for k in r.get("pass_at", {})})
+    vote = any("majority" in r for r in rows)
+    head = (f"{'policy':<28} {'accuracy':>8} {'mean NFE':>9} {'tok/NFE':>8} {'seconds':>8} {'n':>5}"
+            + "".join(f" {f'pass@{k}':>8}" for k in ks) + (f" {'majority':>8}" if vote else ""))
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['policy']:<28} {r['accuracy']:>8.1f} {r['mean_nfe']:>9.2f} {r['tokens_per_nfe']:>8.2f} "
-                     f"{r['seconds']:>8.1f} {r['n']:>5}")
+                     f"{r['seconds']:>8.1f} {r['n']:>5}"
+                     + "".join(f" {r['pass_at'][str(k)]:>8.1f}" if str(k) in r.get("pass_at", {}) else f" {'':>8}"
+                               for k in ks)
+                     + (f" {r['majority']:>8.1f}" if "majority" in r else (f" {'':>8}" if vote else "")))
     return "\n".join(lines)
 
 
-def resolve(args):
-    """Explicit flags win, then the learned policy's checkpoint, then DEFAULTS. No policy flag at all: the shipped
-    learned policy (SHIPPED) beside the paper's heuristics and the band rule (HEURISTICS)."""
-    if not args.policy and args.policies is None:
-        args.policies = HEURISTICS
+def resolve(cfg):
+    """Explicit flags win, then the learned policy's checkpoint, then SETUP_DEFAULTS. No policy flag at all: the
+    shipped learned policy beside the paper's heuristics, PC-Sampler and the band rule (HEURISTICS)."""
+    if not cfg.policy and cfg.policies is None:
+        cfg.policies = HEURISTICS
         if os.path.isfile(SHIPPED):
-            args.policy = os.path.relpath(SHIPPED)
-    ck_args = {}
-    if args.policy:   # 'ckpt.pt' or 'ckpt.pt:alpha=3': the options are the policy's, the setup the file's
-        ck_args = read_checkpoint(args.policy.split(":")[0])["args"]
-    for k, v in DEFAULTS.items():
-        if getattr(args, k) is None:
-            setattr(args, k, ck_args.get(k, v))
-    return args
+            cfg.policy = os.path.relpath(SHIPPED)
+    stored = read_checkpoint(checkpoint_of(cfg.policy) or cfg.policy)["args"] if cfg.policy else {}
+    for k, v in SETUP_DEFAULTS.items():
+        if getattr(cfg, k) is None:
+            setattr(cfg, k, stored.get(k, v))
+    return cfg
 
 
-def check(args, policies):
-    """Every argument, before any model is loaded (a real one is 16 GB): one clear error each."""
-    check_args(n=(args.n, "> 0"), batch_size=(args.batch_size, "> 0"), temperature=(args.temperature, ">= 0"),
-               tau=(args.tau, "> 0"), gen_length=(args.gen_length, "> 0"), block_length=(args.block_length, "> 0"),
-               show=(args.show, ">= 0"))
-    check_decoding(args.gen_length, args.block_length, args.cache)
-    check_task(args.task, args.data)
-    learned = [p for p in policies if isinstance(p, LearnedPolicy)]
-    if args.tau is not None and not learned:
+def check(cfg, policies):
+    """Every setting, before any model is loaded (a real one is 16 GB): one clear error each."""
+    check_args(temperature=(cfg.temperature, ">= 0"), tau=(cfg.tau, "> 0"))
+    check_counts(num_problems=(cfg.num_problems, 1), samples=(cfg.samples, 1), batch_size=(cfg.batch_size, 1),
+                 gen_length=(cfg.gen_length, 1), block_length=(cfg.block_length, 1), show=(cfg.show, 0))
+    check_seed(cfg.seed)
+    check_threads(cfg.threads)
+    if cfg.split not in ("train", "test"):
+        raise ValueError(f"--split must be train or test, not {cfg.split!r}")
+    check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
+    check_task(cfg.task, cfg.data)
+    if cfg.tau is not None and not any(isinstance(p, Learned) for p in policies):
         raise ValueError("--tau sets a learned policy's temperature, and no checkpoint is among the policies")
     for pol in policies:
-        pol.check(args.gen_length, args.block_length)
-    if args.json:
-        check_out_file(args.json, "--json")
+        pol.check(cfg.gen_length, cfg.block_length)
+    if cfg.json:
+        inputs = [("--policy", checkpoint_of(p.spec)) for p in policies if isinstance(p, Learned)]
+        check_out_file(cfg.json, "--json", inputs + [("--data", cfg.data), ("--model", cfg.model)])
+
+
+def setup(cfg):
+    """Settings, policies, problems and the dLLM, each checked -> (policies, problems, dllm, rank, world)."""
+    cfg = resolve(cfg)
+    policies = parse_policies(",".join(s for s in (cfg.policy, cfg.policies) if s))   # on the CPU, before the model
+    check(cfg, policies)
+    check_model_name(cfg.model)
+    resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    problems = get_problems(cfg.task, cfg.num_problems, cfg.seed, cfg.split, cfg.data)
+    rank, world, _, device = init_ranks(cfg.device)
+    dllm = load_dllm(cfg.model, device=resolve_device(device), revision=cfg.revision)
+    check_buffer(dllm, min(cfg.batch_size, len(problems) * cfg.samples), prompts_of(dllm, problems)[0].shape[1],
+                 cfg.gen_length)
+    for i, pol in enumerate(policies):
+        if isinstance(pol, Learned):
+            pol.net.to(dllm.device)
+            if cfg.tau is not None:
+                policies[i] = Learned(pol.net, dataclasses.replace(pol.knobs, tau=cfg.tau), f"{pol.spec}:tau={cfg.tau}")
+    return cfg, policies, problems, dllm, rank, world
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="compare unmasking policies on a task",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default=None, help="dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt (default tiny, or the checkpoint's)")
-    p.add_argument("--task", default=None, help="chain, sub (tiny world) or gsm8k, math500 (default chain, or the checkpoint's)")
-    p.add_argument("--policies", default=None, help="(none given: the shipped policy and the paper's heuristics) comma-separated policy specs, e.g. 'topk:steps=32,threshold:0.9,out/ckpt.pt'")
-    p.add_argument("--policy", default=None, help="a learned policy checkpoint (ckpt.pt, ckpt.pt:alpha=A); sets model, task, L and BL unless given")
-    p.add_argument("--gen-length", type=int, default=None, help="L, the generation buffer (default 32, or the checkpoint's)")
-    p.add_argument("--block-length", type=int, default=None, help="BL; BL == L is full diffusion (default 32, or the checkpoint's)")
-    p.add_argument("--n", type=int, default=500, help="number of problems")
-    p.add_argument("--batch-size", type=int, default=128, help="prompts per generate call")
-    p.add_argument("--temperature", type=float, default=0.0, help="dLLM sampling temperature (0: greedy)")
-    p.add_argument("--tau", type=float, default=None, help="policy temperature for learned policies")
-    p.add_argument("--seed", type=int, default=0, help="problem set and policy randomness")
-    p.add_argument("--data", default=None, help="local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
-    p.add_argument("--split", default="test", choices=("train", "test"), help="problem split")
-    p.add_argument("--json", default=None, help="write the rows to this JSON file (its folder is created)")
-    p.add_argument("--show", type=int, default=0, help="print K generations per policy with the unmask step of each token")
-    p.add_argument("--cache", default="none", choices=CACHES, help="KV cache (semi-AR only; prefix and dual are approximate, see env.py)")
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
-    p.add_argument("--revision", default=None, help="hub revision of the dLLM")
-    args = p.parse_args(argv)
     try:
-        args = resolve(args)
-        specs = ",".join(s for s in (args.policy, args.policies) if s)
-        policies = parse_policies(specs)                  # on the CPU: checked before the model loads
-        check(args, policies)
-        check_model_name(args.model)
-        device = resolve_device(args.device)
-        problems = get_problems(args.task, args.n, args.seed, args.split, args.data)
-        dllm = load_dllm(args.model, device=device, revision=args.revision)
-        check_buffer(dllm, min(args.batch_size, len(problems)), prompts_of(dllm, problems)[0].shape[1], args.gen_length)
-        for pol in policies:
-            if isinstance(pol, LearnedPolicy):
-                pol.to(dllm.device)
-                if args.tau is not None:
-                    pol.tau, pol.spec = args.tau, f"{pol.spec}:tau={args.tau}"
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        cfg, _ = parse_config(SampleConfig, argv, "compare unmasking policies on a task", "python sample.py")
+        cfg, policies, problems, dllm, rank, world = setup(cfg)
+        rows = compare(cfg, policies, problems, dllm, rank, world)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: nothing was written") from None
+    except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
-    print(f"model {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}), task {args.task}, "
-          f"L={args.gen_length} BL={args.block_length}, n={len(problems)}, T={args.temperature}, cache {args.cache}")
+    finish(world)
+    return rows
+
+
+def compare(cfg, policies, problems, dllm, rank, world):
+    """Each policy over the problems (this rank's share), gathered and printed by rank 0 -> the rows (rank 0)."""
+    say = print if rank == 0 else (lambda *a, **k: None)
+    say(f"model {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}), task {cfg.task}, L={cfg.gen_length} "
+        f"BL={cfg.block_length}, n={len(problems)}, samples {cfg.samples}, T={cfg.temperature}, cache {cfg.cache}"
+        + (f", {world} ranks" if world > 1 else ""))
     rows = []
     for pol in policies:
-        row, shown = evaluate(dllm, pol, problems, args.task, args.gen_length, args.block_length,
-                              args.batch_size, args.temperature, args.seed, keep=args.show, cache=args.cache)
-        row.update(model=args.model, task=args.task, gen_length=args.gen_length, block_length=args.block_length,
-                   cache=args.cache)
+        t0 = time.time()
+        comps, shown = decode(dllm, pol, problems, cfg.task, cfg.gen_length, cfg.block_length, cfg.batch_size,
+                              cfg.temperature, cfg.seed, cfg.samples, cfg.cache, shard=(rank, world),
+                              progress=rank == 0, keep=cfg.show if rank == 0 else 0)
+        every = gather(comps, rank, world)
+        if rank:
+            continue
+        row = row_of(pol.spec, [c for part in every for c in part], problems, cfg.task, cfg.samples, time.time() - t0)
+        row.update(model=cfg.model, task=cfg.task, gen_length=cfg.gen_length, block_length=cfg.block_length,
+                   cache=cfg.cache, temperature=cfg.temperature)
         rows.append(row)
         for s in shown:
             print(f"[{pol.spec}]")
             show_generation(dllm, *s)
+    if rank:
+        return None
     print(table(rows))
-    if args.json:
-        tmp = args.json + ".tmp"
-        try:
-            with open(tmp, "w") as f:
-                json.dump(rows, f, indent=1)
-            os.replace(tmp, args.json)
-        except OSError as e:   # checked before the work, but the disk can still fill up
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise SystemExit(f"error: could not write {args.json} ({e.strerror or e})")
-        print(f"wrote {args.json}")
+    if cfg.json:
+        write_json(cfg.json, rows)
+        print(f"wrote {cfg.json}")
     return rows
 
 

@@ -4,7 +4,7 @@ Tasks: problems, prompts and graders. One grader per task serves both the GRPO r
 Real tasks (the paper's protocol): GSM8K (train/test) and MATH-500, zero-shot, with the
 "<reasoning>...</reasoning><answer>...</answer>" instruction. Downloaded on first use into a cache
 directory, or read from a local jsonl with `--data`. The code tasks (HumanEval, MBPP: the paper's out-of-domain
-experiment) and their sandboxed grader live in support/codetasks.py; `grade_many` grades a batch, code in parallel.
+experiment) and their sandboxed grader live in common/codetasks.py; `grade_many` grades a batch, code in parallel.
 
 Synthetic tasks for the tiny world, generated from a seed:
   chain (in-domain)  prompt "7+2~3+1+3~1:"  ->  "+29k~34b+15p+38a~13f#3" then end-of-text padding.
@@ -28,15 +28,15 @@ import os
 import random
 import re
 
-from support import codetasks
-from support.data import CACHE, Problem, fetch_once, jsonl_rows  # noqa: F401 (Problem: the record every task yields)
+from common import codetasks
+from common.data import CACHE, Problem, fetch_once, jsonl_rows  # noqa: F401 (Problem: the record every task yields)
 
 
 # ----------------------------------------------------------------------------------------------------
-# problems (each a support.data.Problem: question, gold, reference, system, prefix)
+# problems (each a common.data.Problem: question, gold, reference, system, prefix)
 
 TINY_TASKS = ("chain", "sub")
-CODE_TASKS = ("humaneval", "mbpp")               # their problems and sandboxed grader: support/codetasks.py
+CODE_TASKS = ("humaneval", "mbpp")               # their problems and sandboxed grader: common/codetasks.py
 REAL_TASKS = ("gsm8k", "math500") + CODE_TASKS
 MOD = 10          # the running value is kept modulo MOD
 TERMS = (1, 2, 3) # the digits steps are made of: small tables the tiny dLLM learns (100% one step at a time)
@@ -365,6 +365,40 @@ def grade_math(response, gold):
     pred = _boxed_all(response)
     ref = _boxed_all(str(gold)) or [str(gold)]
     return bool(pred) and math_equal(pred[-1], ref[-1])
+
+
+def prompts_of(dllm, problems):
+    """Left-padded prompt ids (B, P) and attention mask: each problem's question through the dLLM's chat template,
+    its answer prefill after it."""
+    return dllm.encode([dllm.prompt_text(p.question, SYSTEM_PROMPT if p.system is None else p.system,
+                                         ANSWER_PREFIX if p.prefix is None else p.prefix) for p in problems])
+
+
+def final_answer(task, response):
+    """The final answer a response gives, comparable across responses (majority vote), or None: the digit after
+    '#' (tiny tasks), the number (GSM8K), the last box, normalised (MATH). Code has no single answer: None."""
+    if task in TINY_TASKS:
+        m = re.search(r"#(\d)$", response)
+        return m.group(1) if m else None
+    if task == "gsm8k":
+        v = extract_gsm8k(response)
+        return None if v is None else round(v, 6)
+    if task == "math500":
+        boxes = _boxed_all(response)
+        return _strip_math(boxes[-1]) if boxes else None
+    return None
+
+
+def answer_is_right(task, problem, answer):
+    """Whether a final answer (final_answer) is the gold one: the majority vote's grade."""
+    if answer is None:
+        return False
+    if task in TINY_TASKS:
+        return answer == problem.gold
+    if task == "gsm8k":
+        ref = _to_number(str(problem.gold))
+        return ref is not None and abs(answer - ref) < 1e-6
+    return math_equal(answer, (_boxed_all(str(problem.gold)) or [str(problem.gold)])[-1])
 
 
 def grade(task, problem, response):

@@ -8,26 +8,26 @@ and then its accuracy and mean NFE at each alpha of the grid (held-out problems,
 
     python -m support.alpha_probe out/cond.pt --n 200
 """
-import argparse
 import math
+from dataclasses import dataclass
 
 import torch
 
+from common.cli import check_counts, option, parse_config
 from env import generate, row_keys
 from grpo import collate
 from model import load_dllm
-from policy import load_policy
-from sample import evaluate, prompts_of
-from support.cli import check_args
-from tasks import get_problems
+from policy import Knobs, Learned, load_policy
+from sample import evaluate
+from tasks import get_problems, prompts_of
 
 
-def probe(pol, dllm, problems, L, BL, alphas):
+def probe(pol, dllm, problems, L, BL, alphas, tau=1.0):
     """-> (rows [(alpha, mean |d logit / d log(1 + alpha)|)], mean |logit(hi) - logit(lo)|, logit std)."""
     lo, hi = pol.c.alpha_lo, pol.c.alpha_hi
     ids, am = prompts_of(dllm, problems)
-    pol.alpha, pol.fallback = math.sqrt((lo + 1) * (hi + 1)) - 1, True        # the middle of the range, in log(1 + alpha)
-    r = generate(dllm, pol, ids, am, L, BL, record=True, keys=row_keys(0, torch.arange(len(ids))))
+    middle = Learned(pol, Knobs(tau=tau, alpha=math.sqrt((lo + 1) * (hi + 1)) - 1))   # the middle of the range, in log(1 + alpha)
+    r = generate(dllm, middle, ids, am, L, BL, record=True, keys=row_keys(0, torch.arange(len(ids))))
     b = collate(r.steps, expert=True)
     conf, masked, t, cand = b["conf"], b["masked"], b["t"], b["cand"]
     at = lambda a: torch.full(t.shape, float(a))
@@ -38,18 +38,21 @@ def probe(pol, dllm, problems, L, BL, alphas):
             d = (pol(conf, masked, t, at(math.expm1(s1))) - pol(conf, masked, t, at(math.expm1(s0)))) / (s1 - s0)
             rows.append((a, d[cand].abs().mean().item()))
         l_lo, l_hi = pol(conf, masked, t, at(lo)), pol(conf, masked, t, at(hi))
-    pol.alpha = None
     return rows, (l_hi - l_lo)[cand].abs().mean().item(), l_lo[cand].std().item()
 
 
+@dataclass
+class ProbeConfig:
+    policy: str = option(None, "a checkpoint trained with train.py --alpha-range", positional=True)
+    num_problems: int = option(200, "held-out problems per alpha (--n for short)")
+    alphas: str = option("0,0.3,1,3,10", "comma-separated alphas in the policy's range")
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description="does an alpha-conditioned policy read alpha?")
-    p.add_argument("policy", help="a checkpoint trained with train.py --alpha-range")
-    p.add_argument("--n", type=int, default=200, help="held-out problems per alpha")
-    p.add_argument("--alphas", default="0,0.3,1,3,10", help="comma-separated alphas in the policy's range")
-    args = p.parse_args(argv)
     try:
-        check_args(n=(args.n, ">= 1"))
+        args, _ = parse_config(ProbeConfig, argv, "does an alpha-conditioned policy read alpha?",
+                               "python -m support.alpha_probe")
+        check_counts(num_problems=(args.num_problems, 1))
         pol, ck = load_policy(args.policy)
         if not pol.conditioned:
             raise ValueError(f"{args.policy} is not alpha-conditioned (train.py --alpha-range)")
@@ -59,18 +62,18 @@ def main(argv=None):
             raise ValueError(f"--alphas {args.alphas!r}: write comma-separated numbers, e.g. 0,1,10") from None
         if not all(pol.c.alpha_lo <= a <= pol.c.alpha_hi for a in alphas):
             raise ValueError(f"--alphas {args.alphas}: outside the policy's range [{pol.c.alpha_lo:g}, {pol.c.alpha_hi:g}]")
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         raise SystemExit(f"error: {e}")
     a = ck["args"]
     dllm = load_dllm(a["model"])
     L, BL = a["gen_length"], a["block_length"]
-    problems = get_problems(a["task"], args.n, 0, "test")
-    rows, moved, spread = probe(pol, dllm, problems[:64], L, BL, alphas)
+    problems = get_problems(a["task"], args.num_problems, 0, "test")
+    rows, moved, spread = probe(pol, dllm, problems[:64], L, BL, alphas, a["eval_tau"])
     print(f"{args.policy} (BL {BL}, step {ck['step']}): alpha {pol.c.alpha_lo:g} -> {pol.c.alpha_hi:g} moves a "
           f"candidate's logit by {moved:.3f} on average; the logits' spread (std) is {spread:.3f}")
     for (alpha, d) in rows:
-        pol.alpha = alpha
-        row, _ = evaluate(dllm, pol, problems, a["task"], L, BL, progress=False)
+        row, _ = evaluate(dllm, Learned(pol, Knobs(tau=a["eval_tau"], alpha=alpha)), problems, a["task"], L, BL,
+                          progress=False)
         print(f"  alpha {alpha:5g}: |d logit / d log(1+alpha)| {d:.4f}   {row['accuracy']:5.1f}% @ {row['mean_nfe']:.2f} NFE")
 
 

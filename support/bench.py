@@ -19,10 +19,10 @@ from collections import defaultdict
 
 import torch
 
-from support.cli import check_args
+from common.cli import check_args
 from env import CACHES, generate, row_keys
 from model import DLLM, ModelConfig, Transformer, build_shape, load_dllm, resolve_device
-from policy import LearnedPolicy, PolicyConfig, parse_policy
+from policy import Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
 from sample import evaluate
 
 SHAPES = {  # name -> L, BL, prompt length, sequences, batch size, and the heuristics timed by default
@@ -90,9 +90,7 @@ def policies(specs, ckpt, device):
         out.append(parse_policy(ckpt, device))
     else:
         torch.manual_seed(0)
-        pol = LearnedPolicy(PolicyConfig()).to(device).eval()
-        pol.spec = "learned (fresh)"
-        out.append(pol)
+        out.append(Learned(LearnedPolicy(PolicyConfig()).to(device).eval(), Knobs(), "learned (fresh)"))
     return out
 
 
@@ -153,16 +151,15 @@ def bench_update(args, device):
     batch: 16 prompts x 8 rollouts of a fresh semi-AR policy (BL 8, unmask p 0.5, alpha 3: the suite's start), timed
     with and without the two savings: no backward for zero-advantage rollouts, and the per-row modulation."""
     from grpo import advantages, collate, grpo_loss, rewards
-    from tasks import get_problems, grade_many
-    from sample import prompts_of
+    from tasks import get_problems, grade_many, prompts_of
     dllm = load_dllm("tiny", device=device)
     problems = get_problems("chain", 16, 0, "train")
     ids, am = prompts_of(dllm, problems)
     ids, am = ids.repeat_interleave(8, 0), am.repeat_interleave(8, 0)
     torch.manual_seed(0)
     pol = LearnedPolicy(PolicyConfig(init_bias=0.0)).to(device).eval()
-    pol.fallback = False
-    r = generate(dllm, pol, ids, am, 32, 8, record=True, keys=row_keys(0, torch.arange(len(ids))))
+    r = generate(dllm, Learned(pol, Knobs(fallback=False)), ids, am, 32, 8, record=True,
+                 keys=row_keys(0, torch.arange(len(ids))))
     correct = torch.tensor(grade_many("chain", [problems[i // 8] for i in range(len(ids))],
                                       [dllm.decode(x.tolist()) for x in r.tokens.cpu()]), device=device)
     A = advantages(rewards(correct, r.nfe, 32, 3.0, "mult"), 8)
@@ -184,13 +181,27 @@ def bench_update(args, device):
                 t0 = time.perf_counter()
                 for k in range(2):
                     pol.zero_grad(set_to_none=True)
-                    grpo_loss(pol, batch, A, len(A), 0.5, chunk=128 * 32, skip_zero=skip, metrics=k == 1)
+                    if skip:
+                        grpo_loss(pol, batch, A, len(A), 0.5, chunk=128 * 32, metrics=k == 1)
+                    else:   # the objective over every step, 128 rollouts' worth at a time
+                        every_step(pol, batch, A, 128 * 32)
                 best = min(best, time.perf_counter() - t0)
         finally:
             LearnedPolicy.modulation = saved
         rows.append(dict(shape="update", what=name, seconds=best))
         print(f"update  {name:<40} {best:7.2f} s  {rows[0]['seconds'] / best:5.2f}x", flush=True)
     return rows
+
+
+def every_step(pol, batch, A, chunk):
+    """grpo_objective back-propagated over every recorded step, zero-advantage ones included (what grpo_loss saves)."""
+    from grpo import grpo_objective, step_log_prob
+    row = batch["row"]
+    steps = torch.zeros(len(A)).index_add_(0, row, torch.ones_like(row, dtype=torch.float))[row]
+    for i in range(0, len(row), chunk):
+        sl = slice(i, i + chunk)
+        _, logp = step_log_prob(pol, batch, sl)
+        grpo_objective(logp, batch["logp_old"][sl], A[row[sl]], steps[sl], len(A), 0.5).backward()
 
 
 def line(r, rows):

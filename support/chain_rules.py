@@ -11,16 +11,16 @@ what a policy which sees only confidences can and cannot learn from them.
 
     python -m support.chain_rules            # the rules in full diffusion and in blocks of 8, then the answer slot
 """
-import argparse
+from dataclasses import dataclass
 
 import torch
 
+from common.cli import check_args, check_counts, option, parse_config
 from env import generate
 from model import load_dllm
 from policy import Band, Heuristic, parse_policy
-from sample import evaluate, prompts_of
-from support.cli import check_args
-from tasks import get_problems
+from sample import evaluate
+from tasks import get_problems, prompts_of
 
 
 class BandAnswer(Heuristic):
@@ -71,19 +71,24 @@ def answer_slot(dllm, problems, hi=0.9, lo=0.08):
     return out
 
 
+@dataclass
+class ChainRulesConfig:
+    num_problems: int = option(500, "held-out test problems (--n for short)")
+    hi: float = option(0.9, "the band rule's upper threshold")
+    lo: float = option(0.08, "the band rule's lower threshold")
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description="the chain task's hand rules and the answer-slot measurement")
-    p.add_argument("--n", type=int, default=500, help="held-out test problems")
-    p.add_argument("--hi", type=float, default=0.9, help="the band rule's upper threshold")
-    p.add_argument("--lo", type=float, default=0.08, help="the band rule's lower threshold")
-    args = p.parse_args(argv)
     try:
-        check_args(n=(args.n, ">= 1"), hi=(args.hi, "in (0, 1]"), lo=(args.lo, "in [0, 1]"))
+        args, _ = parse_config(ChainRulesConfig, argv, "the chain task's hand rules and the answer-slot measurement",
+                               "python -m support.chain_rules")
+        check_counts(num_problems=(args.num_problems, 1))
+        check_args(hi=(args.hi, "in (0, 1]"), lo=(args.lo, "in [0, 1]"))
         parse_policy(f"band:hi={args.hi}:lo={args.lo}")                       # 0 <= lo < hi <= 1
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     dllm = load_dllm("tiny")
-    problems = get_problems("chain", args.n, 0, "test")
+    problems = get_problems("chain", args.num_problems, 0, "test")
     for BL in (32, 8):
         for pol in (Band(args.hi, args.lo), BandAnswer(args.hi, args.lo, dllm.tokenizer)):
             row, _ = evaluate(dllm, pol, problems, "chain", 32, BL, progress=False)

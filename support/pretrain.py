@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from support.cli import check_args, parse_dataclass
+from common.cli import check_args, check_counts, check_out_file, check_threads, option, parse_config
 from model import CharTokenizer, ModelConfig, Transformer, save_tiny
+from policy import Action
 from tasks import STEP_CHARS, STEPS, make_chain, make_sub
 
 MAX_ANSWER = STEPS[1] * STEP_CHARS + 2   # the longest chain answer: its steps of "+dvf", '#' and the answer
@@ -34,20 +35,21 @@ SIZES = {"tiny": dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidd
 
 @dataclass
 class PretrainConfig:
-    name: str = "tiny"         # which tiny model (sets size and seed)
-    out_dir: str = "out"       # writes {out_dir}/{name}.pt
-    steps: int = 4000          # optimizer steps
-    batch_size: int = 64       # sequences per step
-    lr: float = 3e-3           # peak AdamW learning rate
-    warmup: int = 100          # linear warm-up steps, then cosine to lr/10
-    gen_length: int = 32       # answer buffer L the models mostly see ...
-    long_frac: float = 0.10    # ... and this fraction of batches use 2L (length-transfer experiments)
-    sub_frac: float = 0.10     # fraction of out-of-domain 'sub' problems in the mix
-    eps: float = 0.1           # t ~ U(eps, 1); not LLaDA's 1e-3: with 32 answer tokens a tiny t weighs one token up to 1000x
-    suffix_frac: float = 0.7   # share of rows that also mask everything after a random cut (the contexts left-to-right decoding shows)
-    threads: int = 0           # torch threads (0: leave torch's default)
-    check: str = None          # instead of training: print the trap diagnostics of this tiny dLLM (name or *.pt)
-    n: int = 500               # problems for --check
+    name: str = option("tiny", "which tiny model (sets size and seed)")
+    out_dir: str = option("out", "writes {out_dir}/{name}.pt")
+    steps: int = option(4000, "optimizer steps")
+    batch_size: int = option(64, "sequences per step")
+    lr: float = option(3e-3, "peak AdamW learning rate")
+    warmup: int = option(100, "linear warm-up steps, then cosine to lr/10")
+    gen_length: int = option(32, "answer buffer L the models mostly see ...")
+    long_frac: float = option(0.10, "... and this fraction of batches use 2L (length-transfer experiments)")
+    sub_frac: float = option(0.10, "fraction of out-of-domain 'sub' problems in the mix")
+    eps: float = option(0.1, "t ~ U(eps, 1); not LLaDA's 1e-3: with 32 answer tokens a tiny t weighs one token up to 1000x")
+    suffix_frac: float = option(0.7, "share of rows that also mask everything after a random cut (the contexts "
+                                     "left-to-right decoding shows)")
+    threads: int = option(0, "torch threads (0: leave torch's default)")
+    check: str = option(None, "instead of training: print the trap diagnostics of this tiny dLLM (name or *.pt)")
+    num_problems: int = option(500, "problems for --check (--n for short)")
 
 
 def make_batch(rng, tok, n, L, sub_frac):
@@ -85,19 +87,20 @@ def diffusion_loss(net, x0, am, P, mask_id, eps, gen, suffix_frac=0.0):
     return per_row.mean()
 
 
-def pretrain(cfg: PretrainConfig):
+def pretrain(cfg: PretrainConfig, command=None):
     if cfg.name not in SIZES:
         raise ValueError(f"unknown tiny model {cfg.name!r}; choose one of {sorted(SIZES)}")
-    if cfg.steps <= 0 or cfg.batch_size <= 0:
-        raise ValueError("--steps and --batch-size must be positive")
+    check_counts(steps=(cfg.steps, 1), batch_size=(cfg.batch_size, 1), gen_length=(cfg.gen_length, 1))
     check_args(eps=(cfg.eps, "in (0, 1)"), lr=(cfg.lr, "> 0"), warmup=(cfg.warmup, ">= 1"),
                long_frac=(cfg.long_frac, "in [0, 1]"), sub_frac=(cfg.sub_frac, "in [0, 1]"),
-               suffix_frac=(cfg.suffix_frac, "in [0, 1]"), threads=(cfg.threads, ">= 0"))
+               suffix_frac=(cfg.suffix_frac, "in [0, 1]"))
+    check_threads(cfg.threads)
     if cfg.gen_length < MAX_ANSWER:
         raise ValueError(f"--gen-length {cfg.gen_length} is shorter than the longest answer ({MAX_ANSWER} tokens)")
     path = f"{cfg.out_dir}/{cfg.name}.pt"
     if os.path.exists(path):  # never overwrite a model (the shipped ones included): checked before any work
         raise ValueError(f"{path} exists: pass another --out-dir, or delete it first")
+    check_out_file(path, "--out-dir")                             # writable now, not after minutes of training
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     size = dict(SIZES[cfg.name])
@@ -127,7 +130,7 @@ def pretrain(cfg: PretrainConfig):
         bar.set_postfix(loss=f"{ema:.4f}")
     minutes = (time.time() - t0) / 60
     defaults = asdict(PretrainConfig())
-    command = "python -m support.pretrain " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(cfg).items()
+    command = command or "python -m support.pretrain " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(cfg).items()
                                                if k in ("name", "out_dir") or v != defaults[k])
     save_tiny(path, net, {"pretrain": asdict(cfg), "command": command, "minutes": minutes, "final_loss": ema})
     print(f"wrote {path} after {minutes:.1f} min, loss {ema:.4f}")
@@ -164,20 +167,19 @@ class Order:
             nxt = leftmost(obs.cand & value)                               # the next value to compute
             pick = obs.cand & ((~value & (pos != h + 1)) | (pos == nxt))   # the answer digit after the last value
             pick = torch.where(pick.any(1, keepdim=True), pick, obs.cand)
-        return pick, None
+        return Action(pick)
 
 
 @torch.no_grad()
 def check_world(name, n=500, task="chain", L=32):
     """Print the trap test: one-shot vs step-by-step accuracy, answer-first vs answer-last, and how confident
     the answer slot is at step 1 next to the reasoning tokens. Returns the numbers as a dict."""
-    if n <= 0:
-        raise ValueError(f"--n must be positive, not {n}")
-    from env import sample_tokens
+    check_counts(num_problems=(n, 1))
+    from env import token_stats
     from model import load_dllm
     from policy import parse_policy
-    from sample import evaluate, prompts_of
-    from tasks import get_problems
+    from sample import evaluate
+    from tasks import get_problems, prompts_of
     dllm = load_dllm(name, device="cpu")
     probs = get_problems(task, n, 0, "test")
     hash_id = dllm.tokenizer.stoi["#"]
@@ -196,7 +198,7 @@ def check_world(name, n=500, task="chain", L=32):
     ids, am = prompts_of(dllm, probs)
     x = torch.cat([ids, torch.full((len(probs), L), dllm.mask_id)], 1)
     logits = dllm.logits(x, torch.cat([am, torch.ones_like(x[:, -L:])], 1), start=ids.shape[1])
-    x0, conf, _ = sample_tokens(logits, 0.0)                              # the env's own x0 and conf
+    x0, conf, _, _ = token_stats(logits)                                   # the env's own x0 and conf
     above, conf_ans, is_gold = [], [], []
     for i, p in enumerate(probs):
         hs = (x0[i] == hash_id).nonzero()
@@ -217,11 +219,14 @@ def check_world(name, n=500, task="chain", L=32):
 
 def main(argv=None):
     try:
-        cfg = parse_dataclass(PretrainConfig, argv, description="pretrain a tiny dLLM (masked-diffusion loss)")
+        cfg, command = parse_config(PretrainConfig, argv, "pretrain a tiny dLLM (masked-diffusion loss)",
+                              "python -m support.pretrain")
         if cfg.check:
-            return check_world(cfg.check, cfg.n)
-        return pretrain(cfg)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+            return check_world(cfg.check, cfg.num_problems)
+        return pretrain(cfg, command)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: nothing was written") from None
+    except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
 
 

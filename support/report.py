@@ -3,25 +3,11 @@ From eval.py's rows to what a reader looks at: markdown tables, the suite's repo
 eval.py because it never runs a model: it only reads rows (and training logs). The matched-NFE rule and the
 verdicts it prints are in verdicts.py. matplotlib is needed only for the pictures (--plot).
 """
-import math
 import os
 
+from common import plots
+from common.plots import need_matplotlib  # noqa: F401 (the suite checks for it before any work)
 from support.verdicts import family, gaps, is_cond, is_learned, label, option, suite_verdicts, tau_of, variant
-
-
-def pyplot():
-    need_matplotlib()
-    import matplotlib
-    matplotlib.use("Agg")   # files only, no display
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def need_matplotlib():
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise ValueError("--plot needs matplotlib, an optional dependency: pip install matplotlib") from None
 
 
 def markdown_table(rows):
@@ -70,48 +56,26 @@ def suite_report(by, cfg, logs, minutes, pretrain_min, rows, cond_logs=None, var
 
 
 # ----------------------------------------------------------------------------------------------------
-# pictures (matplotlib imported here only)
+# pictures (matplotlib imported in common.plots only)
+
+def point_label(r):
+    """A learned point's label in the suite's plot: a3 (alpha 3), add10 (additive), t0.5 (tau), dpls / es / b2."""
+    if is_cond(r):
+        return None                                     # drawn as its own front
+    t, tau, kind = r["trained"], tau_of(r), variant(r)
+    tag = "" if kind is None else f" b{option(r, 'beta'):g}" if kind == "beta" else f" {kind}"
+    return f"{'add' if t['reward'] == 'additive' else 'a'}{t['alpha']:g}" + (f" t{tau:g}" if tau != 1 else "") + tag
+
 
 def plot_fronts(panels, path):
-    """Accuracy against mean NFE (log axis): a curve per heuristic, points for learned policies; panels is
-    {title: rows}, one panel each."""
-    plt = pyplot()
-    cols = min(2, len(panels))
-    nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 4 * nrows), squeeze=False)
-    for ax, (title, rs) in zip(axes.flat, panels.items()):
-        for fam in sorted({family(r) for r in rs if not is_learned(r)}):
-            pts = sorted((r["mean_nfe"], r["accuracy"]) for r in rs if family(r) == fam)
-            ax.plot(*zip(*pts), marker="o", ms=3, label=fam)
-        cond = sorted((r["mean_nfe"], r["accuracy"]) for r in rs if is_cond(r) and tau_of(r) == 1.0)
-        if cond:   # the alpha-conditioned policy's front, beside the per-alpha points
-            ax.plot(*zip(*cond), marker="D", ms=4, color="crimson", lw=1.5, label="alpha-conditioned", zorder=2)
-        for r in rs:
-            if is_learned(r) and not is_cond(r):
-                ax.scatter(r["mean_nfe"], r["accuracy"], marker="*", s=90, color="black", zorder=3)
-                t = r["trained"]
-                tau = tau_of(r)
-                kind = variant(r)
-                tag = "" if kind is None else f" b{option(r, 'beta'):g}" if kind == "beta" else f" {kind}"
-                ax.annotate(f"{'add' if t['reward'] == 'additive' else 'a'}{t['alpha']:g}" + (f" t{tau:g}" if tau != 1 else "") + tag,
-                            (r["mean_nfe"], r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("mean NFE")
-        ax.set_ylabel("accuracy %")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    """The suite's panels: common.plots.plot_fronts with its labels and the alpha-conditioned policy's front."""
+    cond = lambda rs: [("alpha-conditioned", [(r["mean_nfe"], r["accuracy"]) for r in rs if is_cond(r) and tau_of(r) == 1.0])]
+    return plots.plot_fronts(panels, path, point_label, lambda rs: [c for c in cond(rs) if c[1]])
 
 
 def plot_orders(question, orders, path):
     """One generation per policy, side by side: each position coloured by the step that revealed it."""
-    plt = pyplot()
+    plt = plots.pyplot()
     import numpy as np
     L = len(orders[0][2])
     fig, axes = plt.subplots(len(orders), 1, figsize=(max(8, 0.42 * L), 1.3 * len(orders) + 0.6), squeeze=False)

@@ -1,37 +1,48 @@
 """
 A learned policy over its training seeds against the hand rules: each checkpoint's accuracy and mean NFE on the
 held-out problems (at the tau stored in it), their mean and spread, and the best hand rule at matched NFE (within
-verdicts.SLACK = 1.1x the mean NFE) from the paper's heuristics, PC-Sampler and the band rule's grid. The rows are
-kept in a resumable eval.py rows file, so a rerun only evaluates what is new.
+eval.SLACK = 1.1x the mean NFE) from the paper's heuristics, PC-Sampler and the band rule's grid. The rows are kept
+in a resumable eval.py rows file, so a rerun only evaluates what is new.
 
     python -m support.seeds --block-length 32 --policies weights/policy_full.pt,out/full_s1.pt,out/full_s2.pt
     python -m support.seeds --block-length 8 --policies weights/policy_semi.pt,out/semi_s1.pt,out/semi_s2.pt
 """
-import argparse
 import statistics
+from dataclasses import dataclass
 
-from eval import Setting, run, sweep_specs
-from policy import load_policy
-from support.cli import check_args
-from support.verdicts import SLACK
+from common.cli import check_counts, option, parse_config
+from eval import SLACK, Setting, run, sweep_specs
+from policy import checkpoint_of, read_checkpoint
 
 HAND = ("topk", "threshold", "factor", "eb", "pc", "band")   # the paper's fixed-step and adaptive rules, PC-Sampler, band
+L = 32                                                       # the tiny chain task's generation length
+
+
+@dataclass
+class SeedsConfig:
+    policies: str = option(None, "comma-separated checkpoints, one per training seed")
+    block_length: int = option(32, "BL (L is 32, the tiny chain task)")
+    num_problems: int = option(500, "held-out problems (--n for short)")
+    out: str = option("out/seeds.json", "rows file (resumed)")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="a learned policy over training seeds against the hand rules")
-    p.add_argument("--policies", required=True, help="comma-separated checkpoints, one per training seed")
-    p.add_argument("--block-length", type=int, default=32, help="BL (L is 32, the tiny chain task)")
-    p.add_argument("--n", type=int, default=500, help="held-out problems")
-    p.add_argument("--out", default="out/seeds.json", help="rows file (resumed)")
-    args = p.parse_args(argv)
     try:
-        check_args(n=(args.n, ">= 1"))
-        paths = [s for s in args.policies.split(",") if s.strip()]
-        specs = [f"{path}:tau={load_policy(path)[0].tau}" for path in paths]   # each at its own tau
-        hand = sweep_specs(HAND, 32, args.block_length)
-        rows = run(args.out, [Setting("tiny", "chain", 32, args.block_length, specs + hand)], n=args.n, progress=False)
-    except (ValueError, FileNotFoundError) as e:
+        cfg, _ = parse_config(SeedsConfig, argv, "a learned policy over training seeds against the hand rules",
+                              "python -m support.seeds")
+        check_counts(num_problems=(cfg.num_problems, 1), block_length=(cfg.block_length, 1))
+        if L % cfg.block_length:
+            raise ValueError(f"--block-length {cfg.block_length} must divide the chain task's L = {L}")
+        paths = [s.strip() for s in (cfg.policies or "").split(",") if s.strip()]
+        if not paths or any(checkpoint_of(p) != p for p in paths):
+            raise ValueError("--policies: pass comma-separated checkpoints (*.pt), one per training seed")
+        specs = [f"{path}:tau={float(read_checkpoint(path)['args']['eval_tau'])}" for path in paths]   # each at its own tau
+        hand = sweep_specs(HAND, L, cfg.block_length)
+        rows = run(cfg.out, [Setting("tiny", "chain", L, cfg.block_length, specs + hand)], n=cfg.num_problems,
+                   progress=False)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: the rows file keeps every finished row") from None
+    except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
     learned = [r for r in rows if r["policy"] in specs]
     heur = [r for r in rows if r["policy"] in hand]

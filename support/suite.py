@@ -8,29 +8,28 @@ results/tiny.json and the report results/tiny.md (report.py: tables; verdicts.py
     python -m support.suite --plot --jobs 2 --compile --threads 2   # everything (docs/results.md: its measured time)
     python -m support.suite --part heuristics                        # only the heuristic rows
 """
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 from filelock import FileLock, Timeout
 
 import train
 from env import generate, row_keys
-from eval import ALL, Setting, canonical, learned_specs, run, summarize, sweep_specs
+from common.cli import check_args, check_threads, option, parse_config
+from eval import Setting, canonical, learned_specs, run, summarize, sweep_specs
 from model import load_dllm
-from policy import parse_policy
-from sample import prompts_of
+from policy import RULES, parse_policy
 from support import report
-from support.cli import check_args
-from support.verdicts import EOS_AWARE   # PC-Sampler and EOS damping: swept in the suite's in-domain settings
-from tasks import get_problems, grade
+from tasks import get_problems, grade, prompts_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IN_DOMAIN = ALL + EOS_AWARE + ("band",)   # the heuristics of the in-domain settings
+ALL = tuple(r.name for r in RULES.values() if r.in_all)                     # the paper's sweep (eval.py --sweep all)
+IN_DOMAIN = ALL + tuple(r.name for r in RULES.values() if r.group != "paper")   # + PC-Sampler, EOS damping, band
 
 SUITE = dict(task="chain", ood_task="sub", model="tiny", other_model="tiny-b", L=32, semi_bl=8,
              alphas=(0, 0.3, 1, 3, 10), additive_alpha=10, taus=(0.5, 1.0, 2.0), steps=30, prompts=16, group=8, n=500,
@@ -124,16 +123,16 @@ def suite_settings(pols=None, conds=None, variants=None):
         tau1 = lambda BL, rewards=("mult",): learned_specs([pols[k] for k in sorted(pols) if k[0] == BL and k[2] in rewards], [1.0])
         taus = lambda BL: learned_specs([pols[(BL, 3, "mult")]], [t for t in c["taus"] if t != 1.0])
     return [
-        Setting(c["model"], c["task"], L, S, sweep_specs(IN_DOMAIN, L, S) + tau1(S) + taus(S) + cond(S)
+        Setting(c["model"], c["task"], L, S, sweep_specs(IN_DOMAIN, L, S, c.get("grids")) + tau1(S) + taus(S) + cond(S)
                 + var(S) + betas(S), "semi-AR"),
-        Setting(c["model"], c["task"], L, L, sweep_specs(IN_DOMAIN, L, L) + tau1(L, ("mult", "additive"))
+        Setting(c["model"], c["task"], L, L, sweep_specs(IN_DOMAIN, L, L, c.get("grids")) + tau1(L, ("mult", "additive"))
                 + taus(L) + cond(L) + var(L) + betas(L), "full diffusion"),
-        Setting(c["model"], c["task"], 2 * L, S, sweep_specs(ALL, 2 * L, S) + tau1(S), "length transfer, semi-AR"),
-        Setting(c["model"], c["task"], 2 * L, 2 * L, sweep_specs(ALL, 2 * L, 2 * L) + tau1(L), "length transfer, full"),
-        Setting(c["other_model"], c["task"], L, S, sweep_specs(ALL, L, S) + tau1(S), "model transfer, semi-AR"),
-        Setting(c["other_model"], c["task"], L, L, sweep_specs(ALL, L, L) + tau1(L), "model transfer, full"),
-        Setting(c["model"], c["ood_task"], L, S, sweep_specs(ALL, L, S) + tau1(S), "domain transfer, semi-AR"),
-        Setting(c["model"], c["ood_task"], L, L, sweep_specs(ALL, L, L) + tau1(L), "domain transfer, full"),
+        Setting(c["model"], c["task"], 2 * L, S, sweep_specs(ALL, 2 * L, S, c.get("grids")) + tau1(S), "length transfer, semi-AR"),
+        Setting(c["model"], c["task"], 2 * L, 2 * L, sweep_specs(ALL, 2 * L, 2 * L, c.get("grids")) + tau1(L), "length transfer, full"),
+        Setting(c["other_model"], c["task"], L, S, sweep_specs(ALL, L, S, c.get("grids")) + tau1(S), "model transfer, semi-AR"),
+        Setting(c["other_model"], c["task"], L, L, sweep_specs(ALL, L, L, c.get("grids")) + tau1(L), "model transfer, full"),
+        Setting(c["model"], c["ood_task"], L, S, sweep_specs(ALL, L, S, c.get("grids")) + tau1(S), "domain transfer, semi-AR"),
+        Setting(c["model"], c["ood_task"], L, L, sweep_specs(ALL, L, L, c.get("grids")) + tau1(L), "domain transfer, full"),
     ]
 
 
@@ -174,10 +173,20 @@ def suite_policies(out_dir, steps):
 SUITE_PARTS = ("all", "heuristics", "train")
 
 
+def worker_env(i, gpus):
+    """The environment of trainer i (1-based): on a machine with several GPUs it sees only GPU i mod gpus (this
+    process keeps GPU 0), so no two jobs share one; elsewhere this process's environment."""
+    env = dict(os.environ)
+    if gpus > 1:
+        env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+    return env
+
+
 def spawn_trainers(n, results_dir, out_dir, steps):
     """n processes of `suite(part='train')` at one thread each, logging to out_dir/train-worker-<i>.log; this
     process's SUITE (which tests shrink) goes with them. -> [(Popen, log path)]"""
     os.makedirs(out_dir, exist_ok=True)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     code = ("import json, sys, torch; from support import suite; torch.set_num_threads(1); "
             "suite.SUITE.update(json.loads(sys.argv[1])); "
             "suite.suite(results_dir=sys.argv[2], out_dir=sys.argv[3], steps=int(sys.argv[4]), part='train')")
@@ -187,7 +196,7 @@ def spawn_trainers(n, results_dir, out_dir, steps):
         with open(log, "w") as f:
             procs.append((subprocess.Popen([sys.executable, "-c", code, json.dumps(SUITE), results_dir, out_dir,
                                             str(steps)], stdout=f, stderr=subprocess.STDOUT,
-                                           cwd=ROOT), log))
+                                           cwd=ROOT, env=worker_env(i + 1, gpus)), log))
     return procs
 
 
@@ -275,27 +284,32 @@ def by_setting(rows, settings):
     return out
 
 
+@dataclass
+class SuiteConfig:
+    plot: bool = option(False, "also draw results/tiny.png and tiny_order.png (needs matplotlib)")
+    steps: int = option(SUITE["steps"], "GRPO steps per suite policy")
+    part: str = option("all", "all; heuristics: the heuristic rows only; train: the GRPO runs only (run both side by "
+                              "side, --threads 1 each, then the default 'all' evaluates the policies and writes the report)")
+    threads: int = option(0, "torch CPU threads (0: torch's default)")
+    jobs: int = option(1, "run the heuristic rows and the GRPO runs in this many processes at one thread each (2 on 2 "
+                          "cores; on a machine with GPUs each process takes its own), then the rest at --threads")
+    compile: bool = option(False, "torch.compile the dLLM for the rows (eval.py --compile)")
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description="the tiny-world suite: the paper's experiments end to end",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--plot", action="store_true", help="also draw results/tiny.png and tiny_order.png (needs matplotlib)")
-    p.add_argument("--steps", type=int, default=SUITE["steps"], help="GRPO steps per suite policy")
-    p.add_argument("--part", default="all",
-                   help="all; heuristics: the heuristic rows only; train: the GRPO runs only (run both side by side, "
-                        "--threads 1 each, then the default 'all' evaluates the policies and writes the report)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--jobs", type=int, default=1, help="run the heuristic rows and the GRPO runs in this many processes "
-                   "at one thread each (2 on 2 cores), then the rest at --threads")
-    p.add_argument("--compile", action="store_true", help="torch.compile the dLLM for the rows (eval.py --compile)")
-    args = p.parse_args(argv)
     try:
-        if args.plot:
+        cfg, _ = parse_config(SuiteConfig, argv, "the tiny-world suite: the paper's experiments end to end",
+                              "python -m support.suite")
+        if cfg.plot:
             report.need_matplotlib()
-        check_args(steps=(args.steps, ">= 1"), threads=(args.threads, ">= 0"))
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        return suite(plot=args.plot, steps=args.steps, part=args.part, compile=args.compile, jobs=args.jobs)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        check_args(steps=(cfg.steps, ">= 1"))
+        check_threads(cfg.threads)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        return suite(plot=cfg.plot, steps=cfg.steps, part=cfg.part, compile=cfg.compile, jobs=cfg.jobs)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: every finished row and policy is kept (a rerun resumes)") from None
+    except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
 
 

@@ -1,19 +1,30 @@
 """
-The rule every comparison uses, and one verdict per claim of the paper: what a learned policy's row is (its alpha,
-tau, beta, variant), the matched-NFE rule, and the verdicts the suite's report prints. Kept apart from report.py
-(tables and pictures) because this is the part a reader argues with: each threshold is here, in one place.
+One verdict per claim of the paper, from the suite's rows: what a learned policy's row is (its alpha, tau, beta,
+variant), and the verdicts the suite's report prints. Kept apart from report.py (tables and pictures) because this
+is the part a reader argues with: each threshold is here, in one place.
 
-Matched NFE: a policy at mean NFE x is compared with the best heuristic accuracy among heuristic rows of the same
-setting whose mean NFE is at most 1.1 x ("read off the sweep"). The gap is the policy's accuracy minus that.
+Matched NFE (eval.best_at): a policy at mean NFE x is compared with the best hand-rule accuracy among the hand-rule
+rows of the same setting whose mean NFE is at most 1.1 x ("read off the sweep"). The gap is the policy's accuracy
+minus that. The paper's claims are judged against its own heuristics (policy.Heuristic.group "paper": top-k, random,
+margin, entropy, threshold, factor, EB-sampler); each such verdict prints the gap against the end-of-text-aware
+rules (PC-Sampler, EOS damping) too, and the band rule has a verdict of its own.
 """
+from eval import SLACK, best_at  # noqa: F401 (the matched-NFE rule, used here and by the report's tables)
+from policy import RULES
 
-SLACK = 1.1          # a heuristic within 10% more NFE counts as matched
-# not the paper's: training-free fixes for full diffusion's end-of-text problem (PC-Sampler, EOS damping). The paper's
-# claims are judged against its own heuristics (top-k, random, threshold, factor, EB-sampler); each such verdict
-# prints the gap against these too, and one verdict is judged against them alone.
-EOS_AWARE = ("pc", "eosdamp")
-BEYOND_PAPER = EOS_AWARE + ("band",)   # heuristics the paper did not compare with: never in its own verdicts
 BUDGETS = (4, 6, 8, 12, 16, 32)
+TRAINED_DEFAULTS = dict(expert=None, actions="bernoulli", width=None, alpha_range=None)   # left out of rows' "trained"
+
+
+def trained(r, key):
+    """A learned row's training setting (eval.trained_on leaves the ones at their default out)."""
+    return r["trained"].get(key, TRAINED_DEFAULTS.get(key))
+
+
+def group(r):
+    """A hand-rule row's group: "paper", "eos-aware" or "hand" (policy.Heuristic.group)."""
+    rule = RULES.get(family(r))
+    return rule.group if rule else "hand"
 
 
 def is_learned(r):
@@ -36,7 +47,7 @@ def tau_of(r):
 
 def is_cond(r):
     """A row of the alpha-conditioned policy (train.py --alpha-range), read at the alpha of its spec."""
-    return is_learned(r) and bool(r["trained"].get("alpha_range"))
+    return is_learned(r) and bool(trained(r, "alpha_range"))
 
 
 def variant(r):
@@ -45,10 +56,10 @@ def variant(r):
     which has verdicts of its own, even when it was trained with an expert)."""
     if not is_learned(r) or is_cond(r):
         return None
-    if r["trained"].get("expert"):
+    if trained(r, "expert"):
         return "es"
-    if r["trained"].get("actions", "bernoulli") != "bernoulli":
-        return r["trained"]["actions"]
+    if trained(r, "actions") != "bernoulli":
+        return trained(r, "actions")
     return "beta" if option(r, "beta") is not None else None
 
 
@@ -61,18 +72,12 @@ def family(r):
     return "learned" if is_learned(r) else r["policy"].split(":")[0]
 
 
-def best_at(heuristics, nfe, slack=SLACK):
-    """Best heuristic accuracy at matched NFE (<= slack * nfe), or None if every heuristic is slower."""
-    acc = [r["accuracy"] for r in heuristics if r["mean_nfe"] <= slack * nfe]
-    return max(acc) if acc else None
-
-
 def is_heuristic(r):
     return not is_learned(r)
 
 
 def paper_heuristic(r):
-    return is_heuristic(r) and family(r) not in BEYOND_PAPER
+    return is_heuristic(r) and group(r) == "paper"
 
 
 def gaps(rows, heuristic=is_heuristic):
@@ -92,12 +97,12 @@ def label(r):
         return r["policy"]
     t = r["trained"]
     if is_cond(r):
-        es = f" ES {t['expert']}" if t.get("expert") else ""
+        es = f" ES {t['expert']}" if trained(r, "expert") else ""
         return f"learned alpha-conditioned, alpha={option(r, 'alpha'):g} tau={tau_of(r):g}{es} (BL {t['block_length']})"
     kind = variant(r)
     extra = "" if kind is None else " DPLS" if kind == "dpls" else \
         f" ES {t['expert']} BL {t['expert_block_length']}" if kind == "es" else f" beta={option(r, 'beta'):g}"
-    extra += f" width {t['width']}" if t.get("width") else ""
+    extra += f" width {t['width']}" if trained(r, "width") else ""
     return (f"learned {'additive' if t['reward'] == 'additive' else 'alpha'}={t['alpha']:g} tau={tau_of(r):g}{extra} "
             f"(BL {t['block_length']})")
 
@@ -114,7 +119,8 @@ def fmt(r, b, g):
     return f"{label(r)}: {r['accuracy']:.1f}% @ {r['mean_nfe']:.2f} NFE vs best heuristic {b:.1f}% (gap {g:+.1f})"
 
 
-def sg(g):
+def signed(g):
+    """A gap as '+1.2', or 'n/a'."""
     return "n/a" if g is None else f"{g:+.1f}"
 
 
@@ -123,7 +129,8 @@ def verdict(held, claim, evidence):
     return f"- **{claim}: {word}.** {evidence}"
 
 
-def both(a, b):
+def agree(a, b):
+    """One verdict from two settings' (semi-AR, full): the common value, or None (mixed) when they differ."""
     return a if a == b else None
 
 
@@ -156,7 +163,7 @@ def cond_verdicts(by, cfg, cond_logs, per_logs):
         cond = sorted((r for r in rows if is_cond(r) and tau_of(r) == 1.0), key=lambda r: option(r, "alpha"))
         if not cond:
             continue
-        es = bool(cond[0]["trained"].get("expert"))
+        es = bool(trained(cond[0], "expert"))
         per = [r for r in rows if (variant(r) == "es" if es else plain(r)) and r["trained"]["reward"] == "mult"
                and tau_of(r) == 1.0]
         heur = [r for r in rows if not is_learned(r)]
@@ -201,7 +208,7 @@ def cond_verdicts(by, cfg, cond_logs, per_logs):
     ev = []
     for mode, _, gaps_, a_c, a_p, a_h, es in near:
         ev.append(f"{mode}{kind(es)}: " + ", ".join(f"alpha {p['trained']['alpha']:g} ({p['accuracy']:.1f}% @ "
-                                                   f"{p['mean_nfe']:.2f}) {sg(g)}" for p, g in gaps_)
+                                                   f"{p['mean_nfe']:.2f}) {signed(g)}" for p, g in gaps_)
                   + f"; front area (mean accuracy over log-NFE budgets) conditioned {a_c:.1f}, per-alpha {a_p:.1f}, "
                     f"heuristics and band rule {a_h:.1f}")
     out.append(verdict(all(h for _, h, *_ in near), "One alpha-conditioned policy is within 2 points of the per-alpha "
@@ -241,7 +248,7 @@ def suite_verdicts(by, cfg, logs, cond_logs=None, per_logs=None):
                        "random, threshold, factor, EB; by >= 10 points somewhere)",
                        f"Best point: {fmt(r, b, g)}; against every heuristic, PC-Sampler and EOS damping included: "
                        f"{fmt(*best_gap(full))}."))
-    eos_aware = [x for x in full if is_heuristic(x) and family(x) in EOS_AWARE]
+    eos_aware = [x for x in full if is_heuristic(x) and group(x) == "eos-aware"]
     if eos_aware:   # the training-free fixes for full diffusion's end-of-text problem (PC-Sampler, EOSER)
         pts = [(x, best_at(eos_aware, x["mean_nfe"])) for x in full if is_learned(x) and x["trained"]["reward"] == "mult"]
         pts = [(x, b, x["accuracy"] - b) for x, b in pts if b is not None]
@@ -271,14 +278,14 @@ def suite_verdicts(by, cfg, logs, cond_logs=None, per_logs=None):
             away = by[f"{prefix}, {mode}"]
             g0, g1 = best_gap(home, tau=1.0)[2], best_gap(away, tau=1.0)[2]
             held.append(None if None in (g0, g1) else g1 >= g0 - 2)
-            ev.append(f"{mode}: best gap {sg(g0)} at home, {sg(g1)} transferred")
-        out.append(verdict(both(*held), claim, "; ".join(ev) + "."))
+            ev.append(f"{mode}: best gap {signed(g0)} at home, {signed(g1)} transferred")
+        out.append(verdict(agree(*held), claim, "; ".join(ev) + "."))
     ev, held = [], []
     for mode, home in (("semi-AR", semi), ("full", full)):
         g0, g1 = best_gap(home, tau=1.0)[2], best_gap(by[f"domain transfer, {mode}"], tau=1.0)[2]
         held.append(None if None in (g0, g1) else g1 < g0 - 2)
-        ev.append(f"{mode}: best gap {sg(g0)} on {cfg['task']}, {sg(g1)} on {cfg['ood_task']}")
-    out.append(verdict(both(*held), "Out of domain the policy degrades (a smaller gap to heuristics than in domain)",
+        ev.append(f"{mode}: best gap {signed(g0)} on {cfg['task']}, {signed(g1)} on {cfg['ood_task']}")
+    out.append(verdict(agree(*held), "Out of domain the policy degrades (a smaller gap to heuristics than in domain)",
                        "; ".join(ev) + "."))
     a = cfg["additive_alpha"]
     add = [r for r in full if is_learned(r) and r["trained"]["reward"] == "additive" and tau_of(r) == 1.0]
@@ -300,7 +307,7 @@ def suite_verdicts(by, cfg, logs, cond_logs=None, per_logs=None):
         held.append(span(a3) < 0.5 * span(tau1))
         ev.append(f"{mode}: tau in {{{', '.join(f'{t:g}' for t in cfg['taus'])}}} moves alpha=3's NFE over "
                   f"{span(a3):.2f}, the alphas over {span(tau1):.2f}")
-    out.append(verdict(both(*held), "The policy temperature moves the trade-off only a little (less than half "
+    out.append(verdict(agree(*held), "The policy temperature moves the trade-off only a little (less than half "
                        "the NFE range of the alpha sweep)", "; ".join(ev) + "."))
     ev, held = [], []
     for mode, rows in (("semi-AR", semi), ("full", full)):
@@ -309,7 +316,7 @@ def suite_verdicts(by, cfg, logs, cond_logs=None, per_logs=None):
         held.append(tau1[0]["accuracy"] >= max(r["accuracy"] for r in tau1.values()))
         ev.append(f"{mode}: " + ", ".join(f"alpha {a:g} {r['accuracy']:.1f}% @ {r['mean_nfe']:.2f}"
                                          for a, r in sorted(tau1.items())))
-    out.append(verdict(both(*held), "alpha = 0 keeps accuracy highest", "; ".join(ev) + "."))
+    out.append(verdict(agree(*held), "alpha = 0 keeps accuracy highest", "; ".join(ev) + "."))
     ev, held = [], []
     for name, (BL, alpha, reward, log) in sorted(logs.items()):
         head, tail = log[:10], log[-10:]
@@ -359,8 +366,8 @@ def variant_verdicts(by, cfg):
                            f"matched NFE (each ES point against the best policy without ES within 1.1x its NFE: "
                            f"at least 1 point better on average)",
                            "each ES point against the best policy without ES at matched NFE: " +
-                           ", ".join(f"alpha {a:g} {sg(None if m is None else e['accuracy'] - m)}" for a, e, m in gain) +
-                           f" (mean {sg(mean)}); per alpha, with ES vs without: " +
+                           ", ".join(f"alpha {a:g} {signed(None if m is None else e['accuracy'] - m)}" for a, e, m in gain) +
+                           f" (mean {signed(mean)}); per alpha, with ES vs without: " +
                            ", ".join(f"{a:g}: {e['accuracy']:.1f}% @ {e['mean_nfe']:.2f} vs "
                                      + (f"{b['accuracy']:.1f}% @ {b['mean_nfe']:.2f}" if b else "n/a")
                                      for a, e, b in pairs) +
@@ -411,7 +418,7 @@ def variant_verdicts(by, cfg):
                                            show("alpha retrained " + "/".join(f"{k:g}" for k, *_ in alph), sa, len(alph))])
                   + " (beta: " + ", ".join(f"{k:g} {a:.1f}% @ {n:.2f}" for k, n, a in beta) + ")")
     if held:
-        out.append(verdict(both(*held) if len(held) == 2 else held[0], f"beta gives a smoother front than tau (alpha "
+        out.append(verdict(agree(*held) if len(held) == 2 else held[0], f"beta gives a smoother front than tau (alpha "
                            f"{cfg['variant_alpha']:g}'s policy: NFE monotone in beta, no more dominated points, a wider NFE "
                            f"span; the retrained-alpha sweep shown beside)", " | ".join(ev) + "."))
     return out

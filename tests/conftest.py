@@ -133,6 +133,17 @@ def write_fixture(path, layout, vocab_size=None, d=32, layers=2, heads=4, kv_hea
     return cfg, sd
 
 
+TINY_ARGS = dict(model="tiny", task="chain", gen_length=32, block_length=32, alpha=1.0)   # what train.py stores, at least
+
+
+def save_policy(path, state, config, **args):
+    """A checkpoint file as train.py writes one (its weights, config, training arguments and step), for tests that
+    build a policy by hand. config: a PolicyConfig or a dict of one."""
+    config = config if isinstance(config, dict) else vars(config)
+    torch.save(dict(policy=state, policy_config=config, args={**TINY_ARGS, **args}, step=1), path)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def llada_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("llada"))

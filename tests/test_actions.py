@@ -7,7 +7,7 @@ import torch
 
 from actions import bernoulli_log_prob, bernoulli_sample, dpls_log_prob, dpls_sample
 from env import Obs, row_keys
-from policy import LearnedPolicy, PolicyConfig
+from policy import Knobs, LearnedPolicy, PolicyConfig
 
 
 def dpls_outcomes(idx):
@@ -119,11 +119,11 @@ def test_learned_dpls_policy_acts_and_records_its_order():
     cand[:, 2:6] = True
     obs = Obs(torch.zeros(b, L, dtype=torch.long), torch.rand(b, L), cand.clone(), cand, torch.zeros(b),
               torch.zeros(b, dtype=torch.long), 2, row_keys(0, torch.arange(b)))
-    u, logp, order = pol.act(obs)
+    a = pol.act(obs)
+    u, logp, order = a.unmask, a.logp, a.order
     assert (u.sum(1) >= 1).all() and not (u & ~cand).any() and torch.equal(u, order >= 0)
     logits = pol(obs.conf, obs.masked, obs.t)
     torch.testing.assert_close(logp, dpls_log_prob(logits, cand, order))
-    u2, _, _ = pol.act(obs)
+    u2 = pol.act(obs).unmask
     assert torch.equal(u, u2)                           # counter-based draws: the same obs, the same action
-    pol.beta = 8.0
-    assert pol.act(obs)[0].sum() > u.sum()              # beta > 1 draws more before STOP
+    assert pol.act(obs, Knobs(beta=8.0)).unmask.sum() > u.sum()   # beta > 1 draws more before STOP

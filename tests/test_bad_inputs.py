@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import eval as ev
+from policy import RULES
 from support import pretrain
 from support import suite as su
 import sample
@@ -66,16 +67,16 @@ BAD = [
     ("sample", ["--policies", "missing.pt"], "not found"),
     ("sample", ["--policy", "{noargs}"], "it lacks ['args', 'step']"),
     # numbers
-    ("sample", ["--policies", "threshold:0.9", "--n", "0"], "--n must be > 0, not 0"),
-    ("sample", ["--policies", "threshold:0.9", "--n", "-5"], "--n must be > 0"),
-    ("sample", ["--policies", "threshold:0.9", "--batch-size", "-1"], "--batch-size must be > 0"),
-    ("sample", ["--policies", "threshold:0.9", "--batch-size", "0"], "--batch-size must be > 0"),
+    ("sample", ["--policies", "threshold:0.9", "--n", "0"], "--num-problems must be an integer in [1, 10,000,000], not 0"),
+    ("sample", ["--policies", "threshold:0.9", "--n", "-5"], "--num-problems must be an integer in [1,"),
+    ("sample", ["--policies", "threshold:0.9", "--batch-size", "-1"], "--batch-size must be an integer in [1,"),
+    ("sample", ["--policies", "threshold:0.9", "--batch-size", "0"], "--batch-size must be an integer in [1,"),
     ("sample", ["--policies", "threshold:0.9", "--temperature", "-1"], "--temperature must be >= 0"),
     ("sample", ["--policies", "threshold:0.9", "--temperature", "nan"], "--temperature must be >= 0, not nan"),
     ("sample", ["--policies", "threshold:0.9", "--tau", "-1"], "--tau must be > 0"),
-    ("sample", ["--policies", "threshold:0.9", "--gen-length", "0"], "--gen-length must be > 0"),
+    ("sample", ["--policies", "threshold:0.9", "--gen-length", "0"], "--gen-length must be an integer in [1,"),
     ("sample", ["--policies", "threshold:0.9", "--gen-length", "30", "--block-length", "8"], "must be a multiple"),
-    ("sample", ["--policies", "threshold:0.9", "--show", "-1"], "--show must be >= 0"),
+    ("sample", ["--policies", "threshold:0.9", "--show", "-1"], "--show must be an integer in [0,"),
     # flags that would be silently ignored
     ("sample", ["--policies", "threshold:0.9", "--tau", "0.5"], "no checkpoint is among the policies"),
     ("sample", ["--policies", "threshold:0.9", "--data", "x.jsonl"], "generated, not read"),
@@ -114,11 +115,11 @@ BAD = [
     ("train", ["--out", "{file}"], "exists: pass --resume"),
     ("train", ["--out", "{dir}"], "is a directory"),
     ("train", ["--out", "{file}/ckpt.pt"], "cannot write there"),
-    ("eval", ["--sweep", "threshold", "--batch-size", "-1"], "--batch-size must be > 0"),
-    ("eval", ["--sweep", "threshold", "--n", "0"], "--n must be > 0"),
+    ("eval", ["--sweep", "threshold", "--batch-size", "-1"], "--batch-size must be an integer in [1,"),
+    ("eval", ["--sweep", "threshold", "--n", "0"], "--num-problems must be an integer in [1,"),
     ("eval", ["--sweep", "threshold", "--temperature", "-1"], "--temperature must be >= 0"),
-    ("eval", ["--sweep", "threshold", "--gen-length", "0"], "--gen-length must be > 0"),
-    ("eval", ["--sweep", "threshold", "--block-lengths", "0"], "--block-lengths must be > 0"),
+    ("eval", ["--sweep", "threshold", "--gen-length", "0"], "--gen-length must be an integer in [1,"),
+    ("eval", ["--sweep", "threshold", "--block-lengths", "0"], "--block-lengths must be an integer in [1,"),
     ("eval", ["--sweep", "threshold", "--block-lengths", "5"], "must be a multiple"),
     ("eval", ["--sweep", "threshold", "--taus", "0.5"], "no checkpoint is in --policies"),
     ("eval", ["--policies", "x.pt", "--taus", "0"], "--taus must be > 0"),
@@ -131,7 +132,7 @@ BAD = [
     ("eval", ["--sweep", "threshold", "--data", "x.jsonl"], "generated, not read"),
     ("eval", ["--sweep", "threshold", "--task", "gsm8k", "--data", "missing.jsonl"], "missing.jsonl not found"),
     ("suite", ["--steps", "0"], "--steps must be >= 1"),
-    ("suite", ["--threads", "-1"], "--threads must be >= 0"),
+    ("suite", ["--threads", "-1"], "--threads must be in [0,"),
     ("suite", ["--part", "half"], "unknown suite part 'half'"),
     ("suite", ["--jobs", "0"], "--jobs 0: a positive count"),
     ("sample", ["--model", "gpt-17", "--policies", "threshold:0.9"], "unknown model 'gpt-17'"),
@@ -154,13 +155,13 @@ BAD = [
     ("eval", ["--sweep", "eb", "--betas", "0.5"], "no checkpoint is in --policies"),
     ("eval", ["--policies", "x.pt", "--betas", "-1"], "--betas must be > 0"),
     ("pretrain", ["--eps", "2", "--out-dir", "{dir}"], "--eps must be in (0, 1)"),
-    ("pretrain", ["--steps", "0", "--out-dir", "{dir}"], "must be positive"),
-    ("pretrain", ["--batch-size", "-1", "--out-dir", "{dir}"], "must be positive"),
+    ("pretrain", ["--steps", "0", "--out-dir", "{dir}"], "--steps must be an integer in [1,"),
+    ("pretrain", ["--batch-size", "-1", "--out-dir", "{dir}"], "--batch-size must be an integer in [1,"),
     ("pretrain", ["--gen-length", "10", "--out-dir", "{dir}"], "shorter than the longest answer"),
     ("pretrain", ["--long-frac", "2", "--out-dir", "{dir}"], "--long-frac must be in [0, 1]"),
     ("pretrain", ["--lr", "0", "--out-dir", "{dir}"], "--lr must be > 0"),
     ("pretrain", ["--name", "huge", "--out-dir", "{dir}"], "unknown tiny model"),
-    ("pretrain", ["--check", "tiny", "--n", "-5"], "--n must be positive"),
+    ("pretrain", ["--check", "tiny", "--num-problems", "-5"], "--num-problems must be an integer in [1,"),
 ]
 if not torch.cuda.is_available():
     BAD.append(("sample", ["--policies", "threshold:0.9", "--device", "cuda"], "this machine has no CUDA device"))
@@ -306,8 +307,8 @@ def test_kill_9_eval_then_rerun(tiny_path, tmp_path, rows_before_kill):
     assert done.returncode == 0, done.stderr
     final = json.loads(out.read_text())
     keys = [ev.row_key(r) for r in final]
-    assert len(final) == 2 * len(ev.GRIDS["threshold"]) == len(set(keys))              # every row once
-    assert all(r in final for r in kept) and not (tmp_path / "rows.json.tmp").exists()
+    assert len(final) == 2 * len(RULES["threshold"].args[0].grid) == len(set(keys))    # every row once
+    assert all(r in final for r in kept) and not list(tmp_path.glob("*.tmp"))
 
 
 def test_missing_output_folder_is_created(tiny_path, tmp_path):
@@ -378,4 +379,4 @@ def test_two_evals_into_one_results_file_keep_every_row(tiny_path, tmp_path):
         assert p.wait(timeout=300) == 0, p.stderr.read()
     rows = json.loads(out.read_text())
     assert sorted({r["seed"] for r in rows}) == [0, 1]
-    assert len(rows) == 2 * len(ev.GRIDS["threshold"]) == len({ev.row_key(r) for r in rows})
+    assert len(rows) == 2 * len(RULES["threshold"].args[0].grid) == len({ev.row_key(r) for r in rows})

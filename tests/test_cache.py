@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from env import CACHES, CachedStep, generate, row_keys
-from policy import LearnedPolicy, parse_policy
-from sample import prompts_of
+from policy import Learned, LearnedPolicy, parse_policy
+from tasks import prompts_of
 from tasks import tiny_problems
 
 
@@ -49,7 +49,7 @@ def test_one_step_per_block_is_exact(tiny, cache):
                                   "entropy:steps=8", "factor:2", "eb:gamma=0.3", "learned"])
 def test_every_policy_runs_with_a_cache(tiny, cache, spec):
     torch.manual_seed(0)
-    pol = LearnedPolicy().eval() if spec == "learned" else parse_policy(spec)
+    pol = Learned(LearnedPolicy().eval()) if spec == "learned" else parse_policy(spec)
     r = run(tiny, pol, cache, record=spec == "learned")
     assert (r.nfe >= 4).all() and (r.nfe <= 32).all()                  # at least one step per block, BL per block at most
     blk = torch.arange(32) // 8
@@ -67,16 +67,42 @@ def test_stale_confidences_outside_what_a_step_recomputes(tiny):
     P, L, BL = ids.shape[1], 32, 8
     x = torch.cat([ids, torch.full((2, L), tiny.mask_id)], 1)
     am = torch.cat([am, torch.ones((2, L), dtype=am.dtype)], 1)
-    rows, seeds = torch.arange(2), torch.zeros(2, dtype=torch.long)
+    rows = torch.arange(2)
     step = CachedStep(tiny, P, L, BL, "dual", ())
-    _, c1, _, _ = step(x, am, rows, torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.bool), 0.0, seeds)
+    _, c1, _, _ = step(x, am, rows, 0, 0.0, None)                       # block 0's first step: the full forward
     first = c1.clone()
     x[:, P:P + 3] = tiny.tokenizer.encode("7+2")[0]                    # reveal some tokens of block 0
-    _, c2, _, _ = step(x, am, rows, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.bool), 0.0, seeds)
+    _, c2, _, _ = step(x, am, rows, 0, 0.0, None)
     assert torch.equal(c2[:, BL:], first[:, BL:]) and not torch.equal(c2[:, :BL], first[:, :BL])
     step.mode = "prefix"                                               # runs to the end, reads the block only
-    _, c3, _, _ = step(x, am, rows, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.bool), 0.0, seeds)
-    assert torch.equal(c3[:, BL:], first[:, BL:]) and torch.allclose(c3[:, :BL], c2[:, :BL], atol=0.05)
+    _, c3, _, _ = step(x, am, rows[1:], 0, 0.0, None)                  # one row still at work: its part of the cache
+    assert torch.equal(c3[:, BL:], first[1:, BL:]) and torch.allclose(c3[:, :BL], c2[1:, :BL], atol=0.05)
+    with pytest.raises(RuntimeError, match="starts each block with all of its rows"):
+        step(x, am, rows[1:], 1, 0.0, None)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize("spec", ["threshold:0.9", "learned"])
+def test_one_forward_a_step_and_the_same_rows_as_per_row_blocks(tiny, cache, spec):
+    """generate keeps a cached batch in one block (a row that fills its block early waits, at no NFE): every step is
+    one forward, and each row's tokens and NFE are those it gets decoded alone."""
+    torch.manual_seed(0)
+    pol = Learned(LearnedPolicy().eval()) if spec == "learned" else parse_policy(spec)
+    n = 12
+    calls = []
+    real = tiny.logits_span
+    tiny.logits_span = lambda x, *a, **k: (calls.append(x.shape[0]), real(x, *a, **k))[1]
+    try:
+        batch = run(tiny, pol, cache, n=n)
+    finally:
+        tiny.logits_span = real
+    steps_with_rows = batch.forwards
+    assert batch.forwards == len(calls) + 4                            # every cached step one forward, + 4 refreshes
+    assert max(calls) <= n and min(calls) >= 1 and steps_with_rows >= batch.nfe.max()
+    ids, am = prompts_of(tiny, tiny_problems("chain", n, seed=0))
+    for i in (0, 5, 11):
+        alone = generate(tiny, pol, ids[i:i + 1], am[i:i + 1], 32, 8, keys=row_keys(0, torch.tensor([i])), cache=cache)
+        assert torch.equal(alone.tokens[0], batch.tokens[i]) and alone.nfe[0] == batch.nfe[i]
 
 
 def test_refusals(tiny):

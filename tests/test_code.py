@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from support import codetasks
-from support.codetasks import extract_code, run_program
+from common import codetasks
+from common.codetasks import extract_code, run_program
 from tasks import get_problems, grade, grade_many
 
 ADD = 'def add(a, b):\n    """Return a + b.\n    >>> add(2, 3)\n    5\n    """\n'

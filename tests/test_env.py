@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from env import Obs, generate, row_keys, sample_tokens
-from policy import EB, Band, Factor, FixedSteps, Threshold, parse_policy, parse_policies
-from sample import prompts_of
+from env import Obs, generate, row_keys, token_stats
+from policy import EB, Action, Band, Entropy, Factor, Margin, Random, Threshold, TopK, parse_policy, parse_policies
+from tasks import prompts_of
 from tasks import tiny_problems
 
 
@@ -19,15 +19,15 @@ def obs(conf, cand=None, block_step=0, n_blocks=1, entropy=None, margin=None):
 
 
 def picked(pol, o):
-    u, logp = pol.act(o)
-    assert logp is None
-    return [r.nonzero().squeeze(1).tolist() for r in u]
+    a = pol.act(o)
+    assert a.logp is None
+    return [r.nonzero().squeeze(1).tolist() for r in a.unmask]
 
 
 def test_topk_schedule_remainder_first():
     # 8 masks over 3 steps: 3, 3, 2 (LLaDA: the remainder goes to the earliest steps), by highest conf
     conf = [[0.1, 0.9, 0.8, 0.2, 0.7, 0.3, 0.6, 0.5]]
-    pol = FixedSteps("topk", 3)
+    pol = TopK(3)
     assert picked(pol, obs(conf)) == [[1, 2, 4]]
     cand = [[True, False, False, True, False, True, True, True]]
     assert picked(pol, obs(conf, cand, block_step=1)) == [[5, 6, 7]]        # ceil(5 / 2) = 3
@@ -35,23 +35,23 @@ def test_topk_schedule_remainder_first():
 
 
 def test_topk_ties_go_to_the_lowest_position():
-    assert picked(FixedSteps("topk", 4), obs([[1.0] * 8])) == [[0, 1]]
+    assert picked(TopK(4), obs([[1.0] * 8])) == [[0, 1]]
 
 
 def test_steps_split_over_blocks():
-    pol = FixedSteps("topk", 4)
+    pol = TopK(4)
     pol.check(8, 4)                                   # 2 blocks x 2 steps
     with pytest.raises(ValueError, match="multiple of the 4 blocks"):
-        FixedSteps("topk", 6).check(16, 4)
+        TopK(6).check(16, 4)
     cand = [[True] * 4 + [False] * 4]
     assert picked(pol, obs([[0.5, 0.9, 0.1, 0.8, 1, 1, 1, 1]], cand, n_blocks=2)) == [[1, 3]]
 
 
 def test_margin_and_entropy_rankings():
     m = [[0.1, 0.5, 0.3, 0.0]]
-    assert picked(FixedSteps("margin", 2), obs([[0.5] * 4], margin=m)) == [[1, 2]]
+    assert picked(Margin(2), obs([[0.5] * 4], margin=m)) == [[1, 2]]
     e = [[0.9, 0.1, 0.5, 0.2]]
-    assert picked(FixedSteps("entropy", 2), obs([[0.5] * 4], entropy=e)) == [[1, 3]]
+    assert picked(Entropy(2), obs([[0.5] * 4], entropy=e)) == [[1, 3]]
 
 
 def test_threshold_fallback_is_per_row():
@@ -65,8 +65,8 @@ def test_band_reveals_both_ends_and_the_best():
     assert picked(Band(0.9, 0.3), obs(conf)) == [[0, 2, 3], [1, 3]]  # lo inclusive (0.3), 0.2 below it
     pol = parse_policy("band:lo=0.08:hi=0.9")
     assert isinstance(pol, Band) and (pol.hi, pol.lo, pol.spec) == (0.9, 0.08, "band:hi=0.9:lo=0.08")
-    for bad, msg in [("band:hi=0.9", "band:hi=VALUE:lo=VALUE"), ("band:hi=0.05:lo=0.08", "0 <= lo < hi <= 1"),
-                     ("band:hi=1.5:lo=0.1", "0 <= lo < hi <= 1"), ("band:hi=x:lo=0.1", "not a number")]:
+    for bad, msg in [("band:hi=0.9", "band:hi=H:lo=L"), ("band:hi=0.05:lo=0.08", "0 <= lo < hi <= 1"),
+                     ("band:hi=1.5:lo=0.1", r"hi must be in \[0, 1\]"), ("band:hi=x:lo=0.1", "not a number")]:
         with pytest.raises(ValueError, match=msg):
             parse_policy(bad)
 
@@ -105,7 +105,7 @@ def test_eb_sampler():
 def test_random_is_uniform_and_exact_count():
     # 4000 rows pick 2 of 8: each position's rate is 0.25 +- 0.0068 (1 sd); 5 sd -> failure prob < 1e-6
     o = obs([[0.5] * 8] * 4000)
-    u, _ = FixedSteps("random", 4).act(o)
+    u = Random(4).act(o).unmask
     assert (u.sum(1) == 2).all()
     assert (u.float().mean(0) - 0.25).abs().max() < 5 * 0.0068
 
@@ -114,10 +114,12 @@ def test_parse_policy_specs_and_errors():
     specs = ["topk:steps=32", "random:32", "threshold:0.9", "threshold:lam=0.9", "factor:1", "eb:gamma=0.1",
              "margin:steps=8", "entropy:steps=8"]
     pols = parse_policies(",".join(specs))
-    assert [type(p).__name__ for p in pols] == ["FixedSteps"] * 2 + ["Threshold"] * 2 + ["Factor", "EB"] + ["FixedSteps"] * 2
+    assert [type(p).__name__ for p in pols] == ["TopK", "Random"] + ["Threshold"] * 2 + ["Factor", "EB", "Margin", "Entropy"]
+    assert [p.spec for p in pols] == ["topk:steps=32", "random:steps=32", "threshold:0.9", "threshold:0.9", "factor:1",
+                                      "eb:gamma=0.1", "margin:steps=8", "entropy:steps=8"]
     assert pols[0].steps == 32 and pols[2].lam == 0.9 and pols[5].gamma == 0.1
-    for bad, msg in [("topp:3", "unknown policy"), ("topk", "steps=VALUE"), ("topk:steps=x", "not a number"),
-                     ("threshold:gamma=0.3", "lam=VALUE"), ("missing.pt", "not found"), ("topk:steps=2.5", "integer")]:
+    for bad, msg in [("topp:3", "unknown policy"), ("topk", "topk:steps=S"), ("topk:steps=x", "not a number"),
+                     ("threshold:gamma=0.3", "threshold:LAMBDA"), ("missing.pt", "not found"), ("topk:steps=2.5", "integer")]:
         with pytest.raises((ValueError, FileNotFoundError), match=msg):
             parse_policy(bad)
 
@@ -144,7 +146,7 @@ def test_step_budget_and_progress(tiny):
     class Never:
         needs, spec = (), "never"
         def check(self, L, BL): pass
-        def act(self, o): return torch.zeros_like(o.cand), None
+        def act(self, o): return Action(torch.zeros_like(o.cand))
     r = run(tiny, Never(), L=16, BL=4)
     assert (r.nfe == 16).all() and (r.tokens == tiny.mask_id).all()    # BL iterations per block, L in total
     r = run(tiny, parse_policy("threshold:0.9"), L=32, BL=32)
@@ -176,15 +178,15 @@ def test_batch_invariance(tiny, spec):
 def test_gumbel_sample_is_exact():
     # 20000 draws over 4 tokens at T = 0.7: each frequency within 5 sd of softmax(logits / T) (fail < 1e-5)
     logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0]]]).expand(1, 20000, 4)
-    x0, conf, _ = sample_tokens(logits, 0.7, torch.tensor([12345]))
+    x0, conf, _, _ = token_stats(logits, 0.7, torch.tensor([12345]))
     p = torch.softmax(logits[0, 0] / 0.7, -1)
     freq = torch.bincount(x0[0], minlength=4).float() / 20000
     assert ((freq - p).abs() < 5 * (p * (1 - p) / 20000).sqrt() + 1e-4).all()
     assert torch.allclose(conf[0, 0], torch.softmax(logits[0, 0], -1)[x0[0, 0]])   # conf is noise-free
-    greedy, _, _ = sample_tokens(logits, 0.0)
+    greedy, _, _, _ = token_stats(logits, 0.0)
     assert (greedy == 0).all()
     with pytest.raises(ValueError, match="per-row seeds"):
-        sample_tokens(logits, 0.7)
+        token_stats(logits, 0.7)
 
 
 def test_temperature_sampling_is_batch_invariant(tiny):
@@ -208,22 +210,22 @@ def test_diagnostic_orders_answer_first_left_to_right_and_values():
     x0 = torch.tensor([[3, 4, 9, 5, 2, 2]])                     # 9 plays '#': the answer slot starts there
     o = Obs(x0, torch.full((1, 6), 0.5), torch.ones(1, 6, dtype=torch.bool), torch.ones(1, 6, dtype=torch.bool),
             torch.zeros(1), torch.zeros(1, dtype=torch.long), 1, row_keys(0, torch.arange(1)))
-    assert Order(9, "answer-first").act(o)[0].nonzero()[:, 1].tolist() == [2, 3, 4, 5]   # step 1: the answer and padding
-    assert Order(9, "left-to-right").act(o)[0].nonzero()[:, 1].tolist() == [0]          # left to right: the first mask
+    assert Order(9, "answer-first").act(o).unmask.nonzero()[:, 1].tolist() == [2, 3, 4, 5]   # step 1: the answer and padding
+    assert Order(9, "left-to-right").act(o).unmask.nonzero()[:, 1].tolist() == [0]          # left to right: the first mask
     o.t = torch.tensor([0.1])
     o.cand[0, :1] = False
-    assert Order(9, "answer-first").act(o)[0].nonzero()[:, 1].tolist() == [1]           # later steps: left to right
+    assert Order(9, "answer-first").act(o).unmask.nonzero()[:, 1].tolist() == [1]           # later steps: left to right
     # values: two steps "+dvf" then '#', the answer, padding. Step 1 takes everything but the values (2 and 6) and
     # the answer (9), plus the first value; then the second value, then the answer
     x0 = torch.tensor([[10, 3, 4, 11, 10, 3, 5, 11, 9, 5, 2, 2]])
     o = Obs(x0, torch.full((1, 12), 0.5), torch.ones(1, 12, dtype=torch.bool), torch.ones(1, 12, dtype=torch.bool),
             torch.zeros(1), torch.zeros(1, dtype=torch.long), 1, row_keys(0, torch.arange(1)))
-    pick = Order(9, "values").act(o)[0]
+    pick = Order(9, "values").act(o).unmask
     assert pick.nonzero()[:, 1].tolist() == [0, 1, 2, 3, 4, 5, 7, 8, 10, 11]
     o.cand &= ~pick
-    assert Order(9, "values").act(o)[0].nonzero()[:, 1].tolist() == [6]
+    assert Order(9, "values").act(o).unmask.nonzero()[:, 1].tolist() == [6]
     o.cand[0, 6] = False
-    assert Order(9, "values").act(o)[0].nonzero()[:, 1].tolist() == [9]
+    assert Order(9, "values").act(o).unmask.nonzero()[:, 1].tolist() == [9]
 
 
 def test_position_calibrated_by_hand():
@@ -252,12 +254,12 @@ def test_eos_damping_by_hand():
 def test_eos_observation_in_the_env(tiny):
     seen = []
 
-    class Spy(FixedSteps):
+    class Spy(TopK):
         def select(self, o):
             seen.append((o.eos.clone(), o.x0.clone()))
             return super().select(o)
     ids, am = prompts_of(tiny, tiny_problems("chain", 3, seed=0))
-    spy = Spy("topk", 4)
+    spy = Spy(4)
     spy.needs = ("eos",)
     generate(tiny, spy, ids, am, 32, 32)
     eos, x0 = seen[0]

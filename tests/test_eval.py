@@ -16,7 +16,7 @@ import eval as ev
 from support import report
 from support import suite as su
 from support import verdicts
-from policy import parse_policy
+from policy import RULES, parse_policy
 
 
 def run_eval(*args):
@@ -29,9 +29,13 @@ def test_sweep_specs_cover_each_rule_and_are_valid():
     assert ev.sweep_specs(["topk"], 32, 32) == [f"topk:steps={k}" for k in [*range(1, 17), 32]]
     assert ev.sweep_specs(["random"], 32, 8) == [f"random:steps={k}" for k in (4, 8, 12, 16, 32)]
     assert ev.sweep_specs(["topk"], 256, 32) == [f"topk:steps={k}" for k in [*range(8, 129, 8), 256]]
-    specs = ev.sweep_specs(ev.ALL + ("margin", "entropy"), 64, 8)
-    assert len(specs) == 4 * 5 + sum(len(v) for v in ev.GRIDS.values())
-    assert len(ev.GRIDS["threshold"]) >= 8 and len(ev.GRIDS["eb"]) >= 8 and len(ev.GRIDS["factor"]) >= 5
+    specs = ev.sweep_specs(su.ALL + ("margin", "entropy"), 64, 8)
+    grid = lambda name: RULES[name].args[0].grid
+    assert len(specs) == 4 * 5 + sum(len(grid(n)) for n in ("threshold", "factor", "eb"))
+    assert len(grid("threshold")) >= 8 and len(grid("eb")) >= 8 and len(grid("factor")) >= 5
+    assert ev.sweep_specs(["band"], 32, 8, {"band.hi": [0.9]}) == ["band:hi=0.9:lo=0.05", "band:hi=0.9:lo=0.08",
+                                                                   "band:hi=0.9:lo=0.12"]
+    assert ev.sweep_specs(["pc"], 32, 32)[:2] == ["pc:lam=0.25:steps=1", "pc:lam=0.25:steps=2"]
     for s in specs:
         parse_policy(s).check(64, 8)     # every built spec is valid where it is used
     with pytest.raises(ValueError, match="unknown sweep"):
@@ -45,7 +49,7 @@ def settings(model):
 
 def test_rows_format_resume_and_interruption(tiny_path, tmp_path, monkeypatch):
     out = str(tmp_path / "rows.json")
-    calls, real = [], ev.evaluate
+    calls, real = [], ev.decode
 
     def counting(*a, **k):
         calls.append(a[1].spec)
@@ -53,7 +57,7 @@ def test_rows_format_resume_and_interruption(tiny_path, tmp_path, monkeypatch):
             raise KeyboardInterrupt    # killed while the 4th row is in progress
         return real(*a, **k)
 
-    monkeypatch.setattr(ev, "evaluate", counting)
+    monkeypatch.setattr(ev, "decode", counting)
     monkeypatch.setenv("EVAL_TEST", "interrupt")
     with pytest.raises(KeyboardInterrupt):
         ev.run(out, settings(tiny_path), n=6, seeds=(0, 1), progress=False)
@@ -200,7 +204,7 @@ def test_cli_with_checkpoint_taus_and_seeds(tiny_path, tmp_path):
     learned = [r for r in rows if "trained" in r]
     assert {r["policy"] for r in learned} == {f"{ck}:tau=0.5", f"{ck}:tau=1.0"}
     assert all(r["trained"]["block_length"] == 8 and r["trained"]["alpha"] == 3.0 for r in learned)
-    assert out.stdout.count("| **learned alpha=3 tau=") == 4 and "± " in out.stdout
+    assert out.stdout.count(f"| {ck}:tau=") == 4 and "± " in out.stdout          # each BL's table, both taus
 
 
 def test_cli_real_layout_with_local_gsm8k(llada_dir, tmp_path):
@@ -233,12 +237,11 @@ def shrink_suite(monkeypatch, tiny_path):
     """The suite on a shrunken world: L 16, two alphas, 2 GRPO steps, 6 problems a row, short sweeps."""
     monkeypatch.setattr(su, "SUITE", dict(su.SUITE, model=tiny_path, other_model=tiny_path, L=16, alphas=(0, 3),
                                           additive_alpha=3, taus=(0.5, 1.0), steps=2, prompts=2, group=2, n=6,
-                                          cond_alphas=(0, 3, 10), cond_init_alpha=3, betas=(0.5, 1, 2), expert_bl=16))
-    monkeypatch.setattr(ev, "SCHEDULED", dict(pc=("lam", [0.25]), eosdamp=("g", [0.4])))
+                                          cond_alphas=(0, 3, 10), cond_init_alpha=3, betas=(0.5, 1, 2), expert_bl=16,
+                                          grids={"pc.lam": [0.25], "band.hi": [0.9], "band.lo": [0.08],
+                                                 "threshold.lam": [0.5, 0.9]}))
     monkeypatch.setattr(su, "ALL", ("topk", "threshold"))
     monkeypatch.setattr(su, "IN_DOMAIN", ("topk", "threshold", "pc", "eosdamp", "band"))
-    monkeypatch.setattr(ev, "BAND", dict(hi=[0.9], lo=[0.08]))
-    monkeypatch.setattr(ev, "GRIDS", dict(ev.GRIDS, threshold=[0.5, 0.9]))
 
 
 def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
@@ -311,8 +314,8 @@ def test_suite_with_two_jobs_trains_in_a_second_process_and_gives_the_same_repor
 def test_suite_keeps_its_heuristic_rows_when_training_is_cut_short(tiny_path, tmp_path, monkeypatch):
     """The heuristic rows need no policy, so the suite evaluates them first: a run stopped in its first GRPO run
     (or a machine that stops there) leaves every heuristic row in tiny.json, and no learned one."""
-    monkeypatch.setattr(su, "SUITE", dict(su.SUITE, model=tiny_path, other_model=tiny_path, L=16, n=4))
-    monkeypatch.setattr(ev, "SCHEDULED", dict(pc=("lam", [0.25]), eosdamp=("g", [0.4])))
+    monkeypatch.setattr(su, "SUITE", dict(su.SUITE, model=tiny_path, other_model=tiny_path, L=16, n=4,
+                                          grids={"pc.lam": [0.25]}))
     monkeypatch.setattr(su, "ALL", ("topk",))
     monkeypatch.setattr(su, "IN_DOMAIN", ("topk", "pc", "eosdamp"))
 
@@ -414,6 +417,7 @@ def test_rows_of_a_checkpoint_trained_again_to_the_same_step_are_replaced(tiny_p
     assert first[0]["trained"]["weights"] == ev.trained_on(ck)["weights"]
     assert ev.run(out, s, n=4, progress=False) == first                 # the same file: its row is reused
     os.remove(ck)
+    os.remove(str(tmp_path / "p.jsonl"))                                # a fresh run starts a fresh log
     train.train(train.TrainConfig(seed=1, **cfg))                      # trained again from scratch, other weights
     again = ev.run(out, s, n=4, progress=False)
     assert again[0]["trained"]["step"] == first[0]["trained"]["step"] == 1
@@ -543,7 +547,7 @@ def test_compiled_dllm_gives_the_rows_of_the_eager_one(tmp_path):
     """eval.py --compile: the shipped tiny dLLM under torch.compile (dynamic shapes: the batch shrinks as rows finish)
     has logits within 1e-4 of eager, and the rows of a semi-AR and a full-diffusion setting are the eager rows."""
     from model import load_dllm
-    from sample import prompts_of
+    from tasks import prompts_of
     from tasks import get_problems
     settings = [ev.Setting("tiny", "chain", 32, BL, ["threshold:0.9", "topk:steps=8", "eb:gamma=0.5"]) for BL in (8, 32)]
     eager = ev.run(str(tmp_path / "e.json"), settings, n=40, batch_size=16, progress=False)

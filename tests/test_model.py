@@ -139,15 +139,15 @@ def test_pretrain_refuses_to_overwrite_and_records_its_command(tmp_path):
                                      "--out-dir", str(tmp_path), *a], cwd=ROOT, capture_output=True, text=True)
     assert run().returncode == 0
     d = load_dllm(str(tmp_path / "tiny.pt"), device="cpu")
-    assert d.meta["command"] == f"python -m support.pretrain --name tiny --out-dir {tmp_path} --steps 2 --batch-size 4"
+    assert d.meta["command"] == f"python -m support.pretrain --name tiny --steps 2 --batch-size 4 --out-dir {tmp_path}"
     before = (tmp_path / "tiny.pt").read_bytes()
     out = run("--steps", "1")
     assert out.returncode != 0 and "exists" in out.stderr and "Traceback" not in out.stderr
     assert (tmp_path / "tiny.pt").read_bytes() == before                     # nothing written over it
     out = run("--steps", "0")
-    assert out.returncode != 0 and "must be positive" in out.stderr
-    out = run("--check", "tiny", "--n", "-5")
-    assert out.returncode != 0 and "--n must be positive" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode != 0 and "--steps must be an integer in [1, " in out.stderr
+    out = run("--check", "tiny", "--num-problems", "-5")
+    assert out.returncode != 0 and "--num-problems must be an integer in [1, " in out.stderr and "Traceback" not in out.stderr
 
 
 def test_suffix_masking_shows_left_to_right_contexts():

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from env import Obs, row_keys
-from policy import LearnedPolicy, bernoulli_log_prob
+from actions import bernoulli_log_prob
+from conftest import save_policy
+from policy import Knobs, LearnedPolicy
 
 
 def test_parameter_count_and_initial_rate():
@@ -49,11 +51,9 @@ def test_fallback_always_makes_progress():
         pol.head.bias.fill_(-30.0)                     # draws essentially never select anything
         pol.head.weight.normal_(0, 1)
     o = make_obs()
-    pol.fallback = False
-    u, _ = pol.act(o)
+    u = pol.act(o, Knobs(fallback=False)).unmask
     assert u.sum() == 0                                # training mode: the empty action is allowed
-    pol.fallback = True
-    u, logp = pol.act(o)
+    u = pol.act(o, Knobs(fallback=True)).unmask
     assert (u.sum(1) == 1).all() and not (u & ~o.cand).any()   # one per row, inside the block
     logits = pol(o.conf, o.masked, o.t).masked_fill(~o.cand, -1e9)
     assert torch.equal(u.float().argmax(1), logits.argmax(1))    # the row's best candidate
@@ -62,8 +62,8 @@ def test_fallback_always_makes_progress():
 def test_training_draws_match_probabilities():
     # 64 rows x 4 candidates at p = 0.119: the mean is within 5 sd (0.020) -> failure prob < 1e-6
     pol = LearnedPolicy()
-    pol.fallback = False
-    u, logp = pol.act(make_obs())
+    a = pol.act(make_obs(), Knobs(fallback=False))
+    u, logp = a.unmask, a.logp
     assert abs(u[:, :4].float().mean().item() - 0.1192) < 5 * (0.1192 * 0.8808 / 256) ** 0.5
     assert not u[:, 4:].any() and logp.shape == (64,)
 
@@ -115,10 +115,10 @@ def test_older_conditioned_checkpoints_load_without_the_output_film(tmp_path):
     torch.manual_seed(0)
     old = LearnedPolicy(c)
     state = {k: v for k, v in old.state_dict().items() if not k.startswith("alpha_out.")}
-    torch.save(dict(policy=state, policy_config=vars(c), args={}, step=1), tmp_path / "old.pt")
+    save_policy(tmp_path / "old.pt", state, c)
     pol, _ = load_policy(str(tmp_path / "old.pt"))
     conf, masked, t, a = torch.rand(2, 6), torch.rand(2, 6) < 0.5, torch.rand(2), torch.full((2,), 3.0)
-    torch.testing.assert_close(pol(conf, masked, t, a), old.trunk(conf, masked, t, a))
+    torch.testing.assert_close(pol(conf, masked, t, a), old.block_logits(conf, masked, t, a))
     with pytest.raises(RuntimeError, match="do not fit: head.weight"):
         load_weights(LearnedPolicy(c), {k: v for k, v in state.items() if k != "head.weight"})
     with pytest.raises(RuntimeError, match="do not fit: extra"):
@@ -127,12 +127,11 @@ def test_older_conditioned_checkpoints_load_without_the_output_film(tmp_path):
 
 def test_alpha_specs_and_the_range(tmp_path):
     from policy import PolicyConfig, parse_policy
-    ck = lambda c: dict(policy=LearnedPolicy(c).state_dict(), policy_config=vars(c), args={}, step=1)
-    torch.save(ck(PolicyConfig(alpha_lo=0.0, alpha_hi=10.0)), tmp_path / "c.pt")
-    torch.save(ck(PolicyConfig()), tmp_path / "p.pt")
+    for name, c in (("c.pt", PolicyConfig(alpha_lo=0.0, alpha_hi=10.0)), ("p.pt", PolicyConfig())):
+        save_policy(tmp_path / name, LearnedPolicy(c).state_dict(), c)
     pol = parse_policy(f"{tmp_path}/c.pt:tau=0.5:alpha=3")
-    assert pol.alpha == 3.0 and pol.tau == 0.5 and pol.spec.endswith("c.pt:tau=0.5:alpha=3")
-    for spec, msg in [("c.pt:alpha=11", "outside the range the policy was trained on"), ("c.pt:alpha=-1", "outside"),
+    assert pol.knobs.alpha == 3.0 and pol.knobs.tau == 0.5 and pol.spec.endswith("c.pt:tau=0.5:alpha=3")
+    for spec, msg in [("c.pt:alpha=11", "outside the range the policy was trained on"), ("c.pt:alpha=-1", "alpha must be >= 0"),
                       ("p.pt:alpha=1", "not alpha-conditioned"), ("c.pt:gamma=2", "takes ':tau=T'"),
                       ("c.pt:alpha=1:alpha=2", "takes ':tau=T'"), ("c.pt:alpha=x", "not a number")]:
         with pytest.raises(ValueError, match=msg):
@@ -141,11 +140,10 @@ def test_alpha_specs_and_the_range(tmp_path):
         parse_policy(f"{tmp_path}/c.pt")                 # a CLI spec must say where on the front
     from policy import load_policy
     pol, o = load_policy(f"{tmp_path}/c.pt")[0], make_obs()
-    with pytest.raises(ValueError, match="pick the point on its front"):
+    with pytest.raises(ValueError, match="needs its point on the front"):
         pol.act(o)
     o.alpha = torch.full((64,), 2.0)                     # GRPO: the rollout's own alpha wins
-    u, _ = pol.act(o)
-    assert u.shape == (64, 8)
+    assert pol.act(o).unmask.shape == (64, 8)
 
 
 def test_alpha_draws():
@@ -213,6 +211,6 @@ def test_a_checkpoint_without_features_loads_as_raw(tmp_path):
     old = LearnedPolicy(PolicyConfig(features="raw"))
     cfg = asdict(old.c)
     del cfg["features"]                                              # written before the field existed
-    torch.save(dict(policy=old.state_dict(), policy_config=cfg, args={}, step=1), tmp_path / "old.pt")
+    save_policy(tmp_path / "old.pt", old.state_dict(), cfg)
     pol, _ = load_policy(str(tmp_path / "old.pt"))
     assert pol.c.features == "raw"

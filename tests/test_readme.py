@@ -44,9 +44,12 @@ def test_bench_runs_on_the_tiny_shape():
 
 
 def test_support_scripts_refuse_bad_numbers(tmp_path):
-    for argv, msg in [(["-m", "support.chain_rules", "--n", "0"], "--n must be >= 1"),
+    for argv, msg in [(["-m", "support.chain_rules", "--n", "0"], "--num-problems must be an integer in [1, "),
                       (["-m", "support.chain_rules", "--hi", "0.1", "--lo", "0.5"], "need 0 <= lo < hi <= 1"),
-                      (["-m", "support.seeds", "--policies", "weights/policy_full.pt", "--n", "-1"], "--n must be >= 1"),
+                      (["-m", "support.seeds", "--policies", "weights/policy_full.pt", "--n", "-1"],
+                       "--num-problems must be an integer in [1, "),
+                      (["-m", "support.seeds", "--policies", "weights/policy_full.pt", "--block-length", "0"],
+                       "--block-length must be an integer in [1, "),
                       (["-m", "support.seeds", "--policies", str(tmp_path / "missing.pt")], "not found")]:
         out = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
         assert out.returncode != 0 and msg in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -9,8 +9,11 @@ import torch
 
 import train
 from conftest import ROOT
-from policy import LearnedPolicy, bernoulli_log_prob
-from train import TrainConfig, advantages, grpo_loss, rewards
+from actions import bernoulli_log_prob
+from conftest import save_policy
+from grpo import advantages, concat_batches, grpo_loss, grpo_objective, old_expert_log_probs, rewards
+from policy import LearnedPolicy
+from train import TrainConfig
 
 
 def test_rewards_and_advantages():
@@ -29,44 +32,43 @@ def fake_batch(S=10, L=6, n=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     cand = torch.rand(S, L, generator=g) < 0.7
     return dict(conf=torch.rand(S, L, generator=g), masked=cand.clone(), cand=cand, t=torch.rand(S, generator=g),
-                action=(torch.rand(S, L, generator=g) < 0.3) & cand, row=torch.arange(S) % n)
+                action=(torch.rand(S, L, generator=g) < 0.3) & cand, row=torch.arange(S) % n,
+                expert=torch.zeros(S, dtype=torch.bool))
 
 
-def test_grpo_loss_by_hand_and_chunking():
-    torch.manual_seed(0)
-    pol = LearnedPolicy()
-    with torch.no_grad():
-        pol.head.weight.normal_(0, 0.5)
-    b, adv = fake_batch(), torch.tensor([1.0, -2.0, 0.5])
-    with torch.no_grad():
-        logp = bernoulli_log_prob(pol(b["conf"], b["masked"], b["t"]), b["cand"], b["action"])
+def steps_of(batch, n):
+    """Each step's rollout's step count (S,)."""
+    return torch.bincount(batch["row"], minlength=n).float()[batch["row"]]
+
+
+def test_grpo_objective_by_hand():
+    """Section 5: per rollout the mean over its steps of -min(rho A, clip(rho) A), then the mean over rollouts."""
+    adv = torch.tensor([1.0, -2.0, 0.5])
+    row = torch.arange(10) % 3
+    logp_old = torch.zeros(10)
+    steps = torch.bincount(row).float()[row]
     # on-policy (rho = 1): the loss is -mean over rollouts of A (each rollout's steps share its A)
-    b["logp_old"] = logp
-    loss, clip, _ = grpo_loss(pol, b, adv, 3, 0.5, backward=False)
-    assert abs(loss - (-adv.mean().item())) < 1e-5 and clip == 0
-    # off-policy by hand: ratios 2 and 0.1 are clipped to 1.5 and 0.5 where that lowers the objective
-    b["logp_old"] = logp - torch.log(torch.tensor([2.0, 0.1] * 5))
+    loss = grpo_objective(torch.zeros(10), logp_old, adv[row], steps, 3, 0.5)
+    assert abs(loss.item() - (-adv.mean().item())) < 1e-6
+    # off-policy: ratios 2 and 0.1 are clipped to 1.5 and 0.5 where that lowers the objective
     rho = torch.tensor([2.0, 0.1] * 5)
-    a = adv[b["row"]]
+    a = adv[row]
     per = -torch.min(rho * a, rho.clamp(0.5, 1.5) * a)
-    want = sum(per[b["row"] == r].mean() for r in range(3)) / 3
-    loss, clip, _ = grpo_loss(pol, b, adv, 3, 0.5, backward=False)
-    assert abs(loss - want.item()) < 1e-4 and clip == 1.0
-    # chunked accumulation gives the same gradient as one pass
-    grads = []
-    for chunk in (100, 3):
-        pol.zero_grad()
-        grpo_loss(pol, b, adv, 3, 0.5, chunk=chunk)
-        grads.append(torch.cat([p.grad.flatten() for p in pol.parameters() if p.grad is not None]))
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
-    assert grads[0].abs().sum() > 0
+    want = sum(per[row == r].mean() for r in range(3)) / 3
+    loss = grpo_objective(rho.log(), logp_old, a, steps, 3, 0.5)
+    assert abs(loss.item() - want.item()) < 1e-6
+    # any split of the steps adds up to the whole
+    parts = grpo_objective(rho.log()[:4], logp_old[:4], a[:4], steps[:4], 3, 0.5) + \
+        grpo_objective(rho.log()[4:], logp_old[4:], a[4:], steps[4:], 3, 0.5)
+    assert abs(parts.item() - loss.item()) < 1e-6
 
 
-def test_zero_advantage_steps_get_no_backward_and_change_nothing(monkeypatch):
-    """A rollout whose advantage is 0 adds 0 to the loss and its gradient: grpo_loss gives its steps a forward
-    without gradients (metrics) or nothing at all, and the loss, clip fraction, entropy and gradient are those of
-    a pass that back-propagates every step."""
+def test_the_chunked_loss_is_the_objective(monkeypatch):
+    """grpo_loss (chunks, no backward for zero-advantage rollouts) gives the loss, clip fraction, entropy and gradient
+    of grpo_objective over the whole batch in one pass; the zero-advantage steps get a forward without gradients
+    (metrics) or nothing at all."""
     import grpo
+    from actions import bernoulli_entropy
     torch.manual_seed(0)
     pol = LearnedPolicy()
     with torch.no_grad():
@@ -75,8 +77,15 @@ def test_zero_advantage_steps_get_no_backward_and_change_nothing(monkeypatch):
     with torch.no_grad():   # off-policy by a spread of ratios, so that some steps are clipped and some not
         b["logp_old"] = (bernoulli_log_prob(pol(b["conf"], b["masked"], b["t"]), b["cand"], b["action"])
                          + 0.3 * torch.randn(20, generator=torch.Generator().manual_seed(1)))
-    seen = []
-    real = grpo.step_log_prob
+    # the reference: the objective over every step at once
+    pol.zero_grad()
+    logits, logp = grpo.step_log_prob(pol, b, slice(None))
+    ref = grpo_objective(logp, b["logp_old"], adv[b["row"]], steps_of(b, 4), 4, 0.2)
+    ref.backward()
+    ref_grads = torch.cat([p.grad.flatten() for p in pol.parameters() if p.grad is not None])
+    ref_clip = ((torch.exp(logp - b["logp_old"]) - 1).abs() > 0.2).float().mean().item()
+    ref_ent = bernoulli_entropy(logits.detach(), b["cand"]).item()
+    seen, real = [], grpo.step_log_prob
     monkeypatch.setattr(grpo, "step_log_prob", lambda net, batch, sl, *a: seen.append(
         (torch.arange(len(batch["row"]))[sl], torch.is_grad_enabled())) or real(net, batch, sl, *a))
     out = {}
@@ -90,21 +99,8 @@ def test_zero_advantage_steps_get_no_backward_and_change_nothing(monkeypatch):
         assert len(with_grad) == int((adv[b["row"]] != 0).sum())
         assert len(seen) == (8 if kw["metrics"] else 4)                         # 10 live steps in chunks of 3, 10 zero
         out[name] = (*out[name], grads)
-    # the reference: every step back-propagated (its advantage read as a tiny nonzero, then exactly 0)
-    pol.zero_grad()
-    monkeypatch.setattr(grpo, "step_log_prob", real)
-    ref_loss, ref_clip, ref_ent = grpo_loss(pol, b, adv, 4, 0.2, backward=False)
-    ref = 0
-    for i in range(len(b["row"])):
-        logits, logp = real(pol, b, slice(i, i + 1))
-        ratio = torch.exp(logp - b["logp_old"][i:i + 1])
-        a = adv[b["row"][i:i + 1]]
-        ref = ref - torch.min(ratio * a, ratio.clamp(0.8, 1.2) * a).sum() / (4 * (b["row"] == b["row"][i]).sum())
-    ref.backward()
-    ref_grads = torch.cat([p.grad.flatten() for p in pol.parameters() if p.grad is not None])
     loss, clip, ent, grads = out["all"]
-    assert abs(loss - ref_loss) < 1e-6 and abs(loss - ref.item()) < 1e-6
-    assert clip == ref_clip and 0 < clip < 1 and abs(ent - ref_ent) < 1e-6
+    assert abs(loss - ref.item()) < 1e-6 and abs(clip - ref_clip) < 1e-6 and 0 < clip < 1 and abs(ent - ref_ent) < 1e-5
     torch.testing.assert_close(grads, ref_grads, rtol=1e-4, atol=1e-5 * ref_grads.abs().max().item())
     assert torch.equal(out["no metrics"][3], grads)                           # the same backward, to the bit
     assert out["no metrics"][0] == loss
@@ -304,14 +300,14 @@ def test_expert_steps_use_the_mixture_likelihood():
         own["logp_old"] = bernoulli_log_prob(pol(own["conf"], own["masked"], own["t"]), own["cand"], own["action"])
     own.update(alpha=None, order=None, expert=torch.zeros(6, dtype=torch.bool))
     ex = dict(ex, alpha=None, order=None, logp_old=None, cand=ex["masked"], expert=torch.ones(4, dtype=torch.bool))
-    train.old_expert_log_probs(pol, ex, (G, E), chunk=3)
+    old_expert_log_probs(pol, ex, (G, E), chunk=3)
     with torch.no_grad():
         lp = bernoulli_log_prob(pol(ex["conf"], ex["masked"], ex["t"]), ex["masked"], ex["action"])
     torch.testing.assert_close(ex["logp_old"], torch.log(G / (G + E) * lp.exp() + 1 / (G + E)))
-    batch = train.join(own, ex, 3)
+    batch = concat_batches(own, ex, 3)
     assert batch["row"][6:].tolist() == [3] * 4 and batch["expert"].sum() == 4
     adv = torch.tensor([1.0, -2.0, 0.5, 0.5])
-    loss, clip, _ = grpo_loss(pol, batch, adv, 4, 0.5, backward=False, GE=(G, E))
+    loss, clip, _ = grpo_loss(pol, batch, adv, 4, 0.5, mixture_sizes=(G, E))
     assert abs(loss + adv.mean().item()) < 1e-5 and clip == 0       # on-policy: rho = 1 for every step
     with torch.no_grad():   # move the policy: the expert step's ratio is the mixture's, computed here by hand
         pol.head.bias.add_(0.7)
@@ -322,7 +318,7 @@ def test_expert_steps_use_the_mixture_likelihood():
     a = adv[batch["row"]]
     per = -torch.min(rho * a, rho.clamp(0.5, 1.5) * a)
     want = sum(per[batch["row"] == r].mean() for r in range(4)) / 4
-    loss, _, _ = grpo_loss(pol, batch, adv, 4, 0.5, backward=False, GE=(G, E))
+    loss, _, _ = grpo_loss(pol, batch, adv, 4, 0.5, mixture_sizes=(G, E))
     assert abs(loss - want.item()) < 1e-5
 
 
@@ -346,12 +342,13 @@ def test_dpls_loop_records_orders_and_is_on_policy(tiny_path, tmp_path, monkeypa
     first update), the checkpoint records the action type, and sample/eval just work with it."""
     import eval as ev
     import sample
+    from grpo import step_log_prob
     ratios, real = [], train.grpo_loss
 
     def spy(net, batch, adv, n, eps, **kw):
         if not ratios:
             with torch.no_grad():
-                ratios.append(torch.exp(train.step_log_prob(net, batch, slice(None), kw["actions"])[1] - batch["logp_old"]))
+                ratios.append(torch.exp(step_log_prob(net, batch, slice(None), kw["actions"])[1] - batch["logp_old"]))
         return real(net, batch, adv, n, eps, **kw)
     monkeypatch.setattr(train, "grpo_loss", spy)
     grade_by(monkeypatch, lambda task, p, text: len(text) % 2 == 0)
@@ -373,7 +370,7 @@ def test_imitation_warm_start_clones_the_heuristic(tmp_path):
     from env import generate, row_keys
     from grpo import collate
     from policy import parse_policy
-    from sample import prompts_of
+    from tasks import prompts_of
     from tasks import tiny_problems
     from model import load_dllm
     pol, _ = train.train(train.TrainConfig(model="tiny", steps=1, lr=1e-9, warmup=1, prompts_per_step=2, group_size=2,
@@ -422,7 +419,7 @@ def test_alpha_probe_measures_how_far_alpha_moves_the_logits(tiny_path, tmp_path
     pol = LearnedPolicy(c)
 
     def probe(name):
-        torch.save(dict(policy=pol.state_dict(), policy_config=vars(c), args=args, step=1), tmp_path / name)
+        save_policy(tmp_path / name, pol.state_dict(), c, **args)
         alpha_probe.main([str(tmp_path / name), "--n", "4", "--alphas", "0,10"])
         return capsys.readouterr().out
     out = probe("flat.pt")
@@ -430,8 +427,7 @@ def test_alpha_probe_measures_how_far_alpha_moves_the_logits(tiny_path, tmp_path
     with torch.no_grad():
         pol.alpha_out[2].weight[1].fill_(0.01)     # shift = 0.01 * sum of alpha's features
     assert "moves a candidate's logit by 0.000" not in probe("shifted.pt")
-    torch.save(dict(policy=LearnedPolicy().state_dict(), policy_config=vars(PolicyConfig()), args=args, step=1),
-               tmp_path / "plain.pt")
+    save_policy(tmp_path / "plain.pt", LearnedPolicy().state_dict(), PolicyConfig(), **args)
     with pytest.raises(SystemExit, match="not alpha-conditioned"):
         alpha_probe.main([str(tmp_path / "plain.pt")])
     with pytest.raises(SystemExit, match="outside the policy's range"):

@@ -20,7 +20,7 @@ split (task_ids 2, 3, 4, as the MBPP paper), each shot's code in a python fence,
 fence's opening. The code graded is the first python fence of prefill + generation, else the whole text.
 
     python tasks.py --task humaneval --n 2 --data HumanEval.jsonl       # print prompts and the test programs
-    python -m support.codetasks                # check the grader on this machine: each hazard below, and its throughput
+    python -m common.codetasks                 # check the grader on this machine: each hazard below, and its throughput
 """
 import os
 import re
@@ -31,7 +31,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from support.data import CACHE, Problem, fetch_once, jsonl_rows
+from common.data import CACHE, Problem, fetch_once, jsonl_rows
 
 HUMANEVAL_URL = "https://raw.githubusercontent.com/openai/human-eval/master/data/HumanEval.jsonl.gz"
 MBPP_URL = "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl"

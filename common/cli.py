@@ -1,0 +1,173 @@
+"""
+What the command-line scripts share: one settings style (a dataclass whose fields carry their help, read by
+argparse), the argument checks that run before any model is loaded (a real one is 16 GB), each failing in one line
+that names the flag, the locks that keep two runs from writing one file, and atomic writes.
+"""
+import argparse
+import errno
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import MISSING, field, fields
+
+from filelock import FileLock, Timeout
+
+
+def option(default, help, positional=False):
+    """A settings field: its default and its --help text (positional: given without a flag, as the first argument)."""
+    return field(default=default, metadata=dict(help=help, positional=positional))
+
+
+TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def parse_config(cls, argv=None, description=None, command="python script.py"):
+    """argparse for a settings dataclass: one --flag per field (its help from option()) -> (settings, the command as
+    typed: `command` followed by the arguments). A flag may be shortened to any unique prefix (--n: --num-problems)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(cls):
+        typ = f.type if isinstance(f.type, type) else TYPES[f.type]
+        meta = f.metadata or {}
+        default = f.default if f.default is not MISSING else None
+        if meta.get("positional"):
+            p.add_argument(f.name, type=typ, help=meta["help"])
+        elif typ is bool:
+            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", help=meta.get("help", f.name))
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=default, help=meta.get("help", f.name),
+                           metavar=f.name.upper())
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    return cls(**vars(p.parse_args(argv))), " ".join([command] + [shlex.quote(a) for a in argv])
+
+
+RULES = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
+         "in (0, 1]": lambda v: 0 < v <= 1, "in [0, 1]": lambda v: 0 <= v <= 1, "in (0, 1)": lambda v: 0 < v < 1}
+MAX_COUNT = 10 ** 7       # problems, prompts, steps and the like: more than any run needs, few enough to be refused fast
+MAX_SEED = 2 ** 63 - 1    # seeds are 64-bit signed integers in torch
+
+
+def check_args(**checks):
+    """check_args(n=(a.n, "> 0"), tau=(a.tau, "> 0"), ...): each value must be a finite number meeting its rule
+    ('> 0', '>= 0', '>= 1', '>= 2', 'in (0, 1]', 'in [0, 1]', 'in (0, 1)'); None (not given) passes. Raises ValueError
+    naming the flag."""
+    for name, (value, rule) in checks.items():
+        if value is None:
+            continue
+        if not math.isfinite(value) or not RULES[rule](value):
+            raise ValueError(f"--{name.replace('_', '-')} must be {rule}, not {value}")
+
+
+def check_counts(**counts):
+    """Integer counts (problems, steps, sizes): each in [low, MAX_COUNT]; (value, low). A count beyond any real run
+    is refused in one line instead of hanging in an allocation."""
+    for name, (value, low) in counts.items():
+        if value is not None and not low <= value <= MAX_COUNT:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer in [{low}, {MAX_COUNT:,}], not {value}")
+
+
+def check_seed(seed, flag="--seed"):
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{flag} must be in [0, 2**63 - 1], not {seed}")
+
+
+def check_threads(threads, flag="--threads"):
+    """A torch thread count: 0 (torch's default) up to 4x the machine's cores (more only slows it down)."""
+    most = 4 * (os.cpu_count() or 1)
+    if not 0 <= threads <= most:
+        raise ValueError(f"{flag} must be in [0, {most}] (0: torch's default; this machine has {os.cpu_count()} cores), "
+                         f"not {threads}")
+
+
+def check_out_file(path, flag, inputs=()):
+    """An output file we will write at the end: refuse a directory, an input of the run (inputs: (flag, path)
+    pairs), create the missing folder, and make sure we can write there now - not after the work is done. Leaves
+    nothing behind."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a directory: pass a file path")
+    for other_flag, other in inputs:
+        if other and os.path.abspath(other) == os.path.abspath(path):
+            raise ValueError(f"{flag} {path} is also {other_flag}: the run would overwrite its own input; pass another "
+                             f"{flag}")
+    folder = os.path.dirname(path) or "."
+    probe = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.probe")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+
+
+def check_distinct(*outputs):
+    """Outputs of one run ((flag, path) pairs) must be different files."""
+    seen = {}
+    for flag, path in outputs:
+        if path is None:
+            continue
+        key = os.path.abspath(path)
+        if key in seen:
+            raise ValueError(f"{flag} {path} is also {seen[key]}: a run's outputs must be different files")
+        seen[key] = flag
+
+
+def write_atomic(path, write):
+    """write(tmp_path) to a temporary file beside path, then rename it over path: path is always the old file or the
+    new one, never half of one. A full disk (or any write error) leaves no temporary file and is one clear error."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or "enforce fail" in str(e)
+        why = "the disk is full" if full else (getattr(e, "strerror", None) or str(e).splitlines()[0][:200])
+        raise OSError(f"could not write {path}: {why}; {path} is as it was before") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    """obj as indented JSON at path, atomically (write_atomic)."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+    write_atomic(path, write)
+
+
+def exclusive(path, flag):
+    """Hold path + '.lock' (filelock: an OS lock, released however the holder exits) while this run writes path;
+    another run that asks for it meanwhile is refused in one line, so two runs never write one file. Use it as a
+    context manager."""
+    lock = FileLock(path + ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ValueError(f"another run is writing {flag} {path} right now: wait for it to finish, or pass another "
+                         f"{flag}") from None
+    return lock
+
+
+class Waited(Exception):
+    """A lock another process held longer than we were willing to wait."""
+
+
+def waiting_lock(path, timeout=600.0, say=print):
+    """A lock for a read-modify-write of a shared results file (eval.py's rows): a second writer waits its turn
+    instead of overwriting the first one's rows, saying so once it has waited 2 s. Raises Waited after timeout s."""
+    lock = FileLock(path + ".lock", timeout=2.0)
+    start = time.time()
+    try:
+        lock.acquire()
+        return lock
+    except Timeout:
+        pass
+    say(f"waiting for another process that is writing {path} (its lock {path}.lock; up to {timeout:.0f} s)")
+    try:
+        lock.acquire(timeout=max(0.0, timeout - (time.time() - start)))
+    except Timeout:
+        raise Waited(f"another process has held {path}.lock for over {timeout:.0f} s") from None
+    return lock
