@@ -1,7 +1,7 @@
 """
 Action distributions: how the learned policy's per-position logits (n, L) become a set of positions to unmask.
 A file of its own because the policy network (policy.py) does not care which one is used and the GRPO update
-(train.py) needs exactly the same log-probabilities the rollouts drew with.
+(grpo.py) needs exactly the same log-probabilities the rollouts drew with.
 
   bernoulli (paper section 3)  each candidate independently, u ~ Bernoulli(min(1, beta * sigmoid(z))), z = logit / tau;
                                the empty action is allowed (evaluation adds a fallback, policy.py)

@@ -16,7 +16,6 @@ suite (support/suite.py) is built on run().
 import hashlib
 import json
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 
@@ -24,7 +23,7 @@ import torch
 
 from common.cli import (Waited, check_args, check_counts, check_out_file, check_seed, check_threads, option,
                         parse_config, waiting_lock, write_json)
-from common.dist import broadcast, finish, gather, init_ranks
+from common.dist import broadcast, finish, gather, init_ranks, on_sigterm, stopped
 from env import CACHES, ForwardMemo, check_decoding
 from model import check_model_name, load_dllm, resolve_device
 from policy import RULES, STEP_COUNTS, Learned, checkpoint_of, parse_policy, read_checkpoint, value_text
@@ -376,12 +375,12 @@ def main(argv=None):
         settings, seeds = settings_of(cfg)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        signal.signal(signal.SIGTERM, stopped)
+        on_sigterm()
         rows = run(cfg.out, settings, cfg.num_problems, seeds, cfg.batch_size, cfg.temperature, cfg.device, cfg.data,
                    cfg.split, compile=cfg.compile, samples=cfg.samples)
     except KeyboardInterrupt:
-        raise SystemExit("interrupted" + (f": {cfg.out} keeps every row finished before (a rerun does the rest)"
-                                          if cfg else "")) from None
+        raise SystemExit(stopped(f"{cfg.out} keeps every row finished before; a rerun does the rest" if cfg else
+                                 "nothing was written")) from None
     except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
     finish(int(os.environ.get("WORLD_SIZE", 1)))
@@ -389,11 +388,6 @@ def main(argv=None):
         return None
     report(cfg, rows)
     return rows
-
-
-def stopped(signum, frame):
-    """SIGTERM (torchrun stops the other ranks when one fails; a scheduler's kill): one line, not a traceback."""
-    raise KeyboardInterrupt
 
 
 def report(cfg, rows):

@@ -95,6 +95,23 @@ class Block(nn.Module):
         self.up = nn.Linear(c.d_model, c.mlp_hidden, bias=False)
         self.down = nn.Linear(c.mlp_hidden, c.d_model, bias=False)
 
+    def merge_projections(self):
+        """One matmul for q, k and v and one for gate and up: the same weights, concatenated, so a GPU runs fewer and
+        larger kernels (load_dllm does it on CUDA). The sums inside a matmul may run in another order: logits move by
+        float rounding (about 1e-6 of their scale in float32, 1e-2 in bf16)."""
+        if hasattr(self, "qkv"):
+            return
+        def cat(*layers):
+            out = nn.Linear(layers[0].in_features, sum(l.out_features for l in layers), bias=layers[0].bias is not None,
+                            device=layers[0].weight.device, dtype=layers[0].weight.dtype)
+            out.weight = nn.Parameter(torch.cat([l.weight for l in layers]), requires_grad=False)
+            if out.bias is not None:
+                out.bias = nn.Parameter(torch.cat([l.bias for l in layers]), requires_grad=False)
+            return out
+        self.qkv, self.gate_up = cat(self.q, self.k, self.v), cat(self.gate, self.up)
+        self.split = (self.q.out_features, self.k.out_features, self.v.out_features)
+        del self.q, self.k, self.v, self.gate, self.up
+
     def forward(self, x, cos, sin, attn_mask, kv=None, span=None):
         """x (B, n, d) at positions span = (a, b) of the buffer (the whole buffer when kv is None).
         kv: this layer's cached (K, V) (B, Hkv, N, hd) for the whole buffer; the new keys/values of positions a..b-1
@@ -102,9 +119,10 @@ class Block(nn.Module):
         own positions)."""
         B, n, _ = x.shape
         h = self.attn_norm(x)
-        q = self.q(h).view(B, n, -1, self.hd).transpose(1, 2)  # (B, H, n, hd)
-        k = self.k(h).view(B, n, -1, self.hd).transpose(1, 2)  # (B, Hkv, n, hd)
-        v = self.v(h).view(B, n, -1, self.hd).transpose(1, 2)
+        q, k, v = self.qkv(h).split(self.split, -1) if hasattr(self, "qkv") else (self.q(h), self.k(h), self.v(h))
+        q = q.view(B, n, -1, self.hd).transpose(1, 2)          # (B, H, n, hd)
+        k = k.view(B, n, -1, self.hd).transpose(1, 2)          # (B, Hkv, n, hd)
+        v = v.view(B, n, -1, self.hd).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         new = (k, v)
         if kv is not None:   # the cached keys/values of the whole buffer (B, Hkv, N, hd), the fresh span written in
@@ -117,7 +135,8 @@ class Block(nn.Module):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # bidirectional, scale 1/sqrt(hd)
         x = x + self.o(a.transpose(1, 2).reshape(B, n, -1))
         h = self.mlp_norm(x)
-        return x + self.down(F.silu(self.gate(h)) * self.up(h)), new
+        gate, up = self.gate_up(h).chunk(2, -1) if hasattr(self, "gate_up") else (self.gate(h), self.up(h))
+        return x + self.down(F.silu(gate) * up), new
 
 
 class Transformer(nn.Module):
@@ -130,6 +149,11 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
+
+    def merge_projections(self):
+        for block in self.blocks:
+            block.merge_projections()
+        return self
 
     def forward(self, x, attention_mask=None, start=0, cache=None, span=None, return_kv=False, end=None):
         """x (B, N) token ids; attention_mask (B, N) 1 = real token, 0 = left padding.
@@ -206,9 +230,8 @@ class DLLM:
 
     def compile(self):
         """torch.compile the network's forward, with dynamic shapes (the batch shrinks as rows finish, prompts differ
-        in length). eval.py --compile. On the tiny dLLM on 2 CPU cores it makes heuristic rows 1.27-1.48x faster
-        after a one-off ~25 s compile (docs/speed.md); the fused kernels round differently, so logits move by ~1e-5
-        and a near-tie between two tokens could flip (none did in the rows we compared)."""
+        in length): eval.py --compile. The fused kernels round differently from eager ones, so logits move by about
+        1e-5 and a near-tie between two tokens could flip (docs/speed.md has what it gains)."""
         self.net.forward = torch.compile(self.net.forward, dynamic=True)
         return self
 
@@ -270,6 +293,10 @@ class DLLM:
 # loading
 
 def default_device():
+    """cuda, then mps, then cpu; the environment variable DLLM_UNMASK_DEVICE overrides it (the tests set it to cpu, so
+    that they run the same on a machine with a GPU)."""
+    if os.environ.get("DLLM_UNMASK_DEVICE"):
+        return resolve_device(os.environ["DLLM_UNMASK_DEVICE"])
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -463,8 +490,10 @@ def load_tiny_file(path, device, name=None):
     return d
 
 
-def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_DIR):
-    """Any dLLM by name (see the module docstring). bf16 on GPU, fp32 on CPU unless dtype says otherwise."""
+def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_DIR, merge=None):
+    """Any dLLM by name (see the module docstring). bf16 on GPU, fp32 on CPU unless dtype says otherwise. merge (default:
+    on CUDA): one matmul for q/k/v and one for gate/up (Block.merge_projections); the CPU keeps the separate ones, so
+    its numbers stay those of the layout the weights come in."""
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if name in TINY:
@@ -472,12 +501,12 @@ def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing (it ships with the repository): rebuild it with "
                                     f"python -m support.pretrain --name {name} --out-dir {weights_dir}")
-        return load_tiny_file(path, device, name)
-    if name.endswith(".pt") and os.path.isfile(name):
-        return load_tiny_file(name, device)
-    if os.path.isdir(name):
-        return load_hf_dir(name, device, dtype)
-    if name in HUB:
+        dllm = load_tiny_file(path, device, name)
+    elif name.endswith(".pt") and os.path.isfile(name):
+        dllm = load_tiny_file(name, device)
+    elif os.path.isdir(name):
+        dllm = load_hf_dir(name, device, dtype)
+    elif name in HUB:
         try:
             from huggingface_hub import snapshot_download
             path = snapshot_download(HUB[name], revision=revision,
@@ -485,8 +514,12 @@ def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_
         except Exception as e:
             raise RuntimeError(f"could not fetch {HUB[name]} from the hub ({type(e).__name__}); download it "
                                f"with huggingface-cli and pass the local directory instead") from None
-        return load_hf_dir(path, device, dtype, name)
-    check_model_name(name)
+        dllm = load_hf_dir(path, device, dtype, name)
+    else:
+        check_model_name(name)
+    if merge if merge is not None else device.type == "cuda":
+        dllm.net.merge_projections()
+    return dllm
 
 
 def check_model_name(name):

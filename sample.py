@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from common.cli import check_args, check_counts, check_out_file, check_seed, check_threads, option, parse_config, write_json
-from common.dist import finish, gather, init_ranks
+from common.dist import finish, gather, init_ranks, on_sigterm, stopped
 from env import CACHES, check_buffer, check_decoding, generate, row_keys
 from model import check_model_name, load_dllm, resolve_device
 from policy import Learned, checkpoint_of, parse_policies, read_checkpoint
@@ -243,10 +243,11 @@ def setup(cfg):
 def main(argv=None):
     try:
         cfg, _ = parse_config(SampleConfig, argv, "compare unmasking policies on a task", "python sample.py")
+        on_sigterm()
         cfg, policies, problems, dllm, rank, world = setup(cfg)
         rows = compare(cfg, policies, problems, dllm, rank, world)
     except KeyboardInterrupt:
-        raise SystemExit("interrupted: nothing was written") from None
+        raise SystemExit(stopped("nothing was written")) from None
     except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
     finish(world)

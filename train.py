@@ -55,7 +55,8 @@ class TrainConfig:
     data: str = option(None, "a local jsonl of the task instead of downloading it")
     gen_length: int = option(None, "L, the generation buffer (tiny 32, real 256)")
     block_length: int = option(None, "BL; BL == L is full diffusion (tiny 8, real 32)")
-    alpha: float = option(3.0, "reward exponent: correct * ((L - NFE + 1) / L) ** alpha; 0 = pure correctness")
+    alpha: float = option(None, "reward exponent: correct * ((L - NFE + 1) / L) ** alpha; 0 = pure correctness (tiny 1, "
+                                "real 3)")
     alpha_range: str = option(None, "LO,HI: one alpha-conditioned policy for the whole front (--alpha is then unused)")
     reward: str = option("mult", "mult: correct * ((L-NFE+1)/L) ** alpha; additive: correct - alpha * NFE / L (ablation)")
     actions: str = option("bernoulli", "action distribution: bernoulli (paper) or dpls (dynamic Plackett-Luce, App. E)")
@@ -74,7 +75,8 @@ class TrainConfig:
     temperature: float = option(0.0, "dLLM sampling temperature during rollouts")
     cache: str = option("none", "KV cache for rollouts: none, prefix, dual (semi-AR only; approximate, see env.py)")
     width: int = option(128, "policy width (331K parameters at 128)")
-    init_bias: float = option(-2.0, "output bias at init: unmask p = sigmoid(b), 0.12 at -2 (paper); small blocks need more")
+    init_bias: float = option(None, "output bias at init: unmask p = sigmoid(b); -2 (p 0.12, the paper), and 0 (p 0.5) "
+                                    "for the tiny world's blocks, where 0.12 leaves every rollout unfinished")
     features: str = option("log", "what the policy reads of a confidence c: raw (c, the paper) or log (c, log c, log(1-c))")
     imitate: str = option(None, "warm start: behaviour-clone this heuristic before GRPO (e.g. band:hi=0.9:lo=0.08)")
     imitate_steps: int = option(150, "minibatches (512 recorded steps each) of the warm start")
@@ -85,8 +87,9 @@ class TrainConfig:
     batch_size: int = option(None, "rows per loss chunk and per held-out batch (a memory knob)")
     eval_every: int = option(None, "evaluate on held-out problems every N steps (tiny tasks; 0: never)")
     eval_n: int = option(None, "held-out problems per evaluation")
-    eval_tau: float = option(1.0, "policy temperature of the held-out evaluations, stored as the one sample.py and "
-                                  "eval.py read this checkpoint at (rollouts always sample at 1; paper: 0.5 for BL 32)")
+    eval_tau: float = option(None, "policy temperature of the held-out evaluations, stored as the one sample.py and "
+                                   "eval.py read this checkpoint at (rollouts always sample at 1); default as the "
+                                   "paper: 0.5 in blocks, 1 in full diffusion")
     seed: int = option(0, "seed of the data order, the policy's initialisation and every rollout draw")
     out: str = option("out/ckpt.pt", "checkpoint path; the per-step log is written beside it (.jsonl)")
     save_every: int = option(50, "checkpoint every N steps (and at the end)")
@@ -97,10 +100,10 @@ class TrainConfig:
 
 
 # Defaults that depend on the world: the paper's for real models, tuned ones for the tiny world (docs/learning.md).
-REAL = dict(task="gsm8k", gen_length=256, block_length=32, prompts_per_step=16, steps=0, lr=3e-5, warmup=100,
-            batch_size=16, eval_every=100, eval_n=200)
-TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=32, prompts_per_step=16, steps=30, lr=1e-3,
-                     warmup=10, batch_size=128, eval_every=100, eval_n=256)
+REAL = dict(task="gsm8k", gen_length=256, block_length=32, alpha=3.0, prompts_per_step=16, steps=0, lr=3e-5, warmup=100,
+            batch_size=16, eval_every=100, eval_n=200, init_bias=-2.0)
+TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=8, alpha=1.0, prompts_per_step=16, steps=60, lr=1e-3,
+                     warmup=10, batch_size=128, eval_every=10, eval_n=256)
 SETUP = ("model", "task", "gen_length", "block_length", "alpha", "reward", "group_size", "width", "cache", "alpha_range",
          "actions", "expert", "expert_block_length", "features", "imitate", "init", "alpha_norm")   # fixed on resume
 
@@ -109,6 +112,11 @@ def resolve(cfg):
     """The settings with the world's defaults filled in, every value checked - all before a model loads."""
     table = TINY_DEFAULTS if (cfg.model in TINY or cfg.model.endswith(".pt")) else REAL
     cfg = dataclasses.replace(cfg, **{k: v for k, v in table.items() if getattr(cfg, k, None) is None})
+    blocks = cfg.block_length < cfg.gen_length
+    if cfg.init_bias is None:   # tiny world: blocks of 8 start at unmask p 0.5, full diffusion at the paper's 0.12
+        cfg.init_bias = 0.0 if blocks else -2.0
+    if cfg.eval_tau is None:
+        cfg.eval_tau = 0.5 if blocks else 1.0
     if cfg.expert is not None and cfg.expert_block_length is None:
         cfg.expert_block_length = cfg.block_length
     check_settings(cfg)

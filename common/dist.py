@@ -28,6 +28,7 @@ def init_ranks(device=None):
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    device = device or os.environ.get("DLLM_UNMASK_DEVICE")   # the default device's override (model.default_device)
     on_cpu = device is not None and str(device).split(":")[0] in ("cpu", "mps")
     if torch.cuda.is_available() and not on_cpu:
         n = torch.cuda.device_count()
@@ -64,3 +65,21 @@ def broadcast(obj, rank, world):
 def finish(world):
     if world > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def on_sigterm():
+    """SIGTERM raises KeyboardInterrupt: a scheduler's kill, or torchrun stopping every rank when one has failed, ends
+    a script with its one line (and its finished work kept), not a traceback."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+
+
+def stopped(kept):
+    """The one line of a stopped run; kept: what it keeps."""
+    if under_torchrun():
+        return (f"stopped on rank {os.environ['RANK']}: torchrun stops every rank when one fails (its report below "
+                f"names the rank and the cause); {kept}")
+    return f"interrupted: {kept}"

@@ -1,25 +1,29 @@
 """
-Speed of the unmasking loop: every policy under every KV-cache mode, with accuracy, NFE, seconds per generated
-sequence and the split of a step into dLLM forward / policy forward / everything else. Its own file because it
+Speed of the unmasking loop: every policy under every KV-cache mode, with accuracy, NFE, milliseconds per generated
+sequence, the speed-up over no cache, how many rows a dLLM forward carries, what the dLLM forward reaches against
+the device's own matmul rate, and the split of a step into dLLM forward / policy / the rest. Its own file because it
 measures rather than evaluates: eval.py's rows are about accuracy, these are about time on one machine.
 
-    python -m support.bench                                # both CPU shapes: the tiny world, then a mid-size transformer
+    python -m support.bench                                # the CPU shapes: the tiny world, then a mid-size transformer
     python -m support.bench --shape tiny                   # shipped tiny dLLM, chain task, L 32, BL 8, 500 problems
     python -m support.bench --shape mid                    # random d_model 1024 x 8 layers, prompt 200, L 256, BL 32
     python -m support.bench --shape llada --device cuda    # LLaDA-8B's exact shape, random weights (no download), bf16
+    python -m support.bench --shape grpo --device cuda     # one GRPO round at the paper's shapes, per cache, peak memory
     python -m support.bench --shape update                 # one tiny-world GRPO update, each of its two savings on and off
 
-The mid and llada shapes have random weights: their accuracy means nothing (shown as '-'); their NFE follows the
-policies' rules on a model that is never confident (threshold 0.9 falls back to one token per step). The learned
-policy is a fresh one (unmask p = 0.12 per masked token a step) unless --policy names a checkpoint.
+Every policy, cache and shape is run once untimed before it is timed (the first call of a shape pays for kernel
+selection and allocation). The mid, llada and grpo shapes have random weights: their accuracy means nothing (shown as
+'-'); their NFE follows each rule on a model that is never confident (threshold 0.9 falls back to one token a step).
+The learned policy is a fresh one (unmask p 0.12 per masked token a step) unless --policy names a checkpoint.
 """
-import argparse
+import dataclasses
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 
-from common.cli import check_args
+from common.cli import check_counts, check_threads, option, parse_config
 from env import CACHES, generate, row_keys
 from model import DLLM, ModelConfig, Transformer, build_shape, load_dllm, resolve_device
 from policy import Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
@@ -32,41 +36,120 @@ SHAPES = {  # name -> L, BL, prompt length, sequences, batch size, and the heuri
 }
 
 
-class Clock:
-    """Wall time of named calls, with the device synchronised around each (CUDA kernels are asynchronous)."""
+@dataclass
+class BenchConfig:
+    shape: str = option("tiny,mid", "comma-separated: tiny, mid, llada, grpo, update")
+    policies: str = option(None, "hand-rule specs (default: threshold:0.9 and top-k at L/4 steps)")
+    policy: str = option(None, "a learned checkpoint to time (default: a fresh learned policy)")
+    caches: str = option("none,prefix,dual", "comma-separated cache modes")
+    num_problems: int = option(500, "tiny shape: problems (--n for short)")
+    batch_size: int = option(128, "tiny shape: prompts per generate call")
+    threads: int = option(0, "torch threads on CPU (0: torch's default)")
+    device: str = option(None, "cuda, mps or cpu (default: autodetect)")
+    grpo_model: str = option(None, "grpo shape: the random model's shape, llada or mid (default: llada on CUDA, mid elsewhere)")
+
+
+class Meter:
+    """What a run spends: wall time of the dLLM forwards and of the policy's act (CUDA events on a GPU, so nothing
+    waits for the device), the forwards and the rows they carried. wrap() instruments a function."""
 
     def __init__(self, device):
-        self.t = defaultdict(float)
-        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.cuda = device.type == "cuda"
+        self.t, self.events = defaultdict(float), defaultdict(list)
+        self.forwards, self.rows, self.flops = 0, 0, 0.0
 
-    def wrap(self, name, fn):
+    def wrap(self, name, fn, count=None):
         def timed(*a, **k):
-            self.sync()
+            if count:
+                count(*a, **k)
+            if self.cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                out = fn(*a, **k)
+                end.record()
+                self.events[name].append((start, end))
+                return out
             t0 = time.perf_counter()
             out = fn(*a, **k)
-            self.sync()
             self.t[name] += time.perf_counter() - t0
             return out
         return timed
 
+    def seconds(self, name):
+        if self.cuda:
+            torch.cuda.synchronize()
+            return self.t[name] + sum(s.elapsed_time(e) for s, e in self.events[name]) / 1000
+        return self.t[name]
 
-def timed(dllm, policy, run):
-    """Run `run()` with the dLLM's forwards and the policy's act timed -> (result, seconds, split dict)."""
-    clock = Clock(dllm.device)
+
+def forward_flops(c, rows, n, context, read):
+    """Matmul FLOPs of one forward of `rows` sequences computing n positions each, attending to `context` positions,
+    with the LM head on `read` of them: 2 per weight per token, and the attention's two matmuls."""
+    d, hd = c.d_model, c.d_model // c.n_heads
+    per_token = 2 * (d * (c.n_heads + 2 * c.n_kv_heads) * hd + c.n_heads * hd * d + 3 * d * c.mlp_hidden)
+    attention = 4 * c.n_heads * hd * context
+    return rows * (n * c.n_layers * (per_token + attention) + read * 2 * d * c.vocab_size)
+
+
+def matmul_rate(device):
+    """The device's own dense matmul rate (FLOP/s): an 8192^3 bf16 matmul on a GPU, 2048^3 float32 on a CPU."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(2):
+        a @ b
+    sync()
+    t0, reps = time.perf_counter(), 10 if device.type == "cuda" else 3
+    for _ in range(reps):
+        a @ b
+    sync()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
+def instrument(dllm, policy, meter):
+    """Wrap the dLLM's forwards and the policy's act with meter (rows, forwards, FLOPs); -> a function that undoes it."""
+    c = dllm.net.c
     saved = dllm.logits, dllm.logits_span, policy.act
-    dllm.logits, dllm.logits_span = clock.wrap("dllm", dllm.logits), clock.wrap("dllm", dllm.logits_span)
-    policy.act = clock.wrap("policy", policy.act)
-    try:
-        clock.sync()
-        t0 = time.perf_counter()
-        out = run()
-        clock.sync()
-        total = time.perf_counter() - t0
-    finally:
+
+    def full(x, am=None, start=0, **k):
+        meter.forwards += 1
+        meter.rows += x.shape[0]
+        meter.flops += forward_flops(c, x.shape[0], x.shape[1], x.shape[1], x.shape[1] - start)
+
+    def span(x, am, start, lo, hi, cache, run_to=None):
+        n = (run_to if run_to is not None else hi) - lo
+        meter.forwards += 1
+        meter.rows += x.shape[0]
+        meter.flops += forward_flops(c, x.shape[0], n, x.shape[1], hi - lo)
+    dllm.logits = meter.wrap("dllm", dllm.logits, full)
+    dllm.logits_span = meter.wrap("dllm", dllm.logits_span, span)
+    policy.act = meter.wrap("policy", policy.act)
+
+    def undo():
         dllm.logits, dllm.logits_span = saved[:2]
         policy.act = saved[2]
-    return out, total, dict(dllm_frac=clock.t["dllm"] / total, policy_frac=clock.t["policy"] / total,
-                            other_frac=1 - (clock.t["dllm"] + clock.t["policy"]) / total)
+    return undo
+
+
+def measure(dllm, policy, run, warm, rate):
+    """warm() untimed (the same shapes, a smaller run), then run() timed -> (its result, seconds, dict of the split
+    and the forward's figures)."""
+    warm()
+    meter = Meter(dllm.device)
+    undo = instrument(dllm, policy, meter)
+    sync = torch.cuda.synchronize if dllm.device.type == "cuda" else (lambda: None)
+    try:
+        sync()
+        t0 = time.perf_counter()
+        out = run()
+        sync()
+        total = time.perf_counter() - t0
+        fwd, pol = meter.seconds("dllm"), meter.seconds("policy")
+    finally:
+        undo()
+    return out, total, dict(dllm_frac=fwd / total, policy_frac=pol / total, other_frac=1 - (fwd + pol) / total,
+                            forwards=meter.forwards, rows_per_forward=meter.rows / max(meter.forwards, 1),
+                            tflops=meter.flops / max(fwd, 1e-9) / 1e12, of_rate=meter.flops / max(fwd, 1e-9) / rate)
 
 
 def random_dllm(shape, device):
@@ -94,46 +177,100 @@ def policies(specs, ckpt, device):
     return out
 
 
-def bench_tiny(args, device):
+def bench_tiny(cfg, device, rate):
     from tasks import get_problems
     dllm = load_dllm("tiny", device=device)
-    problems = get_problems("chain", args.n, 0, "test")
-    evaluate(dllm, parse_policy("threshold:0.9"), problems[:8], "chain", 32, 8, progress=False)   # warm-up
-    rows = []
-    c = SHAPES["tiny"]
-    for pol in policies(args.policies or c["policies"], args.policy, device):
-        for cache in args.caches:
-            run = lambda: evaluate(dllm, pol, problems, "chain", c["L"], c["BL"], args.batch_size, progress=False,
-                                   cache=cache)[0]
-            row, secs, split = timed(dllm, pol, run)
-            rows.append(dict(shape="tiny", policy=pol.spec, cache=cache, accuracy=row["accuracy"],
-                             nfe=row["mean_nfe"], sec_per_seq=secs / len(problems), **split))
+    problems = get_problems("chain", cfg.num_problems, 0, "test")
+    rows, c = [], SHAPES["tiny"]
+    for pol in policies(cfg.policies or c["policies"], cfg.policy, device):
+        for cache in cfg.caches:
+            run = lambda n: evaluate(dllm, pol, problems[:n], "chain", c["L"], c["BL"], cfg.batch_size,
+                                     progress=False, cache=cache)[0]
+            row, secs, split = measure(dllm, pol, lambda: run(len(problems)), lambda: run(cfg.batch_size), rate)
+            rows.append(dict(shape="tiny", policy=pol.spec, cache=cache, accuracy=row["accuracy"], nfe=row["mean_nfe"],
+                             sec_per_seq=secs / len(problems), **split))
             print(line(rows[-1], rows), flush=True)
     return rows
 
 
-def bench_random(args, device, shape):
+def prompts(dllm, n, P, device):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, dllm.vocab_size - 1, (n, P), generator=g).to(device)
+    return ids, torch.ones_like(ids)
+
+
+def bench_random(cfg, device, shape, rate):
     c = SHAPES[shape]
     dllm = random_dllm(shape, device)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(2, dllm.vocab_size - 1, (c["n"], c["P"]), generator=g).to(device)
-    am = torch.ones_like(ids)
-    dllm.logits(ids[:1], am[:1])                                       # warm-up
+    ids, am = prompts(dllm, c["n"], c["P"], device)
     rows = []
-    for pol in policies(args.policies or c["policies"], args.policy, device):
-        for cache in args.caches:
-            def run():
+    for pol in policies(cfg.policies or c["policies"], cfg.policy, device):
+        for cache in cfg.caches:
+            def run(L=c["L"]):
                 nfe = 0
                 for i in range(0, c["n"], c["batch"]):
-                    r = generate(dllm, pol, ids[i:i + c["batch"]], am[i:i + c["batch"]], c["L"], c["BL"],
+                    r = generate(dllm, pol, ids[i:i + c["batch"]], am[i:i + c["batch"]], L, c["BL"],
                                  keys=row_keys(0, torch.arange(i, i + c["batch"])), cache=cache)
                     nfe += r.nfe.sum().item()
                 return nfe / c["n"]
-            with torch.no_grad():
-                nfe, secs, split = timed(dllm, pol, run)
+            with torch.no_grad():   # warm-up: two blocks (a refresh and the cached steps after it)
+                nfe, secs, split = measure(dllm, pol, run, lambda: run(2 * c["BL"]), rate)
             rows.append(dict(shape=shape, policy=pol.spec, cache=cache, accuracy=None, nfe=nfe,
                              sec_per_seq=secs / c["n"], **split))
             print(line(rows[-1], rows), flush=True)
+    return rows
+
+
+def bench_grpo(cfg, device):
+    """One GRPO round at the paper's shapes: 16 prompts x (8 rollouts of a fresh policy + 1 of threshold:0.9), L 256,
+    BL 32, prompt 200, on a random model (LLaDA-8B's shape on CUDA): the rollouts per cache, then the update (two
+    optimizer steps over every recorded step), with the peak device memory of each."""
+    from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
+    shape = cfg.grpo_model or ("llada" if device.type == "cuda" else "mid")
+    dllm = random_dllm(shape, device)
+    P, G, L, BL = 16, 8, 256, 32
+    ids, am = prompts(dllm, P, 200, device)
+    torch.manual_seed(0)
+    pol = LearnedPolicy(PolicyConfig()).to(device)
+    expert = parse_policy("threshold:0.9")
+    peak = (lambda: torch.cuda.max_memory_allocated(device) / 2 ** 30) if device.type == "cuda" else (lambda: 0.0)
+    reset = (lambda: torch.cuda.reset_peak_memory_stats(device)) if device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    print(f"grpo: {shape} shape, {P} prompts x ({G} + 1 expert) rollouts, L {L}, BL {BL}, prompt 200")
+    rows = []
+    for cache in cfg.caches:
+        reset()
+        sync()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            mine = generate(dllm, Learned(pol.eval(), Knobs(fallback=False)), ids.repeat_interleave(G, 0),
+                            am.repeat_interleave(G, 0), L, BL, record=True, keys=row_keys(0, torch.arange(P * G)),
+                            cache=cache)
+            theirs = generate(dllm, expert, ids, am, L, BL, record=True, keys=row_keys(1, torch.arange(P)), cache=cache)
+        sync()
+        t_roll, mem_roll = time.perf_counter() - t0, peak()
+        correct = torch.rand(P * (G + 1), generator=torch.Generator().manual_seed(0)).to(device) < 0.5   # random weights
+        R = rewards(correct, torch.cat([mine.nfe, theirs.nfe]), L, 3.0)
+        A = advantages(torch.cat([R[:P * G].view(P, G), R[P * G:].view(P, 1)], 1).reshape(-1), G + 1).view(P, G + 1)
+        A = torch.cat([A[:, :G].reshape(-1), A[:, G:].reshape(-1)])
+        eb = collate(theirs.steps, expert=True)
+        old_expert_log_probs(pol, eb, (G, 1), 16 * L)
+        batch = concat_batches(collate(mine.steps), eb, P * G)
+        reset()
+        t0 = time.perf_counter()
+        opt = torch.optim.AdamW(pol.parameters(), lr=3e-5)
+        pol.train()
+        for k in range(2):
+            opt.zero_grad(set_to_none=True)
+            grpo_loss(pol, batch, A, len(A), 0.5, chunk=16 * L, mixture_sizes=(G, 1), metrics=k == 1)
+            opt.step()
+        sync()
+        t_upd = time.perf_counter() - t0
+        rows.append(dict(shape="grpo", cache=cache, rollout_s=t_roll, update_s=t_upd, peak_gib=max(mem_roll, peak()),
+                         nfe=mine.nfe.float().mean().item(), steps=len(batch["row"])))
+        r = rows[-1]
+        print(f"grpo   cache {cache:<6} rollouts {t_roll:7.1f} s (policy NFE {r['nfe']:.1f}, {r['steps']} recorded steps)"
+              f"   update {t_upd:6.1f} s   peak memory {r['peak_gib']:.1f} GiB", flush=True)
     return rows
 
 
@@ -146,7 +283,7 @@ def per_position_modulation(self, masked, t, alpha=None):
     return self.ada(cond)
 
 
-def bench_update(args, device):
+def bench_update(cfg, device):
     """One GRPO update (train.py's two optimizer steps' losses and backwards) on the recorded steps of a tiny-world
     batch: 16 prompts x 8 rollouts of a fresh semi-AR policy (BL 8, unmask p 0.5, alpha 3: the suite's start), timed
     with and without the two savings: no backward for zero-advantage rollouts, and the per-row modulation."""
@@ -204,49 +341,47 @@ def every_step(pol, batch, A, chunk):
         grpo_objective(logp, batch["logp_old"][sl], A[row[sl]], steps[sl], len(A), 0.5).backward()
 
 
+HEAD = (f"{'shape':<6} {'policy':<20} {'cache':<7} {'acc %':>5} {'NFE':>7} {'ms / seq':>10} {'speed':>6} {'fwd':>6} "
+        f"{'rows/fwd':>8} {'TFLOP/s':>8} {'of rate':>7}  {'dLLM%':>5} {'policy%':>7} {'other%':>6}")
+
+
 def line(r, rows):
     base = next((x for x in rows if x["shape"] == r["shape"] and x["policy"] == r["policy"] and x["cache"] == "none"), r)
     acc = f"{r['accuracy']:5.1f}" if r["accuracy"] is not None else "    -"
-    return (f"{r['shape']:<6} {r['policy']:<20} {r['cache']:<7} {acc} {r['nfe']:7.2f} {r['sec_per_seq'] * 1000:10.1f} "
-            f"{base['sec_per_seq'] / r['sec_per_seq']:6.2f}x  {100 * r['dllm_frac']:5.1f} {100 * r['policy_frac']:7.1f} "
+    return (f"{r['shape']:<6} {r['policy'][:20]:<20} {r['cache']:<7} {acc} {r['nfe']:7.2f} {r['sec_per_seq'] * 1000:10.1f} "
+            f"{base['sec_per_seq'] / r['sec_per_seq']:5.2f}x {r['forwards']:6d} {r['rows_per_forward']:8.1f} "
+            f"{r['tflops']:8.2f} {100 * r['of_rate']:6.1f}%  {100 * r['dllm_frac']:5.1f} {100 * r['policy_frac']:7.1f} "
             f"{100 * r['other_frac']:6.1f}")
 
 
-HEAD = (f"{'shape':<6} {'policy':<20} {'cache':<7} {'acc %':>5} {'NFE':>7} {'ms / seq':>10} {'speed':>7}  "
-        f"{'dLLM%':>5} {'policy%':>6} {'other%':>5}")
-
-
 def main(argv=None):
-    p = argparse.ArgumentParser(description="time the unmasking loop per policy and KV-cache mode",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--shape", default="tiny,mid", help="comma-separated: tiny, mid, llada, update")
-    p.add_argument("--policies", default=None, help="heuristic specs (default: threshold:0.9 and top-k at L/4 steps)")
-    p.add_argument("--policy", default=None, help="a learned checkpoint to time (default: a fresh learned policy)")
-    p.add_argument("--caches", default="none,prefix,dual", help="comma-separated cache modes")
-    p.add_argument("--n", type=int, default=500, help="tiny shape: problems")
-    p.add_argument("--batch-size", type=int, default=128, help="tiny shape: prompts per generate call")
-    p.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
-    args = p.parse_args(argv)
     try:
-        check_args(n=(args.n, "> 0"), batch_size=(args.batch_size, "> 0"), threads=(args.threads, ">= 0"))
-        args.caches = [c for c in args.caches.split(",") if c.strip()]
-        shapes = [s for s in args.shape.split(",") if s.strip()]
-        bad = [c for c in args.caches if c not in CACHES] + [s for s in shapes if s not in SHAPES and s != "update"]
-        if bad or not shapes or not args.caches:
-            raise ValueError(f"unknown or missing --shape / --caches {bad}: shapes tiny, mid, llada, update; "
-                             f"caches {CACHES}")
-        device = resolve_device(args.device)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
-        if set(shapes) - {"update"}:
+        cfg, _ = parse_config(BenchConfig, argv, "time the unmasking loop per policy and KV-cache mode",
+                              "python -m support.bench")
+        check_counts(num_problems=(cfg.num_problems, 1), batch_size=(cfg.batch_size, 1))
+        check_threads(cfg.threads)
+        caches = [c for c in cfg.caches.split(",") if c.strip()]
+        shapes = [s for s in cfg.shape.split(",") if s.strip()]
+        bad = [c for c in caches if c not in CACHES] + [s for s in shapes if s not in SHAPES and s not in ("update", "grpo")]
+        if bad or not shapes or not caches or cfg.grpo_model not in (None, "llada", "mid"):
+            raise ValueError(f"unknown or missing --shape / --caches / --grpo-model {bad}: shapes tiny, mid, llada, grpo, "
+                             f"update; caches {CACHES}; grpo models llada, mid")
+        cfg = dataclasses.replace(cfg, caches=caches)
+        device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        rate = matmul_rate(device) if set(shapes) & set(SHAPES) else 1.0
+        print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
+              + (f"; measured matmul rate {rate / 1e12:.2f} TFLOP/s" if rate > 1 else ""))
+        if set(shapes) & set(SHAPES):
             print(HEAD)
         rows = []
         for shape in shapes:
-            rows += (bench_tiny(args, device) if shape == "tiny" else bench_update(args, device) if shape == "update"
-                     else bench_random(args, device, shape))
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+            rows += (bench_tiny(cfg, device, rate) if shape == "tiny" else bench_update(cfg, device) if shape == "update"
+                     else bench_grpo(cfg, device) if shape == "grpo" else bench_random(cfg, device, shape, rate))
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted") from None
+    except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
     return rows
 

@@ -9,6 +9,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 torch.set_num_threads(2)
+# Every test runs on the CPU, on a machine with a GPU too (and the scripts they start inherit it); the CUDA tests
+# (test_cuda.py) pass their device explicitly.
+os.environ["DLLM_UNMASK_DEVICE"] = "cpu"
 
 CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
                  "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"

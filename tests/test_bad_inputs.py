@@ -220,7 +220,7 @@ def test_policy_of_another_width_and_setup(tiny_path, tmp_path):
     cfg = dict(model=tiny_path, gen_length=16, block_length=8, prompts_per_step=2, group_size=2, steps=1,
                eval_every=0, out=out)
     train.train(train.TrainConfig(**cfg))
-    for change, msg in [(dict(width=64), "width: 128 there, 64 here"), (dict(alpha=1.0), "alpha: 3.0 there, 1.0 here")]:
+    for change, msg in [(dict(width=64), "width: 128 there, 64 here"), (dict(alpha=3.0), "alpha: 1.0 there, 3.0 here")]:
         with pytest.raises(SystemExit, match=msg):
             train.main([f"--{k}" for k in ("resume",)] + sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in
                                                                 {**cfg, **change}.items()), []))

@@ -309,3 +309,30 @@ def test_the_forward_memo_shares_states_across_policies_and_changes_nothing(tiny
                      progress=False, memo=memo)
     finally:
         tiny.logits = real
+
+
+def test_a_new_heuristic_is_one_class(tiny_path, tmp_path):
+    """Adding a hand rule is one class in policy.py's grammar: declared once, it is parsed by every CLI, swept by
+    eval.py and listed in the registry."""
+    import eval as ev
+    import sample
+    from policy import RULES, Arg, Heuristic, rank_select, spec_forms
+
+    class Leftmost(Heuristic):
+        """Reveal the n leftmost candidates."""
+        name, args = "leftmost", (Arg("n", "N", int, grid=(1, 2)),)
+
+        def select(self, obs):
+            score = -torch.arange(obs.cand.shape[1], dtype=torch.float32).expand(obs.cand.shape)
+            return rank_select(score, obs.cand, torch.full((obs.cand.shape[0],), self.n))
+    try:
+        assert "leftmost:n=N" in spec_forms()
+        setup = ["--model", tiny_path, "--gen-length", "16", "--n", "4"]
+        rows = sample.main(setup + ["--block-length", "8", "--policies", "leftmost:n=2,leftmost:1"])
+        assert [(r["policy"], r["mean_nfe"]) for r in rows] == [("leftmost:n=2", 8), ("leftmost:n=1", 16)]
+        rows = ev.main(setup + ["--block-lengths", "8", "--sweep", "leftmost", "--out", str(tmp_path / "r.json")])
+        assert sorted((r["policy"], r["mean_nfe"]) for r in rows) == [("leftmost:n=1", 16), ("leftmost:n=2", 8)]
+        with pytest.raises(SystemExit, match="n must be a positive integer"):
+            sample.main(setup + ["--policies", "leftmost:n=0"])
+    finally:
+        RULES.pop("leftmost")

@@ -203,7 +203,7 @@ def test_cli_with_checkpoint_taus_and_seeds(tiny_path, tmp_path):
     assert len(rows) == 2 * ((5 + 3) + (9 + 3))
     learned = [r for r in rows if "trained" in r]
     assert {r["policy"] for r in learned} == {f"{ck}:tau=0.5", f"{ck}:tau=1.0"}
-    assert all(r["trained"]["block_length"] == 8 and r["trained"]["alpha"] == 3.0 for r in learned)
+    assert all(r["trained"]["block_length"] == 8 and r["trained"]["alpha"] == 1.0 for r in learned)
     assert out.stdout.count(f"| {ck}:tau=") == 4 and "± " in out.stdout          # each BL's table, both taus
 
 

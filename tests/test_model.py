@@ -225,3 +225,19 @@ def test_llada_tokenizer_files(llada_dir, tmp_path):
         os.remove(copy / f)
     with pytest.raises(FileNotFoundError, match="no tokenizer files"):
         load_dllm(str(copy), device="cpu")
+
+
+def test_merged_projections_compute_the_same_function(llada_dir, dream_dir):
+    """Block.merge_projections (on by default on CUDA): q/k/v and gate/up as one matmul each; float32 logits equal the
+    separate projections' to float rounding, with the KV cache too."""
+    for path in (llada_dir, dream_dir):
+        sep, merged = load_dllm(path, device="cpu"), load_dllm(path, device="cpu", merge=True)
+        assert not hasattr(sep.net.blocks[0], "qkv") and hasattr(merged.net.blocks[0], "qkv")
+        x = torch.randint(3, 20, (3, 19), generator=torch.Generator().manual_seed(0))
+        am = torch.ones_like(x)
+        am[1, :3] = 0
+        a, kv_a = sep.logits(x, am, start=7, return_kv=True)
+        b, kv_b = merged.logits(x, am, start=7, return_kv=True)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(sep.logits_span(x, am, 7, 4, 8, kv_a), merged.logits_span(x, am, 7, 4, 8, kv_b),
+                                   rtol=1e-5, atol=1e-5)

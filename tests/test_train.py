@@ -373,7 +373,7 @@ def test_imitation_warm_start_clones_the_heuristic(tmp_path):
     from tasks import prompts_of
     from tasks import tiny_problems
     from model import load_dllm
-    pol, _ = train.train(train.TrainConfig(model="tiny", steps=1, lr=1e-9, warmup=1, prompts_per_step=2, group_size=2,
+    pol, _ = train.train(train.TrainConfig(model="tiny", block_length=32, steps=1, lr=1e-9, warmup=1, prompts_per_step=2, group_size=2,
                                            eval_every=0, out=str(tmp_path / "bc.pt"), imitate="threshold:0.5",
                                            imitate_steps=100, imitate_problems=64, imitate_lr=3e-3, width=32))
     dllm = load_dllm("tiny")
