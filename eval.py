@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from common.cli import (Waited, check_args, check_counts, check_out_file, check_seed, check_threads, option,
-                        parse_config, waiting_lock, write_json)
+from common.cli import (Waited, check_args, check_counts, check_out_file, check_seed, check_threads, interrupted,
+                        option, parse_config, waiting_lock, write_json)
 from common.dist import broadcast, finish, gather, init_ranks, on_sigterm, stopped
-from env import CACHES, ForwardMemo, check_decoding
+from env import ForwardMemo, check_decoding
 from model import check_model_name, load_dllm, resolve_device
 from policy import RULES, STEP_COUNTS, Learned, checkpoint_of, parse_policy, read_checkpoint, value_text
 from sample import decode, row_of
@@ -139,17 +139,38 @@ def row_key(r, skip=()):
     return tuple(r.get(k, ROW_DEFAULTS.get(k)) for k in KEY if k not in skip)
 
 
+WAIT_S = 600   # how long a row waits for another eval.py that holds the rows file's lock
+
+
+def pending_path(path):
+    return os.path.splitext(path)[0] + ".pending.json"
+
+
 def merge_row(path, row, say=print):
     """Merge one row into the rows file under its lock (another eval.py may have added rows meanwhile: they are kept).
-    If the lock is held too long, the row is kept beside the file (path.pending.json) and the error says so."""
+    If the lock is held too long, the row is kept beside the file (pending_path), the next run takes it in, and the
+    error says so."""
     try:
-        with waiting_lock(path, say=say):
+        with waiting_lock(path, WAIT_S, say):
             write_json(path, [r for r in load_rows(path) if row_key(r) != row_key(row)] + [row])
     except Waited as e:
-        pending = os.path.splitext(path)[0] + ".pending.json"
-        write_json(pending, [row])
-        raise RuntimeError(f"{e}: the row just computed is kept in {pending}; rerun when the other process is done "
-                           f"(finished rows are never computed again)") from None
+        pending = pending_path(path)
+        write_json(pending, [r for r in (load_rows(pending) if os.path.exists(pending) else []) if row_key(r) != row_key(row)]
+                   + [row])
+        raise RuntimeError(f"{e}: the row just computed is kept in {pending} (the next run on {path} takes it in); "
+                           f"rerun when the other process is done") from None
+
+
+def take_pending(path, say=print):
+    """Rows a run kept in pending_path (its lock was held too long) go into the rows file now."""
+    pending = pending_path(path)
+    if os.path.exists(pending):
+        rows = load_rows(pending)
+        with waiting_lock(path, WAIT_S, say):
+            keys = {row_key(r) for r in rows}
+            write_json(path, [r for r in load_rows(path) if row_key(r) not in keys] + rows)
+        os.remove(pending)
+        say(f"took in {len(rows)} row(s) from {pending}")
 
 
 @dataclass
@@ -202,6 +223,8 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
         check_decoding(s.gen_length, s.block_length, s.cache)
     rank, world, _, device = init_ranks(device)
     say = print if rank == 0 and progress else (lambda *a, **k: None)
+    if rank == 0:
+        take_pending(out, say)
     work, trained = broadcast(plan(out, settings, n, seeds, temperature, samples, split, data) if rank == 0 else None,
                               rank, world)
     dllm, loaded, memos, problems = None, None, {}, {}
@@ -357,6 +380,8 @@ def settings_of(cfg):
     if cfg.compile and cfg.cache != "none":
         raise ValueError("--compile is for the uncached forward: drop --cache or --compile")
     check_out_file(cfg.out, "--out", [("--policies", c) for c in ckpts] + [("--data", cfg.data), ("--model", cfg.model)])
+    if cfg.plot:   # the picture is the run's other output: a file of its own
+        check_out_file(plot_path(cfg.out), "--plot's picture", [("--out", cfg.out)] + [("--policies", c) for c in ckpts])
     load_rows(cfg.out)                                    # a file that is not ours: refused before any work
     resolve_device(cfg.device)
     check_model_name(cfg.model)
@@ -379,8 +404,8 @@ def main(argv=None):
         rows = run(cfg.out, settings, cfg.num_problems, seeds, cfg.batch_size, cfg.temperature, cfg.device, cfg.data,
                    cfg.split, compile=cfg.compile, samples=cfg.samples)
     except KeyboardInterrupt:
-        raise SystemExit(stopped(f"{cfg.out} keeps every row finished before; a rerun does the rest" if cfg else
-                                 "nothing was written")) from None
+        raise interrupted(stopped(f"{cfg.out} keeps every row finished before; a rerun does the rest" if cfg else
+                                  "nothing was written")) from None
     except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
     finish(int(os.environ.get("WORLD_SIZE", 1)))
@@ -388,6 +413,10 @@ def main(argv=None):
         return None
     report(cfg, rows)
     return rows
+
+
+def plot_path(out):
+    return os.path.splitext(out)[0] + ".png"
 
 
 def report(cfg, rows):
@@ -398,7 +427,7 @@ def report(cfg, rows):
         print(table([r for r in mine if r["block_length"] == BL]))
     if cfg.plot:
         from common.plots import plot_fronts
-        png = os.path.splitext(cfg.out)[0] + ".png"
+        png = plot_path(cfg.out)
         plot_fronts({f"{cfg.model} {cfg.task} L={cfg.gen_length} BL={BL}": [r for r in mine if r["block_length"] == BL]
                      for BL in sorted({r["block_length"] for r in mine})}, png)
         print(f"wrote {png}")

@@ -326,6 +326,8 @@ def config_from_hf(cfg):
     kind = str(cfg.get("model_type", "")).lower()
     if "llada" in kind or "d_model" in cfg:
         d = cfg["d_model"]
+        if not isinstance(d, int) or isinstance(d, bool) or d <= 0:
+            raise ValueError(f"config.json: d_model is {d!r}, not a positive integer")
         mc = ModelConfig(
             vocab_size=cfg.get("embedding_size") or cfg["vocab_size"], d_model=d, n_layers=cfg["n_layers"],
             n_heads=cfg["n_heads"], n_kv_heads=cfg.get("n_kv_heads") or cfg["n_heads"],
@@ -347,7 +349,26 @@ def config_from_hf(cfg):
         raise ValueError("config.json is neither the LLaDA (d_model, n_layers, ...) nor the Dream "
                          "(hidden_size, num_hidden_layers, ...) layout")
     ids = {k: cfg.get(f"{k}_token_id", v) for k, v in known.items()}
+    check_config(mc, ids)
     return mc, layout, ids
+
+
+def check_config(mc, ids):
+    """The numbers of a config.json that the architecture divides by or allocates with: one clear error each."""
+    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden"):
+        v = getattr(mc, name)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= 10 ** 7:
+            raise ValueError(f"config.json: {name} (its field for it) is {v!r}, not a positive integer")
+    for name in ("rope_theta", "norm_eps"):
+        v = getattr(mc, name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < float("inf"):
+            raise ValueError(f"config.json: {name} is {v!r}, not a positive number")
+    if mc.d_model % mc.n_heads or mc.n_heads % mc.n_kv_heads:
+        raise ValueError(f"config.json: d_model {mc.d_model}, {mc.n_heads} heads and {mc.n_kv_heads} key/value heads "
+                         f"do not divide (d_model must be a multiple of the heads, the heads of the key/value heads)")
+    for k, v in ids.items():
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < mc.vocab_size:
+            raise ValueError(f"config.json: {k}_token_id is {v!r}, not a token id of the {mc.vocab_size}-token vocabulary")
 
 
 def key_map(layout, n_layers, qkv_bias, tied):
@@ -421,8 +442,10 @@ def load_hf_dir(path, device, dtype, name=None):
         mc, layout, ids = config_from_hf(cfg)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}/config.json is not valid JSON ({e})") from None
-    except (KeyError, TypeError, AttributeError) as e:
+    except (KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
         raise ValueError(f"{path}/config.json lacks or mistypes the field {e} of the LLaDA / Dream layout") from None
+    except ValueError as e:   # check_config's, which names the field
+        raise ValueError(f"{path}/{e}") from None
     files = sorted(fn for fn in os.listdir(path) if fn.endswith(".safetensors"))
     if not files:
         raise FileNotFoundError(f"{path} has no *.safetensors weights")
@@ -431,11 +454,19 @@ def load_hf_dir(path, device, dtype, name=None):
     want = {k: v.shape for k, v in net.state_dict().items()}
     kmap, sd = key_map(layout, mc.n_layers, mc.qkv_bias, mc.tie_embeddings), {}
     for fn in files:  # one shard at a time, straight to the target device and dtype
-        for k, t in load_file(os.path.join(path, fn), device=str(device)).items():
+        try:
+            shard = load_file(os.path.join(path, fn), device=str(device))
+        except Exception as e:   # safetensors' own error type for a truncated, empty or foreign file
+            raise ValueError(f"{path}/{fn} is not a readable safetensors file ({str(e).splitlines()[0][:120]}): it is "
+                             f"truncated or damaged; download it again") from None
+        for k, t in shard.items():
             if k not in kmap:
                 continue  # e.g. rotary caches some exports carry
             if tuple(t.shape) != tuple(want[kmap[k]]):
-                raise ValueError(f"{k}: checkpoint shape {tuple(t.shape)} != expected {tuple(want[kmap[k]])}")
+                raise ValueError(f"{path}/{fn}: {k} has shape {tuple(t.shape)}, the config says {tuple(want[kmap[k]])}")
+            if not t.is_floating_point():
+                raise ValueError(f"{path}/{fn}: {k} is stored as {t.dtype} (quantized weights?); this loader takes "
+                                 f"float weights (bf16, fp16 or fp32): use the original checkpoint")
             sd[kmap[k]] = t.to(dtype)
     missing = sorted(set(kmap) - {k for k, v in kmap.items() if v in sd})
     if missing:

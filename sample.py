@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from common.cli import check_args, check_counts, check_out_file, check_seed, check_threads, option, parse_config, write_json
+from common.cli import (check_args, check_counts, check_out_file, check_seed, check_threads, interrupted,
+                        option, parse_config, write_json)
 from common.dist import finish, gather, init_ranks, on_sigterm, stopped
-from env import CACHES, check_buffer, check_decoding, generate, row_keys
+from env import check_buffer, check_decoding, generate, row_keys
 from model import check_model_name, load_dllm, resolve_device
 from policy import Learned, checkpoint_of, parse_policies, read_checkpoint
 from tasks import answer_is_right, check_task, final_answer, get_problems, grade_many, prompts_of
@@ -78,7 +79,7 @@ class Completion:
 
 def completion_keys(seed, problems, samples):
     """Row keys (B,) of (problem, sample) pairs: sample 0 of problem i has the key a one-sample run gives it."""
-    return torch.cat([row_keys(seed + s * 0x632BE5AB, torch.tensor([i])) for i, s in zip(problems, samples)])
+    return torch.cat([row_keys((seed + s * 0x632BE5AB) % 2 ** 63, torch.tensor([i])) for i, s in zip(problems, samples)])
 
 
 def decode(dllm, policy, problems, task, L, BL, batch_size=128, temperature=0.0, seed=0, samples=1, cache="none",
@@ -247,7 +248,7 @@ def main(argv=None):
         cfg, policies, problems, dllm, rank, world = setup(cfg)
         rows = compare(cfg, policies, problems, dllm, rank, world)
     except KeyboardInterrupt:
-        raise SystemExit(stopped("nothing was written")) from None
+        raise interrupted(stopped("nothing was written")) from None
     except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
     finish(world)

@@ -128,11 +128,22 @@ ANSWER_PREFIX = "<reasoning>\n"  # written as the start of the answer (the paper
 
 
 def read_jsonl(path, task):
-    """Read a local jsonl. GSM8K rows need 'question' and 'answer' ('... #### 42'); MATH rows need
-    'problem' and 'answer'."""
+    """Read a local jsonl. GSM8K rows need 'question' and 'answer' ('... #### 42', or a bare number); MATH rows need
+    'problem' and 'answer'. A row whose answer cannot be graded (no number after '####', an empty MATH answer) is
+    refused here, not graded wrong later."""
     need = ("question", "answer") if task == "gsm8k" else ("problem", "answer")
-    return jsonl_rows(path, task, need, lambda row: None if isinstance(row[need[0]], str) and isinstance(
-        row["answer"], (str, int, float)) else f"'{need[0]}' must be a string and 'answer' a string or a number")
+
+    def check(row):
+        if not isinstance(row[need[0]], str) or not isinstance(row["answer"], (str, int, float)) \
+                or isinstance(row["answer"], bool):
+            return f"'{need[0]}' must be a string and 'answer' a string or a number"
+        gold = str(row["answer"]).split("####")[-1].strip() if task == "gsm8k" else str(row["answer"]).strip()
+        if task == "gsm8k" and _to_number(gold) is None:
+            return f"its answer {gold[:40]!r} has no number to grade against (GSM8K answers end in '#### <number>')"
+        if not gold:
+            return "its 'answer' is empty: nothing to grade against"
+        return None
+    return jsonl_rows(path, task, need, check)
 
 
 def _download_real(task, split):
@@ -162,6 +173,8 @@ def check_task(task, data=None):
         raise ValueError(f"unknown task {task!r}; choose one of {TINY_TASKS + REAL_TASKS}")
     if data and task in TINY_TASKS:
         raise ValueError(f"--data is for {' / '.join(REAL_TASKS)}; the {task} task is generated, not read")
+    if task in CODE_TASKS:
+        codetasks.isolation()   # generated code runs only in a sandbox (or with the user's explicit opt-in)
 
 
 def get_problems(task, n=None, seed=0, split="test", data=None):
@@ -175,8 +188,8 @@ def get_problems(task, n=None, seed=0, split="test", data=None):
 # ----------------------------------------------------------------------------------------------------
 # real tasks: graders (the paper's protocol)
 
-def _boxed_all(text):
-    """Contents of every \\boxed{...} in text, with nested braces balanced."""
+def _boxed_spans(text):
+    """(start, end, content) of every \\boxed{...} in text, with nested braces balanced."""
     out, i = [], 0
     while (i := text.find("\\boxed", i)) != -1:
         j = i + len("\\boxed")
@@ -193,9 +206,14 @@ def _boxed_all(text):
             k += 1
         if depth:  # unbalanced: stop
             break
-        out.append(text[j + 1:k])
+        out.append((i, k + 1, text[j + 1:k]))
         i = k + 1
     return out
+
+
+def _boxed_all(text):
+    """Contents of every \\boxed{...} in text."""
+    return [c for _, _, c in _boxed_spans(text)]
 
 
 # A number as GSM8K answers write it: optional sign, digits with thousands commas (only in groups of three, so
@@ -203,6 +221,10 @@ def _boxed_all(text):
 NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][-+]?\d+)?|[-+]?\.\d+(?:[eE][-+]?\d+)?"
 NUMBER = re.compile(NUM)
 UNIT = r"[A-Za-z][A-Za-z .]*"   # words after a number: "10 dollars", "5 cm" (no digits, so never a second number)
+WORDS = dict(zero=0, one=1, two=2, three=3, four=4, five=5, six=6, seven=7, eight=8, nine=9, ten=10, eleven=11,
+             twelve=12, thirteen=13, fourteen=14, fifteen=15, sixteen=16, seventeen=17, eighteen=18, nineteen=19,
+             twenty=20, thirty=30, forty=40, fifty=50, sixty=60, seventy=70, eighty=80, ninety=90)
+SCALES = dict(hundred=100, thousand=1000, million=10 ** 6, billion=10 ** 9)
 
 
 def _clean_money(s):
@@ -216,13 +238,10 @@ MINUS = "\u2212\u2013\u2012\ufe63\uff0d"   # Unicode minus, en dash, figure dash
 
 def _unwrap(s):
     """What LLaDA puts around a number in a box, taken off: Unicode minus signs (as '-'), \\left / \\right and \\!,
-    redundant braces ({{10}} -> 10, \\frac{{20}}{2} -> \\frac{20}{2}), and an equation's left side ("x = 10" ->
-    "10": the box states the answer as an equation; the right side of the last '=')."""
+    redundant braces ({{10}} -> 10, \\frac{{20}}{2} -> \\frac{20}{2}) and brackets."""
     s = s.translate({ord(c): "-" for c in MINUS}).replace("\\left", "").replace("\\right", "").replace("\\!", "")
     while (t := re.sub(r"\{\s*\{([^{}]*)\}\s*\}", r"{\1}", s)) != s:
         s = t
-    if "=" in s:
-        s = s.rsplit("=", 1)[1]
     s = s.strip()
     while s[:1] + s[-1:] in ("{}", "()") and _balanced(s[1:-1]):
         s = s[1:-1].strip()
@@ -238,49 +257,91 @@ def _balanced(s):
     return depth == 0
 
 
-def _to_number(s):
-    """The value of a boxed GSM8K answer, or None. Reads a plain number, a number followed by a unit or a percent
-    sign ("10 dollars", "10\\%"), a negative amount of money ("-\\$5"), scientific notation, and a fraction
-    (\\frac{3}{4}, \\dfrac34, 3/4) as its value, after _unwrap ("x = 10", {{10}}, a Unicode minus). Departs
-    from the paper's parser, which strips ',', '$' and spaces and
-    tries float(): there "10 dollars" and "10\\%" read as nothing, and a fraction as nothing, after which the
-    fallback read the last number inside <answer> - the fraction's denominator (a false positive)."""
-    s = _unwrap(_clean_money(s)).rstrip(".")
-    m = (re.fullmatch(r"([-+]?)\\[dt]?frac\{\s*(%s)\s*\}\{\s*(%s)\s*\}" % (NUM, NUM), s)
-         or re.fullmatch(r"([-+]?)\\[dt]?frac(\d)(\d)", s)                      # \frac34: the digits 3 and 4
+def _words_number(s):
+    """English number words ('forty-two', 'one hundred and five', 'twelve thousand') -> their value, else None."""
+    words = [w for w in re.split(r"[\s-]+", s.lower().strip()) if w and w != "and"]
+    if not words or any(w not in WORDS and w not in SCALES for w in words):
+        return None
+    total, current = 0, 0
+    for w in words:
+        if w in WORDS:
+            current += WORDS[w]
+        elif w == "hundred":
+            current = max(current, 1) * 100
+        else:
+            total, current = total + max(current, 1) * SCALES[w], 0
+    return float(total + current)
+
+
+def _plain_number(s):
+    """One number as an answer writes it, after _unwrap: a plain number (thousands split by commas or spaces), a
+    number with a unit or a percent sign, a fraction (\\frac{3}{4}, \\dfrac34, 3/4), a mixed number (3\\frac{1}{2},
+    3 1/2) or number words (forty-two) -> its value, else None."""
+    s = _unwrap(_clean_money(s)).rstrip(".").strip()
+    frac = r"\\[dt]?frac\{\s*(%s)\s*\}\{\s*(%s)\s*\}" % (NUM, NUM)
+    m = re.fullmatch(r"([-+]?)(\d+)\s*(?:%s|(\d+)\s*/\s*(\d+))" % frac, s)
+    if m:   # a mixed number: a whole part and a proper fraction
+        a, b = (m.group(3), m.group(4)) if m.group(3) else (m.group(5), m.group(6))
+        a, b = float(a.replace(",", "")), float(b.replace(",", ""))
+        if 0 < a < b:
+            return (-1 if m.group(1) == "-" else 1) * (float(m.group(2)) + a / b)
+    m = (re.fullmatch(r"([-+]?)" + frac, s) or re.fullmatch(r"([-+]?)\\[dt]?frac(\d)(\d)", s)
          or re.fullmatch(r"([-+]?)(%s)\s*/\s*(%s)" % (NUM, NUM), s))
     if m:  # a fraction: its value
         a, b = float(m.group(2).replace(",", "")), float(m.group(3).replace(",", ""))
         return None if b == 0 else (-1 if m.group(1) == "-" else 1) * a / b
+    if re.fullmatch(r"[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):   # "1 000": thousands split by spaces
+        s = s.replace(" ", "")
     m = re.fullmatch(r"(%s)\s*(?:%s)?" % (NUM, UNIT), s)
     if m:
         try:
             return float(m.group(1).replace(",", ""))
         except ValueError:
             return None
-    return None
+    return _words_number(s)
+
+
+def _to_number(s):
+    """The value of a boxed GSM8K answer, or None: _plain_number, or an equation's number ("x = 10" -> 10,
+    "15 = 5 \\times 3" -> 15: of its sides that read as numbers, the last). Departs from the paper's parser, which
+    strips ',', '$' and spaces and tries float(): there "10 dollars", "10\\%" and a fraction read as nothing, after
+    which the fallback read the last number inside <answer> - the fraction's denominator (a false positive)."""
+    values = [_plain_number(side) for side in _unwrap(s).split("=")]
+    values = [v for v in values if v is not None]
+    return values[-1] if values else None
+
+
+HEDGE = re.compile(r"\s*(?:,|;|/|\\quad|\\text\{\s*(?:or|and)\s*\}|\b(?:or|and)\b|\s)*\s*", re.I)
+
+
+def _one_value(boxes):
+    """The number a set of final boxes gives: one value, or None when none reads as a number or they give different
+    ones (a hedge: '\\boxed{15} or \\boxed{12}' answers nothing)."""
+    values = {round(v, 9) for v in map(_to_number, boxes) if v is not None}
+    return values.pop() if len(values) == 1 else None
 
 
 def extract_gsm8k(response):
-    """The first \\boxed{} that reads as a number (_to_number), else the last number inside <answer>...</answer>.
-    The fallback never looks inside a box: a box that does not read as a number is no answer, never one of its
-    parts (the paper's parser took the last number of the tag, so "\\boxed{3x+4}" read as 4)."""
-    boxes = _boxed_all(response)
-    for b in boxes:
-        v = _to_number(b)
-        if v is not None:
-            return v
-    m = re.search(r"<answer>(.*?)(?:</answer>|$)", response, re.S)
-    if m:
-        text = m.group(1)
-        for b in boxes:
-            text = text.replace("\\boxed{" + b + "}", " ")
-        text = text.translate({ord(c): "-" for c in MINUS})
-        nums = [_to_number(x) for x in NUMBER.findall(_clean_money(text))]
+    """The final answer, read as a careful grader reads it: inside the last <answer> tag (to the end when it is not
+    closed) its boxes, else the last number there; without a tag, the last box and any boxes joined to it by 'or',
+    'and' or a comma. Several final boxes that read as different numbers are a hedge: no answer. Never a number
+    taken out of a box that does not read as one ("\\boxed{3x+4}" is not 4)."""
+    tag = response.rfind("<answer>")
+    if tag != -1:
+        region = response[tag + len("<answer>"):].split("</answer>")[0]
+        spans = _boxed_spans(region)
+        if spans:
+            return _one_value([c for _, _, c in spans])
+        nums = [_to_number(x) for x in NUMBER.findall(_clean_money(region.translate({ord(c): "-" for c in MINUS})))]
         nums = [x for x in nums if x is not None]
-        if nums:
-            return nums[-1]
-    return None
+        return nums[-1] if nums else None
+    spans = _boxed_spans(response)
+    if not spans:
+        return None
+    final = [spans[-1]]
+    while len(final) < len(spans) and HEDGE.fullmatch(response[spans[-len(final) - 1][1]:final[0][0]]):
+        final.insert(0, spans[-len(final) - 1])
+    return _one_value([c for _, _, c in final])
 
 
 def grade_gsm8k(response, gold):
@@ -307,13 +368,23 @@ def _strip_math(s):
     s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)           # \frac12 -> \frac{1}{2}
     s = re.sub(r"\\frac\{([^}]*)\}(\d)", r"\\frac{\1}{\2}", s)     # \frac{1}2
     s = re.sub(r"\\sqrt(\w)", r"\\sqrt{\1}", s)                     # \sqrt3 -> \sqrt{3}
+    s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)                      # addition: "x \in [2, 5]" -> "[2, 5]"
     s = s.replace(" ", "")
     if s == "0.5":
         s = "\\frac{1}{2}"
-    if re.fullmatch(r"-?\d+/\d+", s):                              # a/b -> \frac{a}{b}
-        a, b = s.split("/")
-        s = f"\\frac{{{a}}}{{{b}}}"
-    return s
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):          # addition: thousands separators
+        s = s.replace(",", "")
+    return _slash_fraction(s)
+
+
+def _slash_fraction(s):
+    """'a/b' -> '\\frac{a}{b}' when both sides are single terms (a number, a letter, \\pi, \\sqrt{2}, a braced group,
+    or a product of them): 1/2, \\sqrt{2}/2 and -\\pi/2 are fractions; 1+\\sqrt{2}/2 is not one."""
+    m = re.fullmatch(r"(-?)([^/+\-=,]+)/([^/+\-=,]+)", s)
+    if not m or not all(_balanced(x) for x in m.groups()[1:]):
+        return s
+    strip = lambda x: x[1:-1] if x[:1] + x[-1:] == "{}" and _balanced(x[1:-1]) else x
+    return f"{m.group(1)}\\frac{{{strip(m.group(2))}}}{{{strip(m.group(3))}}}"
 
 
 def _math_value(s):
@@ -338,26 +409,35 @@ def _top_level_split(s):
 
 
 def math_equal(pred, gold):
-    """Hendrycks's string equivalence after _strip_math, with two departures, each because the strings differ
-    while the answers do not: numbers compare by value (0.25 == \\frac14 == 1/4, 2.0 == 2; Hendrycks maps only
-    0.5 to \\frac{1}{2}), and a bare comma-separated list ("2, 3", "all solutions, separated by commas") compares
-    as a multiset; a bracketed tuple or interval keeps its order."""
+    """Hendrycks's string equivalence after _strip_math, with departures, each because the strings differ while the
+    answers do not: numbers compare by value (0.25 == \\frac14 == 1/4, 2.0 == 2; Hendrycks maps only 0.5 to
+    \\frac{1}{2}), a bare comma-separated list ("2, 3", "all solutions, separated by commas") and a set (\\{2, 1\\})
+    compare as multisets, a slash between two terms is a fraction (\\pi/2), thousands separators go (1,000), and
+    "x \\in" before an interval goes; a bracketed tuple or interval keeps its order."""
     a, b = _strip_math(pred), _strip_math(gold)
     if a == b:
         return True
+    sets = [re.fullmatch(r"\\\{(.*)\\\}", x) for x in (a, b)]
+    if all(sets):                                                  # addition: sets, \{2, 1\} = \{1, 2\}
+        return _same_multiset(_top_level_split(sets[0].group(1)), _top_level_split(sets[1].group(1)))
     va, vb = _math_value(a), _math_value(b)
     if va is not None and vb is not None:
         return abs(va - vb) <= 1e-9 * max(1.0, abs(vb))
     pa, pb = _top_level_split(a), _top_level_split(b)
-    if len(pa) > 1 and len(pa) == len(pb):
-        rest = list(pb)
-        for x in pa:
-            hit = next((i for i, y in enumerate(rest) if math_equal(x, y)), None)
-            if hit is None:
-                return False
-            rest.pop(hit)
-        return True
-    return False
+    return len(pa) > 1 and _same_multiset(pa, pb)
+
+
+def _same_multiset(pa, pb):
+    """Two lists of answers equal as multisets (math_equal item by item)."""
+    if len(pa) != len(pb):
+        return False
+    rest = list(pb)
+    for x in pa:
+        hit = next((i for i, y in enumerate(rest) if math_equal(x, y)), None)
+        if hit is None:
+            return False
+        rest.pop(hit)
+    return True
 
 
 def grade_math(response, gold):

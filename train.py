@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from actions import check_actions
-from common.cli import (check_args, check_counts, check_distinct, check_out_file, check_seed, exclusive, option,
-                        parse_config, write_atomic)
-from env import check_decoding, fmix32, generate, row_keys
+from common.cli import (check_args, check_counts, check_distinct, check_out_file, check_seed, exclusive, interrupted,
+                        option, parse_config, write_atomic)
+from env import check_buffer, check_decoding, fmix32, generate, row_keys
 from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
 from model import TINY, check_model_name, load_dllm, resolve_device
-from policy import (FEATURES, Heuristic, Knobs, Learned, LearnedPolicy, PolicyConfig, checkpoint_of, load_weights,
+from policy import (FEATURES, Knobs, Learned, LearnedPolicy, PolicyConfig, checkpoint_of, load_weights,
                     parse_policy, read_checkpoint)
 from sample import evaluate
 from tasks import REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many, prompts_of
@@ -406,8 +406,8 @@ class StopRequested:
 
     def __exit__(self, *exc):
         if threading.current_thread() is threading.main_thread():
-            for s, h in self.old.items():
-                signal.signal(s, h)
+            for s, h in self.old.items():   # after a stop the run exits: a Ctrl-C then changes nothing
+                signal.signal(s, signal.SIG_IGN if self.asked else h)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -434,6 +434,8 @@ def run(cfg, command):
     random.seed(cfg.seed)
     train_set, eval_set = problem_sets(cfg)
     dllm = load_dllm(cfg.model, device=cfg.device, revision=cfg.revision)
+    longest = prompts_of(dllm, train_set[:64])[0].shape[1]      # the batch of rollouts must fit in memory
+    check_buffer(dllm, cfg.prompts_per_step // world * (cfg.group_size + bool(cfg.expert)), longest, cfg.gen_length)
     policy, opt, start, metrics = build_policy(cfg, dllm.device, rank)
     say(f"resumed from {cfg.out} at step {start}" if start else f"config {asdict(cfg)}")
     say(f"dLLM {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}); policy "
@@ -498,7 +500,7 @@ def warm_start(policy, dllm, cfg, train_set, stop, say):
     t0 = time.time()
     loss = imitate(policy, dllm, cfg, train_set, stop)
     if loss is None:
-        say(f"interrupted during the --imitate warm start: nothing saved; run the same command again")
+        say("interrupted during the --imitate warm start: nothing saved; run the same command again")
         raise SystemExit(130)
     say(f"imitated {cfg.imitate} on {cfg.imitate_problems} problems: {cfg.imitate_steps} steps, loss {loss:.4f}, "
         f"{time.time() - t0:.0f} s")
@@ -666,8 +668,9 @@ def main(argv=None):
     try:
         cfg, command = parse_config(TrainConfig, argv, "GRPO training of the unmasking policy", "python train.py")
         return train(cfg, command)
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted") from None
+    except KeyboardInterrupt:   # a second Ctrl-C, or one before the loop: the last checkpoint written is intact
+        raise interrupted("interrupted: every checkpoint written before is intact (saves are atomic); --resume "
+                          "continues from the last one") from None
     except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
 

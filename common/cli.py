@@ -45,7 +45,7 @@ def parse_config(cls, argv=None, description=None, command="python script.py"):
 
 RULES = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
          "in (0, 1]": lambda v: 0 < v <= 1, "in [0, 1]": lambda v: 0 <= v <= 1, "in (0, 1)": lambda v: 0 < v < 1}
-MAX_COUNT = 10 ** 7       # problems, prompts, steps and the like: more than any run needs, few enough to be refused fast
+MAX_COUNT = 10 ** 6       # problems, prompts, steps and the like: more than any run needs, few enough to be refused fast
 MAX_SEED = 2 ** 63 - 1    # seeds are 64-bit signed integers in torch
 
 
@@ -138,17 +138,65 @@ def write_json(path, obj):
     write_atomic(path, write)
 
 
+def interrupted(message):
+    """Ctrl-C (or SIGTERM): the one line on stderr, and the exit status of an interrupted program (130); a Ctrl-C
+    that follows while it exits is ignored."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(message, file=sys.stderr)
+    return SystemExit(130)
+
+
+class Lock:
+    """path + '.lock' (filelock: an OS lock that the kernel releases however its holder exits), with a note beside it
+    (path + '.lock.owner') of who holds it and since when, for a process that has to wait."""
+
+    def __init__(self, path):
+        self.lock, self.owner = FileLock(path + ".lock"), path + ".lock.owner"
+
+    def acquire(self, timeout):
+        self.lock.acquire(timeout=timeout)
+        try:
+            with open(self.owner, "w") as f:
+                json.dump(dict(pid=os.getpid(), command=" ".join(sys.argv)[:200], since=time.time()), f)
+        except OSError:
+            pass
+        return self
+
+    def release(self):
+        try:
+            os.remove(self.owner)
+        except OSError:
+            pass
+        self.lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def holder(self):
+        """'process 1234 (python eval.py ...) for 12 s', from the note of whoever holds the lock."""
+        try:
+            with open(self.owner) as f:
+                o = json.load(f)
+            return f"process {o['pid']} ({o['command']}) for {time.time() - o['since']:.0f} s"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+
 def exclusive(path, flag):
-    """Hold path + '.lock' (filelock: an OS lock, released however the holder exits) while this run writes path;
-    another run that asks for it meanwhile is refused in one line, so two runs never write one file. Use it as a
-    context manager."""
-    lock = FileLock(path + ".lock", timeout=0)
+    """Hold path's Lock while this run writes path; another run that asks for it meanwhile is refused in one line,
+    so two runs never write one file. Use it as a context manager."""
+    lock = Lock(path)
     try:
-        lock.acquire()
+        return lock.acquire(timeout=0)
     except Timeout:
-        raise ValueError(f"another run is writing {flag} {path} right now: wait for it to finish, or pass another "
-                         f"{flag}") from None
-    return lock
+        raise ValueError(f"another run is writing {flag} {path} right now ({lock.holder()}): wait for it to finish, "
+                         f"or pass another {flag}") from None
 
 
 class Waited(Exception):
@@ -156,18 +204,16 @@ class Waited(Exception):
 
 
 def waiting_lock(path, timeout=600.0, say=print):
-    """A lock for a read-modify-write of a shared results file (eval.py's rows): a second writer waits its turn
-    instead of overwriting the first one's rows, saying so once it has waited 2 s. Raises Waited after timeout s."""
-    lock = FileLock(path + ".lock", timeout=2.0)
-    start = time.time()
+    """path's Lock for a read-modify-write of a shared results file (eval.py's rows): a second writer waits its turn
+    instead of overwriting the first one's rows, saying who holds it once it has waited 2 s. Raises Waited after
+    timeout s."""
+    lock = Lock(path)
     try:
-        lock.acquire()
-        return lock
+        return lock.acquire(timeout=min(2.0, timeout))
     except Timeout:
         pass
-    say(f"waiting for another process that is writing {path} (its lock {path}.lock; up to {timeout:.0f} s)")
+    say(f"waiting for {path}: {lock.holder()} is writing it (up to {timeout:.0f} s)")
     try:
-        lock.acquire(timeout=max(0.0, timeout - (time.time() - start)))
+        return lock.acquire(timeout=max(0.0, timeout - 2.0))
     except Timeout:
-        raise Waited(f"another process has held {path}.lock for over {timeout:.0f} s") from None
-    return lock
+        raise Waited(f"{lock.holder()} has held {path}.lock for longer than {timeout:.0f} s") from None

@@ -22,9 +22,12 @@ fence's opening. The code graded is the first python fence of prefill + generati
     python tasks.py --task humaneval --n 2 --data HumanEval.jsonl       # print prompts and the test programs
     python -m common.codetasks                 # check the grader on this machine: each hazard below, and its throughput
 """
+import ast
+import functools
+import json
 import os
 import re
-import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,10 +99,14 @@ def code_problems(task, split, data):
 
 
 # ----------------------------------------------------------------------------------------------------
-# grading: run the program with its tests
+# grading: the program in an isolated sandbox, its tests outside it
 
 FENCE = re.compile(r"```[ \t]*(?:python|py)[ \t]*\n(.*?)(?:```|\Z)", re.S)
 ANY_FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)
+UNSANDBOXED = "DLLM_UNMASK_UNSANDBOXED_CODE"    # =1: run generated code without isolation (rlimits only; not safe)
+NOBODY = 65534                                  # the uid generated code runs as when the grader is root
+PROCESSES = 256                                 # at most this many processes of that uid (a fork bomb stops there)
+MESSAGE_MB = 64                                 # the largest call result the tests accept from the program
 
 
 def extract_code(text):
@@ -108,117 +115,265 @@ def extract_code(text):
     return m.group(1) if m else text
 
 
-DRIVER = r'''
-import builtins, os, resource, sys
-resource.setrlimit(resource.RLIMIT_AS, ({mem}, {mem}))
-resource.setrlimit(resource.RLIMIT_FSIZE, ({out}, {out}))
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu}))
+# The program's side, inside the sandbox: load the program (after dropping to an unprivileged uid and setting the
+# limits), then answer calls to its top-level names over stdin / stdout, values as pickles. Its own output goes nowhere.
+SERVER = r"""
+import os, pickle, resource, struct, sys
+rin, rout = os.dup(0), os.dup(1)
+null = os.open(os.devnull, os.O_RDWR)
+for fd in (0, 1, 2):
+    os.dup2(null, fd)
+uid, nproc, mem, out, cpu = map(int, sys.argv[1:6])
+if os.getuid() == 0 and uid:
+    os.setgroups([]); os.setgid(uid); os.setuid(uid)
+for lim, v in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_FSIZE, out), (resource.RLIMIT_CORE, 0),
+               (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_NPROC, nproc)):
+    resource.setrlimit(lim, (v, v))
+def send(msg):
+    data = pickle.dumps(msg, 4)
+    data = struct.pack("<Q", len(data)) + data
+    while data:
+        data = data[os.write(rout, data):]
+def recv():
+    head = b""
+    while len(head) < 8:
+        part = os.read(rin, 8 - len(head))
+        if not part:
+            os._exit(0)
+        head += part
+    n, body = struct.unpack("<Q", head)[0], b""
+    while len(body) < n:
+        body += os.read(rin, n - len(body))
+    return pickle.loads(body)
+def plain(v):
+    return list(v) if hasattr(v, "__next__") and not isinstance(v, (str, bytes)) else v
+ns = {"__name__": "__main__"}
 try:
-    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))   # no new processes (not enforced for root: the guard below is)
-except (ValueError, OSError):
-    pass
-src = open("program.py", encoding="utf-8").read()
+    exec(compile(open("solution.py", encoding="utf-8").read(), "solution.py", "exec"), ns)
+    send(("ready",))
+except BaseException as e:
+    send(("error", type(e).__name__, str(e)[:300]))
+    os._exit(0)
+while True:
+    name, args, kwargs = recv()
+    try:
+        send(("ok", plain(ns[name](*args, **kwargs))))
+    except BaseException as e:
+        send(("error", type(e).__name__, str(e)[:300]))
+"""
+
+# The tests' side, outside the sandbox: start the program's server, run the problem's tests with a proxy for each of
+# the program's top-level names, and say PASS on its own stdout, which the program cannot reach. It executes nothing
+# the program wrote: the values come back through an unpickler that builds only plain data.
+RUNNER = r"""
+import builtins, collections, decimal, fractions, io, json, pickle, struct, subprocess, sys
+job = json.load(open(sys.argv[1]))
+SAFE = {("builtins", n) for n in ("set", "frozenset", "complex", "range", "slice", "bytearray", "list", "dict", "tuple",
+                                  "int", "float", "str", "bool", "bytes")}
+SAFE |= {("collections", n) for n in ("OrderedDict", "deque", "Counter", "defaultdict")}
+SAFE |= {("fractions", "Fraction"), ("decimal", "Decimal")}
+class Plain(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in SAFE:
+            raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
+        return super().find_class(module, name)
+proc = subprocess.Popen(job["command"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+def recv():
+    head = proc.stdout.read(8)
+    if len(head) < 8:
+        raise RuntimeError("the program stopped")
+    n = struct.unpack("<Q", head)[0]
+    if n > job["max_bytes"]:
+        raise RuntimeError("a result too large")
+    return Plain(io.BytesIO(proc.stdout.read(n))).load()
+class Proxy:
+    def __init__(self, name):
+        self.name = name
+    def __call__(self, *args, **kwargs):
+        data = pickle.dumps((self.name, args, kwargs), 4)
+        proc.stdin.write(struct.pack("<Q", len(data)) + data)
+        proc.stdin.flush()
+        reply = recv()
+        if reply[0] != "ok":
+            raise RuntimeError(f"{self.name} raised {reply[1]}: {reply[2]}")
+        return reply[1]
+if recv()[0] != "ready":
+    sys.exit(1)
+ns = {"__name__": "__main__", **{n: Proxy(n) for n in job["names"]}}
+exec(compile(job["tests"], "tests.py", "exec"), ns)
+proc.stdin.close()
+sys.stdout.write("PASS")
+"""
 
 
-def refused(name):
-    def f(*a, **k):
-        raise PermissionError(name + " is disabled while grading")
-    return f
+def top_level_names(code):
+    """The names a program defines at its top level (functions, classes, assignments, imports): what its tests may
+    call. Parsed, never run; None for a program that does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names += [(a.asname or a.name).split(".")[0] for a in node.names if a.name != "*"]
+    return sorted(set(names))
 
 
-import shutil, socket, subprocess
-for name in ("system", "popen", "fork", "forkpty", "kill", "killpg", "execv", "execve", "execvp", "execvpe", "execl",
-             "execle", "execlp", "execlpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp",
-             "spawnvpe", "posix_spawn", "posix_spawnp", "remove", "unlink", "rmdir", "removedirs", "rename", "renames",
-             "replace", "truncate", "putenv", "setuid", "setgid", "chmod", "chown"):
-    if hasattr(os, name):
-        setattr(os, name, refused("os." + name))
-for name in ("Popen", "run", "call", "check_call", "check_output", "getoutput", "getstatusoutput"):
-    setattr(subprocess, name, refused("subprocess." + name))
-for name in ("rmtree", "move", "chown"):
-    setattr(shutil, name, refused("shutil." + name))
-socket.socket = refused("socket.socket")
-socket.create_connection = refused("socket.create_connection")
-exec(compile(src, "program.py", "exec"), {{"__name__": "__main__", "__builtins__": builtins}})
-sys.stdout.flush()
-sys.stdout.write("\n{nonce}\n")
-sys.stdout.flush()
-'''
+@functools.lru_cache(maxsize=1)
+def isolation():
+    """How generated code is isolated here: 'bwrap' (bubblewrap works on this machine), 'none' (the user opted in to
+    running it without, with UNSANDBOXED=1), or an error saying how to get isolation."""
+    if shutil.which("bwrap"):
+        probe = subprocess.run(bwrap_args("/", root=os.getuid() == 0) + ["true"], capture_output=True)
+        if probe.returncode == 0:
+            return "bwrap"
+    if os.environ.get(UNSANDBOXED) == "1":
+        return "none"
+    raise RuntimeError("generated code (HumanEval, MBPP) runs only in a sandbox, and bubblewrap does not work here: "
+                       "install it (Debian/Ubuntu: apt install bubblewrap; it needs user namespaces, or root), or set "
+                       f"{UNSANDBOXED}=1 to run the programs without isolation (resource limits only: not safe)")
 
 
-def run_program(code, timeout=TIMEOUT_S, memory_mb=MEMORY_MB):
-    """Run one program (solution + tests) in a fresh process under the limits above -> (passed, status) with status
-    one of passed, failed (non-zero exit, killed by a limit, or exited before the tests finished), timeout."""
-    nonce = secrets.token_hex(12)
+def read_only_paths():
+    """What the program may read: the system's binaries and libraries and this Python's installation."""
+    py = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    system = [p for p in ("/usr", "/bin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache", "/etc/localtime")
+              if os.path.exists(p)]
+    return system + sorted(p for p in py if not p.startswith(tuple(s + "/" for s in system)) and p not in system)
+
+
+def bwrap_args(work, root):
+    """bubblewrap's command line: new PID, network, IPC and UTS namespaces (and a user namespace unless root), a
+    filesystem of read-only system and Python directories, a private /tmp and the program's folder as /work, the only
+    writable place. Everything in it dies with the runner. As root no user namespace: the server drops to NOBODY."""
+    args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+            "--unshare-uts", "--unshare-cgroup-try"]
+    args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if root else ["--unshare-user"]
+    made = set()
+    for path in read_only_paths():
+        for parent in [p for p in _parents(path) if p not in made]:
+            args += ["--perms", "0755", "--dir", parent]
+            made.add(parent)
+        args += ["--ro-bind", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    if work != "/":
+        args += ["--bind", work, "/work", "--chdir", "/work"]
+    return args
+
+
+def _parents(path):
+    parts = path.strip("/").split("/")[:-1]
+    return ["/" + "/".join(parts[:i + 1]) for i in range(len(parts))]
+
+
+def run_program(code, tests="", timeout=TIMEOUT_S, memory_mb=MEMORY_MB):
+    """Run a program (the generated solution) and its tests -> (passed, status), status one of passed, failed (the
+    program does not load, a test fails, a limit kills it) or timeout. The program runs isolated (isolation()): no
+    network, nothing outside its folder writable, its processes bounded and all ended with it, under limits on time
+    (wall clock), memory (address space), file size and processes. Its tests run in another process outside the
+    sandbox, which calls the program's functions and alone reports the verdict: nothing the program prints or does
+    can make it pass without its tests."""
+    names = top_level_names(code)
+    if names is None:
+        return False, "failed"
+    mode, root = isolation(), os.getuid() == 0
     with tempfile.TemporaryDirectory(prefix="dllm-unmask-code-") as d:
-        with open(os.path.join(d, "program.py"), "w", encoding="utf-8") as f:
-            f.write(code)
-        with open(os.path.join(d, "driver.py"), "w", encoding="utf-8") as f:
-            f.write(DRIVER.format(mem=memory_mb * 2 ** 20, out=OUTPUT_MB * 2 ** 20, cpu=int(timeout) + 1, nonce=nonce))
+        work, job = os.path.join(d, "work"), os.path.join(d, "job.json")
+        os.mkdir(work)
+        for name, text in (("solution.py", code), ("server.py", SERVER)):
+            with open(os.path.join(work, name), "w", encoding="utf-8") as f:
+                f.write(text)
+        if root:
+            os.chown(work, NOBODY, NOBODY)
+        limits = [str(NOBODY if root else 0), str(PROCESSES + (0 if root else own_processes())),
+                  str(memory_mb * 2 ** 20), str(OUTPUT_MB * 2 ** 20), str(int(timeout) + 1)]
+        server = [sys.executable, "-I", "-B", "server.py" if mode == "bwrap" else os.path.join(work, "server.py")] + limits
+        command = bwrap_args(work, root) + server if mode == "bwrap" else server
+        with open(job, "w") as f:
+            json.dump(dict(command=command, names=names, tests=tests, max_bytes=MESSAGE_MB * 2 ** 20), f)
         env = dict(PATH=os.defpath, HOME=d, TMPDIR=d, LANG="C.UTF-8", PYTHONHASHSEED="0")
-        with open(os.path.join(d, "out.txt"), "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-I", "-B", "driver.py"], cwd=d, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        runner = subprocess.Popen([sys.executable, "-I", "-B", "-c", RUNNER, job], cwd=work if mode == "none" else d,
+                                  env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            out, status = runner.communicate(timeout=timeout)[0], None
+        except subprocess.TimeoutExpired:
+            out, status = b"", "timeout"
+        finally:
             try:
-                rc, status = proc.wait(timeout=timeout), None
-            except subprocess.TimeoutExpired:
-                rc, status = None, "timeout"
-            finally:
-                try:
-                    os.killpg(proc.pid, 9)   # the program's whole process group, whatever it left behind
-                except (ProcessLookupError, PermissionError):
-                    pass
-                proc.wait()
-        if status:
-            return False, status
-        with open(os.path.join(d, "out.txt"), "rb") as f:
-            f.seek(max(0, os.path.getsize(f.name) - 64))
-            tail = f.read().decode("utf-8", "replace")
-    ok = rc == 0 and tail.rstrip().endswith(nonce)
+                os.killpg(runner.pid, 9)   # the runner, and the sandbox that dies with it
+            except (ProcessLookupError, PermissionError):
+                pass
+            runner.wait()
+    if status:
+        return False, status
+    ok = runner.returncode == 0 and out == b"PASS"
     return ok, "passed" if ok else "failed"
 
 
+def own_processes():
+    """How many processes this user runs now (RLIMIT_NPROC counts them all, so the program gets that many more)."""
+    uid = os.getuid()
+    return sum(1 for p in os.listdir("/proc") if p.isdigit() and _uid_of(p) == uid)
+
+
+def _uid_of(pid):
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
 def program_of(problem, response):
-    """What runs: the code of prefill + generation, then the problem's tests."""
-    return extract_code((problem.prefix or "") + response) + "\n\n" + problem.gold
+    """(the program, its tests): the code of prefill + generation, and the problem's test program."""
+    return extract_code((problem.prefix or "") + response), problem.gold
 
 
 def grade_code(problem, response, timeout=TIMEOUT_S):
-    return run_program(program_of(problem, response), timeout)[0]
+    return run_program(*program_of(problem, response), timeout=timeout)[0]
 
 
 def grade_code_many(problems, responses, workers=None, timeout=TIMEOUT_S):
-    """[bool] for a batch, the programs run in parallel (one process each, up to the machine's cores)."""
+    """[bool] for a batch, the programs run in parallel (one sandbox each, up to the machine's cores)."""
+    isolation()    # no isolation and no opt-in: one clear error before anything runs
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda pr: grade_code(*pr, timeout=timeout), zip(problems, responses)))
 
 
-# What the grader must survive, with the status it must give (tests/test_code.py runs these and more).
-HAZARDS = [("a right program", "assert 1 + 1 == 2", "passed"),
-           ("a wrong one", "assert 1 + 1 == 3", "failed"),
-           ("a syntax error", "def f(:\n    pass", "failed"),
-           ("sys.exit(0) before its tests", "import sys\nsys.exit(0)\nassert False", "failed"),
-           ("8 GiB allocated", "x = bytearray(8 * 2 ** 30)", "failed"),
-           ("os.system", "import os\nos.system('echo hi')", "failed"),
-           ("a fork bomb", "import os\nwhile True:\n    os.fork()", "failed"),
-           ("a socket", "import socket\nsocket.socket()", "failed"),
-           ("unbounded output", "while True:\n    print('x' * 10000)", "failed"),
-           ("an infinite loop", "while True:\n    pass", "timeout")]
+# What the grader must survive, with the status it must give: (what, program, its tests, status). tests/test_code.py
+# runs these and the escapes of a hostile program.
+HAZARDS = [("a right program", "def f():\n    return 2", "assert f() == 2", "passed"),
+           ("a wrong one", "def f():\n    return 3", "assert f() == 2", "failed"),
+           ("a syntax error", "def f(:\n    pass", "assert f() == 2", "failed"),
+           ("sys.exit(0) before its tests", "import sys\nsys.exit(0)", "assert False", "failed"),
+           ("8 GiB allocated", "x = bytearray(8 * 2 ** 30)", "", "failed"),
+           ("os.system", "import os\nos.system('echo hi')\ndef f():\n    return os.listdir('/work')", "assert f()", "passed"),
+           ("a fork bomb", "import os\nwhile True:\n    os.fork()", "", "failed"),
+           ("a socket", "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)", "", "failed"),
+           ("unbounded output", "while True:\n    print('x' * 10000)", "", "timeout"),
+           ("an infinite loop", "while True:\n    pass", "", "timeout")]
 
 
 def self_check(n=164, timeout=2.0):
     """Run every hazard (with a short time limit), then n right programs in parallel; print what happened."""
+    print(f"isolation: {isolation()}")
     ok = True
-    for what, code, want in HAZARDS:
+    for what, code, tests, want in HAZARDS:
         t = time.time()
-        got = run_program(code, timeout)[1]
+        got = run_program(code, tests, timeout)[1]
         ok &= got == want
         print(f"{what:30s} {got:8s} (expected {want}) {time.time() - t:5.2f} s")
     t = time.time()
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        passed = sum(ok for ok, _ in pool.map(lambda i: run_program(f"assert sum(range({i})) == {i * (i - 1) // 2}"), range(n)))
+        passed = sum(ok for ok, _ in pool.map(lambda i: run_program(f"def f():\n    return sum(range({i}))",
+                                                                    f"assert f() == {i * (i - 1) // 2}"), range(n)))
     print(f"{n} right programs on {os.cpu_count()} cores: {passed} passed in {time.time() - t:.1f} s")
     return ok and passed == n
 

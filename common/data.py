@@ -25,6 +25,8 @@ def jsonl_rows(path, task, need, check=None, official=False):
     is wrong with a row. Anything malformed is one ValueError with the line number; a missing file is
     FileNotFoundError. official: the message asks for the task's official file."""
     hint = f"the official {task} file" if official else f"a {task} jsonl"
+    if os.path.isdir(path):
+        raise ValueError(f"--data {path} is a directory: pass {hint} (one JSON object per line)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path} not found (pass {hint} with --data)")
     try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from common.cli import check_counts, check_threads, option, parse_config
+from common.cli import check_counts, check_threads, interrupted, option, parse_config
 from env import CACHES, generate, row_keys
 from model import DLLM, ModelConfig, Transformer, build_shape, load_dllm, resolve_device
 from policy import Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
@@ -56,7 +56,7 @@ class Meter:
     def __init__(self, device):
         self.cuda = device.type == "cuda"
         self.t, self.events = defaultdict(float), defaultdict(list)
-        self.forwards, self.rows, self.flops = 0, 0, 0.0
+        self.forwards, self.rows, self.flops, self.steps = 0, 0, 0.0, 0
 
     def wrap(self, name, fn, count=None):
         def timed(*a, **k):
@@ -121,9 +121,11 @@ def instrument(dllm, policy, meter):
         meter.forwards += 1
         meter.rows += x.shape[0]
         meter.flops += forward_flops(c, x.shape[0], n, x.shape[1], hi - lo)
+    def step(obs):
+        meter.steps += 1
     dllm.logits = meter.wrap("dllm", dllm.logits, full)
     dllm.logits_span = meter.wrap("dllm", dllm.logits_span, span)
-    policy.act = meter.wrap("policy", policy.act)
+    policy.act = meter.wrap("policy", policy.act, step)
 
     def undo():
         dllm.logits, dllm.logits_span = saved[:2]
@@ -148,7 +150,8 @@ def measure(dllm, policy, run, warm, rate):
     finally:
         undo()
     return out, total, dict(dllm_frac=fwd / total, policy_frac=pol / total, other_frac=1 - (fwd + pol) / total,
-                            forwards=meter.forwards, rows_per_forward=meter.rows / max(meter.forwards, 1),
+                            forwards=meter.forwards, forwards_per_step=meter.forwards / max(meter.steps, 1),
+                            rows_per_forward=meter.rows / max(meter.forwards, 1),
                             tflops=meter.flops / max(fwd, 1e-9) / 1e12, of_rate=meter.flops / max(fwd, 1e-9) / rate)
 
 
@@ -167,13 +170,15 @@ def random_dllm(shape, device):
     return DLLM(net, None, shape, mask_id=V - 1, eos_id=1, pad_id=0)
 
 
-def policies(specs, ckpt, device):
+def policies(specs, ckpt, device, init_bias=-2.0):
+    """The hand rules of specs, and the checkpoint or a fresh learned policy (unmask p = sigmoid(init_bias))."""
     out = [parse_policy(s, device) for s in specs.split(",") if s.strip()]
     if ckpt:
         out.append(parse_policy(ckpt, device))
     else:
         torch.manual_seed(0)
-        out.append(Learned(LearnedPolicy(PolicyConfig()).to(device).eval(), Knobs(), "learned (fresh)"))
+        out.append(Learned(LearnedPolicy(PolicyConfig(init_bias=init_bias)).to(device).eval(), Knobs(),
+                           f"learned (fresh, p {torch.sigmoid(torch.tensor(init_bias)).item():.2f})"))
     return out
 
 
@@ -182,7 +187,7 @@ def bench_tiny(cfg, device, rate):
     dllm = load_dllm("tiny", device=device)
     problems = get_problems("chain", cfg.num_problems, 0, "test")
     rows, c = [], SHAPES["tiny"]
-    for pol in policies(cfg.policies or c["policies"], cfg.policy, device):
+    for pol in policies(cfg.policies or c["policies"], cfg.policy, device, init_bias=0.0):   # as train.py in blocks
         for cache in cfg.caches:
             run = lambda n: evaluate(dllm, pol, problems[:n], "chain", c["L"], c["BL"], cfg.batch_size,
                                      progress=False, cache=cache)[0]
@@ -341,15 +346,15 @@ def every_step(pol, batch, A, chunk):
         grpo_objective(logp, batch["logp_old"][sl], A[row[sl]], steps[sl], len(A), 0.5).backward()
 
 
-HEAD = (f"{'shape':<6} {'policy':<20} {'cache':<7} {'acc %':>5} {'NFE':>7} {'ms / seq':>10} {'speed':>6} {'fwd':>6} "
+HEAD = (f"{'shape':<6} {'policy':<24} {'cache':<7} {'acc %':>5} {'NFE':>7} {'ms / seq':>10} {'speed':>6} {'fwd/step':>8} "
         f"{'rows/fwd':>8} {'TFLOP/s':>8} {'of rate':>7}  {'dLLM%':>5} {'policy%':>7} {'other%':>6}")
 
 
 def line(r, rows):
     base = next((x for x in rows if x["shape"] == r["shape"] and x["policy"] == r["policy"] and x["cache"] == "none"), r)
     acc = f"{r['accuracy']:5.1f}" if r["accuracy"] is not None else "    -"
-    return (f"{r['shape']:<6} {r['policy'][:20]:<20} {r['cache']:<7} {acc} {r['nfe']:7.2f} {r['sec_per_seq'] * 1000:10.1f} "
-            f"{base['sec_per_seq'] / r['sec_per_seq']:5.2f}x {r['forwards']:6d} {r['rows_per_forward']:8.1f} "
+    return (f"{r['shape']:<6} {r['policy'][:24]:<24} {r['cache']:<7} {acc} {r['nfe']:7.2f} {r['sec_per_seq'] * 1000:10.1f} "
+            f"{base['sec_per_seq'] / r['sec_per_seq']:5.2f}x {r['forwards_per_step']:8.2f} {r['rows_per_forward']:8.1f} "
             f"{r['tflops']:8.2f} {100 * r['of_rate']:6.1f}%  {100 * r['dllm_frac']:5.1f} {100 * r['policy_frac']:7.1f} "
             f"{100 * r['other_frac']:6.1f}")
 
@@ -380,7 +385,7 @@ def main(argv=None):
             rows += (bench_tiny(cfg, device, rate) if shape == "tiny" else bench_update(cfg, device) if shape == "update"
                      else bench_grpo(cfg, device) if shape == "grpo" else bench_random(cfg, device, shape, rate))
     except KeyboardInterrupt:
-        raise SystemExit("interrupted") from None
+        raise interrupted("interrupted") from None
     except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
     return rows

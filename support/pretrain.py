@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common.cli import check_args, check_counts, check_out_file, check_threads, option, parse_config
+from common.cli import check_args, check_counts, check_out_file, check_threads, interrupted, option, parse_config
 from model import CharTokenizer, ModelConfig, Transformer, save_tiny
 from policy import Action
 from tasks import STEP_CHARS, STEPS, make_chain, make_sub
@@ -225,7 +225,7 @@ def main(argv=None):
             return check_world(cfg.check, cfg.num_problems)
         return pretrain(cfg, command)
     except KeyboardInterrupt:
-        raise SystemExit("interrupted: nothing was written") from None
+        raise interrupted("interrupted: nothing was written") from None
     except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
 

@@ -10,7 +10,7 @@ in a resumable eval.py rows file, so a rerun only evaluates what is new.
 import statistics
 from dataclasses import dataclass
 
-from common.cli import check_counts, option, parse_config
+from common.cli import check_counts, interrupted, option, parse_config
 from eval import SLACK, Setting, run, sweep_specs
 from policy import checkpoint_of, read_checkpoint
 
@@ -41,7 +41,7 @@ def main(argv=None):
         rows = run(cfg.out, [Setting("tiny", "chain", L, cfg.block_length, specs + hand)], n=cfg.num_problems,
                    progress=False)
     except KeyboardInterrupt:
-        raise SystemExit("interrupted: the rows file keeps every finished row") from None
+        raise interrupted("interrupted: the rows file keeps every finished row") from None
     except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
     learned = [r for r in rows if r["policy"] in specs]

@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 
 import train
 from env import generate, row_keys
-from common.cli import check_args, check_threads, option, parse_config
+from common.cli import check_args, check_threads, interrupted, option, parse_config
 from eval import Setting, canonical, learned_specs, run, summarize, sweep_specs
 from model import load_dllm
 from policy import RULES, parse_policy
@@ -308,7 +308,7 @@ def main(argv=None):
             torch.set_num_threads(cfg.threads)
         return suite(plot=cfg.plot, steps=cfg.steps, part=cfg.part, compile=cfg.compile, jobs=cfg.jobs)
     except KeyboardInterrupt:
-        raise SystemExit("interrupted: every finished row and policy is kept (a rerun resumes)") from None
+        raise interrupted("interrupted: every finished row and policy is kept (a rerun resumes)") from None
     except (ValueError, RuntimeError, OSError) as e:
         raise SystemExit(f"error: {e}")
 

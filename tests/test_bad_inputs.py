@@ -67,7 +67,7 @@ BAD = [
     ("sample", ["--policies", "missing.pt"], "not found"),
     ("sample", ["--policy", "{noargs}"], "it lacks ['args', 'step']"),
     # numbers
-    ("sample", ["--policies", "threshold:0.9", "--n", "0"], "--num-problems must be an integer in [1, 10,000,000], not 0"),
+    ("sample", ["--policies", "threshold:0.9", "--n", "0"], "--num-problems must be an integer in [1, 1,000,000], not 0"),
     ("sample", ["--policies", "threshold:0.9", "--n", "-5"], "--num-problems must be an integer in [1,"),
     ("sample", ["--policies", "threshold:0.9", "--batch-size", "-1"], "--batch-size must be an integer in [1,"),
     ("sample", ["--policies", "threshold:0.9", "--batch-size", "0"], "--batch-size must be an integer in [1,"),

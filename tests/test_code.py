@@ -91,39 +91,124 @@ def test_extract_code():
     assert extract_code("w = 4") == "w = 4"
 
 
-@pytest.mark.parametrize("code,status", [
-    ("assert 1 + 1 == 2", "passed"),
-    ("assert 1 + 1 == 3", "failed"),
-    ("def f(:\n    pass", "failed"),                                         # syntax error
-    ("import sys\nsys.exit(0)\nassert False", "failed"),                     # exits 0 before its tests: not a pass
-    ("import os\nos._exit(0)", "failed"),
-    ("raise SystemExit(3)", "failed"),
-    ("x = bytearray(8 * 2 ** 30)", "failed"),                               # 8 GiB: over the memory limit
-    ("x = [0] * (2 ** 33)", "failed"),
-    ("import os\nos.system('touch /tmp/dllm_unmask_pwned')", "failed"),   # shelling out is refused
-    ("import subprocess\nsubprocess.run(['true'])", "failed"),
-    ("import os\nwhile True:\n    os.fork()", "failed"),                     # a fork bomb never starts
-    ("import socket\nsocket.socket()", "failed"),
-    ("while True:\n    pass", "timeout"),
-    ("import time\ntime.sleep(100)", "timeout"),
-    ("while True:\n    print('x' * 10000)", "failed"),                       # output is bounded (16 MiB), then killed
+@pytest.mark.parametrize("code,tests,status", [
+    ("def f():\n    return 2", "assert f() == 2", "passed"),
+    ("def f():\n    return 3", "assert f() == 2", "failed"),
+    ("def f(:\n    pass", "assert f() == 2", "failed"),                       # syntax error
+    ("import sys\nsys.exit(0)", "assert False", "failed"),                    # exits 0 before its tests: not a pass
+    ("import os\nos._exit(0)", "", "failed"),
+    ("raise SystemExit(3)", "", "failed"),
+    ("def f():\n    raise ValueError('no')", "assert f() == 1", "failed"),
+    ("x = bytearray(8 * 2 ** 30)", "", "failed"),                             # 8 GiB: over the memory limit
+    ("x = [0] * (2 ** 33)", "", "failed"),
+    ("import os\nwhile True:\n    os.fork()", "", "failed"),                  # a fork bomb stops at the process limit
+    ("import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)", "", "failed"),   # no network
+    ("while True:\n    pass", "", "timeout"),
+    ("import time\ntime.sleep(100)", "", "timeout"),
+    ("def f():\n    return iter([1, 2])", "assert f() == [1, 2]", "passed"),    # an iterator comes back as a list
+    ("def f():\n    return {1: {2, 3}}", "assert f() == {1: {2, 3}}", "passed"),
+    ("class A:\n    pass\ndef f():\n    return A()", "assert f() is not None", "failed"),   # only plain data comes back
 ])
-def test_sandbox_cases(code, status):
+def test_sandbox_cases(code, tests, status):
     t0 = time.time()
-    ok, got = run_program(code, timeout=2.0)
+    ok, got = run_program(code, tests, timeout=2.0)
     assert got == status and ok == (status == "passed"), (code, got)
     assert time.time() - t0 < 15                                             # within the limits, never hung
 
 
-def test_sandbox_touches_nothing_outside(tmp_path):
+needs_isolation = pytest.mark.skipif(not codetasks.shutil.which("bwrap"), reason="needs bubblewrap (.ci/run installs it)")
+
+
+@needs_isolation
+def test_generated_code_cannot_touch_files_outside_its_folder(tmp_path):
     import os
-    assert not os.path.exists("/tmp/dllm_unmask_pwned")
-    ok, _ = run_program(f"open('{tmp_path}/escape.txt', 'w').write('x')\nassert open('local.txt', 'w').write('y') == 1")
-    assert ok   # files may be written (bounded), the working directory is a fresh temporary one ...
-    ok, _ = run_program("import os\nassert os.getcwd() != {!r}\n"
-                        "assert set(os.environ) <= {{'HOME', 'LANG', 'LC_CTYPE', 'PATH', 'PYTHONHASHSEED', 'TMPDIR'}}, "
-                        "os.environ".format(os.getcwd()))
-    assert ok   # ... and nothing of the grader's environment is inherited
+    keep = tmp_path / "keep.txt"
+    keep.write_text("mine")
+    for code in (f"open({str(tmp_path / 'new.txt')!r}, 'w').write('x')",
+                 f"import builtins\nbuiltins.open({str(tmp_path / 'new.txt')!r}, 'w').write('x')",
+                 f"import posix\nposix.unlink({str(keep)!r})",
+                 f"import os\nos.rename({str(keep)!r}, {str(tmp_path / 'moved')!r})",
+                 "open('/etc/dllm_unmask_pwned', 'w')",
+                 f"import shutil\nshutil.rmtree({str(tmp_path)!r})"):
+        ok, _ = run_program(code + "\ndef f():\n    return 1", "assert f() == 1")
+        assert not ok, code
+    assert keep.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["keep.txt"]
+    assert not os.path.exists("/etc/dllm_unmask_pwned")
+    ok, _ = run_program("open('local.txt', 'w').write('y')\ndef f():\n    return open('local.txt').read()", "assert f() == 'y'")
+    assert ok                                                       # its own folder is writable
+    ok, _ = run_program(f"import os\ndef f():\n    return os.path.exists({str(tmp_path)!r})", "assert not f()")
+    assert ok                                                       # and nothing else of the machine's files is there
+
+
+@needs_isolation
+def test_generated_code_has_no_network():
+    import socket
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(6)
+    port, seen = server.getsockname()[1], []
+    threading.Thread(target=lambda: seen.append(server.accept()), daemon=True).start()
+    for code in (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)",
+                 f"import _socket\ns = _socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', {port}))"):
+        assert not run_program(code + "\ndef f():\n    return 1", "assert f() == 1")[0]
+    time.sleep(0.5)
+    assert not seen                                                 # the listener never saw a connection
+    server.close()
+
+
+def processes_with(marker):
+    import os
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if marker in open(f"/proc/{p}/cmdline", "rb").read():
+                    found.append(p)
+            except OSError:
+                pass
+    return found
+
+
+@needs_isolation
+def test_generated_code_cannot_leave_processes_behind():
+    """A child that calls setsid() and execs a long sleep, by os.fork, posix.fork or ctypes: all gone when the grader
+    returns (the sandbox's PID namespace ends with it)."""
+    for fork in ("os.fork()", "posix.fork()", "ctypes.CDLL(None).fork()"):
+        code = (f"import os, posix, ctypes\nif {fork} == 0:\n    os.setsid()\n    os.execv('/bin/sleep', ['sleep', '987.6'])\n"
+                f"def f():\n    return 1")
+        run_program(code, "assert f() == 1", timeout=3.0)
+        time.sleep(0.3)
+        assert not processes_with(b"987.6"), fork
+
+
+@needs_isolation
+@pytest.mark.parametrize("code", [
+    "print('PASS')",
+    "import os\nos.write(1, b'PASS')\nos._exit(0)",
+    "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'PASS')\n    except OSError:\n        pass",
+    "import os, sys\nsys.stdout = open('/proc/self/fd/1', 'w')\nprint('PASS', flush=True)\nos._exit(0)",
+    "import glob, os\nseen = [open(p).read() for p in glob.glob('/work/*') + glob.glob('/tmp/**', recursive=True)\n"
+    "        if os.path.isfile(p)]\nprint(seen)\nraise SystemExit(0)",
+])
+def test_the_verdict_cannot_be_forged(code):
+    """Only the test process outside the sandbox reports a pass; the program's output goes nowhere."""
+    assert run_program(code + "\ndef f():\n    return 1", "assert f() == 2")[1] == "failed"
+
+
+def test_without_isolation_generated_code_runs_only_when_asked(monkeypatch):
+    monkeypatch.setattr(codetasks.shutil, "which", lambda name: None)
+    monkeypatch.delenv(codetasks.UNSANDBOXED, raising=False)
+    codetasks.isolation.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="install it .*apt install bubblewrap.* or set DLLM_UNMASK_UNSANDBOXED_CODE=1"):
+            run_program("def f():\n    return 1", "assert f() == 1")
+        codetasks.isolation.cache_clear()
+        monkeypatch.setenv(codetasks.UNSANDBOXED, "1")
+        assert run_program("def f():\n    return 1", "assert f() == 1") == (True, "passed")
+    finally:
+        codetasks.isolation.cache_clear()
 
 
 def test_parallel_grading_uses_the_cores(humaneval):
@@ -151,6 +236,7 @@ def test_self_check_command(capsys):
     assert codetasks.self_check(n=8)
     out = capsys.readouterr().out
     assert out.count("(expected") == len(codetasks.HAZARDS) and "8 right programs on" in out and "8 passed" in out
+    assert "isolation: bwrap" in out or not codetasks.shutil.which("bwrap")
 
 
 def test_train_on_mbpp_with_an_expert_and_dpls_on_a_real_layout(llada_dir, tmp_path):

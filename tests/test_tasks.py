@@ -17,8 +17,9 @@ GSM8K_CASES = [  # (response, gold, correct)
     ("\\boxed{-7}", "-7", True),                                        # negative
     ("\\boxed{7}", "-7", False),
     ("\\boxed{18.}", "18", True),                                       # trailing period
-    ("\\boxed{x} then \\boxed{5}", "5", True),                          # first box that parses
-    ("\\boxed{5} and later \\boxed{6}", "6", False),                    # first parsable box wins
+    ("\\boxed{x} then \\boxed{5}", "5", True),                          # the last box: the final answer
+    ("\\boxed{5} and later \\boxed{6}", "6", True),
+    ("\\boxed{6} and later \\boxed{5}", "6", False),
     ("no answer at all", "3", False),                                   # nothing
     ("<answer>The total is 12 apples</answer>", "12", True),            # last number inside the tags
     ("<answer>3 boxes of 4 is 12</answer>", "12", True),
@@ -64,6 +65,26 @@ GSM8K_CASES = [  # (response, gold, correct)
     ("<answer>the total is \u22127</answer>", "-7", True),
     ("\\boxed{\\left(10\\right)}", "10", True),                        # \left( \right) around it
     ("\\boxed{(3)(4)}", "3", False),                                   # not one parenthesised number
+    # the final answer, as a careful grader reads it: the answer tag, else the last box; a hedge is no answer
+    ("<reasoning>..\\boxed{12}..</reasoning><answer>\\boxed{15}</answer>", "15", True),
+    ("<reasoning>..\\boxed{12}..</reasoning><answer>\\boxed{15}</answer>", "12", False),
+    ("\\boxed{15} or \\boxed{12}", "15", False),                        # a hedge
+    ("\\boxed{15} or \\boxed{12}", "12", False),
+    ("\\boxed{15}, \\boxed{12}", "12", False),
+    ("<answer>\\boxed{15} \\text{ or } \\boxed{12}</answer>", "15", False),
+    ("<answer>\\boxed{15} = \\boxed{15}</answer>", "15", True),       # the same number twice is one answer
+    ("\\boxed{forty-two}", "42", True),                                  # numbers in words
+    ("\\boxed{one hundred and five}", "105", True),
+    ("\\boxed{twelve thousand}", "12000", True),
+    ("\\boxed{forty-two apples}", "42", False),                           # words that are not all a number
+    ("\\boxed{15 = 5 \\times 3}", "15", True),                          # an equation: its side that is a number
+    ("\\boxed{3\\frac{1}{2}}", "3.5", True),                             # a mixed number
+    ("\\boxed{3 \\frac{1}{2}}", "3.5", True),
+    ("\\boxed{3 1/2}", "3.5", True),
+    ("\\boxed{3\\frac{5}{2}}", "5.5", False),                            # not a proper fraction: not a mixed number
+    ("\\boxed{1 000}", "1000", True),                                     # thousands split by a space
+    ("\\boxed{12 345 678}", "12345678", True),
+    ("\\boxed{1 00}", "100", False),
 ]
 
 MATH_CASES = [
@@ -109,8 +130,19 @@ MATH_CASES = [
     ("\\boxed{\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", False),
     ("\\boxed{10\\,000}", "10000", True),                              # departs: thin spaces dropped
     ("\\boxed{\\$18.50}", "18.50", True),
-    ("\\boxed{\\sqrt{2}/2}", "\\frac{\\sqrt{2}}{2}", False),           # Hendrycks does not see these as equal
     ("\\boxed{\\frac{\\sqrt3}{2}}", "\\frac{\\sqrt{3}}{2}", True),
+    # equivalences a careful grader sees (departures, tasks.math_equal)
+    ("\\boxed{\\sqrt{2}/2}", "\\frac{\\sqrt{2}}{2}", True),            # a slash is a fraction
+    ("\\boxed{\\pi/2}", "\\frac{\\pi}{2}", True),
+    ("\\boxed{-\\pi/2}", "-\\frac{\\pi}{2}", True),
+    ("\\boxed{\\pi/3}", "\\frac{\\pi}{2}", False),
+    ("\\boxed{1+\\sqrt{2}/2}", "\\frac{1+\\sqrt{2}}{2}", False),         # not one fraction
+    ("\\boxed{\\{2, 1\\}}", "\\{1,2\\}", True),                       # a set has no order
+    ("\\boxed{\\{2, 3\\}}", "\\{1,2\\}", False),
+    ("\\boxed{1,000}", "1000", True),                                    # thousands separators
+    ("\\boxed{12,345}", "12345", True),
+    ("\\boxed{x \\in [2, 5]}", "[2,5]", True),                          # "x in" an interval
+    ("\\boxed{x \\in [2, 5]}", "[2,5)", False),
 ]
 
 TINY_CASES = [  # (task, question, response, correct); values modulo 10
