@@ -152,13 +152,14 @@ def check_buffer(dllm, B, P, L):
 
 
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
-             record=False, keys=None, cache="none", alpha=None, memo=None):
+             record=False, keys=None, cache="none", alpha=None, memo=None, memo_keys=None):
     """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished -> Rollout.
     policy: `act(obs) -> policy.Action`, `check(L, BL)`, and a set `needs` of extra observations ('margin', 'entropy',
     'eos'). keys (B,) seed each row's policy randomness and, at T > 0, the dLLM's Gumbel noise (default
     row_keys(0, arange(B))). cache: 'none' (exact) or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive
     only: CachedStep). alpha (B,): each row's reward exponent, shown to an alpha-conditioned policy and recorded.
-    memo: a ForwardMemo shared by calls on the same prompts, L and dLLM (exact at T = 0 without a cache).
+    memo: a ForwardMemo shared by calls on the same prompts, L and dLLM (exact at T = 0 without a cache); memo_keys (B,)
+    name each row's prompt for it (default: keys; GRPO passes the prompt's index, so a group's rollouts share states).
 
     Each step is one dLLM forward. Without a cache the unfinished rows move on independently. With a cache the rows
     keep in step block by block: a row that fills its block early waits (it is not computed and spends no NFE) until
@@ -182,9 +183,10 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     keys = (row_keys(0, torch.arange(B)) if keys is None else keys).to(dev)
     needs = getattr(policy, "needs", ())
     memo = memo if temperature == 0 and cache == "none" else None      # exact only there
+    memo_keys = keys if memo_keys is None else memo_keys.to(dev)
     if memo is not None:
-        memo.check_prompts(keys, prompt_ids)
-    step = CachedStep(dllm, P, L, BL, cache, needs) if cache != "none" else UncachedStep(dllm, P, needs, memo, keys)
+        memo.check_prompts(memo_keys, prompt_ids)
+    step = CachedStep(dllm, P, L, BL, cache, needs) if cache != "none" else UncachedStep(dllm, P, needs, memo, memo_keys)
     stop_ids = torch.tensor(sorted(dllm.stop_ids), device=dev)
     steps, current, forwards = [], 0, 0                                  # current: the block of a cached batch
     while True:

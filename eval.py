@@ -26,12 +26,12 @@ from common.cli import (Waited, check_args, check_counts, check_out_file, check_
 from common.dist import broadcast, finish, gather, init_ranks, on_sigterm, stopped
 from env import ForwardMemo, check_decoding
 from model import check_model_name, load_dllm, resolve_device
-from policy import RULES, STEP_COUNTS, Learned, checkpoint_of, parse_policy, read_checkpoint, value_text
+from policy import COARSE_STEP_COUNTS, RULES, STEP_COUNTS, Learned, checkpoint_of, parse_policy, read_checkpoint, value_text
 from sample import decode, row_of
-from tasks import check_task, get_problems
+from tasks import check_split, check_task, get_problems
 
-KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature", "cache", "samples")  # identity
-ROW_DEFAULTS = dict(cache="none", samples=1)   # what rows written before these fields existed meant by them
+KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature", "cache", "samples", "split")
+ROW_DEFAULTS = dict(cache="none", samples=1, split="test")   # what rows written before these fields existed meant
 SLACK = 1.1   # matched NFE: a hand rule within 10% more NFE than a learned policy's counts as matched
 
 
@@ -53,7 +53,7 @@ class EvalConfig:
     batch_size: int = option(128, "completions per generate call")
     temperature: float = option(0.0, "dLLM sampling temperature")
     data: str = option(None, "local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
-    split: str = option("test", "problem split: train or test")
+    split: str = option("test", "problem split: train, validation (tiny tasks, MBPP) or test")
     out: str = option("out/eval.json", "rows file (resumed if it exists)")
     plot: bool = option(False, "also draw accuracy vs NFE to a PNG beside --out (needs matplotlib)")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
@@ -62,10 +62,13 @@ class EvalConfig:
     compile: bool = option(False, "torch.compile the dLLM for uncached rows (logits within ~1e-5 of eager)")
 
 
-def step_counts(L, BL):
+def step_counts(L, BL, coarse=False):
     """The step counts a fixed-step rule is swept over: every valid count up to L/2 (a multiple of the L / BL
-    blocks), then L - dense enough that a gap in a hand rule's front never counts as a win for a learned policy."""
+    blocks), then L - dense enough that a gap in a hand rule's front never counts as a win for a learned policy; coarse:
+    the blocks times 1, 2, 4, ... up to L/2, then L (for a rule that is below another one's front everywhere)."""
     blocks = L // BL
+    if coarse:
+        return [blocks * 2 ** i for i in range(L.bit_length()) if blocks * 2 ** i <= L // 2] + [L]
     return [*range(blocks, L // 2 + 1, blocks), L]
 
 
@@ -79,7 +82,8 @@ def sweep_specs(names, L, BL, grids=None):
         combos = [[]]
         for a in RULES[name].args:
             values = (grids or {}).get(f"{name}.{a.name}", a.grid)
-            values = step_counts(L, BL) if values == STEP_COUNTS else values
+            values = step_counts(L, BL, values == COARSE_STEP_COUNTS) if values in (STEP_COUNTS, COARSE_STEP_COUNTS) \
+                else values
             combos = [c + [f"{a.name}={value_text(v)}" if a.keyword else value_text(v)] for c in combos for v in values]
         specs += [":".join([name, *c]) for c in combos]
     return specs
@@ -182,7 +186,15 @@ class Setting:
     specs: list          # policy specs to evaluate here
     name: str = ""       # label in the report, e.g. "full diffusion"
     cache: str = "none"  # KV cache mode (env.CACHES; semi-AR settings only)
-    temperature: float = None   # None: run()'s
+    temperature: float = None   # dLLM temperature; None: run()'s
+    n: int = None        # problems; None: run()'s
+    samples: int = None  # completions per problem; None: run()'s
+    split: str = None    # problem split; None: run()'s
+
+    def resolved(self, n, temperature, samples, split):
+        """(n, temperature, samples, split) of this setting, run()'s where it has none of its own."""
+        pick = lambda mine, default: default if mine is None else mine
+        return pick(self.n, n), pick(self.temperature, temperature), pick(self.samples, samples), pick(self.split, split)
 
 
 @dataclass
@@ -198,13 +210,13 @@ def plan(out, settings, n, seeds, temperature, samples, split, data):
     have = {row_key(r): r for r in load_rows(out)}
     trained, p, sizes = {}, Plan(), {}
     for si, s in enumerate(settings):
-        T = s.temperature if s.temperature is not None else temperature
+        sn, T, K, sp = s.resolved(n, temperature, samples, split)
         for spec in dict.fromkeys(map(canonical, s.specs)):
             for seed in seeds:
-                if (s.task, seed) not in sizes:   # cheap, before any model: a real task may have fewer than n
-                    sizes[(s.task, seed)] = len(get_problems(s.task, n, seed, split, data))
-                key = (s.model, s.task, s.gen_length, s.block_length, spec, sizes[(s.task, seed)], seed, T, s.cache,
-                       samples)
+                if (s.task, seed, sn, sp) not in sizes:   # cheap, before any model: a real task may have fewer than n
+                    sizes[(s.task, seed, sn, sp)] = len(get_problems(s.task, sn, seed, sp, data))
+                key = (s.model, s.task, s.gen_length, s.block_length, spec, sizes[(s.task, seed, sn, sp)], seed, T,
+                       s.cache, K, sp)
                 p.asked.append(key)
                 ck = checkpoint_of(spec)
                 if ck:
@@ -217,8 +229,8 @@ def plan(out, settings, n, seeds, temperature, samples, split, data):
 def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, device=None, data=None, split="test",
         progress=True, compile=False, samples=1):
     """Evaluate every (setting, spec, seed) that has no row in `out` yet -> the rows asked for (evaluated now or found
-    in the file), not the file's other rows (on rank 0; None on the other ranks under torchrun). compile:
-    torch.compile each dLLM it loads (DLLM.compile)."""
+    in the file), not the file's other rows (on rank 0; None on the other ranks under torchrun). A setting's own n,
+    temperature, samples or split overrides run()'s. compile: torch.compile each dLLM it loads (DLLM.compile)."""
     for s in settings:
         check_decoding(s.gen_length, s.block_length, s.cache)
     rank, world, _, device = init_ranks(device)
@@ -230,7 +242,7 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
     dllm, loaded, memos, problems = None, None, {}, {}
     for si, spec, seed, key in work.todo:
         s = settings[si]
-        T = key[KEY.index("temperature")]
+        sn, T, K, sp = s.resolved(n, temperature, samples, split)
         if loaded != s.model:   # one dLLM in memory at a time (real ones are 16 GB)
             dllm = None
             dllm, loaded = load_dllm(s.model, device=resolve_device(device)), s.model
@@ -238,25 +250,25 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
                 if s.cache != "none":
                     raise ValueError("--compile is for the uncached forward (a cached step's shapes differ every block)")
                 dllm.compile()
-        if (s.model, s.task, s.gen_length, seed) not in memos:   # the forwards' outputs, shared by the policies and BLs
-            memos[(s.model, s.task, s.gen_length, seed)] = ForwardMemo()
-            problems[(s.task, seed)] = get_problems(s.task, n, seed, split, data)
-        memo, probs = memos[(s.model, s.task, s.gen_length, seed)], problems[(s.task, seed)]
+        where = (s.model, s.task, s.gen_length, seed, sn, sp)   # the forwards' outputs, shared by the policies and BLs
+        if where not in memos:
+            memos[where], problems[where] = ForwardMemo(), get_problems(s.task, sn, seed, sp, data)
+        memo, probs = memos[where], problems[where]
         pol = parse_policy(spec, dllm.device)
         pol.check(s.gen_length, s.block_length)
         t0 = time.time()
-        comps, _ = decode(dllm, pol, probs, s.task, s.gen_length, s.block_length, batch_size, T, seed, samples,
-                          s.cache, memo, shard=(rank, world), progress=progress and rank == 0)
+        comps, _ = decode(dllm, pol, probs, s.task, s.gen_length, s.block_length, batch_size, T, seed, K, s.cache, memo,
+                          shard=(rank, world), progress=progress and rank == 0)
         every = gather(comps, rank, world)
         if rank:
             continue
-        row = row_of(spec, [c for part in every for c in part], probs, s.task, samples, time.time() - t0)
+        row = row_of(spec, [c for part in every for c in part], probs, s.task, K, time.time() - t0)
         row.update(dict(zip(KEY, key)), setting=s.name)
         if isinstance(pol, Learned):
             row["trained"] = trained[spec]
         merge_row(out, row, say)
-        say(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} cache {s.cache} seed {seed} "
-            f"{spec:<40} {row['accuracy']:5.1f}% @ {row['mean_nfe']:6.2f} NFE ({row['seconds']:.1f} s; "
+        say(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} T={T} seed {seed} {spec:<40} "
+            f"{row['accuracy']:5.1f}% @ {row['mean_nfe']:6.2f} NFE ({row['seconds']:.1f} s; "
             f"{100 * memo.hits / max(memo.hits + memo.misses, 1):.0f}% of the setting's row-forwards read from the memo)")
     if rank:
         return None
@@ -365,8 +377,7 @@ def settings_of(cfg):
     for name, grid, rule in (("taus", taus, "> 0"), ("betas", betas, "> 0"), ("alphas", alphas, ">= 0")):
         for v in grid or []:
             check_args(**{name: (v, rule)})
-    if cfg.split not in ("train", "test"):
-        raise ValueError(f"--split must be train or test, not {cfg.split!r}")
+    check_split(cfg.task, cfg.split)
     check_task(cfg.task, cfg.data)
     specs = [s.strip() for s in cfg.policies.split(",") if s.strip()]
     ckpts = [s for s in specs if checkpoint_of(s) == s]

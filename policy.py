@@ -85,7 +85,8 @@ def parse_number(spec, text, name):
     return v
 
 
-STEP_COUNTS = "step counts"   # Arg.grid of a fixed-step rule's steps: eval.py sweeps every valid count (step_counts)
+STEP_COUNTS = "step counts"          # Arg.grid of a fixed-step rule's steps: eval.py sweeps every valid count ...
+COARSE_STEP_COUNTS = "coarse step counts"   # ... or the doublings only (a rule no sweep's front is made of: random)
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ class TopK(Scheduled):
 
 
 class Random(Scheduled):
-    name = "random"
+    name, args = "random", (Arg("steps", "S", int, grid=COARSE_STEP_COUNTS),)   # below top-k everywhere: a few points do
 
     def score(self, obs):
         return obs.uniform()

@@ -28,7 +28,7 @@ from common.dist import finish, gather, init_ranks, on_sigterm, stopped
 from env import check_buffer, check_decoding, generate, row_keys
 from model import check_model_name, load_dllm, resolve_device
 from policy import Learned, checkpoint_of, parse_policies, read_checkpoint
-from tasks import answer_is_right, check_task, final_answer, get_problems, grade_many, prompts_of
+from tasks import answer_is_right, check_split, check_task, final_answer, get_problems, grade_many, prompts_of
 
 # What `python sample.py` with no policy flag compares: the shipped full-diffusion policy and these hand rules.
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "policy_full.pt")
@@ -54,7 +54,7 @@ class SampleConfig:
     tau: float = option(None, "policy temperature for the learned policies (default: the one stored in each)")
     seed: int = option(0, "problem set and every random draw")
     data: str = option(None, "local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
-    split: str = option("test", "problem split: train or test")
+    split: str = option("test", "problem split: train, validation (tiny tasks, MBPP) or test")
     json: str = option(None, "write the rows to this JSON file (its folder is created)")
     show: int = option(0, "print K generations per policy with the step at which each token was revealed")
     cache: str = option("none", "KV cache: none, prefix, dual (semi-AR only; approximate, see env.py)")
@@ -206,8 +206,7 @@ def check(cfg, policies):
                  gen_length=(cfg.gen_length, 1), block_length=(cfg.block_length, 1), show=(cfg.show, 0))
     check_seed(cfg.seed)
     check_threads(cfg.threads)
-    if cfg.split not in ("train", "test"):
-        raise ValueError(f"--split must be train or test, not {cfg.split!r}")
+    check_split(cfg.task, cfg.split)
     check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
     check_task(cfg.task, cfg.data)
     if cfg.tau is not None and not any(isinstance(p, Learned) for p in policies):

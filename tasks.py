@@ -177,9 +177,22 @@ def check_task(task, data=None):
         codetasks.isolation()   # generated code runs only in a sandbox (or with the user's explicit opt-in)
 
 
+SPLITS = ("train", "validation", "test")
+
+
+def check_split(task, split):
+    """A split the task has: the tiny tasks draw each from its own stream, MBPP has all three, GSM8K train and test,
+    MATH-500 and HumanEval test (and a local --data file of any split)."""
+    if split not in SPLITS:
+        raise ValueError(f"--split must be one of {SPLITS}, not {split!r}")
+    if split == "validation" and task not in TINY_TASKS + ("mbpp",):
+        raise ValueError(f"{task} has no validation split: use train or test")
+
+
 def get_problems(task, n=None, seed=0, split="test", data=None):
     """The single entry point the scripts use: a list of Problems."""
     check_task(task)
+    check_split(task, split)
     if task in TINY_TASKS:
         return tiny_problems(task, n or 500, seed, split)
     return real_problems(task, split, data, n)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from actions import check_actions
 from common.cli import (check_args, check_counts, check_distinct, check_out_file, check_seed, exclusive, interrupted,
                         option, parse_config, write_atomic)
-from env import check_buffer, check_decoding, fmix32, generate, row_keys
+from env import ForwardMemo, check_buffer, check_decoding, fmix32, generate, row_keys
 from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
 from model import TINY, check_model_name, load_dllm, resolve_device
 from policy import (FEATURES, Knobs, Learned, LearnedPolicy, PolicyConfig, checkpoint_of, load_weights,
@@ -288,11 +288,12 @@ def rollouts(dllm, policy, expert, cfg, problems, first, alpha):
     runs = [(Learned(policy.eval(), Knobs(fallback=False)), G, cfg.block_length, cfg.seed, alpha)]
     if expert:
         runs.append((expert, E, cfg.expert_block_length, cfg.seed ^ 0xE5E5, alpha[::G] if per_row else alpha))
-    results = []
+    results, memo = [], ForwardMemo()   # the rollouts of a prompt meet the same states (at least the first): one forward
     for pol, n, BL, seed, a in runs:
         keys = row_keys(seed, torch.tensor([(first + j) * n + g for j in range(P) for g in range(n)]))
         r = generate(dllm, pol, ids.repeat_interleave(n, 0), am.repeat_interleave(n, 0), L, BL, cfg.temperature,
-                     record=True, keys=keys, cache=cfg.cache if BL < L else "none", alpha=a if per_row else None)
+                     record=True, keys=keys, cache=cfg.cache if BL < L else "none", alpha=a if per_row else None,
+                     memo=memo, memo_keys=torch.arange(P).repeat_interleave(n))
         correct = grade_rows(dllm, cfg.task, problems, r.tokens, n)
         results.append((r, correct, rewards(correct, r.nfe, L, a, cfg.reward)))
     R = torch.cat([reward.view(P, -1) for _, _, reward in results], 1)           # (P, G + E) each prompt's group

@@ -8,6 +8,7 @@ results/tiny.json and the report results/tiny.md (report.py: tables; verdicts.py
     python -m support.suite --plot --jobs 2 --compile --threads 2   # everything (docs/results.md: its measured time)
     python -m support.suite --part heuristics                        # only the heuristic rows
 """
+import glob
 import json
 import os
 import subprocess
@@ -20,11 +21,13 @@ from filelock import FileLock, Timeout
 
 import train
 from env import generate, row_keys
-from common.cli import check_args, check_threads, interrupted, option, parse_config
+from common.cli import check_args, check_threads, interrupted, option, parse_config, write_json
 from eval import Setting, canonical, learned_specs, run, summarize, sweep_specs
 from model import load_dllm
 from policy import RULES, parse_policy
 from support import report
+from support.shifts import (SHIFTS, best_hand_rule, modes, nongreedy_settings, shift_settings, shipped_spec, tune,
+                            validation_settings)
 from tasks import get_problems, grade, prompts_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +49,9 @@ SUITE = dict(task="chain", ood_task="sub", model="tiny", other_model="tiny-b", L
              # (docs/tiny-world.md, the learned policy), while world 1's BL-8 expert stalled alpha 3 and 10 (results/world1)
              expert="threshold:0.9", expert_bl=32,
              # paper App. E: a DPLS policy at this alpha in both modes; Fig. 6: the plain policy of this alpha over a beta grid
-             variant_alpha=3, betas=(0.25, 0.5, 1, 2, 4))
+             variant_alpha=3, betas=(0.25, 0.5, 1, 2, 4),
+             # App. B.9 (support/shifts.py): the policies of this alpha under sampling
+             nongreedy_alpha=1)
 
 
 def claim(path):
@@ -182,11 +187,15 @@ def worker_env(i, gpus):
     return env
 
 
-def spawn_trainers(n, results_dir, out_dir, steps):
-    """n processes of `suite(part='train')` at one thread each, logging to out_dir/train-worker-<i>.log; this
-    process's SUITE (which tests shrink) goes with them. -> [(Popen, log path)]"""
+def gpus():
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def spawn_trainers(n, results_dir, out_dir, steps, gpus=0):
+    """n processes of `suite(part='train')` at one thread each, logging to out_dir/train-worker-<i>.log, each on its own
+    GPU when there are several (worker_env); this process's SUITE (which tests shrink) goes with them.
+    -> [(Popen, log path)]"""
     os.makedirs(out_dir, exist_ok=True)
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     code = ("import json, sys, torch; from support import suite; torch.set_num_threads(1); "
             "suite.SUITE.update(json.loads(sys.argv[1])); "
             "suite.suite(results_dir=sys.argv[2], out_dir=sys.argv[3], steps=int(sys.argv[4]), part='train')")
@@ -202,29 +211,29 @@ def spawn_trainers(n, results_dir, out_dir, steps):
 
 def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["steps"], part="all", compile=False,
           jobs=1):
-    """The tiny-world suite. part 'heuristics': only the heuristic rows (they need no policy); 'train': only the GRPO
-    runs (in as many processes as you like: each claims its policies); 'all' does everything, the heuristic rows
-    first, so a run cut short keeps them, then the GRPO runs, the policies' rows and the report. jobs > 1 (part
-    'all'): the heuristic rows and the GRPO runs in jobs processes at one thread each (this one and jobs - 1
-    trainers, which take the policies this one has not claimed), then the rest at the thread count set before."""
-    from support import report
+    """The tiny-world suite. part 'heuristics': only the rows that need no suite policy (the heuristics, the
+    validation split and the shifts of the shipped policies); 'train': only the GRPO runs (in as many processes as you
+    like: each claims its policies); 'all' does everything, those rows first, so a run cut short keeps them, then the
+    GRPO runs, the policies' rows, the non-greedy study and the report. jobs > 1 (part 'all'): the first rows and the
+    GRPO runs in jobs processes at one thread each (this one and jobs - 1 trainers, which take the policies this one
+    has not claimed), then the rest at the thread count set before."""
     if part not in SUITE_PARTS:
         raise ValueError(f"unknown suite part {part!r}: use one of {SUITE_PARTS}")
     if jobs < 1 or (jobs > 1 and part != "all"):
         raise ValueError(f"--jobs {jobs}: a positive count, and more than 1 only for the whole suite (--suite-part all)")
     t0 = time.time()
-    pretrain_min = {}
-    for name in (SUITE["model"], SUITE["other_model"]):
-        pretrain_min[name] = getattr(load_dllm(name), "meta", {}).get("minutes")   # pretrains out/<name>.pt if missing
+    pretrain_min = {name: getattr(load_dllm(name), "meta", {}).get("minutes")
+                    for name in (SUITE["model"], SUITE["other_model"])}
     path = os.path.join(results_dir, "tiny.json")
-    threads, procs = torch.get_num_threads(), []
+    fresh = not os.path.exists(path) and not glob.glob(os.path.join(out_dir, "*.pt"))   # nothing to reuse: a complete run
+    threads, procs, tuned = torch.get_num_threads(), [], {}
     if jobs > 1:
-        procs = spawn_trainers(jobs - 1, results_dir, out_dir, steps)
+        procs = spawn_trainers(jobs - 1, results_dir, out_dir, steps, gpus())
         print(f"{jobs - 1} GRPO trainer(s) started at one thread each: {', '.join(log for _, log in procs)}")
         torch.set_num_threads(1)
     try:
         if part != "train":
-            run(path, suite_settings(), n=SUITE["n"], compile=compile)
+            tuned = first_rows(path, compile)
         if part == "heuristics":
             return
         pols, conds, variants = suite_policies(out_dir, steps)
@@ -246,9 +255,44 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
     if busy:
         raise ValueError(f"{busy} suite policies are being trained by other processes ({out_dir}/*.lock): run this "
                          f"again when they are done")
-    settings = suite_settings(pols, conds, variants)
+    settings = (suite_settings(pols, conds, variants) + validation_settings(SUITE, IN_DOMAIN) + shift_settings(SUITE, tuned)
+                + nongreedy(path, pols, variants))
     rows = run(path, settings, n=SUITE["n"], compile=compile)
-    by = by_setting(summarize(rows), settings)
+    write_report(results_dir, by_setting(summarize(rows), settings), rows, pols, conds, variants, tuned, t0,
+                 pretrain_min, plot, fresh, jobs)
+
+
+def first_rows(path, compile):
+    """The rows that need no suite policy: the heuristics of every setting, the validation split, and the shifts of
+    the shipped policies, whose hand rules are tuned on that split -> tuned {mode: {family: spec}}."""
+    valid = validation_settings(SUITE, IN_DOMAIN)
+    rows = run(path, suite_settings() + valid, n=SUITE["n"], compile=compile)
+    by = by_setting(summarize(rows), valid)
+    tuned = {mode: tune(by[f"validation, {mode}"], shipped_spec(mode)) for mode, _ in modes(SUITE)}
+    run(path, shift_settings(SUITE, tuned), n=SUITE["n"], compile=compile)
+    return tuned
+
+
+def nongreedy(path, pols, variants):
+    """The non-greedy study's settings: the alpha = 1 policies (plain in blocks, expert-steered in full diffusion, as
+    the suite trains them), threshold at the paper's lambda, and the best hand rule of the T = 0.8 shift sweep at the
+    policy's NFE under sampling (which the first pass measures)."""
+    L, S, a = SUITE["L"], SUITE["semi_bl"], SUITE["nongreedy_alpha"]
+    learned = {"semi-AR": f"{pols[(S, a, 'mult')]}:tau=1.0", "full": f"{variants[(L, a, 'es')]}:tau=1.0"}
+    first = nongreedy_settings(SUITE, learned)
+    by = by_setting(summarize(run(path, first, n=SUITE["n"])), first)
+    T, extra = SHIFTS["nongreedy_T"], {}
+    shifts = by_setting(summarize(run(path, shift_settings(SUITE, {}), n=SUITE["n"])), shift_settings(SUITE, {}))
+    for mode, _ in modes(SUITE):
+        mine = next((r for r in by[f"non-greedy, {mode}"] if "trained" in r), None)
+        best = mine and best_hand_rule(shifts.get(f"shift: T = {T:g}, {mode}", []), mine["mean_nfe"],
+                                       exclude=(f"threshold:{SHIFTS['nongreedy_lam']}",))
+        extra[mode] = best and best["policy"]
+    return nongreedy_settings(SUITE, learned, extra)
+
+
+def write_report(results_dir, by, rows, pols, conds, variants, tuned, t0, pretrain_min, plot, fresh, jobs):
+    """results/tiny.md (and the pictures with plot); a complete run from nothing records its wall time first."""
     def log_of(p):   # a resumed run may have logged a step twice: keep the last
         by_step = {m["step"]: m for m in map(json.loads, open(os.path.splitext(p)[0] + ".jsonl"))}
         return [by_step[s] for s in sorted(by_step)]
@@ -258,10 +302,17 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
     base = os.path.basename   # the per-alpha runs of each conditioned policy's kind, from the logs read above
     per_logs = {SUITE["semi_bl"]: {a: logs[base(pols[(SUITE["semi_bl"], a, "mult")])][3] for a in SUITE["alphas"]},
                 SUITE["L"]: {a: variant_logs[base(variants[(SUITE["L"], a, "es")])] for a in SUITE["alphas"]}}
-    md = report.suite_report(by, SUITE, logs, (time.time() - t0) / 60, pretrain_min, rows, cond_logs, variant_logs,
-                             per_logs)
+    minutes = (time.time() - t0) / 60
+    timing = os.path.join(results_dir, "suite_time.json")
+    if fresh:
+        write_json(timing, dict(minutes=minutes, date=time.strftime("%Y-%m-%d"), jobs=jobs, cores=os.cpu_count(),
+                                threads=torch.get_num_threads(), torch=torch.__version__))
+    last = json.load(open(timing)) if os.path.exists(timing) else None
+    md = report.suite_report(by, SUITE, logs, minutes, pretrain_min, rows, cond_logs, variant_logs, per_logs, last)
+    md += report.studies_report(by, SUITE, tuned)
     if plot:
-        report.plot_fronts({report.title(k, v): v for k, v in by.items()}, os.path.join(results_dir, "tiny.png"))
+        report.plot_fronts({report.title(k, v): v for k, v in by.items() if not k.startswith(("non-greedy", "valid"))},
+                           os.path.join(results_dir, "tiny.png"))
         L = SUITE["L"]
         question, orders = unmask_orders(SUITE["model"], SUITE["task"], L, L,
                                          ["threshold:0.9", f"{pols[(L, 3, 'mult')]}:tau=1.0"])
@@ -270,17 +321,20 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
     with open(os.path.join(results_dir, "tiny.md"), "w") as f:
         f.write(md)
     print(md)
-    print(f"wrote {results_dir}/tiny.json and tiny.md in {(time.time() - t0) / 60:.1f} min")
+    print(f"wrote {results_dir}/tiny.json and tiny.md in {minutes:.1f} min")
 
 
-def by_setting(rows, settings):
-    """Summarized rows -> {setting name: its rows}. Matched on (model, task, L, BL, policy), not on the stored
-    name, since two settings may share rows (the same evaluation is never run twice)."""
+def by_setting(rows, settings, n=None, temperature=0.0, samples=1, split="test"):
+    """Summarized rows -> {setting name: its rows}. Matched on what makes a row (model, task, L, BL, policy, problems,
+    temperature, samples, split), not on the stored name, since two settings may share rows (the same evaluation is
+    never run twice)."""
     out = {}
     for s in settings:
+        sn, T, K, sp = s.resolved(n or SUITE["n"], temperature, samples, split)
         specs = {canonical(p) for p in s.specs}
         out[s.name] = [r for r in rows if (r["model"], r["task"], r["gen_length"], r["block_length"]) ==
-                       (s.model, s.task, s.gen_length, s.block_length) and r["policy"] in specs]
+                       (s.model, s.task, s.gen_length, s.block_length) and r["policy"] in specs and r["n"] == sn
+                       and r["temperature"] == T and r.get("samples", 1) == K and r.get("split", "test") == sp]
     return out
 
 
