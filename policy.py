@@ -493,7 +493,8 @@ def read_checkpoint(path):
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # empty, truncated, not a torch file, or foreign pickled objects
-        raise ValueError(f"{path} is not a policy checkpoint written by train.py ({type(e).__name__})") from None
+        raise ValueError(f"{path} is not a policy checkpoint written by train.py ({type(e).__name__}): the file is empty, "
+                         f"cut off or of another kind; pass a checkpoint that train.py wrote") from None
     return upgrade_checkpoint(ck, path)
 
 

@@ -73,6 +73,8 @@ class TrainConfig:
     grad_clip: float = option(0.2, "gradient-norm clip")
     warmup: int = option(None, "linear warm-up steps, then cosine to 0 (tiny 10, real 100)")
     temperature: float = option(0.0, "dLLM sampling temperature during rollouts")
+    temperature_range: str = option(None, "LO,HI: each GRPO step's rollouts at a dLLM temperature drawn uniformly from "
+                                          "[LO, HI] (for a policy that holds up under sampling; --temperature unused)")
     cache: str = option("none", "KV cache for rollouts: none, prefix, dual (semi-AR only; approximate, see env.py)")
     width: int = option(128, "policy width (331K parameters at 128)")
     init_bias: float = option(None, "output bias at init: unmask p = sigmoid(b); -2 (p 0.12, the paper), and 0 (p 0.5) "
@@ -105,7 +107,8 @@ REAL = dict(task="gsm8k", gen_length=256, block_length=32, alpha=3.0, prompts_pe
 TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=8, alpha=1.0, prompts_per_step=16, steps=60, lr=1e-3,
                      warmup=10, batch_size=128, eval_every=10, eval_n=256)
 SETUP = ("model", "task", "gen_length", "block_length", "alpha", "reward", "group_size", "width", "cache", "alpha_range",
-         "actions", "expert", "expert_block_length", "features", "imitate", "init", "alpha_norm")   # fixed on resume
+         "actions", "expert", "expert_block_length", "features", "imitate", "init", "alpha_norm",
+         "temperature_range")   # fixed on resume
 
 
 def resolve(cfg):
@@ -148,6 +151,8 @@ def check_settings(cfg):
         raise ValueError(f"--init-bias must be finite, not {cfg.init_bias}")
     if cfg.alpha_range is not None:
         alpha_bounds(cfg.alpha_range)
+    if cfg.temperature_range is not None:
+        bounds(cfg.temperature_range, "--temperature-range")
     if cfg.width % PolicyConfig.heads:
         raise ValueError(f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} attention heads")
     check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
@@ -234,15 +239,29 @@ def check_imitate(cfg):
 ALPHA0_SHARE = 0.2   # --alpha-range: share of groups at alpha = LO when LO = 0 (pure correctness)
 
 
-def alpha_bounds(text):
+def bounds(text, flag):
     """'0,10' -> (0.0, 10.0), checked: 0 <= LO < HI, both finite."""
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"--alpha-range {text!r}: write it as LO,HI, e.g. 0,10") from None
+        raise ValueError(f"{flag} {text!r}: write it as LO,HI, e.g. 0,10") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
-        raise ValueError(f"--alpha-range {text!r}: need 0 <= LO < HI")
+        raise ValueError(f"{flag} {text!r}: need 0 <= LO < HI")
     return lo, hi
+
+
+def alpha_bounds(text):
+    return bounds(text, "--alpha-range")
+
+
+def step_temperature(cfg, step):
+    """The dLLM temperature of a GRPO step's rollouts: --temperature, or with --temperature-range one drawn uniformly
+    from [LO, HI] by the step's index (counter-based: resume and ranks agree)."""
+    if cfg.temperature_range is None:
+        return cfg.temperature
+    lo, hi = bounds(cfg.temperature_range, "--temperature-range")
+    u = (fmix32(fmix32(torch.tensor(step) ^ 0x7E39) ^ cfg.seed) >> 8).item() / 2 ** 24
+    return lo + (hi - lo) * u
 
 
 def draw_alphas(prompt_index, lo, hi, seed):
@@ -279,9 +298,10 @@ class Experience:
     expert: dict              # the expert's accuracy and NFE (empty without an expert)
 
 
-def rollouts(dllm, policy, expert, cfg, problems, first, alpha):
-    """G rollouts per prompt by the policy (sampling at tau 1, no fallback) and, with an expert, E = 1 more by it ->
-    Experience. Advantages are taken over each prompt's G + E rollouts. alpha: a number, or (P * G,) per rollout."""
+def rollouts(dllm, policy, expert, cfg, problems, first, alpha, temperature=0.0):
+    """G rollouts per prompt by the policy (sampling at tau 1, no fallback) and, with an expert, E = 1 more by it, at
+    the dLLM's temperature -> Experience. Advantages are taken over each prompt's G + E rollouts. alpha: a number, or
+    (P * G,) per rollout."""
     G, E, L, P = cfg.group_size, 1 if expert else 0, cfg.gen_length, len(problems)
     per_row = cfg.alpha_range is not None
     ids, am = prompts_of(dllm, problems)
@@ -291,7 +311,7 @@ def rollouts(dllm, policy, expert, cfg, problems, first, alpha):
     results, memo = [], ForwardMemo()   # the rollouts of a prompt meet the same states (at least the first): one forward
     for pol, n, BL, seed, a in runs:
         keys = row_keys(seed, torch.tensor([(first + j) * n + g for j in range(P) for g in range(n)]))
-        r = generate(dllm, pol, ids.repeat_interleave(n, 0), am.repeat_interleave(n, 0), L, BL, cfg.temperature,
+        r = generate(dllm, pol, ids.repeat_interleave(n, 0), am.repeat_interleave(n, 0), L, BL, temperature,
                      record=True, keys=keys, cache=cfg.cache if BL < L else "none", alpha=a if per_row else None,
                      memo=memo, memo_keys=torch.arange(P).repeat_interleave(n))
         correct = grade_rows(dllm, cfg.task, problems, r.tokens, n)
@@ -457,7 +477,8 @@ def run(cfg, command):
             problems = [train_set[(first + j) % len(train_set)] for j in range(per_rank)]
             alpha = cfg.alpha if cfg.alpha_range is None else draw_alphas(
                 torch.arange(first, first + per_rank), *alpha_bounds(cfg.alpha_range), cfg.seed).repeat_interleave(cfg.group_size).to(dllm.device)
-            exp = rollouts(dllm, policy, expert, cfg, problems, first, alpha)
+            T = step_temperature(cfg, step)
+            exp = rollouts(dllm, policy, expert, cfg, problems, first, alpha, T)
             t_roll = time.time() - t0
             # 2. the clipped policy-gradient update, K optimizer steps on this experience
             lr = cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
@@ -467,7 +488,8 @@ def run(cfg, command):
             check_finite(policy, step, loss, gnorm)
             # 3. log (rollout statistics reduced over ranks) and checkpoint
             metrics = dict(step=step + 1, **reduced(exp, ddp, world), entropy=ent, clip_frac=clip_frac, grad_norm=gnorm,
-                           loss=loss, lr=lr, rollout_s=t_roll, update_s=time.time() - t0 - t_roll, **exp.expert)
+                           loss=loss, lr=lr, rollout_s=t_roll, update_s=time.time() - t0 - t_roll, **exp.expert,
+                           **({"temperature": T} if cfg.temperature_range else {}))
             if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
                 metrics.update(held_out(dllm, policy, eval_set, cfg))
             log.write(metrics)

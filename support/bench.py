@@ -32,13 +32,14 @@ from sample import evaluate
 SHAPES = {  # name -> L, BL, prompt length, sequences, batch size, and the heuristics timed by default
     "tiny": dict(L=32, BL=8, policies="threshold:0.9,topk:steps=8"),
     "mid": dict(L=256, BL=32, P=200, n=1, batch=1, policies="threshold:0.9,topk:steps=64"),
+    "small": dict(L=64, BL=16, P=32, n=4, batch=4, policies="threshold:0.9,topk:steps=16"),   # a dry run of the others
     "llada": dict(L=256, BL=32, P=200, n=16, batch=16, policies="threshold:0.9,topk:steps=64"),
 }
 
 
 @dataclass
 class BenchConfig:
-    shape: str = option("tiny,mid", "comma-separated: tiny, mid, llada, grpo, update")
+    shape: str = option("tiny,mid", "comma-separated: tiny, mid, small, llada, grpo, update")
     policies: str = option(None, "hand-rule specs (default: threshold:0.9 and top-k at L/4 steps)")
     policy: str = option(None, "a learned checkpoint to time (default: a fresh learned policy)")
     caches: str = option("none,prefix,dual", "comma-separated cache modes")
@@ -46,7 +47,8 @@ class BenchConfig:
     batch_size: int = option(128, "tiny shape: prompts per generate call")
     threads: int = option(0, "torch threads on CPU (0: torch's default)")
     device: str = option(None, "cuda, mps or cpu (default: autodetect)")
-    grpo_model: str = option(None, "grpo shape: the random model's shape, llada or mid (default: llada on CUDA, mid elsewhere)")
+    grpo_model: str = option(None, "grpo shape: the random model's shape, llada, mid or small (default: llada on CUDA, mid "
+                                   "elsewhere)")
 
 
 class Meter:
@@ -158,10 +160,11 @@ def measure(dllm, policy, run, warm, rate):
 def random_dllm(shape, device):
     """A randomly initialised dLLM of a given shape (bf16 on CUDA), with made-up special ids."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    if shape == "mid":
+    small = dict(mid=dict(vocab_size=32000, d_model=1024, n_layers=8, n_heads=16, n_kv_heads=16, mlp_hidden=2816),
+                 small=dict(vocab_size=4096, d_model=256, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden=512))
+    if shape in small:
         with torch.device(device):
-            net = Transformer(ModelConfig(vocab_size=32000, d_model=1024, n_layers=8, n_heads=16, n_kv_heads=16,
-                                          mlp_hidden=2816)).to(dtype)
+            net = Transformer(ModelConfig(**small[shape])).to(dtype)
     else:
         net = build_shape(shape, device).to(dtype)
         for p in net.parameters():   # LLaDA-like scale, so activations stay finite in bf16
@@ -228,20 +231,20 @@ def bench_random(cfg, device, shape, rate):
 
 def bench_grpo(cfg, device):
     """One GRPO round at the paper's shapes: 16 prompts x (8 rollouts of a fresh policy + 1 of threshold:0.9), L 256,
-    BL 32, prompt 200, on a random model (LLaDA-8B's shape on CUDA): the rollouts per cache, then the update (two
+    BL 32, prompt 200 (the small shape: 4 prompts x (4 + 1), L 64, BL 16, prompt 32), on a random model (LLaDA-8B's shape on CUDA): the rollouts per cache, then the update (two
     optimizer steps over every recorded step), with the peak device memory of each."""
     from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
     shape = cfg.grpo_model or ("llada" if device.type == "cuda" else "mid")
     dllm = random_dllm(shape, device)
-    P, G, L, BL = 16, 8, 256, 32
-    ids, am = prompts(dllm, P, 200, device)
+    P, G, L, BL = (4, 4, 64, 16) if shape == "small" else (16, 8, 256, 32)   # small: a dry run of the others
+    ids, am = prompts(dllm, P, 32 if shape == "small" else 200, device)
     torch.manual_seed(0)
     pol = LearnedPolicy(PolicyConfig()).to(device)
     expert = parse_policy("threshold:0.9")
     peak = (lambda: torch.cuda.max_memory_allocated(device) / 2 ** 30) if device.type == "cuda" else (lambda: 0.0)
     reset = (lambda: torch.cuda.reset_peak_memory_stats(device)) if device.type == "cuda" else (lambda: None)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    print(f"grpo: {shape} shape, {P} prompts x ({G} + 1 expert) rollouts, L {L}, BL {BL}, prompt 200")
+    print(f"grpo: {shape} shape, {P} prompts x ({G} + 1 expert) rollouts, L {L}, BL {BL}, prompt {ids.shape[1]}")
     rows = []
     for cache in cfg.caches:
         reset()
@@ -368,9 +371,9 @@ def main(argv=None):
         caches = [c for c in cfg.caches.split(",") if c.strip()]
         shapes = [s for s in cfg.shape.split(",") if s.strip()]
         bad = [c for c in caches if c not in CACHES] + [s for s in shapes if s not in SHAPES and s not in ("update", "grpo")]
-        if bad or not shapes or not caches or cfg.grpo_model not in (None, "llada", "mid"):
-            raise ValueError(f"unknown or missing --shape / --caches / --grpo-model {bad}: shapes tiny, mid, llada, grpo, "
-                             f"update; caches {CACHES}; grpo models llada, mid")
+        if bad or not shapes or not caches or cfg.grpo_model not in (None, "llada", "mid", "small"):
+            raise ValueError(f"unknown or missing --shape / --caches / --grpo-model {bad}: shapes tiny, mid, small, llada, "
+                             f"grpo, update; caches {CACHES}; grpo models llada, mid, small")
         cfg = dataclasses.replace(cfg, caches=caches)
         device = resolve_device(cfg.device)
         if cfg.threads:

@@ -15,7 +15,7 @@ verdicts:
 import os
 
 from eval import SLACK, Setting, sweep_specs
-from policy import RULES, checkpoint_of, read_checkpoint
+from policy import RULES, read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIFTS = dict(
@@ -121,11 +121,11 @@ def shift_verdicts(by, cfg, tuned, verdict):
             L = rows[0]["gen_length"]
             mine = {at_length(s, cfg["L"], L) for s in tuned.get(mode, {}).values()}
             t = best_hand_rule([r for r in rows if r["policy"] in mine], learned["mean_nfe"])
-            re = best_hand_rule(rows, learned["mean_nfe"])
+            retuned = best_hand_rule(rows, learned["mean_nfe"])
             held.append(t is None or learned["accuracy"] > t["accuracy"])
             gap = lambda r: "" if r is None else " ({:+.1f})".format(learned["accuracy"] - r["accuracy"])
             ev.append(f"{mode}: learned {show(learned)} NFE; best hand rule tuned at T = 0, at matched NFE: {show(t)}"
-                      f"{gap(t)}; re-tuned at the shift: {show(re)}{gap(re)}")
+                      f"{gap(t)}; re-tuned at the shift: {show(retuned)}{gap(retuned)}")
         if held:
             out.append(verdict(all(held) if all(held) or not any(held) else None,
                                f"Learned ahead of the best hand rule at matched NFE under {name} (the shipped policies; "

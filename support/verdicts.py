@@ -9,7 +9,7 @@ minus that. The paper's claims are judged against its own heuristics (policy.Heu
 margin, entropy, threshold, factor, EB-sampler); each such verdict prints the gap against the end-of-text-aware
 rules (PC-Sampler, EOS damping) too, and the band rule has a verdict of its own.
 """
-from eval import SLACK, best_at  # noqa: F401 (the matched-NFE rule, used here and by the report's tables)
+from eval import best_at
 from policy import RULES
 
 BUDGETS = (4, 6, 8, 12, 16, 32)

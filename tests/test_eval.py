@@ -600,3 +600,11 @@ def test_band_rule_verdict_by_hand():
     v = line(by)
     paper = lambda t: t.split("; against every heuristic")[0]      # its own reading; the second shows every rule
     assert "did not hold" in v[band] and paper(v[full]) == paper(before) and ": held." in v[full], v[band]
+
+
+def test_each_suite_trainer_gets_a_gpu_of_its_own(monkeypatch):
+    """--jobs N on a machine with several GPUs: trainer i sees only GPU i mod N (this process keeps GPU 0); with one GPU
+    or none the environment is left as it is."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert [su.worker_env(i, 4)["CUDA_VISIBLE_DEVICES"] for i in (1, 2, 3, 4)] == ["1", "2", "3", "0"]
+    assert "CUDA_VISIBLE_DEVICES" not in su.worker_env(1, 1) and "CUDA_VISIBLE_DEVICES" not in su.worker_env(1, 0)

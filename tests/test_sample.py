@@ -79,3 +79,41 @@ def test_bad_policy_checkpoint(tmp_path):
     torch.save({"hello": 1}, bad)
     out = sample("--policy", str(bad))
     assert out.returncode != 0 and "not a policy checkpoint" in out.stderr
+
+
+def test_pass_at_k_by_hand_and_never_falling():
+    """The unbiased estimator 1 - C(n - c, k) / C(n, k), pinned by hand; it never falls as k grows."""
+    from sample import pass_at
+    assert pass_at(4, 1, 1) == 0.25 and pass_at(4, 1, 2) == 1 - 3 / 6 and pass_at(4, 1, 4) == 1.0
+    assert pass_at(5, 2, 2) == 1 - 3 / 10 and pass_at(5, 0, 5) == 0.0 and pass_at(5, 5, 1) == 1.0
+    for n in range(1, 12):
+        for c in range(n + 1):
+            values = [pass_at(n, c, k) for k in range(1, n + 1)]
+            assert all(a <= b + 1e-12 for a, b in zip(values, values[1:])) and abs(values[0] - c / n) < 1e-12
+
+
+def test_rows_with_samples_by_hand():
+    """row_of: accuracy is the mean over every completion (pass@1), pass@k the mean over problems, the majority vote
+    the final answer given most often (ties to the first given), right when it is the gold one."""
+    from sample import Completion, row_of
+    from tasks import Problem
+    problems = [Problem("q0", "3"), Problem("q1", "5")]
+    c = lambda i, s, ok, ans: Completion(i, s, ok, 4, 8, ans)
+    comps = [c(0, 0, False, "2"), c(0, 1, True, "3"), c(0, 2, False, "2"), c(0, 3, True, "3"),   # tie 2:2, "2" first
+             c(1, 0, False, None), c(1, 1, False, "4"), c(1, 2, True, "5"), c(1, 3, True, "5")]  # "5" twice, "4" once
+    row = row_of("p", comps, problems, "chain", 4, 1.0)
+    assert row["accuracy"] == 50.0 and row["mean_nfe"] == 4 and row["samples"] == 4
+    assert row["pass_at"] == {"1": 50.0, "2": 100 * ((1 - 1 / 6) + (1 - 1 / 6)) / 2, "4": 100.0}
+    assert row["majority"] == 50.0                                  # problem 0 votes "2" (wrong), problem 1 "5" (right)
+
+
+def test_sampling_command_prints_pass_at_k_and_the_majority_vote():
+    out = subprocess.run([sys.executable, "sample.py", "--policies", "threshold:0.6", "--temperature", "0.8",
+                          "--samples", "4", "--n", "32", "--block-length", "8"], cwd=ROOT, capture_output=True,
+                         text=True, env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+    assert out.returncode == 0, out.stderr
+    head = next(l for l in out.stdout.splitlines() if l.startswith("policy"))
+    assert head.split()[-4:] == ["pass@1", "pass@2", "pass@4", "majority"] and "samples 4" in out.stdout
+    row = next(l for l in out.stdout.splitlines() if l.startswith("threshold:0.6")).split()
+    p1, p2, p4 = map(float, row[-4:-1])
+    assert p1 <= p2 <= p4 and abs(p1 - float(row[1])) < 0.05         # pass@1 is the accuracy over every sample

@@ -246,6 +246,24 @@ def test_alpha_range_trains_one_conditioned_policy(tiny_path, tmp_path, monkeypa
         train.main(["--alpha-range", "5,1", "--out", str(tmp_path / "x.pt")])
 
 
+def test_temperature_range_draws_each_steps_temperature(tiny_path, tmp_path, monkeypatch):
+    """--temperature-range LO,HI: each GRPO step's rollouts run at a temperature drawn in [LO, HI] from the step's index
+    and the seed (so a resumed run draws the same), logged per step; bad ranges are refused in one line."""
+    c = cfg(tiny_path, tmp_path / "t.pt", temperature_range="0.2,0.9")
+    Ts = [train.step_temperature(c, s) for s in range(50)]
+    assert all(0.2 <= T <= 0.9 for T in Ts) and len(set(Ts)) == 50 and max(Ts) - min(Ts) > 0.5
+    assert Ts == [train.step_temperature(c, s) for s in range(50)]
+    assert train.step_temperature(cfg(tiny_path, tmp_path / "u.pt", temperature=0.3), 7) == 0.3
+    seen, real = [], train.generate
+    monkeypatch.setattr(train, "generate", lambda *a, **k: (seen.append(a[6]), real(*a, **k))[1])
+    train.train(cfg(tiny_path, tmp_path / "t.pt", steps=2, temperature_range="0.2,0.9", reward="additive"))
+    log = [json.loads(l) for l in open(tmp_path / "t.jsonl")]
+    assert [r["temperature"] for r in log] == Ts[:2] and seen == Ts[:2]          # one temperature a step, as logged
+    for bad, msg in [("0.5", "LO,HI"), ("0.9,0.2", "0 <= LO < HI")]:
+        with pytest.raises(SystemExit, match=msg):
+            train.main(["--temperature-range", bad, "--out", str(tmp_path / "x.pt")])
+
+
 def test_alpha_norm_puts_every_alpha_on_the_correctness_scale():
     """speed_scale: a group's mean ((L - NFE + 1) / L) ** alpha, by hand; 1 at alpha 0 and when off."""
     nfe = torch.tensor([[4, 8], [4, 8]])
@@ -373,8 +391,8 @@ def test_imitation_warm_start_clones_the_heuristic(tmp_path):
     from tasks import prompts_of
     from tasks import tiny_problems
     from model import load_dllm
-    pol, _ = train.train(train.TrainConfig(model="tiny", block_length=32, steps=1, lr=1e-9, warmup=1, prompts_per_step=2, group_size=2,
-                                           eval_every=0, out=str(tmp_path / "bc.pt"), imitate="threshold:0.5",
+    pol, _ = train.train(train.TrainConfig(model="tiny", block_length=32, steps=1, lr=1e-9, warmup=1, prompts_per_step=2,
+                                           group_size=2, eval_every=0, out=str(tmp_path / "bc.pt"), imitate="threshold:0.5",
                                            imitate_steps=100, imitate_problems=64, imitate_lr=3e-3, width=32))
     dllm = load_dllm("tiny")
     ids, am = prompts_of(dllm, tiny_problems("chain", 64, seed=7))
@@ -405,7 +423,7 @@ def test_same_seed_and_thread_count_give_the_same_weights_in_two_processes(tiny_
     a, b = (o["policy"] for o in outs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert outs[0]["command"] == outs[1]["command"].replace("b.pt", "a.pt")
-    assert outs[0]["command"].startswith("python train.py --model ") and "--seed 3" in outs[0]["command"]
+    assert outs[0]["command"] == "python train.py " + " ".join(argv[2:]).replace("b.pt", "a.pt")   # as typed, no more
 
 
 def test_alpha_probe_measures_how_far_alpha_moves_the_logits(tiny_path, tmp_path, capsys):
