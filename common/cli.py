@@ -5,6 +5,7 @@ that names the flag, the locks that keep two runs from writing one file, and ato
 """
 import argparse
 import errno
+import glob
 import json
 import math
 import os
@@ -121,6 +122,7 @@ def write_atomic(path, write):
     try:
         write(tmp)
         os.replace(tmp, path)
+        remove_stale_temporaries(path)
     except (OSError, RuntimeError) as e:
         full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or "enforce fail" in str(e)
         why = "the disk is full" if full else (getattr(e, "strerror", None) or str(e).splitlines()[0][:200])
@@ -128,6 +130,26 @@ def write_atomic(path, write):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_stale_temporaries(path):
+    """The temporary files beside path of writers that died mid-write (kill -9 leaves no chance to clean up): each
+    name holds its writer's pid, and one whose process is gone is removed (POSIX only: elsewhere they stay)."""
+    if os.name != "posix":
+        return
+    for tmp in glob.glob(glob.escape(path) + ".*.tmp"):
+        pid = tmp[len(path) + 1:-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)               # signal 0: is it alive? (sends nothing)
+        except ProcessLookupError:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+        except OSError:                        # alive, another user's: not ours to touch
+            pass
 
 
 def write_json(path, obj):

@@ -125,6 +125,24 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tiny_path, tmp_pat
     assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "p.pt").exists()
 
 
+def test_a_writer_killed_mid_write_leaves_no_temporary_file_after_the_next_write(tmp_path):
+    """kill -9 during a write leaves path.<pid>.tmp; the next write of path removes those of dead writers only."""
+    from common.cli import write_json
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        out = tmp_path / "rows.json"
+        for pid in (int(dead.stdout), live.pid):
+            (tmp_path / f"rows.json.{pid}.tmp").write_text("half a file")
+        (tmp_path / "rows.json.notes.tmp").write_text("not a writer's")
+        write_json(str(out), [1])
+        assert sorted(p.name for p in tmp_path.glob("*.tmp")) == sorted([f"rows.json.{live.pid}.tmp", "rows.json.notes.tmp"])
+        assert json.loads(out.read_text()) == [1]
+    finally:
+        live.kill()
+        live.wait()
+
+
 # 8: diverged weights
 
 def test_weights_that_are_not_finite_are_never_saved_or_used(tiny_path, tmp_path, monkeypatch):
