@@ -59,7 +59,7 @@ class EvalConfig:
     threads: int = option(0, "torch CPU threads (0: torch's default)")
     cache: str = option("none", "KV cache: none, prefix, dual (semi-AR only; approximate, see env.py)")
     device: str = option(None, "cuda, cuda:N, mps or cpu (default: autodetect; under torchrun each rank's GPU)")
-    compile: bool = option(False, "torch.compile the dLLM for uncached rows (logits within ~1e-5 of eager)")
+    compile: bool = option(False, "torch.compile the dLLM's forward, cached or not (logits within ~1e-5 of eager)")
 
 
 def step_counts(L, BL, coarse=False):
@@ -247,8 +247,6 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
             dllm = None
             dllm, loaded = load_dllm(s.model, device=resolve_device(device)), s.model
             if compile:
-                if s.cache != "none":
-                    raise ValueError("--compile is for the uncached forward (a cached step's shapes differ every block)")
                 dllm.compile()
         where = (s.model, s.task, s.gen_length, seed, sn, sp)   # the forwards' outputs, shared by the policies and BLs
         if where not in memos:
@@ -388,8 +386,6 @@ def settings_of(cfg):
         raise ValueError("nothing to evaluate: pass --sweep and/or --policies")
     if (taus or betas) and not ckpts:
         raise ValueError("--taus / --betas set learned policies' knobs, and no checkpoint is in --policies")
-    if cfg.compile and cfg.cache != "none":
-        raise ValueError("--compile is for the uncached forward: drop --cache or --compile")
     check_out_file(cfg.out, "--out", [("--policies", c) for c in ckpts] + [("--data", cfg.data), ("--model", cfg.model)])
     if cfg.plot:   # the picture is the run's other output: a file of its own
         check_out_file(plot_path(cfg.out), "--plot's picture", [("--out", cfg.out)] + [("--policies", c) for c in ckpts])

@@ -61,6 +61,7 @@ class SampleConfig:
     device: str = option(None, "cuda, cuda:N, mps or cpu (default: autodetect; under torchrun each rank's GPU)")
     revision: str = option(None, "hub revision of the dLLM")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
+    compile: bool = option(False, "torch.compile the dLLM's forward, cached or not (logits within ~1e-5 of eager)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -230,6 +231,8 @@ def setup(cfg):
     problems = get_problems(cfg.task, cfg.num_problems, cfg.seed, cfg.split, cfg.data)
     rank, world, _, device = init_ranks(cfg.device)
     dllm = load_dllm(cfg.model, device=resolve_device(device), revision=cfg.revision)
+    if cfg.compile:
+        dllm.compile()
     check_buffer(dllm, min(cfg.batch_size, len(problems) * cfg.samples), prompts_of(dllm, problems)[0].shape[1],
                  cfg.gen_length)
     for i, pol in enumerate(policies):

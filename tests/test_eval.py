@@ -226,7 +226,7 @@ def test_cli_real_layout_with_local_gsm8k(llada_dir, tmp_path):
     (["--policies", "topk:steps=3", "--block-lengths", "8"], "multiple of the 4 blocks"),
     (["--policies", "missing.pt"], "not found"),
     ([], "nothing to evaluate"),
-    (["--compile", "--cache", "prefix", "--block-lengths", "8", "--sweep", "topk"], "--compile is for the uncached"),
+    (["--cache", "prefix", "--sweep", "topk"], "needs semi-autoregressive decoding"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, args, msg):
     out = run_eval(*args, "--out", str(tmp_path / "r.json"))
@@ -562,15 +562,17 @@ def test_variant_verdicts_by_hand():
 
 def test_compiled_dllm_gives_the_rows_of_the_eager_one(tmp_path):
     """eval.py --compile: the shipped tiny dLLM under torch.compile (dynamic shapes: the batch shrinks as rows finish)
-    has logits within 1e-4 of eager, and the rows of a semi-AR and a full-diffusion setting are the eager rows."""
+    has logits within 1e-4 of eager, and the rows of a semi-AR and a full-diffusion setting, and of the prefix and the
+    dual cache, are the eager rows."""
     from model import load_dllm
     from tasks import prompts_of
     from tasks import get_problems
     settings = [ev.Setting("tiny", "chain", 32, BL, ["threshold:0.9", "topk:steps=8", "eb:gamma=0.5"]) for BL in (8, 32)]
+    settings += [ev.Setting("tiny", "chain", 32, 8, ["threshold:0.9", "topk:steps=8"], cache=c) for c in ("prefix", "dual")]
     eager = ev.run(str(tmp_path / "e.json"), settings, n=40, batch_size=16, progress=False)
     compiled = ev.run(str(tmp_path / "c.json"), settings, n=40, batch_size=16, progress=False, compile=True)
-    same = lambda r: (r["policy"], r["block_length"], r["accuracy"], r["mean_nfe"], r["tokens_per_nfe"])
-    assert [same(r) for r in eager] == [same(r) for r in compiled] and len(eager) == 6
+    same = lambda r: (r["policy"], r["block_length"], r["cache"], r["accuracy"], r["mean_nfe"], r["tokens_per_nfe"])
+    assert [same(r) for r in eager] == [same(r) for r in compiled] and len(eager) == 10
     dllm = load_dllm("tiny")
     ids, am = prompts_of(dllm, get_problems("chain", 5, 0, "test"))
     x = torch.cat([ids, torch.full((5, 32), dllm.mask_id)], 1)

@@ -117,3 +117,12 @@ def test_sampling_command_prints_pass_at_k_and_the_majority_vote():
     row = next(l for l in out.stdout.splitlines() if l.startswith("threshold:0.6")).split()
     p1, p2, p4 = map(float, row[-4:-1])
     assert p1 <= p2 <= p4 and abs(p1 - float(row[1])) < 0.05         # pass@1 is the accuracy over every sample
+
+
+def test_compiled_dllm_prints_the_eager_table():
+    """sample.py --compile (the forward under torch.compile, the dual cache's steps too): the eager rows."""
+    args = ["--policies", "threshold:0.9,topk:steps=8", "--block-length", "8", "--cache", "dual", "--n", "24"]
+    rows = lambda out: [l.split()[:4] for l in out.stdout.splitlines() if l.startswith(("threshold", "topk"))]
+    eager, compiled = sample(*args), sample(*args, "--compile")
+    assert eager.returncode == 0 and compiled.returncode == 0, compiled.stderr[-2000:]
+    assert rows(eager) == rows(compiled) and len(rows(eager)) == 2
