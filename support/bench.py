@@ -47,6 +47,7 @@ class BenchConfig:
     batch_size: int = option(128, "tiny shape: prompts per generate call")
     threads: int = option(0, "torch threads on CPU (0: torch's default)")
     device: str = option(None, "cuda, mps or cpu (default: autodetect)")
+    compile: bool = option(False, "torch.compile the dLLM's forward (DLLM.compile); the warm-up is then a whole untimed run")
     grpo_model: str = option(None, "grpo shape: the random model's shape, llada, mid or small (default: llada on CUDA, mid "
                                    "elsewhere)")
 
@@ -188,13 +189,16 @@ def policies(specs, ckpt, device, init_bias=-2.0):
 def bench_tiny(cfg, device, rate):
     from tasks import get_problems
     dllm = load_dllm("tiny", device=device)
+    if cfg.compile:
+        dllm.compile()
     problems = get_problems("chain", cfg.num_problems, 0, "test")
     rows, c = [], SHAPES["tiny"]
     for pol in policies(cfg.policies or c["policies"], cfg.policy, device, init_bias=0.0):   # as train.py in blocks
         for cache in cfg.caches:
             run = lambda n: evaluate(dllm, pol, problems[:n], "chain", c["L"], c["BL"], cfg.batch_size,
                                      progress=False, cache=cache)[0]
-            row, secs, split = measure(dllm, pol, lambda: run(len(problems)), lambda: run(cfg.batch_size), rate)
+            whole = lambda: run(len(problems))   # compiled: warm up on the whole run (every shape it meets)
+            row, secs, split = measure(dllm, pol, whole, whole if cfg.compile else lambda: run(cfg.batch_size), rate)
             rows.append(dict(shape="tiny", policy=pol.spec, cache=cache, accuracy=row["accuracy"], nfe=row["mean_nfe"],
                              sec_per_seq=secs / len(problems), **split))
             print(line(rows[-1], rows), flush=True)
@@ -210,6 +214,8 @@ def prompts(dllm, n, P, device):
 def bench_random(cfg, device, shape, rate):
     c = SHAPES[shape]
     dllm = random_dllm(shape, device)
+    if cfg.compile:
+        dllm.compile()
     ids, am = prompts(dllm, c["n"], c["P"], device)
     rows = []
     for pol in policies(cfg.policies or c["policies"], cfg.policy, device):
@@ -221,8 +227,8 @@ def bench_random(cfg, device, shape, rate):
                                  keys=row_keys(0, torch.arange(i, i + c["batch"])), cache=cache)
                     nfe += r.nfe.sum().item()
                 return nfe / c["n"]
-            with torch.no_grad():   # warm-up: two blocks (a refresh and the cached steps after it)
-                nfe, secs, split = measure(dllm, pol, run, lambda: run(2 * c["BL"]), rate)
+            with torch.no_grad():   # warm-up: two blocks (a refresh and the cached steps after it); compiled: all
+                nfe, secs, split = measure(dllm, pol, run, run if cfg.compile else lambda: run(2 * c["BL"]), rate)
             rows.append(dict(shape=shape, policy=pol.spec, cache=cache, accuracy=None, nfe=nfe,
                              sec_per_seq=secs / c["n"], **split))
             print(line(rows[-1], rows), flush=True)
@@ -236,6 +242,8 @@ def bench_grpo(cfg, device):
     from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
     shape = cfg.grpo_model or ("llada" if device.type == "cuda" else "mid")
     dllm = random_dllm(shape, device)
+    if cfg.compile:
+        dllm.compile()
     P, G, L, BL = (4, 4, 64, 16) if shape == "small" else (16, 8, 256, 32)   # small: a dry run of the others
     ids, am = prompts(dllm, P, 32 if shape == "small" else 200, device)
     torch.manual_seed(0)

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Every GPU measurement of docs/speed.md and docs/real-models.md in one run, each under its own time limit, logged to
-# $OUT (default gpu-checks/): the CUDA tests, the LLaDA-8B-shaped bench (every policy and cache), one GRPO round at
-# the paper's shapes with its peak memory, then the whole test suite on the GPU machine. A part that runs past its
-# limit is cut and the next one runs.
+# $OUT (default gpu-checks/): the CUDA tests, the LLaDA-8B-shaped bench (every policy and cache; eager, then with the
+# forward under torch.compile), one GRPO round at the paper's shapes with its peak memory, then the whole test suite
+# on the GPU machine. A part that runs past its limit is cut and the next one runs.
 #
-#   OUT=gpu-checks bash support/gpu_checks.sh          # on a machine with a GPU (at most 17.5 min: the limits below)
+#   OUT=gpu-checks bash support/gpu_checks.sh          # on a machine with a GPU (at most 20 min: the limits below)
 #   OUT=/tmp/dry bash support/gpu_checks.sh --quick     # the same steps on small shapes: a dry run, on a CPU too
-#                                                       # (--part bench: 27 s on 2 CPU cores)
-#   bash support/gpu_checks.sh --part bench             # only the benches (at most 10.5 min), or --part tests (7 min)
+#                                                       # (--part bench: under a minute on 2 CPU cores)
+#   bash support/gpu_checks.sh --part bench             # only the benches (at most 13 min), or --part tests (7 min)
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-checks}
@@ -46,8 +46,9 @@ else
   DEVICE=cuda; SHAPE=llada; GRPO=llada; CACHES=none,prefix,dual
 fi
 if [ "$PART" = all ] || [ "$PART" = bench ]; then
-  step cuda_tests 180 python -m pytest -q -x tests/test_cuda.py
-  step bench_"$SHAPE" 300 python -m support.bench --shape "$SHAPE" --device "$DEVICE" --caches "$CACHES"
+  step cuda_tests 150 python -m pytest -q -x tests/test_cuda.py
+  step bench_"$SHAPE" 240 python -m support.bench --shape "$SHAPE" --device "$DEVICE" --caches "$CACHES"
+  step bench_"$SHAPE"_compiled 240 python -m support.bench --shape "$SHAPE" --device "$DEVICE" --caches "$CACHES" --compile
   step bench_grpo 150 python -m support.bench --shape grpo --grpo-model "$GRPO" --device "$DEVICE" --caches "$CACHES"
 fi
 if [ "$PART" = all ] || [ "$PART" = tests ]; then

@@ -60,6 +60,15 @@ def test_bench_runs_on_the_tiny_shape():
     assert "threshold:0.9" in text
 
 
+def test_bench_small_shape_and_grpo_round_the_dry_run_of_the_gpu_checks():
+    """support/gpu_checks.sh --quick's shapes: every policy one forward a step with the dual cache; a GRPO round."""
+    text = run("-m", "support.bench", "--shape", "small", "--caches", "dual", "--policies", "topk:steps=16")
+    rows = [l.split() for l in text.splitlines() if l.startswith("small ")]
+    assert len(rows) == 2 and "learned" in rows[1][1] and all(r[-7] == "1.00" for r in rows), rows   # fwd/step
+    text = run("-m", "support.bench", "--shape", "grpo", "--grpo-model", "small", "--caches", "dual")
+    assert "4 prompts x (4 + 1 expert)" in text and "grpo   cache dual" in text and "peak memory" in text
+
+
 def test_support_scripts_refuse_bad_numbers(tmp_path):
     for argv, msg in [(["-m", "support.chain_rules", "--n", "0"], "--num-problems must be an integer in [1, "),
                       (["-m", "support.chain_rules", "--hi", "0.1", "--lo", "0.5"], "need 0 <= lo < hi <= 1"),
