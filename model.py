@@ -232,8 +232,9 @@ class DLLM:
         """torch.compile the network's forward, with dynamic shapes (the batch shrinks as rows finish, prompts differ
         in length, a cached step's span moves with the block): eval.py / sample.py --compile. The uncached forward,
         a block's first step (which returns the keys and values) and the cached steps are each compiled on first use
-        (and again for a shape the first graph did not generalise to); the cache is still written in place. Fused kernels round differently from eager ones, so logits move by about 1e-5 and a
-        near-tie between two tokens could flip (docs/speed.md has what it gains)."""
+        (and again for a shape the first graph did not generalise to); the cache is still written in place. Fused
+        kernels round differently from eager ones, so logits move by about 1e-5 and a near-tie between two tokens
+        could flip (docs/speed.md has what it gains)."""
         self.net.forward = torch.compile(self.net.forward, dynamic=True)
         return self
 

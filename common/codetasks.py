@@ -1,17 +1,16 @@
 """
 Code tasks, the paper's out-of-domain experiment: HumanEval (164 problems) and MBPP (its 500-problem test split),
-and the grader that runs generated programs. A file of its own because running untrusted code is its own concept:
-the program is executed with the problem's tests in a separate Python process, with
+and the grader that runs generated programs. A file of its own because running untrusted code is its own concept.
 
-  a time limit (default 10 s, wall clock; the whole process group is killed), a memory limit (address space,
-  default 1 GiB), a bound on what it may write (16 MiB), no core dumps, a fresh temporary working directory,
-  an environment of only PATH, HOME, TMPDIR, LANG and PYTHONHASHSEED, `python -I` (no user site, no PYTHON*
-  variables), no stdin, and - before the program runs - process creation (os.system, fork, exec, spawn,
-  subprocess), sockets and file removal refused, as HumanEval's own reliability guard does.
-
-pass@1 = the tests exit 0 *and* the driver's closing line (a random nonce) is printed, so a program that calls
-sys.exit(0) before its tests does not pass. This is a guard against accidents, not a security boundary: run
-model-written code for real in a container without network. Grading a batch uses the cores in parallel.
+The program runs in a bubblewrap sandbox (bwrap_args): its own PID, network, IPC and UTS namespaces, a filesystem of
+read-only system and Python directories with a private /tmp and its folder the only writable place, an unprivileged
+uid, limits on processes, address space, file size and CPU time, and no terminal (its parent, the runner, starts
+without one and every stream is a pipe). A wall-clock limit (default 10 s) kills the runner's process group, and the
+sandbox dies with it. The program's top-level functions are called over a pipe by its tests, which run in a separate
+process outside the sandbox (RUNNER) and alone print the verdict; values come back through an unpickler that builds
+only plain data, so nothing the program prints or does passes it without its tests. Without bubblewrap generated
+code does not run unless DLLM_UNMASK_UNSANDBOXED_CODE=1 (resource limits only). Grading a batch uses the cores in
+parallel.
 
 Prompts (the paper's protocol): HumanEval zero-shot, "Write a solution to the following problem and make sure
 that it passes the tests:" and the prompt in a python fence, the answer prefilled with "Here is the completed
@@ -252,8 +251,8 @@ def bwrap_args(work, root):
     """bubblewrap's command line: new PID, network, IPC and UTS namespaces (and a user namespace unless root), a
     filesystem of read-only system and Python directories, a private /tmp and the program's folder as /work, the only
     writable place. Everything in it dies with the runner. As root no user namespace: the server drops to NOBODY."""
-    args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-            "--unshare-uts", "--unshare-cgroup-try"]
+    args = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try"]   # no terminal to reach: run_program starts the runner without one, all pipes
     args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if root else ["--unshare-user"]
     made = set()
     for path in read_only_paths():
