@@ -5,13 +5,14 @@ verdicts:
   shifts       the shipped policies (weights/policy_semi.pt, blocks of 8; weights/policy_full.pt, full diffusion)
                against the hand rules tuned at temperature 0 on a validation split (per rule, its most accurate
                setting at the policy's NFE there: the matched-NFE rule), under five shifts: dLLM temperature 0.3 and
-               0.8 (a low confidence then marks an unlikely sample, not harmless filler), the other dLLM (tiny-b),
+               0.8 (the rules' thresholds were tuned on greedy decoding), the other dLLM (tiny-b),
                L 64 (a fixed-step rule keeps its steps per token) and the sub task. Beside it, the harder comparison:
                the best hand rule of a sweep run at the shift itself (re-tuned there, on the test problems).
   non-greedy   the paper's App. B.9 in the tiny world: dLLM temperature 0.8, the suite's alpha = 1 policies against
                Fast-dLLM's threshold at the paper's lambda 0.6 and against the best hand rule at matched NFE (the one
                the T = 0.8 sweep finds), K = 32 samples per problem: pass@1 to pass@32 and the majority vote.
 """
+import functools
 import os
 
 from eval import SLACK, Setting, sweep_specs
@@ -26,6 +27,7 @@ SHIFTS = dict(
     nongreedy_T=0.8, nongreedy_n=64, nongreedy_samples=32, nongreedy_lam=0.6)
 
 
+@functools.lru_cache(maxsize=None)
 def shipped_spec(mode):
     """The shipped policy of a mode at the tau stored in it ('weights/policy_semi.pt:tau=0.5')."""
     path = SHIFTS["shipped"][mode]

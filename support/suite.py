@@ -282,7 +282,8 @@ def nongreedy(path, pols, variants):
     first = nongreedy_settings(SUITE, learned)
     by = by_setting(summarize(run(path, first, n=SUITE["n"])), first)
     T, extra = SHIFTS["nongreedy_T"], {}
-    shifts = by_setting(summarize(run(path, shift_settings(SUITE, {}), n=SUITE["n"])), shift_settings(SUITE, {}))
+    sweeps = shift_settings(SUITE, {})   # the shift sweeps' rows, already computed by first_rows
+    shifts = by_setting(summarize(run(path, sweeps, n=SUITE["n"])), sweeps)
     for mode, _ in modes(SUITE):
         mine = next((r for r in by[f"non-greedy, {mode}"] if "trained" in r), None)
         best = mine and best_hand_rule(shifts.get(f"shift: T = {T:g}, {mode}", []), mine["mean_nfe"],
