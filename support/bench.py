@@ -161,11 +161,11 @@ def measure(dllm, policy, run, warm, rate):
 def random_dllm(shape, device):
     """A randomly initialised dLLM of a given shape (bf16 on CUDA), with made-up special ids."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    small = dict(mid=dict(vocab_size=32000, d_model=1024, n_layers=8, n_heads=16, n_kv_heads=16, mlp_hidden=2816),
-                 small=dict(vocab_size=4096, d_model=256, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden=512))
-    if shape in small:
+    dims = dict(mid=dict(vocab_size=32000, d_model=1024, n_layers=8, n_heads=16, n_kv_heads=16, mlp_hidden=2816),
+                small=dict(vocab_size=4096, d_model=256, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden=512))
+    if shape in dims:   # shapes of our own; llada and dream are the real models' (build_shape)
         with torch.device(device):
-            net = Transformer(ModelConfig(**small[shape])).to(dtype)
+            net = Transformer(ModelConfig(**dims[shape])).to(dtype)
     else:
         net = build_shape(shape, device).to(dtype)
         for p in net.parameters():   # LLaDA-like scale, so activations stay finite in bf16
