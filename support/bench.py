@@ -379,7 +379,8 @@ def main(argv=None):
         caches = [c for c in cfg.caches.split(",") if c.strip()]
         shapes = [s for s in cfg.shape.split(",") if s.strip()]
         bad = [c for c in caches if c not in CACHES] + [s for s in shapes if s not in SHAPES and s not in ("update", "grpo")]
-        if bad or not shapes or not caches or cfg.grpo_model not in (None, "llada", "mid", "small"):
+        bad += [cfg.grpo_model] if cfg.grpo_model not in (None, "llada", "mid", "small") else []
+        if bad or not shapes or not caches:
             raise ValueError(f"unknown or missing --shape / --caches / --grpo-model {bad}: shapes tiny, mid, small, llada, "
                              f"grpo, update; caches {CACHES}; grpo models llada, mid, small")
         cfg = dataclasses.replace(cfg, caches=caches)

@@ -16,11 +16,12 @@ PART=all
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
-    --part) PART=$2; shift ;;
+    --part) PART=${2:-}; shift ;;
     *) echo "unknown argument $1 (use --quick, --part bench|tests)" >&2; exit 2 ;;
   esac
   shift
 done
+case $PART in all|bench|tests) ;; *) echo "--part ${PART:-(missing)}: use all, bench or tests" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
 
