@@ -19,10 +19,12 @@ diffusion. Every policy - heuristic or learned - runs through this one `generate
 
     python sample.py --model tiny --task chain --policies "topk:steps=32,threshold:0.9"   # uses this
 """
-import os
 from dataclasses import dataclass, field
 
 import torch
+
+from common import memory
+from common.memory import MEMO_BYTES, NOISE_BYTES, SOFTMAX_BYTES
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Rollout:
     order: torch.Tensor       # (B, L) the NFE (1-based) at which each position was unmasked, 0 = never
     steps: list = field(default_factory=list)  # per step: dict(rows, conf, masked, cand, t, action, logp, alpha, order)
     forwards: int = 0         # dLLM forwards run (a step of several rows is one forward)
+    cache_copies: int = 0     # compactions of the KV cache as rows left a block early (CachedStep.copies)
 
 
 def fmix32(h):
@@ -82,7 +85,6 @@ def noise_seeds(keys, nfe):
     return (fmix32(lo ^ 0xB5297A4D) << 31) ^ lo
 
 
-SOFTMAX_BYTES = 2 ** 28   # token_stats computes the float32 softmax over the vocabulary for this many bytes at a time
 
 
 def token_stats(logits, temperature=0.0, seeds=None, needs=()):
@@ -95,11 +97,15 @@ def token_stats(logits, temperature=0.0, seeds=None, needs=()):
     if temperature > 0:
         if seeds is None:
             raise ValueError("sampling at temperature > 0 needs per-row seeds (env.noise_seeds)")
-        dev = logits.device
-        u = torch.stack([torch.rand((L, V), dtype=torch.float64, device=dev,
-                                    generator=torch.Generator(dev).manual_seed(int(s))) for s in seeds.tolist()])
-        x0 = (logits.double() / temperature - torch.log(-torch.log(u.clamp_min(1e-300)))).argmax(-1)
-        del u
+        dev, seeds, x0 = logits.device, seeds.tolist(), torch.empty((b, L), dtype=torch.long, device=logits.device)
+        rows = max(1, NOISE_BYTES // (8 * L * V))                       # the noise a few rows at a time
+        g = torch.empty((min(rows, b), L, V), dtype=torch.float64, device=dev)
+        for i in range(0, b, rows):
+            g = g[:len(seeds[i:i + rows])]
+            for j, s in enumerate(seeds[i:i + rows]):
+                torch.rand((L, V), dtype=torch.float64, generator=torch.Generator(dev).manual_seed(int(s)), out=g[j])
+            g.clamp_min_(1e-300).log_().neg_().log_()                  # -Gumbel noise (rows, L, V) float64
+            x0[i:i + rows] = logits[i:i + rows].double().div_(temperature).sub_(g).argmax(-1)
     else:
         x0 = logits.argmax(-1)
     conf = torch.empty((b, L), dtype=torch.float32, device=logits.device)
@@ -131,24 +137,17 @@ def check_decoding(L, BL, cache="none"):
         raise ValueError(f"--cache {cache} needs semi-autoregressive decoding (--block-length < --gen-length {L})")
 
 
-def check_buffer(dllm, B, P, L):
-    """One clear error, before any work, for a buffer longer than the dLLM takes, or a batch whose attention scores
-    alone (B x heads x N x N float32, what an unfused kernel holds for one layer) would not fit in the device's
-    memory."""
+def check_buffer(dllm, B, P, L, cache="none", temperature=0.0, needs=(), lower="--batch-size or --gen-length"):
+    """One clear error, before any work, for a buffer longer than the dLLM takes, or a decode of B buffers whose
+    memory plan (common/memory.py: cache, logits, softmax, noise, activations) will not fit in what the device has
+    free (the loaded weights already counted)."""
     N = P + L
     if dllm.max_len and N > dllm.max_len:
         raise ValueError(f"prompt of {P} tokens + gen length {L} exceeds {dllm.name}'s {dllm.max_len} positions")
-    need = B * dllm.net.c.n_heads * N * N * 4
-    dev = dllm.device
-    if dev.type == "cuda":
-        have = torch.cuda.mem_get_info(dev)[1]
-    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
-        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    else:
-        return
-    if need > have:
-        raise ValueError(f"a batch of {B} buffers of {N} positions needs about {need / 2 ** 30:.0f} GiB for one layer's "
-                         f"attention, more than this device's {have / 2 ** 30:.0f} GiB: lower --batch-size or --gen-length")
+    e = dllm.net.tok_emb.weight.element_size()
+    memory.check(memory.decode_plan(dllm.net.c, e, B, P, L, cache, temperature, needs, dllm.device.type,
+                                    f"a batch of {B} buffers of {N} positions (cache {cache}, T {temperature:g})"),
+                 dllm.device, lower)
 
 
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
@@ -170,10 +169,12 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     check_decoding(L, BL, cache)
     policy.check(L, BL)
     B, P = prompt_ids.shape
-    check_buffer(dllm, B, P, L)
+    check_buffer(dllm, B, P, L, cache, temperature, getattr(policy, "needs", ()))
     dev = prompt_ids.device
     x = torch.cat([prompt_ids, torch.full((B, L), dllm.mask_id, dtype=torch.long, device=dev)], 1)  # (B, P+L)
-    am = torch.cat([prompt_mask, torch.ones((B, L), dtype=prompt_mask.dtype, device=dev)], 1)
+    am = None   # no padding, no mask: attention can take its fastest (flash) kernel
+    if not bool(prompt_mask.bool().all()):
+        am = torch.cat([prompt_mask, torch.ones((B, L), dtype=prompt_mask.dtype, device=dev)], 1)
     in_block = (torch.arange(L, device=dev) // BL)[None]                # (1, L) the block of each position
     block = torch.zeros(B, dtype=torch.long, device=dev)               # current block per row
     block_step = torch.zeros(B, dtype=torch.long, device=dev)
@@ -221,7 +222,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
         block[rows] += advance.long()
         block_step[rows] = torch.where(advance, 0, block_step[rows])
         done[rows] = block[rows] >= L // BL
-    return Rollout(x[:, P:], nfe, order, steps, forwards)
+    return Rollout(x[:, P:], nfe, order, steps, forwards, getattr(step, "copies", 0))
 
 
 class UncachedStep:
@@ -233,13 +234,16 @@ class UncachedStep:
 
     def __call__(self, x, am, rows, block, temperature, seeds):
         if self.memo is not None:
-            x0, conf, margin, entropy = self.memo.step(self.dllm, x, am, rows, self.keys, self.P)
-            return x0, conf, margin if "margin" in self.needs else None, entropy if "entropy" in self.needs else None
-        logits = self.dllm.logits(x[rows], am[rows], start=self.P)     # (b, L, V)
+            return self.memo.step(self.dllm, x, am, rows, self.keys, self.P, self.needs)
+        logits = self.dllm.logits(x[rows], of_rows(am, rows), start=self.P)     # (b, L, V)
         return token_stats(logits, temperature, seeds, self.needs)
 
 
-MEMO_BYTES = 2 ** 31   # a ForwardMemo stores states (in host memory) until it holds about this much, then only reads
+def of_rows(am, rows):
+    """The attention mask of some rows (None: no row is padded)."""
+    return None if am is None else am[rows]
+
+
 
 
 class ForwardMemo:
@@ -249,9 +253,11 @@ class ForwardMemo:
     every policy, and so is every later state two policies agree on. A state is (row key, generated tokens); the row
     key stands for its prompt, which is checked (one memo, one set of prompts). Each stored row keeps its whole
     forward batch alive, so a batch's bytes count once, when its first row is stored. hits / misses count the rows
-    read and computed."""
+    read and computed. needs: the margin / entropy the callers' policies will ask for, computed with every state
+(others are computed when asked, and such a state again)."""
 
-    def __init__(self, max_bytes=MEMO_BYTES):
+    def __init__(self, needs=(), max_bytes=MEMO_BYTES):
+        self.needs = tuple(needs)   # what every stored state carries besides x0 and conf (the callers' policies' needs)
         self.table, self.prompts = {}, {}
         self.bytes, self.max_bytes, self.hits, self.misses = 0, max_bytes, 0, 0
 
@@ -263,28 +269,31 @@ class ForwardMemo:
                 raise ValueError(f"a ForwardMemo is for one set of prompts batched one way: row key {k} came with "
                                  f"another (padded) prompt")
 
-    def step(self, dllm, x, am, rows, keys, P):
-        """x0, conf, margin, entropy (b, L) for the unfinished rows: read where stored, else one forward of the
-        rest (all four always: a later policy may need margin or entropy)."""
+    def step(self, dllm, x, am, rows, keys, P, needs=()):
+        """x0, conf, margin, entropy (b, L) for the unfinished rows (margin and entropy where needs asks, else
+        None): read where stored, else one forward of the rest."""
+        extra = tuple(n for n in ("margin", "entropy") if n in needs or n in self.needs)
+        want = [True, True, "margin" in needs, "entropy" in needs]
         states = list(zip(keys[rows].tolist(), (g.numpy().tobytes() for g in x[rows, P:].cpu())))
         got = [self.table.get(st) for st in states]
+        got = [g if g is not None and all(g[0][n] is not None for n in range(4) if want[n]) else None for g in got]
         miss = [i for i, g in enumerate(got) if g is None]
         self.hits += len(got) - len(miss)
         self.misses += len(miss)
         if miss:
             sel = rows[torch.tensor(miss, device=rows.device)]
-            out = token_stats(dllm.logits(x[sel], am[sel], start=P), 0.0, needs=("margin", "entropy"))
-            batch = tuple(t.cpu() for t in out)                        # stored in host memory, not the GPU's
+            out = token_stats(dllm.logits(x[sel], of_rows(am, sel), start=P), 0.0, needs=extra)
+            batch = tuple(None if t is None else t.cpu() for t in out)  # stored in host memory, not the GPU's
             keep = self.bytes < self.max_bytes
             if keep:
-                self.bytes += sum(t.nbytes for t in batch) + sum(len(states[i][1]) + 100 for i in miss)
+                self.bytes += sum(t.nbytes for t in batch if t is not None) + sum(len(states[i][1]) + 100 for i in miss)
             for j, i in enumerate(miss):
                 got[i] = (batch, j)
                 if keep:
                     self.table[states[i]] = got[i]
             if len(miss) == len(got):                                  # nothing was read: the forward as it is
-                return list(out)
-        return [torch.stack([b[n][j] for b, j in got]).to(x.device) for n in range(4)]
+                return [o if w else None for o, w in zip(out, want)]
+        return [torch.stack([b[n][j] for b, j in got]).to(x.device) if want[n] else None for n in range(4)]
 
 
 class CachedStep:
@@ -299,16 +308,19 @@ class CachedStep:
             computed at the block's first step.
     The fresh keys/values of the positions a step computes are written into the cache in place (no copy of it):
     those positions are computed again at every later step of the block, and the next block refreshes everything.
-    When only some rows are still working on the block, their part of the cache is gathered for that forward.
+    When rows finish the block before the others, the cache drops theirs: it is compacted once, layer by layer, to
+    the rows still working (`copies` counts these compactions), never copied per step.
     Both caches are approximations (attention is bidirectional, so a cached position's keys would change with the
     tokens revealed since). Positions outside the current block keep x0, conf (and margin / entropy) from the block's
     first step: the learned policy sees those stale confidences there; candidates are always fresh."""
 
     def __init__(self, dllm, P, L, BL, mode, needs):
         self.dllm, self.P, self.L, self.BL, self.mode, self.needs = dllm, P, L, BL, mode, needs
-        self.kv = None          # per layer (K, V), each (B, Hkv, P + L, hd)
+        self.kv = None          # per layer (K, V), each (b, Hkv, P + L, hd) for the b rows in self.held
+        self.held = None        # (b,) the rows whose keys/values the cache holds, ascending
         self.stats = None       # x0, conf, margin, entropy (B, L): the last values computed at each position
         self.block = None       # the block the cache was computed for
+        self.copies = 0         # compactions of the cache (at most one per row that left a block early)
 
     def __call__(self, x, am, rows, block, temperature, seeds):
         B = x.shape[0]
@@ -316,11 +328,17 @@ class CachedStep:
         if self.block != block:                     # the block's first step: every row
             if len(rows) != B:
                 raise RuntimeError("a cached batch starts each block with all of its rows (generate keeps them in step)")
+            self.kv = None                          # the old cache goes before the new one is computed
             logits, self.kv = self.dllm.logits(x, am, start=self.P, return_kv=True)
-            self.block, self.stats = block, list(token_stats(logits, temperature, seeds, self.needs))
-            return self.stats
-        kv = self.kv if len(rows) == B else [(K[rows], V[rows]) for K, V in self.kv]
-        logits = self.dllm.logits_span(x[rows], am[rows], self.P, lo, hi, kv,
+            self.block, self.held = block, rows
+            self.stats = list(token_stats(logits, temperature, seeds, self.needs))
+            return [None if s is None else s.clone() for s in self.stats]   # later steps update stats in place
+        if len(rows) != len(self.held):             # rows left the block: keep only the others' keys/values
+            keep = torch.searchsorted(self.held, rows)
+            for i, (K, V) in enumerate(self.kv):
+                self.kv[i] = (K[keep], V[keep])
+            self.held, self.copies = rows, self.copies + 1
+        logits = self.dllm.logits_span(x[rows], of_rows(am, rows), self.P, lo, hi, self.kv,
                                        run_to=self.L if self.mode == "prefix" else hi)
         for old, new in zip(self.stats, token_stats(logits, temperature, seeds, self.needs)):
             if old is not None:

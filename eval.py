@@ -240,6 +240,7 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
     work, trained = broadcast(plan(out, settings, n, seeds, temperature, samples, split, data) if rank == 0 else None,
                               rank, world)
     dllm, loaded, memos, problems = None, None, {}, {}
+    needs = {n for _, spec, _, _ in work.todo if not checkpoint_of(spec) for n in parse_policy(spec).needs}
     for si, spec, seed, key in work.todo:
         s = settings[si]
         sn, T, K, sp = s.resolved(n, temperature, samples, split)
@@ -250,7 +251,7 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
                 dllm.compile()
         where = (s.model, s.task, s.gen_length, seed, sn, sp)   # the forwards' outputs, shared by the policies and BLs
         if where not in memos:
-            memos[where], problems[where] = ForwardMemo(), get_problems(s.task, sn, seed, sp, data)
+            memos[where], problems[where] = ForwardMemo(needs), get_problems(s.task, sn, seed, sp, data)
         memo, probs = memos[where], problems[where]
         pol = parse_policy(spec, dllm.device)
         pol.check(s.gen_length, s.block_length)

@@ -73,11 +73,10 @@ def concat_batches(a, b, offset):
 def step_log_prob(net, batch, sl, actions="bernoulli", mixture_sizes=None):
     """(logits, log pi(a)) of the recorded steps sl under the policy net, in float32; with expert steering
     (mixture_sizes = (G, E)) the expert's steps get the mixture likelihood."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["conf"].is_cuda):
-        logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl],
-                     None if batch.get("alpha") is None else batch["alpha"][sl])
+    logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl],
+                 None if batch.get("alpha") is None else batch["alpha"][sl])
     order = batch.get("order")
-    logp = action_log_prob(actions, logits.float(), batch["cand"][sl], batch["action"][sl],
+    logp = action_log_prob(actions, logits, batch["cand"][sl], batch["action"][sl],
                            None if order is None else order[sl])
     if mixture_sizes is not None:
         logp = torch.where(batch["expert"][sl], mixture(logp, *mixture_sizes), logp)

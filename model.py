@@ -129,11 +129,10 @@ class Block(nn.Module):
             a, b = span
             kv[0][:, :, a:b], kv[1][:, :, a:b] = k, v
             k, v = kv
-        if self.c.n_kv_heads != self.c.n_heads:  # grouped KV heads (Dream)
-            rep = self.c.n_heads // self.c.n_kv_heads
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # bidirectional, scale 1/sqrt(hd)
-        x = x + self.o(a.transpose(1, 2).reshape(B, n, -1))
+        # grouped KV heads (Dream): query head h reads KV head h // rep, so the rep query heads of a group are folded
+        # into its query positions (B, Hkv, rep * n, hd) - K and V are never expanded (the mask is per key only)
+        a = F.scaled_dot_product_attention(q.reshape(B, k.shape[1], -1, self.hd), k, v, attn_mask=attn_mask)
+        x = x + self.o(a.view(B, -1, n, self.hd).transpose(1, 2).reshape(B, n, -1))  # bidirectional, 1/sqrt(hd)
         h = self.mlp_norm(x)
         gate, up = self.gate_up(h).chunk(2, -1) if hasattr(self, "gate_up") else (self.gate(h), self.up(h))
         return x + self.down(F.silu(gate) * up), new
@@ -177,8 +176,8 @@ class Transformer(nn.Module):
         kvs = []
         for i, block in enumerate(self.blocks):
             h, kv = block(h, cos, sin, attn, None if cache is None else cache[i], (a, b))
-            if return_kv:
-                kvs.append(kv)
+            if return_kv:   # kept across steps: each owns its bytes (a merged V is a view of the whole q/k/v output)
+                kvs.append(tuple(t if t.untyped_storage().nbytes() == t.nbytes else t.contiguous() for t in kv))
         logits = self.lm_head(self.norm(h[:, max(start - a, 0):(end - a if end is not None else None)])) * self.c.logit_scale
         return (logits, kvs) if return_kv else logits
 

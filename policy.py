@@ -393,6 +393,13 @@ class LearnedPolicy(nn.Module):
         return F.embedding(masked.long(), F.linear(self.mask_emb.weight, self.ada.weight)) + self.ada(row)[:, None]
 
     def forward(self, conf, masked, t, alpha=None):
+        """(n, L) float32 logits. Always float32, autocast or not: the rollouts and the update run the policy at other
+        batch shapes, and their log-probabilities must agree (a GRPO ratio starts at 1); 331K parameters gain nothing
+        from bf16."""
+        with torch.autocast(conf.device.type, enabled=False):
+            return self.scaled_logits(conf.float(), masked, t.float(), alpha)
+
+    def scaled_logits(self, conf, masked, t, alpha=None):
         logits = self.block_logits(conf, masked, t, alpha)
         if not self.conditioned:
             return logits
@@ -423,8 +430,7 @@ class LearnedPolicy(nn.Module):
                 raise ValueError(f"an alpha-conditioned policy (trained on [{self.c.alpha_lo:g}, {self.c.alpha_hi:g}]) "
                                  f"needs its point on the front: ':alpha=A'")
             alpha = obs.alpha if obs.alpha is not None else torch.full(obs.t.shape, float(knobs.alpha), device=obs.t.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=obs.conf.is_cuda):
-            logits = self(obs.conf, obs.masked, obs.t, alpha).float()
+        logits = self(obs.conf, obs.masked, obs.t, alpha)
         if self.c.actions == "dpls":   # never empty: no fallback needed
             u, order = dpls_sample(logits, obs.cand, obs.uniform(), obs.uniform(1), obs.uniform(2)[:, 0], knobs.tau,
                                    knobs.beta)

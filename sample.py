@@ -233,8 +233,9 @@ def setup(cfg):
     dllm = load_dllm(cfg.model, device=resolve_device(device), revision=cfg.revision)
     if cfg.compile:
         dllm.compile()
+    needs = {n for p in policies for n in getattr(p, "needs", ())}
     check_buffer(dllm, min(cfg.batch_size, len(problems) * cfg.samples), prompts_of(dllm, problems)[0].shape[1],
-                 cfg.gen_length)
+                 cfg.gen_length, cfg.cache, cfg.temperature, needs)
     for i, pol in enumerate(policies):
         if isinstance(pol, Learned):
             pol.net.to(dllm.device)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from actions import check_actions
+from common import memory
 from common.cli import (check_args, check_counts, check_distinct, check_out_file, check_seed, exclusive, interrupted,
                         option, parse_config, write_atomic)
 from env import ForwardMemo, check_buffer, check_decoding, fmix32, generate, row_keys
@@ -98,7 +99,7 @@ class TrainConfig:
     resume: bool = option(False, "continue the run in --out")
     wandb: bool = option(False, "also log to Weights & Biases (imported only then)")
     device: str = option(None, "cuda, cuda:N, mps or cpu (default: autodetect; under torchrun each rank's GPU)")
-    compile: bool = option(False, "torch.compile the policy")
+    compile: bool = option(False, "torch.compile the policy's update and the dLLM's forward in the rollouts")
 
 
 # Defaults that depend on the world: the paper's for real models, tuned ones for the tiny world (docs/learning.md).
@@ -224,6 +225,17 @@ def init_weights(cfg):
     if theirs != mine:
         raise ValueError(f"--init {cfg.init}: its policy ({theirs}) is not this run's ({mine})")
     return ck["policy"]
+
+
+def check_round(dllm, cfg, prompts, longest):
+    """One GRPO round's memory plan (rollouts, then the update's loss chunks) against the device's free memory."""
+    T = bounds(cfg.temperature_range, "--temperature-range")[1] if cfg.temperature_range else cfg.temperature
+    cache = cfg.cache if cfg.block_length < cfg.gen_length else "none"
+    check_buffer(dllm, prompts * cfg.group_size, longest, cfg.gen_length, cache, T)
+    plan = memory.grpo_plan(dllm.net.c, dllm.net.tok_emb.weight.element_size(), prompts, cfg.group_size,
+                            int(bool(cfg.expert)), longest, cfg.gen_length, cache, T, cfg.batch_size * cfg.gen_length,
+                            dllm.device.type)
+    memory.check(plan, dllm.device, "--prompts-per-step, --group-size or --batch-size (the update's loss chunks)")
 
 
 def check_imitate(cfg):
@@ -384,7 +396,7 @@ def imitate(policy, dllm, cfg, train_set, stop):
         ids, am = prompts_of(dllm, problems[i:i + cfg.batch_size])
         keys = row_keys(cfg.seed ^ 0xB0C, torch.arange(i, i + len(ids)))
         steps += generate(dllm, expert, ids, am, cfg.gen_length, cfg.block_length, cfg.temperature, record=True,
-                          keys=keys).steps
+                          keys=keys, cache=cfg.cache if cfg.block_length < cfg.gen_length else "none").steps
         if stop.asked:
             return None
     data = collate(steps)                                                # S recorded steps, each (L,)
@@ -455,12 +467,14 @@ def run(cfg, command):
     random.seed(cfg.seed)
     train_set, eval_set = problem_sets(cfg)
     dllm = load_dllm(cfg.model, device=cfg.device, revision=cfg.revision)
+    if cfg.compile:
+        dllm.compile()
     longest = prompts_of(dllm, train_set[:64])[0].shape[1]      # the batch of rollouts must fit in memory
-    check_buffer(dllm, cfg.prompts_per_step // world * (cfg.group_size + bool(cfg.expert)), longest, cfg.gen_length)
+    check_round(dllm, cfg, cfg.prompts_per_step // world, longest)
     policy, opt, start, metrics = build_policy(cfg, dllm.device, rank)
     say(f"resumed from {cfg.out} at step {start}" if start else f"config {asdict(cfg)}")
     say(f"dLLM {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}); policy "
-        f"{sum(p.numel() for p in policy.parameters()):,} params fp32{' + bf16 autocast' if dllm.device.type == 'cuda' else ''}; "
+        f"{sum(p.numel() for p in policy.parameters()):,} params, float32 (no autocast); "
         f"world {world}; {len(train_set)} train problems")
     log = RunLog(cfg, rank, start)
     with StopRequested() as stop:

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 
 import torch
 
-from common.cli import check_counts, check_threads, interrupted, option, parse_config
+from common.cli import check_args, check_counts, check_threads, interrupted, option, parse_config
 from env import CACHES, generate, row_keys
-from model import DLLM, ModelConfig, Transformer, build_shape, load_dllm, resolve_device
+from common.memory import GiB, decode_plan, grpo_plan
+from common.memory import check as check_memory
+from model import SHAPES as MODEL_SHAPES
+from model import DLLM, ModelConfig, Transformer, config_from_hf, load_dllm, resolve_device
 from policy import Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
 from sample import evaluate
 
@@ -50,6 +53,11 @@ class BenchConfig:
     compile: bool = option(False, "torch.compile the dLLM's forward (DLLM.compile); the warm-up is then a whole untimed run")
     grpo_model: str = option(None, "grpo shape: the random model's shape, llada, mid or small (default: llada on CUDA, mid "
                                    "elsewhere)")
+    temperature: float = option(0.0, "the dLLM's sampling temperature in the random shapes and the GRPO round")
+    merge: bool = option(False, "merge q/k/v and gate/up in the random shapes on a CPU too (load_dllm does on CUDA)")
+    plan: bool = option(False, "print the memory plan of --model's paper shapes per cache and temperature, run nothing")
+    model: str = option("llada", "--plan: llada or dream")
+    device_memory: float = option(80.0, "--plan: the device's memory in GiB to compare with")
 
 
 class Meter:
@@ -158,18 +166,30 @@ def measure(dllm, policy, run, warm, rate):
                             tflops=meter.flops / max(fwd, 1e-9) / 1e12, of_rate=meter.flops / max(fwd, 1e-9) / rate)
 
 
-def random_dllm(shape, device):
-    """A randomly initialised dLLM of a given shape (bf16 on CUDA), with made-up special ids."""
+DIMS = dict(mid=dict(vocab_size=32000, d_model=1024, n_layers=8, n_heads=16, n_kv_heads=16, mlp_hidden=2816),
+            small=dict(vocab_size=4096, d_model=256, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden=512))
+
+
+def shape_config(shape):
+    """The ModelConfig of a random model: our own mid and small shapes, or a real model's (llada, dream)."""
+    return ModelConfig(**DIMS[shape]) if shape in DIMS else config_from_hf(MODEL_SHAPES[shape])[0]
+
+
+def dtype_bytes(device):
+    return 2 if device.type == "cuda" else 4   # bf16 on CUDA, float32 elsewhere
+
+
+def random_dllm(shape, device, merge=None):
+    """A randomly initialised dLLM of a given shape (bf16 on CUDA), with made-up special ids; its projections merged
+    as load_dllm merges them (on CUDA; merge=True forces it anywhere)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    dims = dict(mid=dict(vocab_size=32000, d_model=1024, n_layers=8, n_heads=16, n_kv_heads=16, mlp_hidden=2816),
-                small=dict(vocab_size=4096, d_model=256, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden=512))
-    if shape in dims:   # shapes of our own; llada and dream are the real models' (build_shape)
-        with torch.device(device):
-            net = Transformer(ModelConfig(**dims[shape])).to(dtype)
-    else:
-        net = build_shape(shape, device).to(dtype)
+    with torch.device(device):
+        net = Transformer(shape_config(shape)).to(dtype)
+    if shape not in DIMS:
         for p in net.parameters():   # LLaDA-like scale, so activations stay finite in bf16
             torch.nn.init.normal_(p, std=0.02) if p.dim() > 1 else torch.nn.init.ones_(p)
+    if merge or (merge is None and device.type == "cuda"):
+        net.merge_projections()
     V = net.c.vocab_size
     return DLLM(net, None, shape, mask_id=V - 1, eos_id=1, pad_id=0)
 
@@ -213,7 +233,7 @@ def prompts(dllm, n, P, device):
 
 def bench_random(cfg, device, shape, rate):
     c = SHAPES[shape]
-    dllm = random_dllm(shape, device)
+    dllm = random_dllm(shape, device, cfg.merge or None)
     if cfg.compile:
         dllm.compile()
     ids, am = prompts(dllm, c["n"], c["P"], device)
@@ -223,7 +243,7 @@ def bench_random(cfg, device, shape, rate):
             def run(L=c["L"]):
                 nfe = 0
                 for i in range(0, c["n"], c["batch"]):
-                    r = generate(dllm, pol, ids[i:i + c["batch"]], am[i:i + c["batch"]], L, c["BL"],
+                    r = generate(dllm, pol, ids[i:i + c["batch"]], am[i:i + c["batch"]], L, c["BL"], cfg.temperature,
                                  keys=row_keys(0, torch.arange(i, i + c["batch"])), cache=cache)
                     nfe += r.nfe.sum().item()
                 return nfe / c["n"]
@@ -235,58 +255,115 @@ def bench_random(cfg, device, shape, rate):
     return rows
 
 
+def grpo_round(dllm, ids, am, G, L, BL, cache, temperature=0.0, chunk=None, sync=lambda: None, init_bias=-2.0):
+    """One GRPO round as train.py runs it: G rollouts of a fresh policy and 1 of threshold:0.9 per prompt (ids, am:
+    (P, prompt length)), random correctness (the weights are random), then the update (two optimizer steps over every
+    recorded step, `chunk` at a time: default all); the fresh policy unmasks p = sigmoid(init_bias). -> (rollout seconds, update seconds, policy NFE, recorded steps)."""
+    from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
+    P, device = len(ids), ids.device
+    torch.manual_seed(0)
+    pol = LearnedPolicy(PolicyConfig(init_bias=init_bias)).to(device)
+    sync()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        mine = generate(dllm, Learned(pol.eval(), Knobs(fallback=False)), ids.repeat_interleave(G, 0),
+                        am.repeat_interleave(G, 0), L, BL, temperature, record=True,
+                        keys=row_keys(0, torch.arange(P * G)), cache=cache)
+        theirs = generate(dllm, parse_policy("threshold:0.9"), ids, am, L, BL, temperature, record=True,
+                          keys=row_keys(1, torch.arange(P)), cache=cache)
+    sync()
+    t_roll = time.perf_counter() - t0
+    correct = torch.rand(P * (G + 1), generator=torch.Generator().manual_seed(0)).to(device) < 0.5
+    R = rewards(correct, torch.cat([mine.nfe, theirs.nfe]), L, 3.0)
+    A = advantages(torch.cat([R[:P * G].view(P, G), R[P * G:].view(P, 1)], 1).reshape(-1), G + 1).view(P, G + 1)
+    A = torch.cat([A[:, :G].reshape(-1), A[:, G:].reshape(-1)])
+    nfe = mine.nfe.float().mean().item()
+    eb = collate(theirs.steps, expert=True)
+    batch = collate(mine.steps)
+    del mine, theirs
+    chunk = chunk or len(batch["row"]) + len(eb["row"])
+    old_expert_log_probs(pol, eb, (G, 1), chunk)
+    batch = concat_batches(batch, eb, P * G)
+    t0 = time.perf_counter()
+    opt = torch.optim.AdamW(pol.parameters(), lr=3e-5)
+    pol.train()
+    for k in range(2):
+        opt.zero_grad(set_to_none=True)
+        grpo_loss(pol, batch, A, len(A), 0.5, chunk=chunk, mixture_sizes=(G, 1), metrics=k == 1)
+        opt.step()
+    sync()
+    return t_roll, time.perf_counter() - t0, nfe, len(batch["row"])
+
+
 def bench_grpo(cfg, device):
     """One GRPO round at the paper's shapes: 16 prompts x (8 rollouts of a fresh policy + 1 of threshold:0.9), L 256,
-    BL 32, prompt 200 (the small shape: 4 prompts x (4 + 1), L 64, BL 16, prompt 32), on a random model (LLaDA-8B's shape on CUDA): the rollouts per cache, then the update (two
-    optimizer steps over every recorded step), with the peak device memory of each."""
-    from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
+    BL 32, prompt 200 (the small shape: 4 prompts x (4 + 1), L 64, BL 16, prompt 32), on a random model (LLaDA-8B's
+    shape on CUDA): per cache, the rollouts and the update (loss chunks of 16 x L steps, train.py's), each with its
+    peak device memory beside the plan's."""
     shape = cfg.grpo_model or ("llada" if device.type == "cuda" else "mid")
+    P, G, L, BL, prompt = GRPO_SHAPE[shape == "small"]
     dllm = random_dllm(shape, device)
     if cfg.compile:
         dllm.compile()
-    P, G, L, BL = (4, 4, 64, 16) if shape == "small" else (16, 8, 256, 32)   # small: a dry run of the others
-    ids, am = prompts(dllm, P, 32 if shape == "small" else 200, device)
-    torch.manual_seed(0)
-    pol = LearnedPolicy(PolicyConfig()).to(device)
-    expert = parse_policy("threshold:0.9")
-    peak = (lambda: torch.cuda.max_memory_allocated(device) / 2 ** 30) if device.type == "cuda" else (lambda: 0.0)
-    reset = (lambda: torch.cuda.reset_peak_memory_stats(device)) if device.type == "cuda" else (lambda: None)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    print(f"grpo: {shape} shape, {P} prompts x ({G} + 1 expert) rollouts, L {L}, BL {BL}, prompt {ids.shape[1]}")
+    ids, am = prompts(dllm, P, prompt, device)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    print(f"grpo: {shape} shape, {P} prompts x ({G} + 1 expert) rollouts, L {L}, BL {BL}, prompt {prompt}, "
+          f"T {cfg.temperature:g}", flush=True)
     rows = []
     for cache in cfg.caches:
-        reset()
-        sync()
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            mine = generate(dllm, Learned(pol.eval(), Knobs(fallback=False)), ids.repeat_interleave(G, 0),
-                            am.repeat_interleave(G, 0), L, BL, record=True, keys=row_keys(0, torch.arange(P * G)),
-                            cache=cache)
-            theirs = generate(dllm, expert, ids, am, L, BL, record=True, keys=row_keys(1, torch.arange(P)), cache=cache)
-        sync()
-        t_roll, mem_roll = time.perf_counter() - t0, peak()
-        correct = torch.rand(P * (G + 1), generator=torch.Generator().manual_seed(0)).to(device) < 0.5   # random weights
-        R = rewards(correct, torch.cat([mine.nfe, theirs.nfe]), L, 3.0)
-        A = advantages(torch.cat([R[:P * G].view(P, G), R[P * G:].view(P, 1)], 1).reshape(-1), G + 1).view(P, G + 1)
-        A = torch.cat([A[:, :G].reshape(-1), A[:, G:].reshape(-1)])
-        eb = collate(theirs.steps, expert=True)
-        old_expert_log_probs(pol, eb, (G, 1), 16 * L)
-        batch = concat_batches(collate(mine.steps), eb, P * G)
-        reset()
-        t0 = time.perf_counter()
-        opt = torch.optim.AdamW(pol.parameters(), lr=3e-5)
-        pol.train()
-        for k in range(2):
-            opt.zero_grad(set_to_none=True)
-            grpo_loss(pol, batch, A, len(A), 0.5, chunk=16 * L, mixture_sizes=(G, 1), metrics=k == 1)
-            opt.step()
-        sync()
-        t_upd = time.perf_counter() - t0
-        rows.append(dict(shape="grpo", cache=cache, rollout_s=t_roll, update_s=t_upd, peak_gib=max(mem_roll, peak()),
-                         nfe=mine.nfe.float().mean().item(), steps=len(batch["row"])))
-        r = rows[-1]
-        print(f"grpo   cache {cache:<6} rollouts {t_roll:7.1f} s (policy NFE {r['nfe']:.1f}, {r['steps']} recorded steps)"
-              f"   update {t_upd:6.1f} s   peak memory {r['peak_gib']:.1f} GiB", flush=True)
+        plan = grpo_plan(dllm.net.c, dtype_bytes(device), P, G, 1, prompt, L, cache, cfg.temperature, 16 * L,
+                         device.type)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        t_roll, t_upd, nfe, steps = grpo_round(dllm, ids, am, G, L, BL, cache, cfg.temperature, 16 * L, sync)
+        peak = torch.cuda.max_memory_allocated(device) / GiB if cuda else float("nan")
+        plan_gib = (plan.total - plan.terms["runtime"]) / GiB
+        rows.append(dict(shape="grpo", cache=cache, rollout_s=t_roll, update_s=t_upd, peak_gib=peak, plan_gib=plan_gib,
+                         nfe=nfe, steps=steps))
+        print(f"grpo   cache {cache:<6} rollouts {t_roll:7.1f} s (policy NFE {nfe:.1f}, {steps} recorded steps)   "
+              f"update {t_upd:6.1f} s   peak memory {peak:.1f} GiB (plan {plan_gib:.1f})", flush=True)
+    return rows
+
+
+GRPO_SHAPE = {False: (16, 8, 256, 32, 200), True: (4, 4, 64, 16, 32)}   # prompts, G, L, BL, prompt length (small?)
+
+
+def check_shapes(cfg, shapes, device):
+    """Each random shape's memory plan against the device, before any model is built."""
+    lower = "--shape / --grpo-model (the llada shape needs a GPU)"
+    for shape in shapes:
+        for cache in cfg.caches:
+            if shape in ("mid", "small", "llada"):
+                c = SHAPES[shape]
+                plan = decode_plan(shape_config(shape), dtype_bytes(device), c["batch"], c["P"], c["L"], cache,
+                                   cfg.temperature, device=device.type, what=f"the {shape} shape, cache {cache}")
+            elif shape == "grpo":
+                model = cfg.grpo_model or ("llada" if device.type == "cuda" else "mid")
+                P, G, L, _, prompt = GRPO_SHAPE[model == "small"]
+                plan = grpo_plan(shape_config(model), dtype_bytes(device), P, G, 1, prompt, L, cache, cfg.temperature,
+                                 16 * L, device.type)
+            else:
+                continue
+            check_memory(plan, device, lower, loaded=("runtime",))
+
+
+def print_plan(cfg):
+    """The memory plan of --model's paper shapes (prompt 200, L 256, BL 32, bf16): decoding batches of 16 and 64 and
+    one GRPO round of 16 x (8 + 1) rollouts (loss chunks of 16 x L steps), per cache and temperature, against
+    --device-memory GiB."""
+    c, have = shape_config(cfg.model), cfg.device_memory * GiB
+    print(f"memory plan: {cfg.model} (bf16), prompt 200, L 256, BL 32; a device of {cfg.device_memory:g} GiB")
+    print(f"{'run':<26} {'cache':<7} {'T':>4} {'GiB':>7}  fits  largest terms (GiB)")
+    rows = []
+    for cache in cfg.caches:
+        for T in (0.0, 0.8):
+            plans = [(f"decode, batch {b}", decode_plan(c, 2, b, 200, 256, cache, T, device="cuda")) for b in (16, 64)]
+            plans.append(("GRPO round 16 x (8 + 1)", grpo_plan(c, 2, 16, 8, 1, 200, 256, cache, T, 16 * 256, "cuda")))
+            for name, p in plans:
+                rows.append(dict(run=name, cache=cache, temperature=T, gib=p.total / GiB, fits=p.total <= have))
+                print(f"{name:<26} {cache:<7} {T:4.1f} {p.total / GiB:7.1f}  {'yes' if p.total <= have else 'NO ':<4}  "
+                      f"{p.line()}")
     return rows
 
 
@@ -384,9 +461,15 @@ def main(argv=None):
             raise ValueError(f"unknown or missing --shape / --caches / --grpo-model {bad}: shapes tiny, mid, small, llada, "
                              f"grpo, update; caches {CACHES}; grpo models llada, mid, small")
         cfg = dataclasses.replace(cfg, caches=caches)
+        if cfg.plan:
+            if cfg.model not in ("llada", "dream"):
+                raise ValueError(f"--plan --model {cfg.model!r}: use llada or dream")
+            return print_plan(cfg)
+        check_args(temperature=(cfg.temperature, ">= 0"), device_memory=(cfg.device_memory, "> 0"))
         device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        check_shapes(cfg, shapes, device)
         rate = matmul_rate(device) if set(shapes) & set(SHAPES) else 1.0
         print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
               + (f"; measured matmul rate {rate / 1e12:.2f} TFLOP/s" if rate > 1 else ""))

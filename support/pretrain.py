@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common.cli import check_args, check_counts, check_out_file, check_threads, interrupted, option, parse_config
+from common.memory import check as check_memory
+from common.memory import pretrain_plan
 from model import CharTokenizer, ModelConfig, Transformer, save_tiny
 from policy import Action
 from tasks import STEP_CHARS, STEPS, make_chain, make_sub
@@ -105,6 +107,9 @@ def pretrain(cfg: PretrainConfig, command=None):
         torch.set_num_threads(cfg.threads)
     size = dict(SIZES[cfg.name])
     seed = size.pop("seed")
+    longest = 32 + cfg.gen_length * (2 if cfg.long_frac > 0 else 1)   # a prompt (under 32 tokens) and the longest buffer
+    check_memory(pretrain_plan(ModelConfig(vocab_size=len(CharTokenizer()), **size), cfg.batch_size, longest), "cpu",
+                 "--batch-size or --gen-length", loaded=("runtime",))
     # --- seeds: model init, masking noise and the data stream all derive from the model's seed
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

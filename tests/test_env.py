@@ -286,7 +286,7 @@ def test_the_forward_memo_shares_states_across_policies_and_changes_nothing(tiny
             fresh.append(evaluate(tiny, parse_policy(s), probs, "chain", 16, BL, 4, progress=False, keep=10))
             states |= {r.numpy().tobytes() for x in seen for r in x}
         tiny.logits = lambda x, *a, **k: rows_in.append(x.shape[0]) or real(x, *a, **k)
-        memo = ForwardMemo()
+        memo = ForwardMemo(needs=("margin", "entropy"))   # what the policies ask for, as eval.py passes it
         shared = [evaluate(tiny, parse_policy(s), probs, "chain", 16, BL, 4, progress=False, keep=10, memo=memo)
                   for s, BL in specs]
         n_fresh = sum(r["mean_nfe"] * r["n"] for r, _ in fresh)

@@ -1,0 +1,154 @@
+"""
+The memory plan: what a run will hold at its peak, added up from its shapes before anything large is allocated, and
+compared with what the device has (a GPU's free memory; on the CPU the machine's available RAM). A run that will not
+fit is refused in one line: what it needs, what the device has, the flag to lower. Terms, in bytes:
+
+  weights     every parameter at the dLLM's dtype (Adam's two moments and the gradient too, when pretraining)
+  kv cache    2 (K, V) x layers x rows x KV heads x (prompt + L) x head dim            (prefix / dual caches)
+  forward     one layer's activations over the positions a forward computes (its largest transient)
+  logits      rows x positions read x vocabulary at the dLLM's dtype, twice (the LM head's output, its scaled copy)
+  softmax     token_stats' float32 softmax over the vocabulary, SOFTMAX_BYTES of rows at a time
+  noise       T > 0: float64 Gumbel noise and float64 logits, NOISE_BYTES of rows at a time
+  policy      the learned policy's activations at one step (float32, no gradient)
+  memo        ForwardMemo's stored states (uncached GRPO rollouts at T = 0), up to its cap
+  recorded    what GRPO rollouts record per step and row (conf, masks, action), collated once more for the update
+  update      the policy's activations kept for the backward of one loss chunk
+  runtime     what the process holds before any of these (interpreter and torch; a CUDA context)
+
+A decode holds the weights, the cache and, at one step, the largest of its forward, its logits with the softmax, and
+its logits with the noise; a GRPO round holds either that (with the records) or the update. docs/real-models.md shows
+the plan for LLaDA-8B, and a test measures the CPU's peak against it.
+"""
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+GiB = 2 ** 30
+SOFTMAX_BYTES = 2 ** 28   # token_stats' float32 softmax over the vocabulary, this many bytes of rows at a time
+NOISE_BYTES = 2 ** 27     # token_stats' float64 Gumbel noise, this many bytes of rows at a time (at least one row)
+MEMO_BYTES = 2 ** 31      # a ForwardMemo stores states until it holds about this much, then only reads
+RUNTIME = dict(cpu=0.25 * GiB, cuda=0.6 * GiB)   # interpreter + torch (CPU), the CUDA context (GPU)
+POLICY_BYTES_PER_POSITION = 19_000   # the learned policy's activations kept for backward, per position, float32
+
+
+@dataclass
+class Plan:
+    """What a run holds at its peak: the terms of its largest phase (name -> bytes) and what it is."""
+    what: str
+    terms: dict = field(default_factory=dict)
+
+    @property
+    def total(self):
+        return sum(self.terms.values())
+
+    def line(self):
+        big = sorted(self.terms.items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{k} {v / GiB:.1f}" for k, v in big if v >= 0.05 * GiB) or "-"
+
+
+def largest(what, *phases):
+    """The phase (a dict of terms) with the largest total, as a Plan."""
+    return Plan(what, max(phases, key=lambda p: sum(p.values())))
+
+
+def weight_bytes(c, e):
+    """Parameters x e bytes for a ModelConfig c (biases and norms included)."""
+    hd = c.d_model // c.n_heads
+    per_layer = c.d_model * (c.n_heads + 2 * c.n_kv_heads) * hd + c.n_heads * hd * c.d_model + 3 * c.d_model * c.mlp_hidden
+    per_layer += 2 * c.d_model + (c.n_heads + 2 * c.n_kv_heads) * hd * bool(c.qkv_bias)
+    heads = 1 if c.tie_embeddings else 2
+    return e * (c.n_layers * per_layer + heads * c.vocab_size * c.d_model + c.d_model)
+
+
+def kv_bytes(c, e, rows, N):
+    return 2 * c.n_layers * rows * c.n_kv_heads * (c.d_model // c.n_heads) * N * e
+
+
+def layer_bytes(c, e, tokens):
+    """The largest transient of one layer over `tokens` positions: the MLP (residual, normed input, gate and up, their
+    product) or attention (q/k/v and rotary's float32 temporaries)."""
+    hd = c.d_model // c.n_heads
+    mlp = (2 * c.d_model + 4 * c.mlp_hidden) * e
+    attn = (3 * c.d_model + (c.n_heads + 2 * c.n_kv_heads) * hd) * e + 3 * c.n_heads * hd * 4
+    return tokens * max(mlp, attn)
+
+
+def step_terms(c, e, rows, N, read, temperature, needs=()):
+    """The largest moment of one decoding step of `rows` sequences over N positions with the LM head on `read`."""
+    V = c.vocab_size
+    logits = rows * read * V * e
+    per_row = read * V * 4
+    softmax = min(rows, max(1, SOFTMAX_BYTES // per_row)) * per_row * (1 + (e < 4) + 2 * ("entropy" in needs))
+    noise = min(rows, max(1, NOISE_BYTES // (2 * per_row))) * 2 * per_row * 2 if temperature > 0 else 0
+    return max(dict(forward=layer_bytes(c, e, rows * N)), dict(logits=2 * logits),
+               dict(logits=logits, softmax=softmax), dict(logits=logits, noise=noise), key=lambda t: sum(t.values()))
+
+
+def decode_terms(c, e, rows, P, L, cache="none", temperature=0.0, needs=(), policy=True):
+    """What a decode of `rows` buffers (prompt P + L) holds at its peak, besides the weights."""
+    terms = dict(step_terms(c, e, rows, P + L, L, temperature, needs))
+    if cache != "none":
+        terms["kv cache"] = kv_bytes(c, e, rows, P + L)
+    if policy:
+        terms["policy"] = rows * L * 8 * 128 * 4
+    return terms
+
+
+def decode_plan(c, e, rows, P, L, cache="none", temperature=0.0, needs=(), device="cpu", what=None):
+    """A Plan for decoding: weights, runtime and the decode's peak."""
+    terms = dict(weights=weight_bytes(c, e), runtime=RUNTIME.get(device, RUNTIME["cpu"]))
+    terms.update(decode_terms(c, e, rows, P, L, cache, temperature, needs))
+    return Plan(what or f"decoding {rows} x ({P} + {L}) positions, cache {cache}, T {temperature:g}", terms)
+
+
+def grpo_plan(c, e, prompts, G, E, P, L, cache="none", temperature=0.0, chunk=None, device="cpu"):
+    """A Plan for one GRPO round: prompts x (G + E) rollouts of prompt P + L, then the update, whose loss chunks
+    hold `chunk` recorded steps of L positions each (default: every step of the round)."""
+    rows = prompts * G
+    base = dict(weights=weight_bytes(c, e), runtime=RUNTIME.get(device, RUNTIME["cpu"]))
+    recorded = prompts * (G + E) * L * L * 8            # every rollout recording up to L steps
+    roll = dict(base, **decode_terms(c, e, rows, P, L, cache, temperature), recorded=recorded)
+    if cache == "none" and temperature == 0:
+        roll["memo"] = min(MEMO_BYTES, rows * L * (L * 20 + 200))
+    steps = prompts * (G + E) * L if chunk is None else min(chunk, prompts * (G + E) * L)
+    upd = dict(base, recorded=2 * recorded, update=steps * L * POLICY_BYTES_PER_POSITION)
+    return largest(f"a GRPO round of {prompts} x ({G} + {E}) rollouts, prompt {P} + L {L}, cache {cache}, "
+                   f"T {temperature:g}", roll, upd)
+
+
+def pretrain_plan(c, rows, N, device="cpu"):
+    """A Plan for one pretraining step of the tiny dLLM (float32, AdamW): weights with gradient and two moments,
+    every layer's activations kept for backward, the logits with their log-softmax and gradient."""
+    acts = c.n_layers * rows * N * (10 * c.d_model + 5 * c.mlp_hidden) * 4
+    return Plan(f"a pretraining step of {rows} sequences x {N} positions",
+                dict(weights=4 * weight_bytes(c, 4), runtime=RUNTIME.get(device, RUNTIME["cpu"]), activations=acts,
+                     logits=4 * rows * N * c.vocab_size * 4))
+
+
+def available(device, loaded=0):
+    """Bytes a run may still allocate on device: a GPU's free memory (with what torch's allocator has cached), the
+    machine's available RAM on a CPU (None where neither is known)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        pass
+    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def check(plan, device, lower, loaded=("weights", "runtime")):
+    """Refuse a Plan that will not fit in one line (ValueError). loaded: terms already in memory (the weights of a
+    loaded dLLM, the process itself), not counted again against what is free now."""
+    rest = Plan(plan.what, {k: v for k, v in plan.terms.items() if k not in loaded})
+    have = available(device)
+    if have is not None and rest.total > have:
+        raise ValueError(f"{plan.what} needs about {rest.total / GiB:.1f} GiB ({rest.line()} GiB), and this device "
+                         f"({torch.device(device).type}) has {have / GiB:.1f} GiB free: lower {lower}")
