@@ -8,7 +8,9 @@ measures rather than evaluates: eval.py's rows are about accuracy, these are abo
     python -m support.bench --shape tiny                   # shipped tiny dLLM, chain task, L 32, BL 8, 500 problems
     python -m support.bench --shape mid                    # random d_model 1024 x 8 layers, prompt 200, L 256, BL 32
     python -m support.bench --shape llada --device cuda    # LLaDA-8B's exact shape, random weights (no download), bf16
+    python -m support.bench --shape modes --device cuda    # one forward per decoding mode at LLaDA-8B's shape, and more
     python -m support.bench --shape grpo --device cuda     # one GRPO round at the paper's shapes, per cache, peak memory
+    python -m support.bench --plan --model llada           # the memory plan of the paper's shapes, per cache and T
     python -m support.bench --shape update                 # one tiny-world GRPO update, each of its two savings on and off
 
 Every policy, cache and shape is run once untimed before it is timed (the first call of a shape pays for kernel
@@ -42,7 +44,7 @@ SHAPES = {  # name -> L, BL, prompt length, sequences, batch size, and the heuri
 
 @dataclass
 class BenchConfig:
-    shape: str = option("tiny,mid", "comma-separated: tiny, mid, small, llada, grpo, update")
+    shape: str = option("tiny,mid", "comma-separated: tiny, mid, small, llada, modes, grpo, update")
     policies: str = option(None, "hand-rule specs (default: threshold:0.9 and top-k at L/4 steps)")
     policy: str = option(None, "a learned checkpoint to time (default: a fresh learned policy)")
     caches: str = option("none,prefix,dual", "comma-separated cache modes")
@@ -302,7 +304,7 @@ def bench_grpo(cfg, device):
     peak device memory beside the plan's."""
     shape = cfg.grpo_model or ("llada" if device.type == "cuda" else "mid")
     P, G, L, BL, prompt = GRPO_SHAPE[shape == "small"]
-    dllm = random_dllm(shape, device)
+    dllm = random_dllm(shape, device, cfg.merge or None)
     if cfg.compile:
         dllm.compile()
     ids, am = prompts(dllm, P, prompt, device)
@@ -317,12 +319,100 @@ def bench_grpo(cfg, device):
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         t_roll, t_upd, nfe, steps = grpo_round(dllm, ids, am, G, L, BL, cache, cfg.temperature, 16 * L, sync)
-        peak = torch.cuda.max_memory_allocated(device) / GiB if cuda else float("nan")
+        peak = torch.cuda.max_memory_allocated(device) / GiB if cuda else float("nan")   # the CPU's: tests/test_memory.py
         plan_gib = (plan.total - plan.terms["runtime"]) / GiB
         rows.append(dict(shape="grpo", cache=cache, rollout_s=t_roll, update_s=t_upd, peak_gib=peak, plan_gib=plan_gib,
                          nfe=nfe, steps=steps))
         print(f"grpo   cache {cache:<6} rollouts {t_roll:7.1f} s (policy NFE {nfe:.1f}, {steps} recorded steps)   "
               f"update {t_upd:6.1f} s   peak memory {peak:.1f} GiB (plan {plan_gib:.1f})", flush=True)
+    return rows
+
+
+def timed(fn, sync, reps):
+    """Median seconds of fn() over reps calls, after one untimed call."""
+    fn()
+    out = []
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        out.append(time.perf_counter() - t0)
+    return sorted(out)[len(out) // 2]
+
+
+def bench_modes(cfg, device, rate):
+    """One forward per decoding mode at the paper's shapes (prompt 200, L 256, BL 32; the small shape on a CPU):
+    uncached, a block's first step (which also returns the cache), a prefix-cache step and a dual-cache step, at batch
+    16 and 64, with projections merged as load_dllm merges them; then what a padding mask costs, the cache's bytes
+    against what it needs, token_stats, the policy's act at 16 and 128 rows, and one compiled dual step. Each figure
+    is printed as soon as it is measured."""
+    from common.memory import kv_bytes
+    from env import Obs, token_stats
+    shape = cfg.grpo_model or ("llada" if device.type == "cuda" else "small")
+    dllm = random_dllm(shape, device, merge=True)
+    c, cuda = dllm.net.c, device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    P, L, BL, reps = (200, 256, 32, 5) if shape != "small" else (32, 64, 16, 2)
+    lo, hi = BL, 2 * BL                                          # the second block
+    rows = []
+
+    def report(name, b, secs, flops=None, extra=""):
+        r = dict(shape="modes", what=name, batch=b, ms=secs * 1000, tflops=flops / secs / 1e12 if flops else None,
+                 of_rate=flops / secs / rate if flops else None)
+        rows.append(r)
+        fl = f"{r['tflops']:8.2f} TFLOP/s {100 * r['of_rate']:5.1f}% of the matmul rate" if flops else ""
+        print(f"modes  {name:<28} batch {b:>3} {secs * 1000:9.2f} ms {fl} {extra}", flush=True)
+    print(f"modes: {shape} shape, merged projections, prompt {P}, L {L}, BL {BL}, "
+          f"{'bf16' if cuda else 'float32'}", flush=True)
+    for b in (16, 64) if shape != "small" else (4, 8):
+        ids, _ = prompts(dllm, b, P, device)
+        x = torch.cat([ids, torch.full((b, L), dllm.mask_id, device=device)], 1)
+        N = P + L
+        with torch.no_grad():
+            report("uncached", b, timed(lambda: dllm.logits(x, None, start=P), sync, reps), forward_flops(c, b, N, N, L))
+            ones = torch.ones_like(x)
+            report("uncached, padding mask", b, timed(lambda: dllm.logits(x, ones, start=P), sync, reps),
+                   forward_flops(c, b, N, N, L))
+            report("block-first (returns cache)", b, timed(lambda: dllm.logits(x, None, start=P, return_kv=True), sync,
+                                                           reps), forward_flops(c, b, N, N, L))
+            _, kv = dllm.logits(x, None, start=P, return_kv=True)
+            held = sum(t.untyped_storage().nbytes() for K, V in kv for t in (K, V))
+            need = kv_bytes(c, dtype_bytes(device), b, N)
+            report("prefix step", b, timed(lambda: dllm.logits_span(x, None, P, lo, hi, kv, run_to=L), sync, reps),
+                   forward_flops(c, b, L - lo, N, BL))
+            report("dual step", b, timed(lambda: dllm.logits_span(x, None, P, lo, hi, kv), sync, reps),
+                   forward_flops(c, b, BL, N, BL), f"  cache holds {held / 2 ** 20:.1f} MiB, needs {need / 2 ** 20:.1f} "
+                   f"({held / need:.3f}x)")
+            logits = dllm.logits_span(x, None, P, lo, hi, kv)
+            seeds = torch.arange(b, device=device)
+            for T in (0.0, 0.8):
+                report(f"token_stats, T {T:g}", b, timed(lambda: token_stats(logits, T, seeds if T else None), sync, reps))
+            del kv, logits
+    torch.manual_seed(0)
+    net = LearnedPolicy(PolicyConfig()).to(device).eval()
+    for b in (16, 128):
+        conf = torch.rand(b, L, device=device)
+        masked = torch.rand(b, L, device=device) < 0.5
+        cand = masked & (torch.arange(L, device=device) // BL == 1)
+        obs = Obs(conf.long(), conf, masked, cand, torch.full((b,), 0.3, device=device),
+                  torch.zeros(b, dtype=torch.long, device=device), L // BL, torch.arange(b, device=device))
+        report("policy act (float32)", b, timed(lambda: net.act(obs), sync, 10 * reps))
+    if cfg.compile:
+        b = 16 if shape != "small" else 4
+        ids, _ = prompts(dllm, b, P, device)
+        x = torch.cat([ids, torch.full((b, L), dllm.mask_id, device=device)], 1)
+        dllm.compile()
+        with torch.no_grad():
+            _, kv = dllm.logits(x, None, start=P, return_kv=True)
+            t0 = time.perf_counter()
+            dllm.logits_span(x, None, P, lo, hi, kv)
+            sync()
+            print(f"modes  compiling the dual step took {time.perf_counter() - t0:.1f} s", flush=True)
+            report("dual step, compiled", b, timed(lambda: dllm.logits_span(x, None, P, lo, hi, kv), sync, reps),
+                   forward_flops(c, b, BL, P + L, BL))
+            report("uncached, compiled", b, timed(lambda: dllm.logits(x, None, start=P), sync, reps),
+                   forward_flops(c, b, P + L, P + L, L))
     return rows
 
 
@@ -455,11 +545,12 @@ def main(argv=None):
         check_threads(cfg.threads)
         caches = [c for c in cfg.caches.split(",") if c.strip()]
         shapes = [s for s in cfg.shape.split(",") if s.strip()]
-        bad = [c for c in caches if c not in CACHES] + [s for s in shapes if s not in SHAPES and s not in ("update", "grpo")]
+        bad = [c for c in caches if c not in CACHES]
+        bad += [s for s in shapes if s not in SHAPES and s not in ("update", "grpo", "modes")]
         bad += [cfg.grpo_model] if cfg.grpo_model not in (None, "llada", "mid", "small") else []
         if bad or not shapes or not caches:
             raise ValueError(f"unknown or missing --shape / --caches / --grpo-model {bad}: shapes tiny, mid, small, llada, "
-                             f"grpo, update; caches {CACHES}; grpo models llada, mid, small")
+                             f"modes, grpo, update; caches {CACHES}; grpo models llada, mid, small")
         cfg = dataclasses.replace(cfg, caches=caches)
         if cfg.plan:
             if cfg.model not in ("llada", "dream"):
@@ -470,7 +561,7 @@ def main(argv=None):
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         check_shapes(cfg, shapes, device)
-        rate = matmul_rate(device) if set(shapes) & set(SHAPES) else 1.0
+        rate = matmul_rate(device) if set(shapes) & (set(SHAPES) | {"modes"}) else 1.0
         print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
               + (f"; measured matmul rate {rate / 1e12:.2f} TFLOP/s" if rate > 1 else ""))
         if set(shapes) & set(SHAPES):
@@ -478,7 +569,8 @@ def main(argv=None):
         rows = []
         for shape in shapes:
             rows += (bench_tiny(cfg, device, rate) if shape == "tiny" else bench_update(cfg, device) if shape == "update"
-                     else bench_grpo(cfg, device) if shape == "grpo" else bench_random(cfg, device, shape, rate))
+                     else bench_grpo(cfg, device) if shape == "grpo" else bench_modes(cfg, device, rate)
+                     if shape == "modes" else bench_random(cfg, device, shape, rate))
     except KeyboardInterrupt:
         raise interrupted("interrupted") from None
     except (ValueError, RuntimeError, OSError) as e:
