@@ -79,3 +79,23 @@ def test_support_scripts_refuse_bad_numbers(tmp_path):
                       (["-m", "support.seeds", "--policies", str(tmp_path / "missing.pt")], "not found")]:
         out = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
         assert out.returncode != 0 and msg in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_gpu_checks_dry_run_prints_every_mode_and_fails_loudly(tmp_path):
+    """support/gpu_checks.sh --quick --part modes on the CPU: each decoding mode's line, the cache's bytes held ==
+    needed, the policy at 16 and 128 rows, a compiled dual step; exit 0. Without CUDA the full run, an OUT that is a
+    file and an unknown part each exit non-zero with one line, having run nothing."""
+    sh = lambda *a, out=tmp_path / "g": subprocess.run(["bash", "support/gpu_checks.sh", *a], cwd=ROOT, text=True,
+                                                        capture_output=True, env=dict(os.environ, OUT=str(out)))
+    done = sh("--quick", "--part", "modes", "--commit", "abc123")
+    assert done.returncode == 0, done.stderr[-2000:]
+    for what in ("uncached ", "uncached, padding mask", "block-first", "prefix step", "dual step ", "token_stats, T 0.8",
+                 "policy act (float32)         batch 128", "dual step, compiled"):
+        assert what in done.stdout, what
+    assert "(1.000x)" in done.stdout and "commit abc123" in open(tmp_path / "g" / "summary.txt").read()
+    (tmp_path / "file").write_text("x")
+    for args, out in [((), tmp_path / "h"), (("--quick",), tmp_path / "file"), (("--part", "nope"), tmp_path / "i")]:
+        if args == () and torch.cuda.is_available():
+            continue
+        bad = sh(*args, out=out)
+        assert bad.returncode != 0 and "== " not in bad.stdout, (args, bad.stdout, bad.stderr)
