@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from common.cli import (Waited, check_args, check_counts, check_out_file, check_seed, check_threads, interrupted,
-                        option, parse_config, waiting_lock, write_json)
+from common.cli import (Waited, append_records, check_args, check_counts, check_out_file, check_seed, check_threads,
+                        interrupted, option, parse_config, waiting_lock, write_json)
 from common.dist import broadcast, finish, gather, init_ranks, on_sigterm, stopped
 from env import ForwardMemo, check_decoding
 from model import check_model_name, load_dllm, resolve_device
 from policy import COARSE_STEP_COUNTS, RULES, STEP_COUNTS, Learned, checkpoint_of, parse_policy, read_checkpoint, value_text
-from sample import decode, row_of
+from sample import decode, records_of, row_of
 from tasks import check_split, check_task, get_problems
 
 KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature", "cache", "samples", "split")
@@ -55,6 +55,8 @@ class EvalConfig:
     data: str = option(None, "local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
     split: str = option("test", "problem split: train, validation (tiny tasks, MBPP) or test")
     out: str = option("out/eval.json", "rows file (resumed if it exists)")
+    records: str = option(None, "every completion as a JSON line: text, both graders' answers and verdicts, NFE "
+                                "(default: beside --out, NAME.records.jsonl)")
     plot: bool = option(False, "also draw accuracy vs NFE to a PNG beside --out (needs matplotlib)")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
     cache: str = option("none", "KV cache: none, prefix, dual (semi-AR only; approximate, see env.py)")
@@ -226,8 +228,13 @@ def plan(out, settings, n, seeds, temperature, samples, split, data):
     return p, trained
 
 
+def records_path(out):
+    """Where the completions of a rows file go by default: NAME.records.jsonl beside it."""
+    return os.path.splitext(out)[0] + ".records.jsonl"
+
+
 def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, device=None, data=None, split="test",
-        progress=True, compile=False, samples=1):
+        progress=True, compile=False, samples=1, records=None):
     """Evaluate every (setting, spec, seed) that has no row in `out` yet -> the rows asked for (evaluated now or found
     in the file), not the file's other rows (on rank 0; None on the other ranks under torchrun). A setting's own n,
     temperature, samples or split overrides run()'s. compile: torch.compile each dLLM it loads (DLLM.compile)."""
@@ -261,8 +268,11 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
         every = gather(comps, rank, world)
         if rank:
             continue
-        row = row_of(spec, [c for part in every for c in part], probs, s.task, K, time.time() - t0)
+        comps = [c for part in every for c in part]
+        row = row_of(spec, comps, probs, s.task, K, time.time() - t0)
         row.update(dict(zip(KEY, key)), setting=s.name)
+        with waiting_lock(records or records_path(out), WAIT_S, say):   # before the row: a rerun redoes both
+            append_records(records or records_path(out), records_of(comps, probs, dict(zip(KEY, key))))
         if isinstance(pol, Learned):
             row["trained"] = trained[spec]
         merge_row(out, row, say)
@@ -388,6 +398,8 @@ def settings_of(cfg):
     if (taus or betas) and not ckpts:
         raise ValueError("--taus / --betas set learned policies' knobs, and no checkpoint is in --policies")
     check_out_file(cfg.out, "--out", [("--policies", c) for c in ckpts] + [("--data", cfg.data), ("--model", cfg.model)])
+    check_out_file(cfg.records or records_path(cfg.out), "--records", [("--out", cfg.out), ("--data", cfg.data)]
+                   + [("--policies", c) for c in ckpts])
     if cfg.plot:   # the picture is the run's other output: a file of its own
         check_out_file(plot_path(cfg.out), "--plot's picture", [("--out", cfg.out)] + [("--policies", c) for c in ckpts])
     load_rows(cfg.out)                                    # a file that is not ours: refused before any work
@@ -410,7 +422,7 @@ def main(argv=None):
             torch.set_num_threads(cfg.threads)
         on_sigterm()
         rows = run(cfg.out, settings, cfg.num_problems, seeds, cfg.batch_size, cfg.temperature, cfg.device, cfg.data,
-                   cfg.split, compile=cfg.compile, samples=cfg.samples)
+                   cfg.split, compile=cfg.compile, samples=cfg.samples, records=cfg.records)
     except KeyboardInterrupt:
         raise interrupted(stopped(f"{cfg.out} keeps every row finished before; a rerun does the rest" if cfg else
                                   "nothing was written")) from None

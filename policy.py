@@ -465,7 +465,7 @@ CHECKPOINT_KEYS = ("policy", "policy_config", "args", "step")   # what every tra
 EARLIER = dict(policy_config=dict(features="raw", alpha_features="timestep", actions="bernoulli"),
                args=dict(features="raw", actions="bernoulli", width=128, cache="none", alpha_range=None, expert=None,
                          expert_block_length=None, imitate=None, init=None, alpha_norm=False, eval_tau=1.0,
-                         temperature=0.0, temperature_range=None, reward="mult"))
+                         temperature=0.0, temperature_range=None, reward="mult", grader="paper"))
 RENAMED = dict(tau="eval_tau")   # args saved under an earlier name
 SETUP_ARGS = dict(model=str, task=str, gen_length=int, block_length=int, alpha=(int, float))   # checked on read
 

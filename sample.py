@@ -13,6 +13,7 @@ those of one process.
     torchrun --nproc_per_node=2 sample.py --policies threshold:0.9 --num-problems 500 --device cpu
 """
 import dataclasses
+import json
 import math
 import os
 import time
@@ -23,12 +24,12 @@ import torch
 from tqdm import tqdm
 
 from common.cli import (check_args, check_counts, check_out_file, check_seed, check_threads, interrupted,
-                        option, parse_config, write_json)
+                        append_records, option, parse_config, waiting_lock, write_json)
 from common.dist import finish, gather, init_ranks, on_sigterm, stopped
 from env import check_buffer, check_decoding, generate, row_keys
 from model import check_model_name, load_dllm, resolve_device
 from policy import Learned, checkpoint_of, parse_policies, read_checkpoint
-from tasks import answer_is_right, check_split, check_task, final_answer, get_problems, grade_many, prompts_of
+from tasks import answer_is_right, check_split, check_task, final_answer, get_problems, grade_both, prompts_of
 
 # What `python sample.py` with no policy flag compares: the shipped full-diffusion policy and these hand rules.
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "policy_full.pt")
@@ -56,6 +57,8 @@ class SampleConfig:
     data: str = option(None, "local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
     split: str = option("test", "problem split: train, validation (tiny tasks, MBPP) or test")
     json: str = option(None, "write the rows to this JSON file (its folder is created)")
+    records: str = option(None, "write every completion (text, both graders' answers and verdicts, NFE) as a JSON "
+                                "line to this file (default with --json: beside it, NAME.records.jsonl)")
     show: int = option(0, "print K generations per policy with the step at which each token was revealed")
     cache: str = option("none", "KV cache: none, prefix, dual (semi-AR only; approximate, see env.py)")
     device: str = option(None, "cuda, cuda:N, mps or cpu (default: autodetect; under torchrun each rank's GPU)")
@@ -72,10 +75,14 @@ class Completion:
     """One decoded (problem, sample)."""
     problem: int        # index into the problem list
     sample: int         # 0 .. K - 1
-    correct: bool
+    correct: bool       # by the paper's grader
     nfe: int
     revealed: int       # positions unmasked
     answer: object      # the final answer (tasks.final_answer), for the majority vote
+    text: str = ""      # the completion, special tokens removed, cut at the end of text
+    tokens: int = 0     # generated tokens up to the end of text
+    graded: dict = None # both graders' answers and verdicts (tasks.grade_both)
+    key: int = 0        # the row key that seeded its policy and its noise
 
 
 def completion_keys(seed, problems, samples):
@@ -99,11 +106,27 @@ def decode(dllm, policy, problems, task, L, BL, batch_size=128, temperature=0.0,
                      memo=memo)
         texts = [dllm.decode(row.tolist()) for row in r.tokens.cpu()]
         revealed = (r.order > 0).sum(1).tolist()
-        for j, (ok, text) in enumerate(zip(grade_many(task, chunk, texts), texts)):
-            out.append(Completion(idx[j], smp[j], bool(ok), int(r.nfe[j]), revealed[j], final_answer(task, text)))
+        stop = torch.isin(r.tokens, torch.tensor(sorted(dllm.stop_ids), device=r.tokens.device))
+        length = torch.where(stop.any(1), stop.int().argmax(1), L).tolist()       # tokens before the end of text
+        keys = completion_keys(seed, idx, smp).tolist()
+        for j, (g, text) in enumerate(zip(grade_both(task, chunk, texts), texts)):
+            ok = g["correct"]
+            out.append(Completion(idx[j], smp[j], ok, int(r.nfe[j]), revealed[j], final_answer(task, text), text,
+                                  length[j], g, keys[j]))
             if len(shown) < keep:
                 shown.append((chunk[j], r.tokens[j].cpu(), r.order[j].cpu(), text, ok))
     return out, shown
+
+
+def records_of(completions, problems, setting):
+    """One JSON-able record per completion: the problem (index, id), the setting (a dict: policy, model, task, L, BL,
+    T, cache, seed; its text is the record's 'setting'), the sample index and noise key, the text, both graders'
+    answers and verdicts, NFE and generated tokens."""
+    name = json.dumps(setting, sort_keys=True)
+    return [dict(setting=name, problem=c.problem, id=getattr(problems[c.problem], "id", None) or str(c.problem),
+                 sample=c.sample, key=c.key, text=c.text, nfe=c.nfe, tokens=c.tokens,
+                 **(c.graded or dict(answer=None, correct=c.correct, answer_verify=None, correct_verify=c.correct)))
+            for c in sorted(completions, key=lambda c: (c.problem, c.sample))]
 
 
 def pass_at(n, c, k):
@@ -127,13 +150,23 @@ def majority(comps, task, problem):
     return answer_is_right(task, problem, best)
 
 
+def verdict(c):
+    """math-verify's verdict on a completion (the one grader's, for tasks that have one)."""
+    return c.graded["correct_verify"] if c.graded else c.correct
+
+
 def row_of(spec, completions, problems, task, samples, seconds):
-    """The row of one policy: accuracy (the mean over every completion: pass@1), mean NFE per completion, tokens per
-    NFE, seconds, n; with samples > 1 also pass@k for k_values(K) and the majority vote's accuracy (%)."""
+    """The row of one policy: accuracy by the paper's grader (the mean over every completion: pass@1) and by
+    math-verify (accuracy_verify) with the completions they disagree on, mean NFE per completion, tokens revealed
+    per NFE, generated tokens (to the end of text) per completion, per second of wall time and NFE per generated
+    token, seconds, n; with samples > 1 also pass@k for k_values(K) and the majority vote's accuracy (%)."""
     n, total = len(problems), len(completions)
+    nfe, gen = sum(c.nfe for c in completions), sum(c.tokens for c in completions)
     row = dict(policy=spec, accuracy=100.0 * sum(c.correct for c in completions) / total,
-               mean_nfe=sum(c.nfe for c in completions) / total,
-               tokens_per_nfe=sum(c.revealed for c in completions) / max(sum(c.nfe for c in completions), 1),
+               accuracy_verify=100.0 * sum(verdict(c) for c in completions) / total,
+               graders_disagree=sum(c.correct != verdict(c) for c in completions),
+               mean_nfe=nfe / total, tokens_per_nfe=sum(c.revealed for c in completions) / max(nfe, 1),
+               gen_tokens=gen / total, tokens_per_second=gen / max(seconds, 1e-9), nfe_per_token=nfe / max(gen, 1),
                seconds=seconds, n=n, samples=samples)
     if samples > 1:
         by = {}
@@ -214,9 +247,17 @@ def check(cfg, policies):
         raise ValueError("--tau sets a learned policy's temperature, and no checkpoint is among the policies")
     for pol in policies:
         pol.check(cfg.gen_length, cfg.block_length)
+    inputs = [("--policy", checkpoint_of(p.spec)) for p in policies if isinstance(p, Learned)]
+    inputs += [("--data", cfg.data), ("--model", cfg.model)]
     if cfg.json:
-        inputs = [("--policy", checkpoint_of(p.spec)) for p in policies if isinstance(p, Learned)]
-        check_out_file(cfg.json, "--json", inputs + [("--data", cfg.data), ("--model", cfg.model)])
+        check_out_file(cfg.json, "--json", inputs)
+    if records_path(cfg):
+        check_out_file(records_path(cfg), "--records", inputs + ([("--json", cfg.json)] if cfg.json else []))
+
+
+def records_path(cfg):
+    """--records, or beside --json: NAME.records.jsonl (None: no records)."""
+    return cfg.records or (os.path.splitext(cfg.json)[0] + ".records.jsonl" if cfg.json else None)
 
 
 def setup(cfg):
@@ -264,7 +305,7 @@ def compare(cfg, policies, problems, dllm, rank, world):
     say(f"model {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}), task {cfg.task}, L={cfg.gen_length} "
         f"BL={cfg.block_length}, n={len(problems)}, samples {cfg.samples}, T={cfg.temperature}, cache {cfg.cache}"
         + (f", {world} ranks" if world > 1 else ""))
-    rows = []
+    rows, records = [], []
     for pol in policies:
         t0 = time.time()
         comps, shown = decode(dllm, pol, problems, cfg.task, cfg.gen_length, cfg.block_length, cfg.batch_size,
@@ -277,6 +318,10 @@ def compare(cfg, policies, problems, dllm, rank, world):
         row.update(model=cfg.model, task=cfg.task, gen_length=cfg.gen_length, block_length=cfg.block_length,
                    cache=cfg.cache, temperature=cfg.temperature)
         rows.append(row)
+        setting = dict(policy=pol.spec, model=cfg.model, task=cfg.task, gen_length=cfg.gen_length,
+                       block_length=cfg.block_length, temperature=cfg.temperature, cache=cfg.cache, seed=cfg.seed,
+                       samples=cfg.samples, n=len(problems))
+        records += records_of([c for part in every for c in part], problems, setting)
         for s in shown:
             print(f"[{pol.spec}]")
             show_generation(dllm, *s)
@@ -286,6 +331,10 @@ def compare(cfg, policies, problems, dllm, rank, world):
     if cfg.json:
         write_json(cfg.json, rows)
         print(f"wrote {cfg.json}")
+    if records_path(cfg):
+        with waiting_lock(records_path(cfg)):
+            append_records(records_path(cfg), records)
+        print(f"wrote {records_path(cfg)} ({len(records)} completions)")
     return rows
 
 

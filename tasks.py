@@ -24,9 +24,11 @@ The grader checks the work like a teacher: every step right and in place, the an
     python tasks.py --task chain --n 3       # print a few problems with a reference answer
 """
 import argparse
+import math
 import os
 import random
 import re
+import threading
 
 from common import codetasks
 from common.data import CACHE, Problem, fetch_once, jsonl_rows  # noqa: F401 (Problem: the record every task yields)
@@ -138,10 +140,11 @@ def read_jsonl(path, task):
                 or isinstance(row["answer"], bool):
             return f"'{need[0]}' must be a string and 'answer' a string or a number"
         gold = str(row["answer"]).split("####")[-1].strip() if task == "gsm8k" else str(row["answer"]).strip()
-        if task == "gsm8k" and _to_number(gold) is None:
-            return f"its answer {gold[:40]!r} has no number to grade against (GSM8K answers end in '#### <number>')"
-        if not gold:
-            return "its 'answer' is empty: nothing to grade against"
+        if task == "gsm8k" and gsm8k_gold(gold) is None:
+            return (f"its answer {gold[:40]!r} has no finite number to grade against (GSM8K answers end in "
+                    f"'#### <number>')")
+        if not gold or (task == "math500" and not math_gold(gold)):
+            return f"its 'answer' {gold[:40]!r} is empty: nothing to grade against"
         return None
     return jsonl_rows(path, task, need, check)
 
@@ -199,265 +202,181 @@ def get_problems(task, n=None, seed=0, split="test", data=None):
 
 
 # ----------------------------------------------------------------------------------------------------
-# real tasks: graders (the paper's protocol)
+# real tasks: two graders. `paper` is the paper's protocol exactly, quirks included (its numbers compare with the
+# paper's table only under it); `verify` is HF's math-verify, an independent grader that parses LaTeX and plain
+# answers and checks equivalence with sympy. Both are computed for every completion; `paper` is the default reward and
+# the rows' `accuracy`, `verify` is `accuracy_verify` beside it (docs/design.md, "Graders").
 
-def _boxed_spans(text):
-    """(start, end, content) of every \\boxed{...} in text, with nested braces balanced."""
-    out, i = [], 0
-    while (i := text.find("\\boxed", i)) != -1:
-        j = i + len("\\boxed")
-        while j < len(text) and text[j] == " ":
-            j += 1
-        if j >= len(text) or text[j] != "{":
-            i = j
-            continue
-        depth, k = 0, j
-        while k < len(text):
-            depth += {"{": 1, "}": -1}.get(text[k], 0)
-            if depth == 0:
-                break
-            k += 1
-        if depth:  # unbalanced: stop
-            break
-        out.append((i, k + 1, text[j + 1:k]))
-        i = k + 1
+GRADERS = ("paper", "verify")
+PAPER_NUMBER = re.compile(r"-?\d+\.?\d*")   # the paper's number pattern: no '+', no exponent, no thousands groups
+
+
+def _float(s):
+    """float(s) if s reads as a finite number, else None."""
+    try:
+        v = float(s)
+    except (ValueError, OverflowError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _paper_number(text, which):
+    """The paper's reading of a box's or answer tag's text: commas, '$' and spaces removed, the whole text if it
+    parses, else its first (which=0) or last (which=-1) number."""
+    s = text.strip().replace(",", "").replace("$", "").replace(" ", "")
+    v = _float(s)
+    if v is None and (nums := PAPER_NUMBER.findall(s)):
+        v = _float(nums[which])
+    return v
+
+
+def paper_gsm8k(response):
+    """The paper's GSM8K answer (its extract_gsm_answer) -> float or None. Quirks kept on purpose:
+    - a box's text ends at its first '}' (the pattern \\boxed{(.*?)}), so nested braces cut it (\\boxed{2{,}500} is 2);
+    - the FIRST box that holds a number wins; a later box is never read, the one inside <answer> included;
+    - a box's number is its whole text, else its first number (\\boxed{8 pets (3 dogs + 5 cats)} is 8);
+      empty and all-dots boxes are skipped;
+    - without such a box, the FIRST complete <answer>...</answer>: its whole text, else its LAST number;
+      an unclosed tag gives nothing, and text outside tags and boxes is never read."""
+    for box in re.findall(r"\\boxed{(.*?)}", response):
+        if box.strip() and not re.fullmatch(r"\.+", box.strip()):
+            v = _paper_number(box, 0)
+            if v is not None:
+                return v
+    m = re.search(r"<answer>(.*?)</answer>", response, re.DOTALL)
+    return _paper_number(m.group(1), -1) if m and m.group(1).strip() else None
+
+
+def gsm8k_gold(gold):
+    """The number after '####' in a GSM8K reference (or a bare number), or None."""
+    return _float(str(gold).split("####")[-1].strip().replace(",", "").replace("$", ""))
+
+
+def last_boxed(text):
+    """The last '\\boxed{...}' (or '\\fbox{...}') of text with its braces balanced, or None (Hendrycks'
+    last_boxed_only_string)."""
+    i = text.rfind("\\boxed")
+    i = text.rfind("\\fbox") if i < 0 else i
+    if i < 0:
+        return None
+    depth = 0
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if text[j] == "}" and depth == 0:
+            return text[i:j + 1]
+    return None
+
+
+def remove_boxed(s):
+    """'\\boxed{X}' -> 'X' ('\\boxed X' -> 'X'); anything else (\\fbox included) -> None."""
+    if s is None:
+        return None
+    if s.startswith("\\boxed "):
+        return s[len("\\boxed "):]
+    return s[len("\\boxed{"):-1] if s.startswith("\\boxed{") and s.endswith("}") else None
+
+
+def paper_math(response):
+    """The paper's MATH answer: the last box's text, else the first complete <answer>...</answer>'s, or None."""
+    ans = remove_boxed(last_boxed(response))
+    if not ans:
+        m = re.search(r"<answer>(.*?)</answer>", response, re.DOTALL)
+        ans = m.group(1).strip() if m else None
+    return ans or None
+
+
+def math_gold(gold):
+    """A MATH reference answer: its last box's text when it has one (a full solution), else itself."""
+    inner = remove_boxed(last_boxed(str(gold)))
+    return (str(gold) if inner is None else inner).strip()
+
+
+def _fix_fracs(s):
+    """\\frac12 -> \\frac{1}{2}, \\frac1{2} -> \\frac{1}{2} (Hendrycks)."""
+    parts = s.split("\\frac")
+    out = parts[0]
+    for p in parts[1:]:
+        out += "\\frac"
+        if p[:1] == "{":
+            out += p
+        elif len(p) < 2:
+            return s
+        elif p[1] != "{":
+            out += "{" + p[0] + "}{" + p[1] + "}" + p[2:]
+        else:
+            out += "{" + p[0] + "}" + p[1:]
     return out
 
 
-def _boxed_all(text):
-    """Contents of every \\boxed{...} in text."""
-    return [c for _, _, c in _boxed_spans(text)]
-
-
-# A number as GSM8K answers write it: optional sign, digits with thousands commas (only in groups of three, so
-# "3, 4" is two numbers, not 34), decimals, and scientific notation (1e3 is 1000, not 3).
-NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][-+]?\d+)?|[-+]?\.\d+(?:[eE][-+]?\d+)?"
-NUMBER = re.compile(NUM)
-UNIT = r"[A-Za-z][A-Za-z .]*"   # words after a number: "10 dollars", "5 cm" (no digits, so never a second number)
-WORDS = dict(zero=0, one=1, two=2, three=3, four=4, five=5, six=6, seven=7, eight=8, nine=9, ten=10, eleven=11,
-             twelve=12, thirteen=13, fourteen=14, fifteen=15, sixteen=16, seventeen=17, eighteen=18, nineteen=19,
-             twenty=20, thirty=30, forty=40, fifty=50, sixty=60, seventy=70, eighty=80, ninety=90)
-SCALES = dict(hundred=100, thousand=1000, million=10 ** 6, billion=10 ** 9)
-
-
-def _clean_money(s):
-    """Strip what GSM8K answers wrap numbers in: \\$ and $, \\%, %, \\text{...} (kept as its content), spaces."""
-    s = re.sub(r"\\(?:text|mathrm|textbf|mbox)\{([^{}]*)\}", r"\1", s)
-    return s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "").replace("\\,", "").strip()
-
-
-MINUS = "\u2212\u2013\u2012\ufe63\uff0d"   # Unicode minus, en dash, figure dash, small and full-width hyphen-minus
-
-
-def _unwrap(s):
-    """What LLaDA puts around a number in a box, taken off: Unicode minus signs (as '-'), \\left / \\right and \\!,
-    redundant braces ({{10}} -> 10, \\frac{{20}}{2} -> \\frac{20}{2}) and brackets."""
-    s = s.translate({ord(c): "-" for c in MINUS}).replace("\\left", "").replace("\\right", "").replace("\\!", "")
-    while (t := re.sub(r"\{\s*\{([^{}]*)\}\s*\}", r"{\1}", s)) != s:
-        s = t
-    s = s.strip()
-    while s[:1] + s[-1:] in ("{}", "()") and _balanced(s[1:-1]):
-        s = s[1:-1].strip()
+def _fix_a_slash_b(s):
+    """'3/4' (two integers exactly) -> \\frac{3}{4}."""
+    a, _, b = s.partition("/")
+    if s.count("/") == 1 and a.isdigit() and b.isdigit() and s == f"{int(a)}/{int(b)}":
+        return "\\frac{" + a + "}{" + b + "}"
     return s
 
 
-def _balanced(s):
-    depth = 0
-    for ch in s:
-        depth += {"{": 1, "}": -1, "(": 1, ")": -1}.get(ch, 0)
-        if depth < 0:
-            return False
-    return depth == 0
+def _fix_sqrt(s):
+    """\\sqrt3 -> \\sqrt{3}; IndexError on a bare trailing \\sqrt (is_equiv then compares the raw strings)."""
+    parts = s.split("\\sqrt")
+    return parts[0] + "".join("\\sqrt" + (p if p[0] == "{" else "{" + p[0] + "}" + p[1:]) for p in parts[1:])
 
 
-def _words_number(s):
-    """English number words ('forty-two', 'one hundred and five', 'twelve thousand') -> their value, else None."""
-    words = [w for w in re.split(r"[\s-]+", s.lower().strip()) if w and w != "and"]
-    if not words or any(w not in WORDS and w not in SCALES for w in words):
-        return None
-    total, current = 0, 0
-    for w in words:
-        if w in WORDS:
-            current += WORDS[w]
-        elif w == "hundred":
-            current = max(current, 1) * 100
-        else:
-            total, current = total + max(current, 1) * SCALES[w], 0
-    return float(total + current)
-
-
-def _plain_number(s):
-    """One number as an answer writes it, after _unwrap: a plain number (thousands split by commas or spaces), a
-    number with a unit or a percent sign, a fraction (\\frac{3}{4}, \\dfrac34, 3/4), a mixed number (3\\frac{1}{2},
-    3 1/2) or number words (forty-two) -> its value, else None."""
-    s = _unwrap(_clean_money(s)).rstrip(".").strip()
-    frac = r"\\[dt]?frac\{\s*(%s)\s*\}\{\s*(%s)\s*\}" % (NUM, NUM)
-    m = re.fullmatch(r"([-+]?)(\d+)\s*(?:%s|(\d+)\s*/\s*(\d+))" % frac, s)
-    if m:   # a mixed number: a whole part and a proper fraction
-        a, b = (m.group(3), m.group(4)) if m.group(3) else (m.group(5), m.group(6))
-        a, b = float(a.replace(",", "")), float(b.replace(",", ""))
-        if 0 < a < b:
-            return (-1 if m.group(1) == "-" else 1) * (float(m.group(2)) + a / b)
-    m = (re.fullmatch(r"([-+]?)" + frac, s) or re.fullmatch(r"([-+]?)\\[dt]?frac(\d)(\d)", s)
-         or re.fullmatch(r"([-+]?)(%s)\s*/\s*(%s)" % (NUM, NUM), s))
-    if m:  # a fraction: its value
-        a, b = float(m.group(2).replace(",", "")), float(m.group(3).replace(",", ""))
-        return None if b == 0 else (-1 if m.group(1) == "-" else 1) * a / b
-    if re.fullmatch(r"[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):   # "1 000": thousands split by spaces
-        s = s.replace(" ", "")
-    m = re.fullmatch(r"(%s)\s*(?:%s)?" % (NUM, UNIT), s)
-    if m:
-        try:
-            return float(m.group(1).replace(",", ""))
-        except ValueError:
-            return None
-    return _words_number(s)
-
-
-def _to_number(s):
-    """The value of a boxed GSM8K answer, or None: _plain_number, or an equation's number ("x = 10" -> 10,
-    "15 = 5 \\times 3" -> 15: of its sides that read as numbers, the last). Departs from the paper's parser, which
-    strips ',', '$' and spaces and tries float(): there "10 dollars", "10\\%" and a fraction read as nothing, after
-    which the fallback read the last number inside <answer> - the fraction's denominator (a false positive)."""
-    values = [_plain_number(side) for side in _unwrap(s).split("=")]
-    values = [v for v in values if v is not None]
-    return values[-1] if values else None
-
-
-HEDGE = re.compile(r"\s*(?:,|;|/|\\quad|\\text\{\s*(?:or|and)\s*\}|\b(?:or|and)\b|\s)*\s*", re.I)
-
-
-def _one_value(boxes):
-    """The number a set of final boxes gives: one value, or None when none reads as a number or they give different
-    ones (a hedge: '\\boxed{15} or \\boxed{12}' answers nothing)."""
-    values = {round(v, 9) for v in map(_to_number, boxes) if v is not None}
-    return values.pop() if len(values) == 1 else None
-
-
-def extract_gsm8k(response):
-    """The final answer, read as a careful grader reads it: inside the last <answer> tag (to the end when it is not
-    closed) its boxes, else the last number there; without a tag, the last box and any boxes joined to it by 'or',
-    'and' or a comma. Several final boxes that read as different numbers are a hedge: no answer. Never a number
-    taken out of a box that does not read as one ("\\boxed{3x+4}" is not 4)."""
-    tag = response.rfind("<answer>")
-    if tag != -1:
-        region = response[tag + len("<answer>"):].split("</answer>")[0]
-        spans = _boxed_spans(region)
-        if spans:
-            return _one_value([c for _, _, c in spans])
-        nums = [_to_number(x) for x in NUMBER.findall(_clean_money(region.translate({ord(c): "-" for c in MINUS})))]
-        nums = [x for x in nums if x is not None]
-        return nums[-1] if nums else None
-    spans = _boxed_spans(response)
-    if not spans:
-        return None
-    final = [spans[-1]]
-    while len(final) < len(spans) and HEDGE.fullmatch(response[spans[-len(final) - 1][1]:final[0][0]]):
-        final.insert(0, spans[-len(final) - 1])
-    return _one_value([c for _, _, c in final])
-
-
-def grade_gsm8k(response, gold):
-    pred, ref = extract_gsm8k(response), _to_number(str(gold))
-    return pred is not None and ref is not None and abs(pred - ref) < 1e-6
-
-
-def _strip_math(s):
-    """Hendrycks-style normalisation of a MATH answer string (string equivalence after cleanup). Two additions,
-    both marked: thin spaces (\\,) are dropped and bmatrix is written as pmatrix (the same answer)."""
-    s = s.strip().replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
-    s = s.replace("\\,", "").replace("bmatrix", "pmatrix")                      # additions
-    s = s.replace("tfrac", "frac").replace("dfrac", "frac").replace("\\left", "").replace("\\right", "")
-    s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\$", "").replace("$", "")
-    if "\\text{ " in s:                                                         # units on the right: "5\text{ cm}"
-        s = s.split("\\text{ ")[0]
-    s = re.sub(r"\\text\{\s*([^}]*)\}", r"\1", s)
-    s = s.replace("\\%", "").replace("%", "")
-    s = s.replace(" .", " 0.").replace("{.", "{0.")
-    if s.startswith("."):
-        s = "0" + s
-    if len(s.split("=")) == 2 and len(s.split("=")[0]) <= 2:  # "x = 5" -> "5"
-        s = s.split("=")[1]
-    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)           # \frac12 -> \frac{1}{2}
-    s = re.sub(r"\\frac\{([^}]*)\}(\d)", r"\\frac{\1}{\2}", s)     # \frac{1}2
-    s = re.sub(r"\\sqrt(\w)", r"\\sqrt{\1}", s)                     # \sqrt3 -> \sqrt{3}
-    s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)                      # addition: "x \in [2, 5]" -> "[2, 5]"
-    s = s.replace(" ", "")
-    if s == "0.5":
-        s = "\\frac{1}{2}"
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):          # addition: thousands separators
-        s = s.replace(",", "")
-    return _slash_fraction(s)
-
-
-def _slash_fraction(s):
-    """'a/b' -> '\\frac{a}{b}' when both sides are single terms (a number, a letter, \\pi, \\sqrt{2}, a braced group,
-    or a product of them): 1/2, \\sqrt{2}/2 and -\\pi/2 are fractions; 1+\\sqrt{2}/2 is not one."""
-    m = re.fullmatch(r"(-?)([^/+\-=,]+)/([^/+\-=,]+)", s)
-    if not m or not all(_balanced(x) for x in m.groups()[1:]):
+def strip_string(s):
+    """Hendrycks' MATH normalisation (the paper's is_equiv), step by step in its order. Its quirks stay: a unit is
+    dropped only after '\\text{ ' (with the space), and only when there is one such; any 'v = x' with a left side of
+    at most two characters becomes 'x'; 0.5 is the one decimal equal to a fraction (\\frac{1}{2})."""
+    for a, b in (("\n", ""), ("\\!", ""), ("\\\\", "\\"), ("tfrac", "frac"), ("dfrac", "frac"), ("\\left", ""),
+                 ("\\right", ""), ("^{\\circ}", ""), ("^\\circ", ""), ("\\$", "")):
+        s = s.replace(a, b)
+    if "\\text{ " in s:
+        parts = s.split("\\text{ ")
+        if len(parts) != 2:
+            raise ValueError("several units")
+        s = parts[0]
+    s = s.replace("\\%", "").replace(" .", " 0.").replace("{.", "{0.")
+    if not s:
         return s
-    strip = lambda x: x[1:-1] if x[:1] + x[-1:] == "{}" and _balanced(x[1:-1]) else x
-    return f"{m.group(1)}\\frac{{{strip(m.group(2))}}}{{{strip(m.group(3))}}}"
+    s = "0" + s if s[0] == "." else s
+    if len(s.split("=")) == 2 and len(s.split("=")[0]) <= 2:
+        s = s.split("=")[1]
+    s = _fix_fracs(_fix_sqrt(s).replace(" ", ""))
+    return _fix_a_slash_b("\\frac{1}{2}" if s == "0.5" else s)
 
 
-def _math_value(s):
-    """A normalised MATH answer that is a plain number or a numeric fraction -> its value, else None."""
-    m = re.fullmatch(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}", s)
-    if m:
-        return None if float(m.group(3)) == 0 else (-1 if m.group(1) else 1) * float(m.group(2)) / float(m.group(3))
-    return float(s) if re.fullmatch(r"-?(?:\d+(?:\.\d*)?|\.\d+)", s) else None
+def is_equiv(a, b):
+    """The paper's MATH equivalence: strip_string of both equal; when normalising fails, the raw strings equal."""
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return strip_string(a) == strip_string(b)
+    except (ValueError, IndexError):
+        return a == b
 
 
-def _top_level_split(s):
-    """Split on commas outside any brackets: "1,2" -> ["1", "2"]; "(1,2)" and "\\frac{1,2}" stay whole."""
-    parts, depth, cur = [], 0, ""
-    for ch in s:
-        depth += 1 if ch in "([{" else -1 if ch in ")]}" else 0
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return parts + [cur]
+def _verify_parse(text):
+    """math-verify's parse of a response: the whole text, else the <answer> region (it finds nothing in
+    '<answer>-5</answer>' alone), else nothing."""
+    from math_verify import parse
+    got = parse(text, parsing_timeout=_timeout())
+    if not got and (m := re.search(r"<answer>(.*?)(?:</answer>|$)", text, re.DOTALL)):
+        got = parse("$" + m.group(1).strip() + "$", parsing_timeout=_timeout())
+    return got
 
 
-def math_equal(pred, gold):
-    """Hendrycks's string equivalence after _strip_math, with departures, each because the strings differ while the
-    answers do not: numbers compare by value (0.25 == \\frac14 == 1/4, 2.0 == 2; Hendrycks maps only 0.5 to
-    \\frac{1}{2}), a bare comma-separated list ("2, 3", "all solutions, separated by commas") and a set (\\{2, 1\\})
-    compare as multisets, a slash between two terms is a fraction (\\pi/2), thousands separators go (1,000), and
-    "x \\in" before an interval goes; a bracketed tuple or interval keeps its order."""
-    a, b = _strip_math(pred), _strip_math(gold)
-    if a == b:
-        return True
-    sets = [re.fullmatch(r"\\\{(.*)\\\}", x) for x in (a, b)]
-    if all(sets):                                                  # addition: sets, \{2, 1\} = \{1, 2\}
-        return _same_multiset(_top_level_split(sets[0].group(1)), _top_level_split(sets[1].group(1)))
-    va, vb = _math_value(a), _math_value(b)
-    if va is not None and vb is not None:
-        return abs(va - vb) <= 1e-9 * max(1.0, abs(vb))
-    pa, pb = _top_level_split(a), _top_level_split(b)
-    return len(pa) > 1 and _same_multiset(pa, pb)
+def _timeout():
+    """math-verify's time limit in seconds: it sets an alarm signal, which only the main thread may."""
+    return 5 if threading.current_thread() is threading.main_thread() else None
 
 
-def _same_multiset(pa, pb):
-    """Two lists of answers equal as multisets (math_equal item by item)."""
-    if len(pa) != len(pb):
-        return False
-    rest = list(pb)
-    for x in pa:
-        hit = next((i for i, y in enumerate(rest) if math_equal(x, y)), None)
-        if hit is None:
-            return False
-        rest.pop(hit)
-    return True
-
-
-def grade_math(response, gold):
-    """The last \\boxed{} of each side (the gold may be bare), compared with math_equal."""
-    pred = _boxed_all(response)
-    ref = _boxed_all(str(gold)) or [str(gold)]
-    return bool(pred) and math_equal(pred[-1], ref[-1])
+def verify_grade(task, response, gold):
+    """(the answer math-verify read, as text, or None; correct) for a GSM8K or MATH response and its gold."""
+    from math_verify import parse, verify
+    pred = _verify_parse(response)
+    if not pred:
+        return None, False
+    ref = str(gold).split("####")[-1].strip().replace(",", "") if task == "gsm8k" else "$" + math_gold(gold) + "$"
+    return str(pred[-1]), bool(verify(parse(ref, parsing_timeout=_timeout()), pred, timeout_seconds=_timeout()))
 
 
 def prompts_of(dllm, problems):
@@ -467,18 +386,26 @@ def prompts_of(dllm, problems):
                                          ANSWER_PREFIX if p.prefix is None else p.prefix) for p in problems])
 
 
+def math_key(answer):
+    """A MATH answer as the paper compares it: strip_string's normal form (the raw text where that fails)."""
+    try:
+        return strip_string(answer)
+    except (ValueError, IndexError):
+        return answer
+
+
 def final_answer(task, response):
-    """The final answer a response gives, comparable across responses (majority vote), or None: the digit after
-    '#' (tiny tasks), the number (GSM8K), the last box, normalised (MATH). Code has no single answer: None."""
+    """The final answer a response gives by the paper's rules, comparable across responses (majority vote), or None:
+    the digit after '#' (tiny tasks), the number (GSM8K), the answer in normal form (MATH). Code: None."""
     if task in TINY_TASKS:
         m = re.search(r"#(\d)$", response)
         return m.group(1) if m else None
     if task == "gsm8k":
-        v = extract_gsm8k(response)
+        v = paper_gsm8k(response)
         return None if v is None else round(v, 6)
     if task == "math500":
-        boxes = _boxed_all(response)
-        return _strip_math(boxes[-1]) if boxes else None
+        a = paper_math(response)
+        return None if a is None else math_key(a)
     return None
 
 
@@ -489,29 +416,49 @@ def answer_is_right(task, problem, answer):
     if task in TINY_TASKS:
         return answer == problem.gold
     if task == "gsm8k":
-        ref = _to_number(str(problem.gold))
-        return ref is not None and abs(answer - ref) < 1e-6
-    return math_equal(answer, (_boxed_all(str(problem.gold)) or [str(problem.gold)])[-1])
+        return abs(answer - gsm8k_gold(problem.gold)) < 1e-6
+    return answer == math_key(math_gold(problem.gold))
 
 
-def grade(task, problem, response):
-    """The one grader: bool correct for a decoded response (text after the prompt, up to end-of-text)."""
+def grade(task, problem, response, grader="paper"):
+    """The one grader: bool correct for a decoded response (text after the prompt, up to end-of-text). GSM8K and
+    MATH by the paper's rules (grader='paper') or math-verify's ('verify'); tiny and code tasks have one grader."""
     if task in TINY_TASKS:
         return grade_tiny(task, problem.question, response)
-    if task == "gsm8k":
-        return grade_gsm8k(response, problem.gold)
-    if task == "math500":
-        return grade_math(response, problem.gold)
     if task in CODE_TASKS:
         return codetasks.grade_code(problem, response)
-    raise ValueError(f"unknown task {task!r}")
+    if task not in ("gsm8k", "math500"):
+        raise ValueError(f"unknown task {task!r}")
+    if grader == "verify":
+        return verify_grade(task, response, problem.gold)[1]
+    if task == "gsm8k":
+        pred = paper_gsm8k(response)
+        return pred is not None and abs(pred - gsm8k_gold(problem.gold)) < 1e-6
+    pred = paper_math(response)
+    return pred is not None and is_equiv(pred, math_gold(problem.gold))
 
 
-def grade_many(task, problems, responses):
+def grade_many(task, problems, responses, grader="paper"):
     """[bool] for a batch of responses; code tasks run their programs in parallel on the machine's cores."""
     if task in CODE_TASKS:
         return codetasks.grade_code_many(problems, responses)
-    return [grade(task, p, r) for p, r in zip(problems, responses)]
+    return [grade(task, p, r, grader) for p, r in zip(problems, responses)]
+
+
+def grade_both(task, problems, responses):
+    """Both graders on a batch -> [dict(answer, correct, answer_verify, correct_verify)]: the answers each read
+    (as text) and their verdicts. Tasks with one grader give it twice."""
+    paper = grade_many(task, problems, responses)
+    out = []
+    for p, r, ok in zip(problems, responses, paper):
+        if task in ("gsm8k", "math500"):
+            a = paper_gsm8k(r) if task == "gsm8k" else paper_math(r)
+            av, okv = verify_grade(task, r, p.gold)
+        else:
+            a, av, okv = final_answer(task, r), final_answer(task, r), ok
+        out.append(dict(answer=None if a is None else str(a), correct=bool(ok),
+                        answer_verify=None if av is None else str(av), correct_verify=bool(okv)))
+    return out
 
 
 if __name__ == "__main__":

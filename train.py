@@ -45,7 +45,7 @@ from model import TINY, check_model_name, load_dllm, resolve_device
 from policy import (FEATURES, Knobs, Learned, LearnedPolicy, PolicyConfig, checkpoint_of, load_weights,
                     parse_policy, read_checkpoint)
 from sample import evaluate
-from tasks import REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many, prompts_of
+from tasks import GRADERS, REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many, prompts_of
 
 
 @dataclass
@@ -60,6 +60,7 @@ class TrainConfig:
                                 "real 3)")
     alpha_range: str = option(None, "LO,HI: one alpha-conditioned policy for the whole front (--alpha is then unused)")
     reward: str = option("mult", "mult: correct * ((L-NFE+1)/L) ** alpha; additive: correct - alpha * NFE / L (ablation)")
+    grader: str = option("paper", "GSM8K / MATH correctness for the reward: paper (its protocol) or verify (math-verify)")
     actions: str = option("bernoulli", "action distribution: bernoulli (paper) or dpls (dynamic Plackett-Luce, App. E)")
     expert: str = option(None, "expert steering (App. F): a heuristic spec (e.g. threshold:0.9), one extra rollout per group")
     expert_block_length: int = option(None, "the expert's BL (default: --block-length; the paper: 32 at L 256)")
@@ -134,6 +135,8 @@ def check_settings(cfg):
     """Every number and name of the settings, one clear line each."""
     if cfg.reward not in ("mult", "additive"):
         raise ValueError(f"--reward must be mult or additive, not {cfg.reward!r}")
+    if cfg.grader not in GRADERS:
+        raise ValueError(f"--grader must be one of {', '.join(GRADERS)}, not {cfg.grader!r}")
     check_args(gen_length=(cfg.gen_length, "> 0"), block_length=(cfg.block_length, "> 0"), alpha=(cfg.alpha, ">= 0"),
                group_size=(cfg.group_size, ">= 2"), prompts_per_step=(cfg.prompts_per_step, ">= 1"),
                steps=(cfg.steps, ">= 0"), updates_per_batch=(cfg.updates_per_batch, ">= 1"),
@@ -326,7 +329,7 @@ def rollouts(dllm, policy, expert, cfg, problems, first, alpha, temperature=0.0)
         r = generate(dllm, pol, ids.repeat_interleave(n, 0), am.repeat_interleave(n, 0), L, BL, temperature,
                      record=True, keys=keys, cache=cfg.cache if BL < L else "none", alpha=a if per_row else None,
                      memo=memo, memo_keys=torch.arange(P).repeat_interleave(n))
-        correct = grade_rows(dllm, cfg.task, problems, r.tokens, n)
+        correct = grade_rows(dllm, cfg.task, problems, r.tokens, n, cfg.grader)
         results.append((r, correct, rewards(correct, r.nfe, L, a, cfg.reward)))
     R = torch.cat([reward.view(P, -1) for _, _, reward in results], 1)           # (P, G + E) each prompt's group
     nfe = torch.cat([r.nfe.view(P, -1) for r, _, _ in results], 1)
@@ -354,10 +357,11 @@ def speed_scale(nfe, L, alpha, on):
     return (((L - nfe.float() + 1) / L) ** alpha).mean(1, keepdim=True)
 
 
-def grade_rows(dllm, task, problems, tokens, G):
-    """(B,) bool: rollout row i answers problems[i // G]."""
+def grade_rows(dllm, task, problems, tokens, G, grader="paper"):
+    """(B,) bool: rollout row i answers problems[i // G], by the grader asked for (tasks.GRADERS)."""
     texts = [dllm.decode(row.tolist()) for row in tokens.cpu()]
-    return torch.tensor(grade_many(task, [problems[i // G] for i in range(len(texts))], texts), device=tokens.device)
+    return torch.tensor(grade_many(task, [problems[i // G] for i in range(len(texts))], texts, grader),
+                        device=tokens.device)
 
 
 def update(net, policy, opt, exp, cfg):

@@ -33,8 +33,8 @@ def parse_config(cls, argv=None, description=None, command="python script.py"):
         typ = f.type if isinstance(f.type, type) else TYPES[f.type]
         meta = f.metadata or {}
         default = f.default if f.default is not MISSING else None
-        if meta.get("positional"):
-            p.add_argument(f.name, type=typ, help=meta["help"])
+        if meta.get("positional"):   # positional="optional": it may be left out
+            p.add_argument(f.name, type=typ, help=meta["help"], nargs="?" if meta["positional"] == "optional" else None)
         elif typ is bool:
             p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", help=meta.get("help", f.name))
         else:
@@ -158,6 +158,35 @@ def write_json(path, obj):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=1)
     write_atomic(path, write)
+
+
+def append_records(path, records):
+    """Append JSON lines (one per completion) to path, flushed to disk. Records are written before their row, so a
+    run killed between the two has its row redone, and read_records keeps the later of two records of one
+    completion; a line cut short by a kill is the last one and is skipped when read."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        with open(path, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise OSError(f"could not write {path}: {e.strerror or e}") from None
+
+
+def read_records(path):
+    """The records of a file written by append_records: the last one of each (setting, problem, sample)."""
+    out = {}
+    with open(path) as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines, 1):
+        try:
+            r = json.loads(line)
+            out[(r["setting"], r["problem"], r["sample"])] = r
+        except (ValueError, KeyError, TypeError):
+            if i < len(lines) or line.endswith("\n"):      # only a cut last line is expected
+                raise ValueError(f"{path} line {i} is not a completion record") from None
+    return list(out.values())
 
 
 def interrupted(message):

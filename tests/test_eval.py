@@ -218,6 +218,27 @@ def test_cli_real_layout_with_local_gsm8k(llada_dir, tmp_path):
     rows = json.load(open(tmp_path / "r.json"))
     assert len(rows) == (5 + 1) + (9 + 1) and all(r["n"] == 3 and r["task"] == "gsm8k" for r in rows)
     assert {r["mean_nfe"] for r in rows if r["policy"] == "topk:steps=8"} == {8.0}
+    for r in rows:   # both graders, the completions they disagree on, and what users measure besides NFE
+        assert {"accuracy", "accuracy_verify", "graders_disagree", "gen_tokens", "tokens_per_second",
+                "nfe_per_token"} <= set(r)
+        assert 0 <= r["gen_tokens"] <= 16 and r["graders_disagree"] <= 3
+    from common.cli import read_records
+    recs = read_records(str(tmp_path / "r.records.jsonl"))      # every completion, beside the rows
+    assert len(recs) == 3 * len(rows)
+    one = recs[0]
+    assert {"setting", "problem", "id", "sample", "key", "text", "answer", "correct", "answer_verify",
+            "correct_verify", "nfe", "tokens"} <= set(one)
+    setting = json.loads(one["setting"])
+    assert setting["model"] == llada_dir and setting["task"] == "gsm8k" and "policy" in setting
+    for r in rows:   # the rows are the records' means
+        mine = [x for x in recs if json.loads(x["setting"])["policy"] == r["policy"]
+                and json.loads(x["setting"])["block_length"] == r["block_length"]]
+        assert len(mine) == 3 and sum(x["nfe"] for x in mine) / 3 == r["mean_nfe"]
+        assert 100 * sum(x["correct_verify"] for x in mine) / 3 == r["accuracy_verify"]
+    again = run_eval("--model", llada_dir, "--task", "gsm8k", "--data", str(data), "--gen-length", "16",   # resumed:
+                     "--block-lengths", "8", "--policies", "threshold:0.9", "--n", "3", "--batch-size", "2",
+                     "--out", str(tmp_path / "r.json"))                                   # nothing redone
+    assert again.returncode == 0 and len(read_records(str(tmp_path / "r.records.jsonl"))) == len(recs)
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -126,3 +126,25 @@ def test_compiled_dllm_prints_the_eager_table():
     eager, compiled = sample(*args), sample(*args, "--compile")
     assert eager.returncode == 0 and compiled.returncode == 0, compiled.stderr[-2000:]
     assert rows(eager) == rows(compiled) and len(rows(eager)) == 2
+
+
+def test_records_of_every_completion_and_the_compare_tool(tmp_path, capsys):
+    """--json writes the completions beside the rows (NAME.records.jsonl); support.compare reads two record files
+    back and names the problems on which their verdicts differ, and for one the problems its graders disagree on."""
+    from common.cli import read_records
+    from support.compare import main as compare
+    for name, spec in (("a", "threshold:0.9"), ("b", "topk:steps=4")):
+        out = sample("--policies", spec, "--n", "12", "--gen-length", "32", "--block-length", "8",
+                     "--json", str(tmp_path / f"{name}.json"))
+        assert out.returncode == 0, out.stderr[-2000:]
+    a, b = (read_records(str(tmp_path / f"{n}.records.jsonl")) for n in "ab")
+    assert len(a) == len(b) == 12 and all(r["text"] and r["tokens"] <= 32 for r in a)
+    rows = json.load(open(tmp_path / "a.json"))
+    assert rows[0]["accuracy"] == 100 * sum(r["correct"] for r in a) / 12
+    by_b = {(r["problem"], r["sample"]): r["correct"] for r in b}
+    differ = {(r["problem"], r["sample"]) for r in a if r["correct"] != by_b[(r["problem"], r["sample"])]}
+    got = compare([str(tmp_path / "a.records.jsonl"), str(tmp_path / "b.records.jsonl")])
+    assert set(got) == differ and f"{len(differ)} graded differently" in capsys.readouterr().out
+    assert compare([str(tmp_path / "a.records.jsonl")]) == []        # the tiny world has one grader
+    with pytest.raises(SystemExit, match="holds no completion records|not a completion record|No such file"):
+        compare([str(tmp_path / "missing.jsonl")])
