@@ -43,6 +43,8 @@ MBPP_SHOTS = (2, 3, 4)                         # the MBPP paper's few-shot examp
 MBPP_SPLITS = dict(test=range(11, 511), train=range(601, 975), validation=range(511, 601), prompt=range(1, 11))
 NEED = dict(humaneval=("task_id", "prompt", "test", "entry_point"), mbpp=("task_id", "text", "code", "test_list"))
 TIMEOUT_S, MEMORY_MB, OUTPUT_MB = 10.0, 1024, 16
+DISK_MB = 64          # each of the sandbox's two writable places (/tmp, /work) is a tmpfs of this size
+RUNNER_MB = 2048      # the address space of the tests' process outside the sandbox (it decodes the program's replies)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -50,12 +52,22 @@ TIMEOUT_S, MEMORY_MB, OUTPUT_MB = 10.0, 1024, 16
 
 def test_list_check(row):
     ok = isinstance(row["test_list"], list) and all(isinstance(t, str) for t in row["test_list"])
-    return None if ok else "'test_list' must be a list of strings"
+    if not ok:
+        return "'test_list' must be a list of strings"
+    return None if any(t.strip() for t in row["test_list"]) else "its 'test_list' is empty: every program would pass"
+
+
+def humaneval_check(row):
+    for k in ("test", "entry_point", "prompt"):
+        if not isinstance(row[k], str) or not row[k].strip():
+            return f"its '{k}' is empty or not a string: nothing to grade with"
+    return None
 
 
 def read_code_jsonl(path, task):
-    """The official jsonl (HumanEval.jsonl[.gz], mbpp.jsonl) -> rows, each checked; one clear error on bad input."""
-    return jsonl_rows(path, task, NEED[task], test_list_check if task == "mbpp" else None, official=True)
+    """The official jsonl (HumanEval.jsonl[.gz], mbpp.jsonl) -> rows, each checked (a row without tests is refused:
+    it would grade every program the same); one clear error on bad input."""
+    return jsonl_rows(path, task, NEED[task], test_list_check if task == "mbpp" else humaneval_check, official=True)
 
 
 def humaneval_problem(row):
@@ -165,8 +177,9 @@ while True:
 # the program's top-level names, and say PASS on its own stdout, which the program cannot reach. It executes nothing
 # the program wrote: the values come back through an unpickler that builds only plain data.
 RUNNER = r"""
-import builtins, collections, decimal, fractions, io, json, pickle, struct, subprocess, sys
+import builtins, collections, decimal, fractions, io, json, pickle, resource, struct, subprocess, sys
 job = json.load(open(sys.argv[1]))
+resource.setrlimit(resource.RLIMIT_AS, (job["runner_bytes"], job["runner_bytes"]))   # a reply that asks for more fails
 SAFE = {("builtins", n) for n in ("set", "frozenset", "complex", "range", "slice", "bytearray", "list", "dict", "tuple",
                                   "int", "float", "str", "bool", "bytes")}
 SAFE |= {("collections", n) for n in ("OrderedDict", "deque", "Counter", "defaultdict")}
@@ -228,14 +241,21 @@ def top_level_names(code):
 def isolation():
     """How generated code is isolated here: 'bwrap' (bubblewrap works on this machine), 'none' (the user opted in to
     running it without, with UNSANDBOXED=1), or an error saying how to get isolation."""
-    if shutil.which("bwrap"):
-        probe = subprocess.run(bwrap_args("/", root=os.getuid() == 0) + ["true"], capture_output=True)
-        if probe.returncode == 0:
+    why = "bubblewrap is not installed"
+    if shutil.which("bwrap"):   # the probe runs this interpreter on a real program inside the sandbox
+        with tempfile.TemporaryDirectory(prefix="dllm-unmask-probe-") as d:
+            with open(os.path.join(d, "probe.py"), "w") as f:
+                f.write("import json\nprint(json.dumps(6 * 7))\n")
+            probe = subprocess.run(bwrap_args(d, root=os.getuid() == 0, files=("probe.py",))
+                                   + [sys.executable, "-I", "-B", "probe.py"], capture_output=True, timeout=60)
+        if probe.returncode == 0 and probe.stdout.strip() == b"42":
             return "bwrap"
+        why = (f"the sandbox cannot run {sys.executable} "
+               f"({(probe.stderr.decode(errors='replace').strip().splitlines() or ['no output'])[-1][:160]})")
     if os.environ.get(UNSANDBOXED) == "1":
         return "none"
-    raise RuntimeError("generated code (HumanEval, MBPP) runs only in a sandbox, and bubblewrap does not work here: "
-                       "install it (Debian/Ubuntu: apt install bubblewrap; it needs user namespaces, or root), or set "
+    raise RuntimeError(f"generated code (HumanEval, MBPP) runs only in a sandbox, and {why}: install bubblewrap "
+                       "(Debian/Ubuntu: apt install bubblewrap; it needs user namespaces, or root), or set "
                        f"{UNSANDBOXED}=1 to run the programs without isolation (resource limits only: not safe)")
 
 
@@ -247,23 +267,35 @@ def read_only_paths():
     return system + sorted(p for p in py if not p.startswith(tuple(s + "/" for s in system)) and p not in system)
 
 
-def bwrap_args(work, root):
-    """bubblewrap's command line: new PID, network, IPC and UTS namespaces (and a user namespace unless root), a
-    filesystem of read-only system and Python directories, a private /tmp and the program's folder as /work, the only
-    writable place. Everything in it dies with the runner. As root no user namespace: the server drops to NOBODY."""
+@functools.lru_cache(maxsize=1)
+def bwrap_can(flag):
+    """Whether this bubblewrap knows a flag (--disable-userns came in 0.8)."""
+    return flag in subprocess.run(["bwrap", "--help"], capture_output=True, text=True).stdout
+
+
+def bwrap_args(work, root, files=("solution.py", "server.py")):
+    """bubblewrap's command line: new PID, network, IPC and UTS namespaces (and a user namespace unless root, in
+    which no further ones can be made), a filesystem of read-only system and Python directories (mounted after /tmp,
+    so a Python installed under /tmp stays visible), and two small tmpfs as the only writable places: /tmp and /work,
+    the program's folder, into which `files` of `work` are bound read-only. Everything in it dies with the runner. As
+    root no user namespace: the server drops to NOBODY."""
     args = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try"]   # no terminal to reach: run_program starts the runner without one, all pipes
-    args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if root else ["--unshare-user"]
-    made = set()
+    if root:
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        args += ["--unshare-user"] + (["--disable-userns"] if bwrap_can("--disable-userns") else [])
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--size", str(DISK_MB * 2 ** 20), "--tmpfs", "/tmp"]
+    made = {"/tmp"}
     for path in read_only_paths():
         for parent in [p for p in _parents(path) if p not in made]:
             args += ["--perms", "0755", "--dir", parent]
             made.add(parent)
         args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    if work != "/":
-        args += ["--bind", work, "/work", "--chdir", "/work"]
-    return args
+    args += ["--perms", "01777", "--size", str(DISK_MB * 2 ** 20), "--tmpfs", "/work"]
+    for name in files:
+        args += ["--ro-bind", os.path.join(work, name), f"/work/{name}"]
+    return args + ["--chdir", "/work"]
 
 
 def _parents(path):
@@ -295,7 +327,8 @@ def run_program(code, tests="", timeout=TIMEOUT_S, memory_mb=MEMORY_MB):
         server = [sys.executable, "-I", "-B", "server.py" if mode == "bwrap" else os.path.join(work, "server.py")] + limits
         command = bwrap_args(work, root) + server if mode == "bwrap" else server
         with open(job, "w") as f:
-            json.dump(dict(command=command, names=names, tests=tests, max_bytes=MESSAGE_MB * 2 ** 20), f)
+            json.dump(dict(command=command, names=names, tests=tests, max_bytes=MESSAGE_MB * 2 ** 20,
+                           runner_bytes=RUNNER_MB * 2 ** 20), f)
         env = dict(PATH=os.defpath, HOME=d, TMPDIR=d, LANG="C.UTF-8", PYTHONHASHSEED="0")
         runner = subprocess.Popen([sys.executable, "-I", "-B", "-c", RUNNER, job], cwd=work if mode == "none" else d,
                                   env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

@@ -83,6 +83,13 @@ def test_bad_code_data_files(tmp_path):
         get_problems("mbpp", data=str(tmp_path / "bad2.jsonl"))
     with pytest.raises(FileNotFoundError, match="not found"):
         get_problems("mbpp", data=str(tmp_path / "none.jsonl"))
+    for task, row, why in [("mbpp", mbpp_row(11, "t", "c", []), "'test_list' is empty"),          # every program
+                           ("mbpp", mbpp_row(11, "t", "c", ["  "]), "'test_list' is empty"),        # would pass
+                           ("humaneval", dict(HUMANEVAL[0], test=""), "'test' is empty"),            # every program
+                           ("humaneval", dict(HUMANEVAL[0], entry_point=" "), "'entry_point' is empty")]:   # fail
+        (tmp_path / "t.jsonl").write_text(json.dumps(row) + "\n")
+        with pytest.raises(ValueError, match=why):
+            codetasks.read_code_jsonl(str(tmp_path / "t.jsonl"), task)
 
 
 def test_extract_code():
@@ -208,7 +215,7 @@ def test_without_isolation_generated_code_runs_only_when_asked(monkeypatch):
     monkeypatch.delenv(codetasks.UNSANDBOXED, raising=False)
     codetasks.isolation.cache_clear()
     try:
-        with pytest.raises(RuntimeError, match="install it .*apt install bubblewrap.* or set DLLM_UNMASK_UNSANDBOXED_CODE=1"):
+        with pytest.raises(RuntimeError, match="install bubblewrap .*apt install bubblewrap.* or set DLLM_UNMASK_UNSANDBOXED_CODE=1"):
             run_program("def f():\n    return 1", "assert f() == 1")
         codetasks.isolation.cache_clear()
         monkeypatch.setenv(codetasks.UNSANDBOXED, "1")
@@ -256,3 +263,68 @@ def test_train_on_mbpp_with_an_expert_and_dpls_on_a_real_layout(llada_dir, tmp_p
     assert m["accuracy"] == 0.0 and "expert_nfe" in m and 1 <= m["nfe"] <= 8      # a random model writes no working code
     _, m = train.train(train.TrainConfig(out=str(tmp_path / "dpls.pt"), actions="dpls", **base))
     assert 1 <= m["nfe"] <= 8
+
+
+
+@needs_isolation
+def test_the_sandbox_runs_a_python_that_lives_under_the_temp_folder(tmp_path):
+    """A venv under the system temp folder (as CI systems make them): its interpreter stays visible in the sandbox
+    (the sandbox's own /tmp is mounted first), the probe runs it on a real program, and programs grade right."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    venv = tmp_path / "venv"
+    assert str(venv).startswith(__import__("tempfile").gettempdir())
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from common.codetasks import isolation, run_program\n"
+            "print(isolation(), run_program('def f():\\n    return 2', 'assert f() == 2')[1],\n"
+            "      run_program('def f():\\n    return 3', 'assert f() == 2')[1])") % ROOT
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["bwrap", "passed", "failed"], out.stderr[-2000:]
+
+
+@needs_isolation
+def test_a_reply_cannot_make_the_tests_process_allocate(tmp_path):
+    """The program may replace pickle.dumps and send a 20-byte reply that unpickles into bytearray(3 GiB): the tests'
+    process outside the sandbox is bounded (RUNNER_MB), so the reply fails instead of growing the host's memory."""
+    import resource
+    evil = b"\x80\x02cbuiltins\nbytearray\n\x8a\x05\x00\x00\x00\xc0\x00\x85R."   # bytearray(3 * 2 ** 30)
+    code = f"import pickle\npickle.dumps = lambda *a, **k: {evil!r}\ndef f():\n    return 1\n"
+    t0 = time.time()
+    assert run_program(code, "assert f() == 1") == (False, "failed")
+    assert time.time() - t0 < 10
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < codetasks.RUNNER_MB * 1024 + 2 ** 20   # KB
+
+
+@needs_isolation
+def test_the_sandbox_bounds_what_a_program_writes(tmp_path):
+    """Its writable places are two tmpfs of DISK_MB each: a program that writes as much as it can, in one file and
+    in many, stops there, and nothing lands on the host's disk."""
+    code = ("import os\n"
+            "def f(where):\n"
+            "    n = 0\n"
+            "    try:\n"
+            "        with open(os.path.join(where, 'big'), 'wb') as fh:\n"
+            "            for _ in range(1024):\n"
+            "                fh.write(b'x' * 2 ** 20); fh.flush(); n += 2 ** 20\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "    try:\n"
+            "        for i in range(200):\n"
+            "            with open(os.path.join(where, f'f{i}'), 'wb') as fh:\n"
+            "                fh.write(b'y' * 2 ** 20)\n"
+            "            n += 2 ** 20\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "    return n\n")
+    bound = codetasks.DISK_MB * 2 ** 20
+    assert run_program(code, f"assert f('/work') <= {bound}\nassert f('/tmp') <= {bound}")[1] == "passed"
+    assert run_program(code, f"assert f('/work') > {bound}")[1] == "failed"
+
+
+@needs_isolation
+@pytest.mark.skipif(__import__("os").getuid() == 0, reason="as root the sandbox makes no user namespace to close")
+def test_no_nested_user_namespaces():
+    code = ("import ctypes\ndef f():\n    return ctypes.CDLL(None, use_errno=True).unshare(0x10000000)\n")   # CLONE_NEWUSER
+    assert run_program(code, "assert f() == -1")[1] == "passed"

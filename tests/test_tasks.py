@@ -5,6 +5,7 @@ from itertools import permutations
 
 import pytest
 
+from support.graders import HUMAN_GSM8K, HUMAN_MATH, VERIFY_LIMITS
 from tasks import (Problem, apply_op, get_problems, grade, grade_both, grade_tiny, make_chain, paper_gsm8k,
                    read_jsonl, tiny_problems, verify_grade)
 
@@ -51,38 +52,6 @@ PAPER_MATH = [
     ("no box: 5", "5", False),
     ("\\boxed{\\frac{1}{2}}", "the answer is \\boxed{\\frac{1}{2}}.", True),   # a solution as gold: its last box
 ]
-# Formats a real model writes, with a careful human's verdict: math-verify (tasks.verify_grade) reads them all
-# except its known limits below; the paper's rules miss more (test_the_verify_grader_on_what_models_write).
-HUMAN_GSM8K = [
-    ("\\boxed{2{,}500}", "2500", True), ("\\boxed{\\mathbf{18}}", "18", True),
-    ("\\boxed{\\$1.2 \\text{ million}}", "1200000", True), ("<answer>8 pets (3 dogs + 5 cats)</answer>", "8", True),
-    ("<answer>42 apples, 7 of which are red</answer>", "42", True),
-    ("Step 1: \\boxed{6} eggs used. Final answer: \\boxed{18}", "18", True), ("\\boxed{1.5 \\times 10^3}", "1500", True),
-    ("\\boxed{60\\text{ km/h}}", "60", True), ("\\boxed{18 \\; \\text{dollars}}", "18", True),
-    ("<answer>72</answer> <answer>", "72", True), ("She earns 9 an hour, so 8 hours give 72. The answer is 72.", "72", True),
-    ("<answer>\\boxed{15} or \\boxed{12}</answer>", "15", False), ("<answer>\\boxed{4}</answer>", "4", True),
-    ("\\boxed{1,234}", "1234", True), ("<answer>-5</answer>", "-5", True), ("\\boxed{3.50}", "3.5", True),
-    ("\\boxed{\\frac{3}{4}}", "0.75", True), ("\\boxed{7}", "-7", False), ("no answer at all", "3", False),
-    ("\\boxed{10\\%}", "10", True), ("<answer>\\boxed{x = 10}</answer>", "10", True), ("\\boxed{\\$18}", "18", True),
-    ("\\boxed{12,345,678}", "12345678", True),
-    ("<reasoning>so \\boxed{12} first</reasoning><answer>\\boxed{15}</answer>", "15", True),
-]
-HUMAN_MATH = [
-    ("\\boxed{\\sqrt{8}}", "2\\sqrt{2}", True), ("\\boxed{\\textbf{(B)}}", "\\text{(B)}", True),
-    ("\\boxed{B}", "\\text{(B)}", True), ("\\boxed{(3,\\ 4)}", "(3,4)", True), ("\\boxed{\\frac12}", "\\frac{1}{2}", True),
-    ("\\boxed{0.5}", "\\frac{1}{2}", True), ("\\boxed{x = 5}", "5", True), ("\\boxed{\\dfrac{3}{4}}", "\\frac34", True),
-    ("\\boxed{90^\\circ}", "90", True), ("\\boxed{\\frac{1}{3}}", "\\frac{1}{2}", False),
-    ("\\boxed{\\{2, 1\\}}", "\\{1,2\\}", True), ("\\boxed{\\pi/2}", "\\frac{\\pi}{2}", True),
-    ("\\boxed{(3, 4)}", "(4, 3)", False), ("\\boxed{x \\in [2, 5]}", "[2,5]", True), ("\\boxed{2.0}", "2", True),
-    ("\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),
-]
-VERIFY_LIMITS = {   # what math-verify reads differently from a careful human: (task, response) -> why
-    ("gsm8k", "\\boxed{\\$1.2 \\text{ million}}"): "a scale word after the number is dropped (1.2)",
-    ("gsm8k", "<answer>8 pets (3 dogs + 5 cats)</answer>"): "the last number of a sentence (5)",
-    ("gsm8k", "<answer>42 apples, 7 of which are red</answer>"): "the last number of a sentence (7)",
-}
-
-
 TINY_CASES = [  # (task, question, response, correct); values modulo 10
     # 7 +2 -> 9, ~3 -> 3 - 9 = 4 (mod 10), +1 -> 5; each step is written op, digit, value, filler letter
     ("chain", "7+2~3+1:", "+29~34+15#5", True),
