@@ -13,16 +13,24 @@ suite (support/suite.py) is built on run().
     python eval.py --model llada --task gsm8k --gen-length 256 --block-lengths 32,256 --sweep threshold,eb \
         --policies out/llada_bl32.pt --num-problems 1319 --batch-size 16 --out out/llada_gsm8k.json
 """
+import os
+import signal
+import sys
+
+if __name__ == "__main__":   # a Ctrl-C while the imports below load (a second or so): one line, not a traceback
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted while starting: nothing was done\n"),
+                                             os._exit(130)))   # an exit, not an exception an import could swallow
+
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from common.cli import (Waited, append_records, check_args, check_counts, check_out_file, check_seed, check_threads,
-                        interrupted, option, parse_config, waiting_lock, write_json)
+from common.cli import (MAX_COUNT, Waited, append_records, check_args, check_counts, check_out_file,
+                        check_seed, check_threads, failed, interrupted, option, parse_config,
+                        waiting_lock, write_json)
 from common.dist import broadcast, finish, gather, init_ranks, on_sigterm, stopped
 from env import ForwardMemo, check_decoding
 from model import check_model_name, load_dllm, resolve_device
@@ -390,6 +398,13 @@ def settings_of(cfg):
     check_task(cfg.task, cfg.data)
     specs = [s.strip() for s in cfg.policies.split(",") if s.strip()]
     ckpts = [s for s in specs if checkpoint_of(s) == s]
+    grid = len(ckpts) * len(taus or [1]) * len(betas or [1]) * len(alphas or [1])      # before it is built
+    sweeps = sum(len(sweep_specs(sweep_names(cfg.sweep), L, BL)) for BL in BLs)
+    rows = len(seeds) * (sweeps + len(BLs) * (len(specs) - len(ckpts) + grid))
+    if rows > MAX_COUNT or rows * cfg.num_problems * cfg.samples > 1000 * MAX_COUNT:
+        raise ValueError(f"{rows:,} rows of {cfg.num_problems:,} problems x {cfg.samples} samples (--block-lengths x "
+                         f"--seeds x the policies and their --taus x --betas x --alphas): more than any run needs; "
+                         f"at most {MAX_COUNT:,} rows and {1000 * MAX_COUNT:,} completions")
     settings = [Setting(cfg.model, cfg.task, L, BL, sweep_specs(sweep_names(cfg.sweep), L, BL)
                         + [s for s in specs if s not in ckpts] + learned_specs(ckpts, taus or [1.0], alphas, betas),
                         cache=cfg.cache) for BL in BLs]
@@ -413,6 +428,7 @@ def settings_of(cfg):
 
 
 def main(argv=None):
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # from here Ctrl-C is handled below
     cfg = None
     try:
         cfg, _ = parse_config(EvalConfig, argv, "evaluate unmasking policies over settings; resumable JSON rows",
@@ -427,7 +443,7 @@ def main(argv=None):
         raise interrupted(stopped(f"{cfg.out} keeps every row finished before; a rerun does the rest" if cfg else
                                   "nothing was written")) from None
     except (ValueError, RuntimeError, OSError) as e:
-        raise SystemExit(f"error: {e}")
+        raise failed(e)
     finish(int(os.environ.get("WORLD_SIZE", 1)))
     if rows is None:   # another rank's process: rank 0 reports
         return None

@@ -433,6 +433,35 @@ def load_tokenizer(path):
                      f"vocab.json + merges.txt to load it from without")
 
 
+def check_dir(path, files, cfg):
+    """A model directory's files are regular and not empty, and its length limit is a positive integer -> the limit."""
+    for fn in files + [f for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
+                       if os.path.lexists(os.path.join(path, f))]:
+        full = os.path.join(path, fn)
+        if not os.path.isfile(full):    # a FIFO or a device would hang the reader, a dangling link fails deep inside
+            raise ValueError(f"{full} is not a regular file: download the model directory again")
+        if os.path.getsize(full) == 0 and not fn.endswith(".safetensors"):   # (safetensors says so itself)
+            raise ValueError(f"{full} is empty: download the model directory again")
+    max_len = cfg.get("max_sequence_length") or cfg.get("max_position_embeddings")
+    if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1):
+        raise ValueError(f"{path}/config.json: max_sequence_length / max_position_embeddings must be a positive "
+                         f"integer, not {max_len!r}")
+    return max_len
+
+
+def checked_tokenizer(path):
+    """load_tokenizer, with its chat template rendered once: a damaged file or template is one line naming path."""
+    try:
+        tok = load_tokenizer(path)
+        tok.apply_chat_template([{"role": "user", "content": "1 + 1 ?"}], add_generation_prompt=True, tokenize=False)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(str(e) if str(e).startswith(path) else f"{path}: {e}") from None
+    except Exception as e:   # the tokenizers' and Jinja's own errors: a damaged file or a broken chat template
+        raise ValueError(f"{path}: its tokenizer or chat template does not load ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160] if str(e) else ''}): download the model directory again") from None
+    return tok
+
+
 def load_hf_dir(path, device, dtype, name=None):
     """Load a directory in the official LLaDA or Dream layout into our Transformer."""
     from safetensors.torch import load_file
@@ -451,6 +480,7 @@ def load_hf_dir(path, device, dtype, name=None):
     files = sorted(fn for fn in os.listdir(path) if fn.endswith(".safetensors"))
     if not files:
         raise FileNotFoundError(f"{path} has no *.safetensors weights")
+    max_len = check_dir(path, files, cfg)
     with torch.device("meta"):
         net = Transformer(mc)
     want = {k: v.shape for k, v in net.state_dict().items()}
@@ -466,9 +496,9 @@ def load_hf_dir(path, device, dtype, name=None):
                 continue  # e.g. rotary caches some exports carry
             if tuple(t.shape) != tuple(want[kmap[k]]):
                 raise ValueError(f"{path}/{fn}: {k} has shape {tuple(t.shape)}, the config says {tuple(want[kmap[k]])}")
-            if not t.is_floating_point():
+            if t.dtype not in (torch.bfloat16, torch.float16, torch.float32):
                 raise ValueError(f"{path}/{fn}: {k} is stored as {t.dtype} (quantized weights?); this loader takes "
-                                 f"float weights (bf16, fp16 or fp32): use the original checkpoint")
+                                 f"bf16, fp16 or fp32 weights: use the original checkpoint")
             sd[kmap[k]] = t.to(dtype)
     missing = sorted(set(kmap) - {k for k, v in kmap.items() if v in sd})
     if missing:
@@ -476,14 +506,14 @@ def load_hf_dir(path, device, dtype, name=None):
     net.load_state_dict(sd, strict=not mc.tie_embeddings, assign=True)
     if mc.tie_embeddings:
         net.lm_head.weight = net.tok_emb.weight
-    tok = load_tokenizer(path)
+    tok = checked_tokenizer(path)
     mask = getattr(tok, "mask_token", None)   # the id the env fills the buffer with must be the tokenizer's own
     if mask is not None and tok.convert_tokens_to_ids(mask) != ids["mask"]:
         raise ValueError(f"{path}: config.json says mask id {ids['mask']} but the tokenizer's mask token {mask!r} is "
                          f"id {tok.convert_tokens_to_ids(mask)}: the config and tokenizer files are from different models")
     stop = (ids["eot"],) if "eot" in ids else ()
     d = DLLM(net, tok, name or path, ids["mask"], ids["eos"], ids["pad"], stop, shift=(layout == "dream"))
-    d.max_len = cfg.get("max_sequence_length") or cfg.get("max_position_embeddings")
+    d.max_len = max_len
     return d
 
 

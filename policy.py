@@ -448,6 +448,7 @@ class Learned:
     net: LearnedPolicy
     knobs: Knobs = field(default_factory=Knobs)
     spec: str = "learned"
+    trained: tuple = None     # (L, BL) it was trained at, for a checkpoint
     needs = ()
 
     def check(self, L, BL):
@@ -484,6 +485,18 @@ def upgrade_checkpoint(ck, path="checkpoint"):
         if not isinstance(ck["args"].get(k), kind) or isinstance(ck["args"].get(k), bool):
             raise ValueError(f"{path}: its stored training argument {k!r} is {ck['args'].get(k)!r}; the file is damaged "
                              f"or not from train.py (train the policy again)")
+    a = ck["args"]
+    for k, ok, need in (("gen_length", a["gen_length"] >= 1, "a positive integer"),
+                        ("block_length", a["block_length"] >= 1, "a positive integer"),
+                        ("alpha", math.isfinite(a["alpha"]) and a["alpha"] >= 0, "a number >= 0"),
+                        ("eval_tau", isinstance(a["eval_tau"], (int, float)) and not isinstance(a["eval_tau"], bool)
+                         and math.isfinite(a["eval_tau"]) and a["eval_tau"] > 0, "a number > 0"),
+                        ("step", isinstance(ck["step"], int) and not isinstance(ck["step"], bool) and ck["step"] >= 0,
+                         "an integer >= 0")):
+        if not ok:
+            value = ck["step"] if k == "step" else a[k]
+            raise ValueError(f"{path}: its stored {'step' if k == 'step' else 'training argument ' + repr(k)} is "
+                             f"{value!r}, not {need}; the file is damaged or not from train.py (train the policy again)")
     if ck["policy_config"]["actions"] not in ACTIONS:
         raise ValueError(f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows {ACTIONS})")
     return ck
@@ -523,11 +536,22 @@ def load_policy(path, device="cpu"):
     except (TypeError, RuntimeError, ValueError) as e:
         raise ValueError(f"{path}: its policy weights do not match its policy config "
                          f"({str(e).splitlines()[0][:200]})") from None
-    bad = [k for k, v in pol.state_dict().items() if not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"{path}: its policy weights are not finite ({', '.join(bad[:3])}): the training diverged; "
-                         f"train it again with a lower --lr")
+    check_finite_state(pol.state_dict(), f"{path}: its policy weights")
     return pol.to(device).eval(), ck
+
+
+def check_finite_state(state, what):
+    """One clear error when a state dict (or an optimizer's, nested) holds a NaN or an infinity."""
+    bad, todo = [], list(state.items())
+    while todo:
+        k, v = todo.pop()
+        if isinstance(v, dict):
+            todo += [(f"{k}.{k2}", v2) for k2, v2 in v.items()]
+        elif torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all():
+            bad.append(str(k))
+    if bad:
+        raise ValueError(f"{what} are not finite ({', '.join(sorted(bad)[:3])}): the training diverged; "
+                         f"train it again with a lower --lr")
 
 
 CHECKPOINT_OPTIONS = (Arg("tau", "T", lo=0, open_lo=True), Arg("beta", "B", lo=0, open_lo=True), Arg("alpha", "A", lo=0))
@@ -558,7 +582,8 @@ def checkpoint_policy(spec, device="cpu"):
                              f"[{net.c.alpha_lo:g}, {net.c.alpha_hi:g}]")
     knobs = Knobs(tau=opts["tau"][1] if "tau" in opts else float(ck["args"]["eval_tau"]),
                   beta=opts["beta"][1] if "beta" in opts else 1.0, alpha=opts["alpha"][1] if "alpha" in opts else None)
-    return Learned(net, knobs, path + "".join(f":{k}={v}" for k, (v, _) in opts.items()))
+    return Learned(net, knobs, path + "".join(f":{k}={v}" for k, (v, _) in opts.items()),
+                   (ck["args"]["gen_length"], ck["args"]["block_length"]))
 
 
 def checkpoint_of(spec):

@@ -12,10 +12,17 @@ those of one process.
     python sample.py --policies threshold:0.6 --temperature 0.8 --samples 4 --n 32 --block-length 8   # pass@k
     torchrun --nproc_per_node=2 sample.py --policies threshold:0.9 --num-problems 500 --device cpu
 """
+import os
+import signal
+import sys
+
+if __name__ == "__main__":   # a Ctrl-C while the imports below load (a second or so): one line, not a traceback
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted while starting: nothing was done\n"),
+                                             os._exit(130)))   # an exit, not an exception an import could swallow
+
 import dataclasses
 import json
 import math
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -23,8 +30,9 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from common.cli import (check_args, check_counts, check_out_file, check_seed, check_threads, interrupted,
-                        append_records, option, parse_config, waiting_lock, write_json)
+from common.cli import (MAX_COUNT, append_records, check_args, check_counts, check_out_file,
+                        check_seed, check_threads, failed, interrupted, option, parse_config,
+                        waiting_lock, write_json)
 from common.dist import finish, gather, init_ranks, on_sigterm, stopped
 from env import check_buffer, check_decoding, generate, row_keys
 from model import check_model_name, load_dllm, resolve_device
@@ -203,6 +211,34 @@ def show_generation(dllm, problem, tokens, order, text, ok):
     print("  step  " + "".join(b.rjust(k) for b, k in zip(steps, w)))
 
 
+PROGRESS_LINE = 2000   # completions from which each policy's start is printed
+ROW_ID = ("policy", "model", "task", "gen_length", "block_length", "cache", "temperature", "seed", "n", "samples")
+
+
+def row_id(r):
+    return tuple(r.get(k) for k in ROW_ID)
+
+
+def old_rows(path):
+    """The rows already in a --json file (a list of rows this script wrote), else one clear error: a file of
+    another kind is never overwritten."""
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path) as f:
+            rows = json.load(f)
+    except (ValueError, UnicodeDecodeError):
+        rows = None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "policy" in r for r in rows):
+        raise ValueError(f"--json {path} exists and is not a rows file of sample.py: pass another --json")
+    return rows
+
+
+def outside(policy, L, BL):
+    """Whether a learned checkpoint decodes at another L or BL than it was trained at."""
+    return getattr(policy, "trained", None) is not None and tuple(policy.trained) != (L, BL)
+
+
 def table(rows):
     """The rows as a text table; pass@k and majority-vote columns when any row has several samples."""
     ks = sorted({int(k) for r in rows for k in r.get("pass_at", {})})
@@ -211,11 +247,13 @@ def table(rows):
             + "".join(f" {f'pass@{k}':>8}" for k in ks) + (f" {'majority':>8}" if vote else ""))
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['policy']:<28} {r['accuracy']:>8.1f} {r['mean_nfe']:>9.2f} {r['tokens_per_nfe']:>8.2f} "
+        name = r["policy"] if "outside_training" not in r else "*" + r["policy"]
+        lines.append(f"{name:<28} {r['accuracy']:>8.1f} {r['mean_nfe']:>9.2f} {r['tokens_per_nfe']:>8.2f} "
                      f"{r['seconds']:>8.1f} {r['n']:>5}"
                      + "".join(f" {r['pass_at'][str(k)]:>8.1f}" if str(k) in r.get("pass_at", {}) else f" {'':>8}"
                                for k in ks)
                      + (f" {r['majority']:>8.1f}" if "majority" in r else (f" {'':>8}" if vote else "")))
+    lines += [f"* outside its training setting ({r['outside_training']})" for r in rows if "outside_training" in r]
     return "\n".join(lines)
 
 
@@ -227,6 +265,7 @@ def resolve(cfg):
         if os.path.isfile(SHIPPED):
             cfg.policy = os.path.relpath(SHIPPED)
     stored = read_checkpoint(checkpoint_of(cfg.policy) or cfg.policy)["args"] if cfg.policy else {}
+    cfg.from_checkpoint = {k for k in SETUP_DEFAULTS if getattr(cfg, k) is None and k in stored}
     for k, v in SETUP_DEFAULTS.items():
         if getattr(cfg, k) is None:
             setattr(cfg, k, stored.get(k, v))
@@ -240,6 +279,9 @@ def check(cfg, policies):
                  gen_length=(cfg.gen_length, 1), block_length=(cfg.block_length, 1), show=(cfg.show, 0))
     check_seed(cfg.seed)
     check_threads(cfg.threads)
+    if cfg.num_problems * cfg.samples * len(policies) > MAX_COUNT:
+        raise ValueError(f"--num-problems {cfg.num_problems:,} x --samples {cfg.samples:,} x {len(policies)} policies "
+                         f"is {cfg.num_problems * cfg.samples * len(policies):,} completions: at most {MAX_COUNT:,}")
     check_split(cfg.task, cfg.split)
     check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
     check_task(cfg.task, cfg.data)
@@ -251,6 +293,7 @@ def check(cfg, policies):
     inputs += [("--data", cfg.data), ("--model", cfg.model)]
     if cfg.json:
         check_out_file(cfg.json, "--json", inputs)
+        old_rows(cfg.json)
     if records_path(cfg):
         check_out_file(records_path(cfg), "--records", inputs + ([("--json", cfg.json)] if cfg.json else []))
 
@@ -265,7 +308,12 @@ def setup(cfg):
     cfg = resolve(cfg)
     policies = parse_policies(",".join(s for s in (cfg.policy, cfg.policies) if s))   # on the CPU, before the model
     check(cfg, policies)
-    check_model_name(cfg.model)
+    try:
+        check_model_name(cfg.model)
+    except (ValueError, FileNotFoundError) as e:
+        if "model" not in getattr(cfg, "from_checkpoint", ()):
+            raise
+        raise type(e)(f"{e} (the model stored in --policy {cfg.policy}: pass --model to use another)") from None
     resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -281,11 +329,13 @@ def setup(cfg):
         if isinstance(pol, Learned):
             pol.net.to(dllm.device)
             if cfg.tau is not None:
-                policies[i] = Learned(pol.net, dataclasses.replace(pol.knobs, tau=cfg.tau), f"{pol.spec}:tau={cfg.tau}")
+                policies[i] = dataclasses.replace(pol, knobs=dataclasses.replace(pol.knobs, tau=cfg.tau),
+                                                  spec=f"{pol.spec}:tau={cfg.tau}")
     return cfg, policies, problems, dllm, rank, world
 
 
 def main(argv=None):
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # from here Ctrl-C is handled below
     try:
         cfg, _ = parse_config(SampleConfig, argv, "compare unmasking policies on a task", "python sample.py")
         on_sigterm()
@@ -294,7 +344,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         raise interrupted(stopped("nothing was written")) from None
     except (ValueError, RuntimeError, OSError) as e:
-        raise SystemExit(f"error: {e}")
+        raise failed(e)
     finish(world)
     return rows
 
@@ -306,7 +356,13 @@ def compare(cfg, policies, problems, dllm, rank, world):
         f"BL={cfg.block_length}, n={len(problems)}, samples {cfg.samples}, T={cfg.temperature}, cache {cfg.cache}"
         + (f", {world} ranks" if world > 1 else ""))
     rows, records = [], []
+    away = {p.spec: p.trained for p in policies if outside(p, cfg.gen_length, cfg.block_length)}
+    for spec, (L, BL) in away.items():
+        say(f"warning: {spec} was trained at L {L}, BL {BL} and runs here at L {cfg.gen_length}, BL "
+            f"{cfg.block_length}: a learned policy is not known to work outside its training setting (its rows say so)")
     for pol in policies:
+        if len(problems) * cfg.samples >= PROGRESS_LINE:   # a long run says where it is, bar or no bar
+            say(f"{pol.spec}: {len(problems):,} problems x {cfg.samples} samples ...", flush=True)
         t0 = time.time()
         comps, shown = decode(dllm, pol, problems, cfg.task, cfg.gen_length, cfg.block_length, cfg.batch_size,
                               cfg.temperature, cfg.seed, cfg.samples, cfg.cache, shard=(rank, world),
@@ -316,7 +372,9 @@ def compare(cfg, policies, problems, dllm, rank, world):
             continue
         row = row_of(pol.spec, [c for part in every for c in part], problems, cfg.task, cfg.samples, time.time() - t0)
         row.update(model=cfg.model, task=cfg.task, gen_length=cfg.gen_length, block_length=cfg.block_length,
-                   cache=cfg.cache, temperature=cfg.temperature)
+                   cache=cfg.cache, temperature=cfg.temperature, seed=cfg.seed)
+        if pol.spec in away:
+            row["outside_training"] = "L {}, BL {}".format(*away[pol.spec])
         rows.append(row)
         setting = dict(policy=pol.spec, model=cfg.model, task=cfg.task, gen_length=cfg.gen_length,
                        block_length=cfg.block_length, temperature=cfg.temperature, cache=cfg.cache, seed=cfg.seed,
@@ -329,8 +387,10 @@ def compare(cfg, policies, problems, dllm, rank, world):
         return None
     print(table(rows))
     if cfg.json:
-        write_json(cfg.json, rows)
-        print(f"wrote {cfg.json}")
+        with waiting_lock(cfg.json):   # another sample.py may write the same file: its rows are kept
+            kept = [r for r in old_rows(cfg.json) if row_id(r) not in {row_id(x) for x in rows}]
+            write_json(cfg.json, kept + rows)
+        print(f"wrote {cfg.json}" + (f" ({len(kept)} rows of other runs kept)" if kept else ""))
     if records_path(cfg):
         with waiting_lock(records_path(cfg)):
             append_records(records_path(cfg), records)

@@ -141,8 +141,8 @@ def read_jsonl(path, task):
             return f"'{need[0]}' must be a string and 'answer' a string or a number"
         gold = str(row["answer"]).split("####")[-1].strip() if task == "gsm8k" else str(row["answer"]).strip()
         if task == "gsm8k" and gsm8k_gold(gold) is None:
-            return (f"its answer {gold[:40]!r} has no finite number to grade against (GSM8K answers end in "
-                    f"'#### <number>')")
+            return (f"its answer {gold[:40]!r} has no number to grade against (GSM8K answers end in '#### <number>', "
+                    f"a finite one)")
         if not gold or (task == "math500" and not math_gold(gold)):
             return f"its 'answer' {gold[:40]!r} is empty: nothing to grade against"
         return None

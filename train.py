@@ -20,12 +20,18 @@ by behaviour cloning of a heuristic.
     python train.py --model llada --block-length 32 --out out/llada_bl32.pt   # the paper's run (one GPU, 24 GB+)
     torchrun --nproc_per_node=8 train.py --model llada --out out/llada_dp.pt   # data parallel: each rank its prompts
 """
+import os
+import signal
+import sys
+
+if __name__ == "__main__":   # a Ctrl-C while the imports below load (a second or so): one line, not a traceback
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted while starting: nothing was done\n"),
+                                             os._exit(130)))   # an exit, not an exception an import could swallow
+
 import dataclasses
 import json
 import math
-import os
 import random
-import signal
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -37,13 +43,13 @@ from tqdm import tqdm
 
 from actions import check_actions
 from common import memory
-from common.cli import (check_args, check_counts, check_distinct, check_out_file, check_seed, exclusive, interrupted,
-                        option, parse_config, write_atomic)
+from common.cli import (check_args, check_counts, check_distinct, check_out_file, check_seed,
+                        exclusive, failed, interrupted, option, parse_config, write_atomic)
 from env import ForwardMemo, check_buffer, check_decoding, fmix32, generate, row_keys
 from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
 from model import TINY, check_model_name, load_dllm, resolve_device
 from policy import (FEATURES, Knobs, Learned, LearnedPolicy, PolicyConfig, checkpoint_of, load_weights,
-                    parse_policy, read_checkpoint)
+                    check_finite_state, parse_policy, read_checkpoint)
 from sample import evaluate
 from tasks import GRADERS, REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many, prompts_of
 
@@ -151,6 +157,8 @@ def check_settings(cfg):
     if cfg.lr > 1.0:
         raise ValueError(f"--lr {cfg.lr} is beyond any learning rate that trains (the tiny world uses 1e-3, the paper 3e-5)")
     check_seed(cfg.seed)
+    if not cfg.weight_decay <= 10:   # AdamW shrinks the weights by lr * weight_decay a step
+        raise ValueError(f"--weight-decay must be in [0, 10], not {cfg.weight_decay}")
     if not math.isfinite(cfg.init_bias):
         raise ValueError(f"--init-bias must be finite, not {cfg.init_bias}")
     if cfg.alpha_range is not None:
@@ -183,13 +191,22 @@ def check_files(cfg):
     if os.path.isdir(cfg.out) or os.path.isdir(log):
         raise ValueError(f"--out {cfg.out}: {cfg.out if os.path.isdir(cfg.out) else log} is a directory; pass a "
                          f"checkpoint file path")
-    check_distinct(("--out", cfg.out), ("--init", cfg.init), ("--data", cfg.data))
+    check_distinct(("--out", cfg.out), ("--init", cfg.init), ("--data", cfg.data), ("--out's log", log))
+    if cfg.init is not None and log_path(cfg.init) == log:
+        raise ValueError(f"--out {cfg.out} would write its log to {log}, which is --init {cfg.init}'s log: pass an "
+                         f"--out of another name")
+    if os.path.islink(log) and not os.path.exists(log):
+        raise ValueError(f"--out {cfg.out}: its log path {log} is a link to nothing ({os.readlink(log)}): remove it "
+                         f"or pass another --out")
     if cfg.init is not None:
         init_weights(cfg)
     if cfg.resume:  # before loading a 16 GB model, not after
         if not os.path.isfile(cfg.out):
             raise FileNotFoundError(f"--resume: no checkpoint at {cfg.out}")
-        check_resume(read_checkpoint(cfg.out), cfg)
+        ck = read_checkpoint(cfg.out)
+        check_resume(ck, cfg)
+        check_finite_state(ck["policy"], f"--resume {cfg.out}: its policy weights")
+        check_finite_state(ck.get("optimizer", {}).get("state", {}), f"--resume {cfg.out}: its optimizer's moments")
     elif os.path.exists(cfg.out):  # never overwrite a finished or interrupted run
         raise FileExistsError(f"{cfg.out} exists: pass --resume to continue it, or another --out")
     elif os.path.exists(log):
@@ -227,6 +244,7 @@ def init_weights(cfg):
     theirs = {k: ck["policy_config"].get(k, ck["args"].get(k)) for k in mine}
     if theirs != mine:
         raise ValueError(f"--init {cfg.init}: its policy ({theirs}) is not this run's ({mine})")
+    check_finite_state(ck["policy"], f"--init {cfg.init}: its policy weights")
     return ck["policy"]
 
 
@@ -481,6 +499,15 @@ def run(cfg, command):
         f"{sum(p.numel() for p in policy.parameters()):,} params, float32 (no autocast); "
         f"world {world}; {len(train_set)} train problems")
     log = RunLog(cfg, rank, start)
+    try:
+        return loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy, opt, start, metrics, log)
+    except BaseException:
+        log.abandon()   # a run that fails before its first checkpoint leaves no log to block its rerun
+        raise
+
+
+def loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy, opt, start, metrics, log):
+    """The GRPO steps from `start` (metrics: the last ones logged), logged and checkpointed -> (policy, metrics)."""
     with StopRequested() as stop:
         if cfg.imitate and start == 0:
             warm_start(policy, dllm, cfg, train_set, stop, say)
@@ -605,6 +632,12 @@ class RunLog:
         if self.wb:
             self.wb.log(metrics)
 
+    def abandon(self):
+        """After a failure: the log this run started goes, if the run never wrote its checkpoint."""
+        if self.file and self.start == 0 and not os.path.exists(self.cfg.out):
+            self.file.close()
+            os.remove(log_path(self.cfg.out))
+
     def close(self, stopped, step):
         if self.rank:
             return
@@ -691,7 +724,7 @@ def build_policy(cfg, dev, rank):
         if cfg.init:   # a per-alpha policy into a conditioned one: its conditioning starts at zero, so at every alpha
             load_weights(policy, init_weights(cfg))    # the run starts as that policy
         return policy, opt, 0, {}
-    ck = read_checkpoint(cfg.out)
+    ck = read_checkpoint(cfg.out)   # its weights' and moments' finiteness checked before any work (check_files)
     check_resume(ck, cfg)
     try:
         policy.load_state_dict(ck["policy"])
@@ -706,6 +739,7 @@ def build_policy(cfg, dev, rank):
 
 
 def main(argv=None):
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # from here Ctrl-C is handled below
     try:
         cfg, command = parse_config(TrainConfig, argv, "GRPO training of the unmasking policy", "python train.py")
         return train(cfg, command)
@@ -713,7 +747,7 @@ def main(argv=None):
         raise interrupted("interrupted: every checkpoint written before is intact (saves are atomic); --resume "
                           "continues from the last one") from None
     except (ValueError, RuntimeError, OSError) as e:
-        raise SystemExit(f"error: {e}")
+        raise failed(e)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import glob
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -41,7 +42,21 @@ def parse_config(cls, argv=None, description=None, command="python script.py"):
             p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=default, help=meta.get("help", f.name),
                            metavar=f.name.upper())
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    return cls(**vars(p.parse_args(argv))), " ".join([command] + [shlex.quote(a) for a in argv])
+    return cls(**vars(p.parse_args(negatives_joined(argv)))), " ".join([command] + [shlex.quote(a) for a in argv])
+
+
+def negatives_joined(argv):
+    """'--flag -1,1' as '--flag=-1,1': argparse takes a value that starts with '-' (other than a plain negative
+    number) for a flag of its own and says 'expected one argument'."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i].startswith("--") and "=" not in argv[i] and i + 1 < len(argv) and re.match(r"-\.?\d", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 RULES = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
@@ -187,6 +202,13 @@ def read_records(path):
             if i < len(lines) or line.endswith("\n"):      # only a cut last line is expected
                 raise ValueError(f"{path} line {i} is not a completion record") from None
     return list(out.values())
+
+
+def failed(e):
+    """The SystemExit of a script that failed with e: its one line, printed by one process only (under torchrun by
+    rank 0; the other ranks exit quietly with the same status)."""
+    rank = os.environ.get("RANK")
+    return SystemExit(f"error: {e}") if rank in (None, "0") else SystemExit(1)
 
 
 def interrupted(message):

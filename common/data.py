@@ -27,6 +27,8 @@ def jsonl_rows(path, task, need, check=None, official=False):
     hint = f"the official {task} file" if official else f"a {task} jsonl"
     if os.path.isdir(path):
         raise ValueError(f"--data {path} is a directory: pass {hint} (one JSON object per line)")
+    if os.path.exists(path) and not os.path.isfile(path):   # a FIFO, a device (/dev/null), a socket
+        raise ValueError(f"--data {path} is not a regular file: pass {hint} (one JSON object per line)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path} not found (pass {hint} with --data)")
     try:

@@ -8,12 +8,20 @@ and then its accuracy and mean NFE at each alpha of the grid (held-out problems,
 
     python -m support.alpha_probe out/cond.pt --n 200
 """
+import os
+import signal
+import sys
+
+if __name__ == "__main__":   # a Ctrl-C while the imports below load (a second or so): one line, not a traceback
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted while starting: nothing was done\n"),
+                                             os._exit(130)))   # an exit, not an exception an import could swallow
+
 import math
 from dataclasses import dataclass
 
 import torch
 
-from common.cli import check_counts, option, parse_config
+from common.cli import check_counts, interrupted, option, parse_config
 from env import generate, row_keys
 from grpo import collate
 from model import load_dllm
@@ -49,6 +57,7 @@ class ProbeConfig:
 
 
 def main(argv=None):
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # from here Ctrl-C is handled below
     try:
         args, _ = parse_config(ProbeConfig, argv, "does an alpha-conditioned policy read alpha?",
                                "python -m support.alpha_probe")
@@ -78,4 +87,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise interrupted("interrupted: nothing was written") from None

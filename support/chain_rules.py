@@ -11,11 +11,19 @@ what a policy which sees only confidences can and cannot learn from them.
 
     python -m support.chain_rules            # the rules in full diffusion and in blocks of 8, then the answer slot
 """
+import os
+import signal
+import sys
+
+if __name__ == "__main__":   # a Ctrl-C while the imports below load (a second or so): one line, not a traceback
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted while starting: nothing was done\n"),
+                                             os._exit(130)))   # an exit, not an exception an import could swallow
+
 from dataclasses import dataclass
 
 import torch
 
-from common.cli import check_args, check_counts, option, parse_config
+from common.cli import check_args, check_counts, interrupted, option, parse_config
 from env import generate
 from model import load_dllm
 from policy import Band, Heuristic, parse_policy
@@ -79,6 +87,7 @@ class ChainRulesConfig:
 
 
 def main(argv=None):
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # from here Ctrl-C is handled below
     try:
         args, _ = parse_config(ChainRulesConfig, argv, "the chain task's hand rules and the answer-slot measurement",
                                "python -m support.chain_rules")
@@ -104,4 +113,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise interrupted("interrupted: nothing was written") from None

@@ -235,6 +235,7 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
         if part != "train":
             tuned = first_rows(path, compile)
         if part == "heuristics":
+            print(f"the heuristic rows are all in {path}")   # whether computed now or found there
             return
         pols, conds, variants = suite_policies(out_dir, steps)
         for p, log in procs:

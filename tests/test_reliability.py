@@ -154,7 +154,7 @@ def test_weights_that_are_not_finite_are_never_saved_or_used(tiny_path, tmp_path
             next(net.parameters()).fill_(float("nan"))
         return out
     monkeypatch.setattr(train, "grpo_loss", diverge)
-    monkeypatch.setattr(train, "grade_many", lambda task, ps, texts: [len(t) % 2 == 0 for t in texts])
+    monkeypatch.setattr(train, "grade_many", lambda task, ps, texts, *_: [len(t) % 2 == 0 for t in texts])
     fails(train.main, tiny_train(tiny_path, tmp_path / "nan.pt", "--reward", "additive"),
           "step 1: the update made the policy's weights non-finite")
     assert not (tmp_path / "nan.pt").exists()

@@ -165,8 +165,8 @@ def test_jsonl_loading_and_errors(tmp_path):
     bad.write_text('{"question": "q"}\n')
     with pytest.raises(ValueError, match="needs the keys"):
         read_jsonl(str(bad), "gsm8k")
-    for task, row, why in [("gsm8k", {"question": "q", "answer": "#### 1e999"}, "no finite number"),
-                           ("gsm8k", {"question": "q", "answer": "#### nan"}, "no finite number"),
+    for task, row, why in [("gsm8k", {"question": "q", "answer": "#### 1e999"}, "no number to grade against"),
+                           ("gsm8k", {"question": "q", "answer": "#### nan"}, "no number to grade against"),
                            ("math500", {"problem": "q", "answer": "\\boxed{}"}, "is empty")]:
         bad.write_text(json.dumps(row) + "\n")   # golds no answer can match: refused when read
         with pytest.raises(ValueError, match=why):

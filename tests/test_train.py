@@ -108,7 +108,7 @@ def test_the_chunked_loss_is_the_objective(monkeypatch):
 
 def grade_by(monkeypatch, fn):
     """Grade train.py's rollouts by fn(task, problem, text) instead of the task's grader."""
-    monkeypatch.setattr(train, "grade_many", lambda task, ps, texts: [fn(task, p, t) for p, t in zip(ps, texts)])
+    monkeypatch.setattr(train, "grade_many", lambda task, ps, texts, *_: [fn(task, p, t) for p, t in zip(ps, texts)])
 
 
 def capture_init(monkeypatch):
