@@ -169,11 +169,11 @@ def test_resume_reproduces_uninterrupted_run(tiny_path, tmp_path, monkeypatch):
     calls = {"n": 0}
     real_grade = train.grade_many
 
-    def crash_in_step_3(task, problems, texts):
+    def crash_in_step_3(task, problems, texts, *rest):
         calls["n"] += 1
         if calls["n"] > 2:                  # one batch of 16 rollouts per step: die during step 3
             raise KeyboardInterrupt
-        return real_grade(task, problems, texts)
+        return real_grade(task, problems, texts, *rest)
     monkeypatch.setattr(train, "grade_many", crash_in_step_3)
     with pytest.raises(KeyboardInterrupt):
         train.train(cfg(tiny_path, tmp_path / "b.pt", steps=4, reward="additive", alpha=1.0))
