@@ -457,8 +457,9 @@ def checked_tokenizer(path):
     except (FileNotFoundError, ValueError) as e:
         raise type(e)(str(e) if str(e).startswith(path) else f"{path}: {e}") from None
     except Exception as e:   # the tokenizers' and Jinja's own errors: a damaged file or a broken chat template
-        raise ValueError(f"{path}: its tokenizer or chat template does not load ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:160] if str(e) else ''}): download the model directory again") from None
+        why = str(e).splitlines()[0][:160] if str(e) else ""
+        raise ValueError(f"{path}: its tokenizer or chat template does not load ({type(e).__name__}: {why}): "
+                         f"download the model directory again") from None
     return tok
 
 

@@ -495,8 +495,9 @@ def upgrade_checkpoint(ck, path="checkpoint"):
                          "an integer >= 0")):
         if not ok:
             value = ck["step"] if k == "step" else a[k]
-            raise ValueError(f"{path}: its stored {'step' if k == 'step' else 'training argument ' + repr(k)} is "
-                             f"{value!r}, not {need}; the file is damaged or not from train.py (train the policy again)")
+            what = "step" if k == "step" else f"training argument {k!r}"
+            raise ValueError(f"{path}: its stored {what} is {value!r}, not {need}; the file is damaged or not from "
+                             f"train.py (train the policy again)")
     if ck["policy_config"]["actions"] not in ACTIONS:
         raise ValueError(f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows {ACTIONS})")
     return ck

@@ -285,14 +285,15 @@ def bwrap_args(work, root, files=("solution.py", "server.py")):
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         args += ["--unshare-user"] + (["--disable-userns"] if bwrap_can("--disable-userns") else [])
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--size", str(DISK_MB * 2 ** 20), "--tmpfs", "/tmp"]
+    tmpfs = ["--perms", "01777", "--size", str(DISK_MB * 2 ** 20), "--tmpfs"]
+    args += ["--proc", "/proc", "--dev", "/dev"] + tmpfs + ["/tmp"]
     made = {"/tmp"}
     for path in read_only_paths():
         for parent in [p for p in _parents(path) if p not in made]:
             args += ["--perms", "0755", "--dir", parent]
             made.add(parent)
         args += ["--ro-bind", path, path]
-    args += ["--perms", "01777", "--size", str(DISK_MB * 2 ** 20), "--tmpfs", "/work"]
+    args += tmpfs + ["/work"]
     for name in files:
         args += ["--ro-bind", os.path.join(work, name), f"/work/{name}"]
     return args + ["--chdir", "/work"]

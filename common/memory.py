@@ -55,7 +55,8 @@ def largest(what, *phases):
 def weight_bytes(c, e):
     """Parameters x e bytes for a ModelConfig c (biases and norms included)."""
     hd = c.d_model // c.n_heads
-    per_layer = c.d_model * (c.n_heads + 2 * c.n_kv_heads) * hd + c.n_heads * hd * c.d_model + 3 * c.d_model * c.mlp_hidden
+    per_layer = (c.d_model * (c.n_heads + 2 * c.n_kv_heads) * hd + c.n_heads * hd * c.d_model
+                 + 3 * c.d_model * c.mlp_hidden)
     per_layer += 2 * c.d_model + (c.n_heads + 2 * c.n_kv_heads) * hd * bool(c.qkv_bias)
     heads = 1 if c.tie_embeddings else 2
     return e * (c.n_layers * per_layer + heads * c.vocab_size * c.d_model + c.d_model)

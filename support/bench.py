@@ -260,7 +260,8 @@ def bench_random(cfg, device, shape, rate):
 def grpo_round(dllm, ids, am, G, L, BL, cache, temperature=0.0, chunk=None, sync=lambda: None, init_bias=-2.0):
     """One GRPO round as train.py runs it: G rollouts of a fresh policy and 1 of threshold:0.9 per prompt (ids, am:
     (P, prompt length)), random correctness (the weights are random), then the update (two optimizer steps over every
-    recorded step, `chunk` at a time: default all); the fresh policy unmasks p = sigmoid(init_bias). -> (rollout seconds, update seconds, policy NFE, recorded steps)."""
+    recorded step, `chunk` at a time: default all); the fresh policy unmasks p = sigmoid(init_bias).
+    -> (rollout seconds, update seconds, policy NFE, recorded steps)."""
     from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
     P, device = len(ids), ids.device
     torch.manual_seed(0)
