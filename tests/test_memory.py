@@ -131,7 +131,7 @@ from model import DLLM, ModelConfig, Transformer
 from policy import Knobs, Learned, LearnedPolicy, PolicyConfig
 from support.bench import grpo_round
 kind, cache, T = {kind!r}, {cache!r}, {T}
-c = ModelConfig(vocab_size=32000, d_model=256, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden=704)
+c = ModelConfig(vocab_size=16000, d_model=256, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden=704)
 torch.manual_seed(0)
 d = DLLM(Transformer(c).merge_projections(), None, "r", mask_id=c.vocab_size - 1, eos_id=1, pad_id=0)
 P, L, BL = 48, 64, 16
@@ -169,7 +169,7 @@ def peaks():
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak from /proc (Linux)")
 @pytest.mark.parametrize("run", PEAK_RUNS, ids=["-".join(map(str, r)) for r in PEAK_RUNS])
 def test_the_plan_matches_the_measured_peak(peaks, run):
-    """A decode of 16 buffers and a GRPO round of 2 x (4 + 1) rollouts (vocabulary 32K, L 64) on a random model: the
+    """A decode of 16 buffers and a GRPO round of 2 x (4 + 1) rollouts (vocabulary 16K, L 64) on a random model: the
     process's peak resident memory within 25% of the plan. glibc keeps freed heap pages unless told to trim them
     (MALLOC_TRIM_THRESHOLD_=0): the plan counts what tensors hold, not what the allocator keeps."""
     got = peaks[run]

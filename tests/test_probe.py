@@ -138,12 +138,12 @@ def test_products_of_counts_are_bounded(argv, msg):
 @pytest.mark.parametrize("argv", [["sample.py", "--n", "500"], ["-m", "support.chain_rules", "--n", "200"],
                                   ["-m", "support.alpha_probe", "weights/policy_front.pt"], ["eval.py", "--sweep", "topk"]])
 def test_ctrl_c_at_any_moment_is_one_line(argv, tmp_path):
-    """SIGINT while the imports load (0.3 s), while the model loads (1.5 s) and while it works (4 s): a short message,
-    never a traceback, and a non-zero exit."""
+    """SIGINT while the imports load (0.3 s) and while it works (4 s): a short message, never a traceback, and a
+    non-zero exit (tests/test_reliability.py interrupts the scripts at other moments)."""
     import signal
     import time
     argv = argv + (["--out", str(tmp_path / "e.json")] if argv[0] == "eval.py" else [])
-    for delay in (0.3, 1.5, 4.0):
+    for delay in (0.3, 4.0):
         p = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
