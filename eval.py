@@ -175,6 +175,15 @@ def merge_row(path, row, say=print):
                            f"rerun when the other process is done") from None
 
 
+def write_records(path, records, say=print):
+    """Append a row's completion records under the file's lock, before the row is written (a rerun redoes both)."""
+    try:
+        with waiting_lock(path, WAIT_S, say):
+            append_records(path, records)
+    except Waited as e:
+        raise RuntimeError(f"{e}: rerun when the other process is done (the rows file is as it was)") from None
+
+
 def take_pending(path, say=print):
     """Rows a run kept in pending_path (its lock was held too long) go into the rows file now."""
     pending = pending_path(path)
@@ -279,8 +288,7 @@ def run(out, settings, n=500, seeds=(0,), batch_size=128, temperature=0.0, devic
         comps = [c for part in every for c in part]
         row = row_of(spec, comps, probs, s.task, K, time.time() - t0)
         row.update(dict(zip(KEY, key)), setting=s.name)
-        with waiting_lock(records or records_path(out), WAIT_S, say):   # before the row: a rerun redoes both
-            append_records(records or records_path(out), records_of(comps, probs, dict(zip(KEY, key))))
+        write_records(records or records_path(out), records_of(comps, probs, dict(zip(KEY, key))), say)
         if isinstance(pol, Learned):
             row["trained"] = trained[spec]
         merge_row(out, row, say)
