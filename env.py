@@ -85,8 +85,6 @@ def noise_seeds(keys, nfe):
     return (fmix32(lo ^ 0xB5297A4D) << 31) ^ lo
 
 
-
-
 def token_stats(logits, temperature=0.0, seeds=None, needs=()):
     """x0, conf and, where needs asks, margin and entropy (each (b, L)) from logits (b, L, V). Greedy at T = 0;
     otherwise a Gumbel-max sample in float64, an exact draw from softmax(logits / T), each row's noise from its own
@@ -244,8 +242,6 @@ def of_rows(am, rows):
     return None if am is None else am[rows]
 
 
-
-
 class ForwardMemo:
     """The dLLM's outputs (x0, conf, margin, entropy) per visited state, for generate(memo=...): at temperature 0
     without a cache a row's forward depends on nothing but its tokens, so a state computed once (for one policy or
@@ -254,7 +250,7 @@ class ForwardMemo:
     key stands for its prompt, which is checked (one memo, one set of prompts). Each stored row keeps its whole
     forward batch alive, so a batch's bytes count once, when its first row is stored. hits / misses count the rows
     read and computed. needs: the margin / entropy the callers' policies will ask for, computed with every state
-(others are computed when asked, and such a state again)."""
+    (others are computed when asked, and such a state again)."""
 
     def __init__(self, needs=(), max_bytes=MEMO_BYTES):
         self.needs = tuple(needs)   # what every stored state carries besides x0 and conf (the callers' policies' needs)
