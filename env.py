@@ -6,7 +6,8 @@ The unmasking MDP (paper section 3), with the frozen dLLM as the environment.
            temperature T > 0, noise in float64 from a per-row, per-step seed), conf = softmax(logits)[x0]
            from the noise-free logits
   obs      conf and mask bit at all L positions, candidates (masked positions of the current block),
-           time t = NFE / L; heuristics may also ask for the top1-top2 margin and the entropy
+           time t = NFE / L, the setting (BL / L, the dLLM temperature, the block's iterations spent / BL);
+           heuristics may also ask for the top1-top2 margin and the entropy
   action   a subset of the candidates; selected positions take x0 and are never remasked
   NFE      +1 per row per forward while that row has masks in its current block; finished rows are
            not computed at all
@@ -42,6 +43,7 @@ class Obs:
     entropy: torch.Tensor = None  # (b, L) float32 entropy of the predictive distribution, when needed
     eos: torch.Tensor = None      # (b, L) bool   x0 is an end-of-text / end-of-turn token, when needed
     alpha: torch.Tensor = None    # (b,)   float32 the row's reward exponent (alpha-conditioned GRPO), if any
+    setting: torch.Tensor = None  # (b, 3) float32 BL / L, the row's dLLM temperature, block_step / BL
 
     def uniform(self, stream=0):
         """(b, L) uniforms in [0, 1) that depend only on (row key, NFE spent, position, stream): a row's draws do
@@ -59,7 +61,8 @@ class Rollout:
     tokens: torch.Tensor      # (B, L) final generation (MASK where never unmasked)
     nfe: torch.Tensor         # (B,) forwards spent per row
     order: torch.Tensor       # (B, L) the NFE (1-based) at which each position was unmasked, 0 = never
-    steps: list = field(default_factory=list)  # per step: dict(rows, conf, masked, cand, t, action, logp, alpha, order)
+    steps: list = field(default_factory=list)  # per step: dict(rows, conf, masked, cand, t, setting, action, logp,
+                                               # alpha, order)
     forwards: int = 0         # dLLM forwards run (a step of several rows is one forward)
     cache_copies: int = 0     # compactions of the KV cache as rows left a block early (CachedStep.copies)
 
@@ -88,24 +91,28 @@ def noise_seeds(keys, nfe):
 def token_stats(logits, temperature=0.0, seeds=None, needs=()):
     """x0, conf and, where needs asks, margin and entropy (each (b, L)) from logits (b, L, V). Greedy at T = 0;
     otherwise a Gumbel-max sample in float64, an exact draw from softmax(logits / T), each row's noise from its own
-    generator seeded by seeds (b,) (noise_seeds). conf always comes from the noise-free softmax, which is computed a few
-    rows at a time: at LLaDA's vocabulary one float32 softmax of 16 x 256 positions would be 2 GB. Per row the numbers
-    are those of one softmax over the whole batch."""
+    generator seeded by seeds (b,) (noise_seeds). temperature: one for every row, or (b,) one per row. conf always
+    comes from the noise-free softmax, which is computed a few rows at a time: at LLaDA's vocabulary one float32
+    softmax of 16 x 256 positions would be 2 GB. Per row the numbers are those of one softmax over the whole batch."""
     b, L, V = logits.shape
-    if temperature > 0:
+    temps = temperature.tolist() if torch.is_tensor(temperature) else [temperature] * b
+    hot = [i for i, T in enumerate(temps) if T > 0]                     # the rows that sample
+    x0 = logits.argmax(-1) if len(hot) < b else torch.empty((b, L), dtype=torch.long, device=logits.device)
+    if hot:
         if seeds is None:
             raise ValueError("sampling at temperature > 0 needs per-row seeds (env.noise_seeds)")
-        dev, seeds, x0 = logits.device, seeds.tolist(), torch.empty((b, L), dtype=torch.long, device=logits.device)
+        dev, seeds = logits.device, seeds.tolist()
         rows = max(1, NOISE_BYTES // (8 * L * V))                       # the noise a few rows at a time
-        g = torch.empty((min(rows, b), L, V), dtype=torch.float64, device=dev)
-        for i in range(0, b, rows):
-            g = g[:len(seeds[i:i + rows])]
-            for j, s in enumerate(seeds[i:i + rows]):
-                torch.rand((L, V), dtype=torch.float64, generator=torch.Generator(dev).manual_seed(int(s)), out=g[j])
+        g = torch.empty((min(rows, len(hot)), L, V), dtype=torch.float64, device=dev)
+        for c in range(0, len(hot), rows):
+            part = hot[c:c + rows]
+            g = g[:len(part)]
+            for j, i in enumerate(part):
+                torch.rand((L, V), dtype=torch.float64, generator=torch.Generator(dev).manual_seed(int(seeds[i])), out=g[j])
             g.clamp_min_(1e-300).log_().neg_().log_()                  # -Gumbel noise (rows, L, V) float64
-            x0[i:i + rows] = logits[i:i + rows].double().div_(temperature).sub_(g).argmax(-1)
-    else:
-        x0 = logits.argmax(-1)
+            T = torch.tensor([temps[i] for i in part], dtype=torch.float64, device=dev)[:, None, None]
+            sel = slice(part[0], part[-1] + 1) if part[-1] - part[0] == len(part) - 1 else torch.tensor(part, device=dev)
+            x0[sel] = logits[sel].to(torch.float64, copy=True).div_(T).sub_(g).argmax(-1)   # logits untouched
     conf = torch.empty((b, L), dtype=torch.float32, device=logits.device)
     margin = torch.empty_like(conf) if "margin" in needs else None
     entropy = torch.empty_like(conf) if "entropy" in needs else None
@@ -149,11 +156,12 @@ def check_buffer(dllm, B, P, L, cache="none", temperature=0.0, needs=(), lower="
 
 
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
-             record=False, keys=None, cache="none", alpha=None, memo=None, memo_keys=None):
+             record=False, keys=None, cache="none", alpha=None, memo=None, memo_keys=None, noise_keys=None):
     """Run `policy` on a batch of left-padded prompts (B, P) until every row is finished -> Rollout.
     policy: `act(obs) -> policy.Action`, `check(L, BL)`, and a set `needs` of extra observations ('margin', 'entropy',
-    'eos'). keys (B,) seed each row's policy randomness and, at T > 0, the dLLM's Gumbel noise (default
-    row_keys(0, arange(B))). cache: 'none' (exact) or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive
+    'eos'). temperature: the dLLM's, one for all rows or (B,) one per row. keys (B,) seed each row's policy
+    randomness and, at T > 0, the dLLM's Gumbel noise (default row_keys(0, arange(B))); noise_keys (B,), if given,
+    seed the noise instead (GRPO gives a group's rollouts one noise key: common random numbers). cache: 'none' (exact) or 'prefix' / 'dual' (approximate KV caches, semi-autoregressive
     only: CachedStep). alpha (B,): each row's reward exponent, shown to an alpha-conditioned policy and recorded.
     memo: a ForwardMemo shared by calls on the same prompts, L and dLLM (exact at T = 0 without a cache); memo_keys (B,)
     name each row's prompt for it (default: keys; GRPO passes the prompt's index, so a group's rollouts share states).
@@ -167,8 +175,10 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     check_decoding(L, BL, cache)
     policy.check(L, BL)
     B, P = prompt_ids.shape
-    check_buffer(dllm, B, P, L, cache, temperature, getattr(policy, "needs", ()))
     dev = prompt_ids.device
+    temps = torch.as_tensor(temperature, dtype=torch.float64, device=dev).expand(B)   # (B,) each row's
+    hottest = float(temps.max()) if B else 0.0
+    check_buffer(dllm, B, P, L, cache, hottest, getattr(policy, "needs", ()))
     x = torch.cat([prompt_ids, torch.full((B, L), dllm.mask_id, dtype=torch.long, device=dev)], 1)  # (B, P+L)
     am = None   # no padding, no mask: attention can take its fastest (flash) kernel
     if not bool(prompt_mask.bool().all()):
@@ -180,8 +190,9 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     order = torch.zeros((B, L), dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     keys = (row_keys(0, torch.arange(B)) if keys is None else keys).to(dev)
+    noise_keys = keys if noise_keys is None else noise_keys.to(dev)
     needs = getattr(policy, "needs", ())
-    memo = memo if temperature == 0 and cache == "none" else None      # exact only there
+    memo = memo if hottest == 0 and cache == "none" else None          # exact only there
     memo_keys = keys if memo_keys is None else memo_keys.to(dev)
     if memo is not None:
         memo.check_prompts(memo_keys, prompt_ids)
@@ -196,13 +207,16 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
                 break
             current += 1                                               # every row has left the block: the next one
             continue
-        seeds = noise_seeds(keys[rows], nfe[rows]) if temperature > 0 else None
-        x0, conf, margin, entropy = step(x, am, rows, current, temperature, seeds)
+        seeds = noise_seeds(noise_keys[rows], nfe[rows]) if hottest > 0 else None
+        T = temperature if not torch.is_tensor(temperature) else temps[rows]
+        x0, conf, margin, entropy = step(x, am, rows, current, T, seeds)
         forwards += 1
         gen = x[rows, P:]                                              # (b, L)
         masked = gen == dllm.mask_id
+        setting = torch.stack([torch.full_like(temps[rows], BL / L), temps[rows], block_step[rows] / BL], 1).float()
         obs = Obs(x0, conf, masked, masked & (in_block == block[rows, None]), nfe[rows].float() / L,
-                  block_step[rows], L // BL, keys[rows], margin, entropy, alpha=None if alpha is None else alpha[rows])
+                  block_step[rows], L // BL, keys[rows], margin, entropy, alpha=None if alpha is None else alpha[rows],
+                  setting=setting)
         if "eos" in needs:
             obs.eos = torch.isin(x0, stop_ids)
         act = policy.act(obs)
@@ -211,8 +225,8 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
         x[rows, P:] = torch.where(unmask, x0, gen)
         order[rows] = torch.where(unmask, nfe[rows, None], order[rows])
         if record:
-            steps.append(dict(rows=rows, conf=conf, masked=masked, cand=obs.cand, t=obs.t, action=unmask,
-                              logp=act.logp, alpha=obs.alpha, order=act.order))
+            steps.append(dict(rows=rows, conf=conf, masked=masked, cand=obs.cand, t=obs.t, setting=setting,
+                              action=unmask, logp=act.logp, alpha=obs.alpha, order=act.order))
         # advance blocks: filled, or out of iterations (BL per block)
         left = (obs.cand & ~unmask).any(1)
         block_step[rows] += 1

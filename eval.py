@@ -326,6 +326,9 @@ def trained_on(spec):
         t["actions"] = a["actions"]
     if a["width"] != 128:
         t["width"] = a["width"]
+    for k in ("block_lengths", "temperature_range"):   # a policy trained over settings
+        if a[k]:
+            t[k] = a[k]
     return t
 
 

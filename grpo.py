@@ -52,14 +52,17 @@ def mixture(logp, G, E):
     return torch.logaddexp(math.log(G / (G + E)) + logp, torch.full_like(logp, math.log(1 / (G + E))))
 
 
-def collate(steps, expert=False):
+def collate(steps, expert=False, same_blocks=False):
     """env Rollout.steps -> one flat batch over all (rollout, step) pairs, S of them. expert: the steps of expert
-    rollouts, whose candidates are every masked position (their blocks are not the policy's) and whose old
-    log-probabilities are computed afterwards (old_expert_log_probs)."""
+    rollouts, whose old log-probabilities are computed afterwards (old_expert_log_probs) and whose candidates, for
+    the likelihood, are every masked position (their blocks are not the policy's) unless same_blocks (the expert
+    decoded in the policy's blocks). "block" keeps each step's own candidates: what a setting-reading policy reads."""
     cat = lambda k: torch.cat([s[k] for s in steps]) if steps[0][k] is not None else None
     b = dict(conf=cat("conf"), masked=cat("masked"), cand=cat("cand"), t=cat("t"), action=cat("action"),
-             logp_old=None if expert else cat("logp"), row=cat("rows"), alpha=cat("alpha"), order=cat("order"))
-    if expert:
+             logp_old=None if expert else cat("logp"), row=cat("rows"), alpha=cat("alpha"), order=cat("order"),
+             setting=cat("setting"))
+    b["block"] = b["cand"]
+    if expert and not same_blocks:
         b["cand"] = b["masked"]
     b["expert"] = torch.full_like(b["row"], expert, dtype=torch.bool)
     return b
@@ -73,8 +76,8 @@ def concat_batches(a, b, offset):
 def step_log_prob(net, batch, sl, actions="bernoulli", mixture_sizes=None):
     """(logits, log pi(a)) of the recorded steps sl under the policy net, in float32; with expert steering
     (mixture_sizes = (G, E)) the expert's steps get the mixture likelihood."""
-    logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl],
-                 None if batch.get("alpha") is None else batch["alpha"][sl])
+    pick = lambda k: None if batch.get(k) is None else batch[k][sl]
+    logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl], pick("alpha"), pick("block"), pick("setting"))
     order = batch.get("order")
     logp = action_log_prob(actions, logits, batch["cand"][sl], batch["action"][sl],
                            None if order is None else order[sl])

@@ -299,21 +299,52 @@ class PolicyConfig:
     alpha_hi: float = None  # None = one policy per alpha, as in the paper
     alpha_features: str = "smooth"  # how alpha is encoded (alpha_features)
     actions: str = "bernoulli"      # how logits become an action (actions.py): bernoulli (paper) or dpls (App. E)
-    features: str = "log"   # what the policy reads of a confidence c: raw = c alone (paper), log = c, log c, log(1 - c)
+    features: str = "log"   # what the policy reads of a confidence c: raw = c alone (paper), log = c, log c, log(1 - c),
+                            # block = those and log(c / the block's highest candidate c)
+    setting: bool = False   # reads the decoding setting (train.py --block-lengths / --temperature-range): which
+                            # positions are its block's candidates, BL / L, the dLLM temperature, the block's progress
 
 
-FEATURES = {"raw": 1, "log": 3}   # input features per position
+FEATURES = {"raw": 1, "log": 3, "block": 4}   # input features per position
 
 
-def conf_features(conf, kind):
+def conf_features(conf, kind, cand=None):
     """(n, L) confidences -> (n, L, F) input features. The paper feeds c itself to Linear(1, d). "log" adds log c and
     log(1 - c) (scaled by 1/10, c clamped to [1e-6, 1 - 1e-6]): each decade of c near 0, or of 1 - c near 1, is then
-    one step of the input, where c alone moves by 0.09 from 0.9 to 0.99 and by 0.05 from 0.05 to 0.1."""
+    one step of the input, where c alone moves by 0.09 from 0.9 to 0.99 and by 0.05 from 0.05 to 0.1. "block" adds
+    log(c / the highest c among the candidates (n, L) bool) / 10, 0 at the block's best candidate: which one is the
+    block's best is then read at the position itself, at any block length, not found by attention."""
     c = conf.float()[..., None]
     if kind == "raw":
         return c
     c = c.clamp(1e-6, 1 - 1e-6)
-    return torch.cat([c, c.log() / 10, (-c).log1p() / 10], -1)
+    out = [c, c.log() / 10, (-c).log1p() / 10]
+    if kind == "block":
+        if cand is None:
+            raise ValueError("block features need the candidates (env.Obs.cand)")
+        best = c.squeeze(-1).masked_fill(~cand, 1e-6).max(1, keepdim=True).values[..., None]   # (n, 1, 1)
+        out.append((c / best).log().clamp(max=0) / 10)
+    return torch.cat(out, -1)
+
+
+def smooth_features(u, dim):
+    """(n,) values of order 1 -> (n, dim) sin / cos features at frequencies pi/4 to 4 pi: every feature is a smooth
+    function of u, so what is learned at one value carries over to its neighbours."""
+    half = dim // 2
+    freqs = math.pi / 4 * 16 ** (torch.arange(half, device=u.device, dtype=torch.float32) / max(half - 1, 1))
+    a = u.float()[:, None] * freqs[None]
+    return torch.cat([a.cos(), a.sin()], dim=-1)
+
+
+SETTING_DIM = 16   # features per setting value
+
+
+def setting_features(setting, L):
+    """(n, 3) settings (BL / L, dLLM temperature, block_step / BL; env.Obs.setting) -> (n, 3 * SETTING_DIM): smooth
+    features of log(BL) / log(L) (BL 4, 8, 16, 32 at L 32: 0.4, 0.6, 0.8, 1; full diffusion is always 1), of the
+    temperature and of the block's progress."""
+    u_bl = 1 + torch.log(setting[:, 0]) / math.log(max(L, 2))
+    return torch.cat([smooth_features(u, SETTING_DIM) for u in (u_bl, setting[:, 1], setting[:, 2])], -1)
 
 
 def sinusoidal(t, dim, max_period=10000.0):
@@ -330,12 +361,7 @@ def alpha_features(alpha, hi, dim, kind="smooth"):
     feature is a smooth function of u and what is learned at one alpha carries over to its neighbours. "timestep":
     the diffusion-time encoding (frequencies up to 1000 per unit of u), kept for the checkpoints that use it."""
     u = torch.log1p(alpha.float()) / math.log1p(hi)
-    if kind == "timestep":
-        return sinusoidal(u, dim)
-    half = dim // 2
-    freqs = math.pi / 4 * 16 ** (torch.arange(half, device=u.device, dtype=torch.float32) / max(half - 1, 1))
-    a = u[:, None] * freqs[None]
-    return torch.cat([a.cos(), a.sin()], dim=-1)
+    return sinusoidal(u, dim) if kind == "timestep" else smooth_features(u, dim)
 
 
 @dataclass(frozen=True)
@@ -348,7 +374,12 @@ class Knobs:
 
 
 class LearnedPolicy(nn.Module):
-    """conf (n, L), mask bit (n, L), time (n,) [, alpha (n,)] -> one unmask logit per position (n, L).
+    """conf (n, L), mask bit (n, L), time (n,) [, alpha (n,)] [, candidates (n, L) and setting (n, 3)] -> one unmask
+    logit per position (n, L).
+    With c.setting the policy reads the decoding setting: each position's state is one of three (revealed, masked in
+    another block, a candidate of the current block), and the setting's features (setting_features) enter twice, as
+    alpha's do below: added to the time conditioning (through ada, which starts at zero) and as a scale and shift of
+    the logits (which start at zero): at initialisation the logits depend on neither the setting nor the block.
     With alpha_hi set, the policy is conditioned on the reward exponent twice: an MLP of alpha's features is added to
     the time / mask conditioning (so alpha can change how confidences are read), and another scales and shifts the
     logits (so alpha moves the reveal threshold directly; through `ada` alone, which starts at zero, alpha's gradient
@@ -361,7 +392,7 @@ class LearnedPolicy(nn.Module):
         if c.features not in FEATURES:
             raise ValueError(f"unknown policy features {c.features!r}: use one of {sorted(FEATURES)}")
         self.conf_in = nn.Linear(FEATURES[c.features], d)
-        self.mask_emb = nn.Embedding(2, d)
+        self.mask_emb = nn.Embedding(3 if c.setting else 2, d)
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.ada = nn.Linear(d, 6 * d)   # shift, scale, gate for attention and MLP
         self.ln1, self.ln2 = nn.LayerNorm(d, elementwise_affine=False), nn.LayerNorm(d, elementwise_affine=False)
@@ -375,43 +406,57 @@ class LearnedPolicy(nn.Module):
             nn.init.zeros_(self.alpha_mlp[2].weight), nn.init.zeros_(self.alpha_mlp[2].bias)
             self.alpha_out = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 2))   # a scale and a shift
             nn.init.zeros_(self.alpha_out[2].weight), nn.init.zeros_(self.alpha_out[2].bias)
+        if c.setting:
+            self.setting_mlp = nn.Sequential(nn.Linear(3 * SETTING_DIM, d), nn.SiLU(), nn.Linear(d, d))
+            self.setting_out = nn.Sequential(nn.Linear(3 * SETTING_DIM, d), nn.SiLU(), nn.Linear(d, 2))
+            nn.init.zeros_(self.setting_out[2].weight), nn.init.zeros_(self.setting_out[2].bias)
 
     @property
     def conditioned(self):
         return self.c.alpha_hi is not None
 
-    def modulation(self, masked, t, alpha=None):
-        """(n, L, 6d): ada of position i's conditioning mask_emb[mask_i] + time_mlp(t) [+ alpha_mlp(alpha)]. ada is
-        linear, so that is ada of the row's part (one per row) plus ada's weight applied to the two mask embeddings:
-        no per-position matmul."""
+    def modulation(self, masked, t, alpha=None, cand=None, setting=None):
+        """(n, L, 6d): ada of position i's conditioning mask_emb[state_i] + time_mlp(t) [+ alpha_mlp(alpha)]
+        [+ setting_mlp(setting)]. ada is linear, so that is ada of the row's part (one per row) plus ada's weight
+        applied to the state embeddings: no per-position matmul."""
         row = self.time_mlp(sinusoidal(t, self.c.width))                             # (n, d)
         if self.conditioned:
             if alpha is None:
                 raise ValueError("an alpha-conditioned policy needs alpha (a checkpoint spec 'ckpt.pt:alpha=A')")
             row = row + self.alpha_mlp(alpha_features(alpha, self.c.alpha_hi, self.c.width, self.c.alpha_features))
+        state = masked.long()
+        if self.c.setting:
+            row = row + self.setting_mlp(setting_features(setting, masked.shape[1]))
+            state = state + cand.long()                          # 0 revealed, 1 masked elsewhere, 2 a candidate
         # F.embedding, not table[masked]: its backward sums in a fixed order (indexing's does not on several threads)
-        return F.embedding(masked.long(), F.linear(self.mask_emb.weight, self.ada.weight)) + self.ada(row)[:, None]
+        return F.embedding(state, F.linear(self.mask_emb.weight, self.ada.weight)) + self.ada(row)[:, None]
 
-    def forward(self, conf, masked, t, alpha=None):
+    def forward(self, conf, masked, t, alpha=None, cand=None, setting=None):
         """(n, L) float32 logits. Always float32, autocast or not: the rollouts and the update run the policy at other
         batch shapes, and their log-probabilities must agree (a GRPO ratio starts at 1); 331K parameters gain nothing
-        from bf16."""
+        from bf16. cand and setting are read only by a policy with c.setting."""
+        if self.c.setting and (cand is None or setting is None):
+            raise ValueError("a setting-reading policy needs the candidates and the setting (env.Obs)")
         with torch.autocast(conf.device.type, enabled=False):
-            return self.scaled_logits(conf.float(), masked, t.float(), alpha)
+            return self.scaled_logits(conf.float(), masked, t.float(), alpha, cand,
+                                      None if setting is None else setting.float())
 
-    def scaled_logits(self, conf, masked, t, alpha=None):
-        logits = self.block_logits(conf, masked, t, alpha)
-        if not self.conditioned:
-            return logits
-        a = alpha_features(alpha, self.c.alpha_hi, self.c.width, self.c.alpha_features)
-        scale, shift = self.alpha_out(a).unbind(-1)                                  # (n,) each
-        return logits * (1 + scale[:, None]) + shift[:, None]
+    def scaled_logits(self, conf, masked, t, alpha=None, cand=None, setting=None):
+        logits = self.block_logits(conf, masked, t, alpha, cand, setting)
+        if self.conditioned:
+            a = alpha_features(alpha, self.c.alpha_hi, self.c.width, self.c.alpha_features)
+            scale, shift = self.alpha_out(a).unbind(-1)                              # (n,) each
+            logits = logits * (1 + scale[:, None]) + shift[:, None]
+        if self.c.setting:
+            scale, shift = self.setting_out(setting_features(setting, conf.shape[1])).unbind(-1)
+            logits = logits * (1 + scale[:, None]) + shift[:, None]
+        return logits
 
-    def block_logits(self, conf, masked, t, alpha=None):
-        """The transformer block: (n, L) logits before the output scale and shift of an alpha-conditioned policy."""
+    def block_logits(self, conf, masked, t, alpha=None, cand=None, setting=None):
+        """The transformer block: (n, L) logits before the output scales and shifts of alpha and the setting."""
         n, L = conf.shape
-        h = self.conf_in(conf_features(conf, self.c.features))                      # (n, L, d)
-        b1, s1, g1, b2, s2, g2 = self.modulation(masked, t, alpha).chunk(6, dim=-1)  # each (n, L, d)
+        h = self.conf_in(conf_features(conf, self.c.features, cand))                # (n, L, d)
+        b1, s1, g1, b2, s2, g2 = self.modulation(masked, t, alpha, cand, setting).chunk(6, dim=-1)
         a = self.ln1(h) * (1 + s1) + b1
         q, k, v = self.qkv(a).view(n, L, 3, self.c.heads, -1).permute(2, 0, 3, 1, 4)  # (n, H, L, hd) each
         cos, sin = rotary(torch.arange(L, device=conf.device).expand(n, L), q.shape[-1], 10000.0)
@@ -430,7 +475,7 @@ class LearnedPolicy(nn.Module):
                 raise ValueError(f"an alpha-conditioned policy (trained on [{self.c.alpha_lo:g}, {self.c.alpha_hi:g}]) "
                                  f"needs its point on the front: ':alpha=A'")
             alpha = obs.alpha if obs.alpha is not None else torch.full(obs.t.shape, float(knobs.alpha), device=obs.t.device)
-        logits = self(obs.conf, obs.masked, obs.t, alpha)
+        logits = self(obs.conf, obs.masked, obs.t, alpha, obs.cand, obs.setting)
         if self.c.actions == "dpls":   # never empty: no fallback needed
             u, order = dpls_sample(logits, obs.cand, obs.uniform(), obs.uniform(1), obs.uniform(2)[:, 0], knobs.tau,
                                    knobs.beta)
@@ -448,7 +493,7 @@ class Learned:
     net: LearnedPolicy
     knobs: Knobs = field(default_factory=Knobs)
     spec: str = "learned"
-    trained: tuple = None     # (L, BL) it was trained at, for a checkpoint
+    trained: tuple = None     # (L, block lengths) it was trained at, for a checkpoint
     needs = ()
 
     def check(self, L, BL):
@@ -466,7 +511,7 @@ CHECKPOINT_KEYS = ("policy", "policy_config", "args", "step")   # what every tra
 EARLIER = dict(policy_config=dict(features="raw", alpha_features="timestep", actions="bernoulli"),
                args=dict(features="raw", actions="bernoulli", width=128, cache="none", alpha_range=None, expert=None,
                          expert_block_length=None, imitate=None, init=None, alpha_norm=False, eval_tau=1.0,
-                         temperature=0.0, temperature_range=None, reward="mult", grader="paper"))
+                         temperature=0.0, temperature_range=None, reward="mult", grader="paper", block_lengths=None))
 RENAMED = dict(tau="eval_tau")   # args saved under an earlier name
 SETUP_ARGS = dict(model=str, task=str, gen_length=int, block_length=int, alpha=(int, float))   # checked on read
 
@@ -584,7 +629,12 @@ def checkpoint_policy(spec, device="cpu"):
     knobs = Knobs(tau=opts["tau"][1] if "tau" in opts else float(ck["args"]["eval_tau"]),
                   beta=opts["beta"][1] if "beta" in opts else 1.0, alpha=opts["alpha"][1] if "alpha" in opts else None)
     return Learned(net, knobs, path + "".join(f":{k}={v}" for k, (v, _) in opts.items()),
-                   (ck["args"]["gen_length"], ck["args"]["block_length"]))
+                   (ck["args"]["gen_length"], trained_block_lengths(ck["args"])))
+
+
+def trained_block_lengths(args):
+    """The block lengths a checkpoint's policy was trained at (train.py --block-lengths, else --block-length)."""
+    return tuple(int(b) for b in str(args.get("block_lengths") or args["block_length"]).split(","))
 
 
 def checkpoint_of(spec):

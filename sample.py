@@ -7,6 +7,7 @@ the gold one). Under torchrun each rank decodes its share of the problems and ra
 those of one process.
 
     python sample.py                                                            # the shipped policy vs hand rules
+    python sample.py --block-length 8 --temperature 0.8                        # ... in blocks of 8, sampling
     python sample.py --policies "topk:steps=32,threshold:0.9,band:hi=0.9:lo=0.08" --n 500
     python sample.py --policy out/ckpt.pt --policies "threshold:0.9" --show 2   # model, L, BL from the checkpoint
     python sample.py --policies threshold:0.6 --temperature 0.8 --samples 4 --n 32 --block-length 8   # pass@k
@@ -39,8 +40,9 @@ from model import check_model_name, load_dllm, resolve_device
 from policy import Learned, checkpoint_of, parse_policies, read_checkpoint
 from tasks import answer_is_right, check_split, check_task, final_answer, get_problems, grade_both, prompts_of
 
-# What `python sample.py` with no policy flag compares: the shipped full-diffusion policy and these hand rules.
-SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "policy_full.pt")
+# What `python sample.py` with no policy flag compares: the shipped policy (one for every block length and dLLM
+# temperature, read here in full diffusion at T = 0 unless flags say otherwise) and these hand rules.
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "policy.pt")
 HEURISTICS = "topk:steps=32,threshold:0.9,eb:gamma=0.01,pc:lam=1:steps=8,band:hi=0.9:lo=0.08"
 SETUP_DEFAULTS = dict(model="tiny", task="chain", gen_length=32, block_length=32)   # unless a checkpoint sets them
 
@@ -236,7 +238,8 @@ def old_rows(path):
 
 def outside(policy, L, BL):
     """Whether a learned checkpoint decodes at another L or BL than it was trained at."""
-    return getattr(policy, "trained", None) is not None and tuple(policy.trained) != (L, BL)
+    trained = getattr(policy, "trained", None)
+    return trained is not None and (trained[0] != L or BL not in trained[1])
 
 
 def table(rows):
@@ -357,8 +360,8 @@ def compare(cfg, policies, problems, dllm, rank, world):
         + (f", {world} ranks" if world > 1 else ""))
     rows, records = [], []
     away = {p.spec: p.trained for p in policies if outside(p, cfg.gen_length, cfg.block_length)}
-    for spec, (L, BL) in away.items():
-        say(f"warning: {spec} was trained at L {L}, BL {BL} and runs here at L {cfg.gen_length}, BL "
+    for spec, (L, BLs) in away.items():
+        say(f"warning: {spec} was trained at L {L}, BL {','.join(map(str, BLs))} and runs here at L {cfg.gen_length}, BL "
             f"{cfg.block_length}: a learned policy is not known to work outside its training setting (its rows say so)")
     for pol in policies:
         if len(problems) * cfg.samples >= PROGRESS_LINE:   # a long run says where it is, bar or no bar
@@ -374,7 +377,7 @@ def compare(cfg, policies, problems, dllm, rank, world):
         row.update(model=cfg.model, task=cfg.task, gen_length=cfg.gen_length, block_length=cfg.block_length,
                    cache=cfg.cache, temperature=cfg.temperature, seed=cfg.seed)
         if pol.spec in away:
-            row["outside_training"] = "L {}, BL {}".format(*away[pol.spec])
+            row["outside_training"] = "L {}, BL {}".format(away[pol.spec][0], ",".join(map(str, away[pol.spec][1])))
         rows.append(row)
         setting = dict(policy=pol.spec, model=cfg.model, task=cfg.task, gen_length=cfg.gen_length,
                        block_length=cfg.block_length, temperature=cfg.temperature, cache=cfg.cache, seed=cfg.seed,

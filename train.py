@@ -45,7 +45,7 @@ from actions import check_actions
 from common import memory
 from common.cli import (check_args, check_counts, check_distinct, check_out_file, check_seed,
                         exclusive, failed, interrupted, option, parse_config, write_atomic)
-from env import ForwardMemo, check_buffer, check_decoding, fmix32, generate, row_keys
+from env import ForwardMemo, Rollout, check_buffer, check_decoding, fmix32, generate, row_keys
 from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
 from model import TINY, check_model_name, load_dllm, resolve_device
 from policy import (FEATURES, Knobs, Learned, LearnedPolicy, PolicyConfig, checkpoint_of, load_weights,
@@ -62,6 +62,8 @@ class TrainConfig:
     data: str = option(None, "a local jsonl of the task instead of downloading it")
     gen_length: int = option(None, "L, the generation buffer (tiny 32, real 256)")
     block_length: int = option(None, "BL; BL == L is full diffusion (tiny 8, real 32)")
+    block_lengths: str = option(None, "B1,B2,...: one policy for all these block lengths; each GRPO group decodes at one "
+                                      "drawn from them, and the policy reads the setting (--block-length: sample.py's)")
     alpha: float = option(None, "reward exponent: correct * ((L - NFE + 1) / L) ** alpha; 0 = pure correctness (tiny 1, "
                                 "real 3)")
     alpha_range: str = option(None, "LO,HI: one alpha-conditioned policy for the whole front (--alpha is then unused)")
@@ -81,8 +83,8 @@ class TrainConfig:
     grad_clip: float = option(0.2, "gradient-norm clip")
     warmup: int = option(None, "linear warm-up steps, then cosine to 0 (tiny 10, real 100)")
     temperature: float = option(0.0, "dLLM sampling temperature during rollouts")
-    temperature_range: str = option(None, "LO,HI: each GRPO step's rollouts at a dLLM temperature drawn uniformly from "
-                                          "[LO, HI] (for a policy that holds up under sampling; --temperature unused)")
+    temperature_range: str = option(None, "LO,HI: each GRPO group decodes at a dLLM temperature drawn from [LO, HI] (a "
+                                          "quarter of them at LO), and the policy reads it (--temperature unused)")
     cache: str = option("none", "KV cache for rollouts: none, prefix, dual (semi-AR only; approximate, see env.py)")
     width: int = option(128, "policy width (331K parameters at 128)")
     init_bias: float = option(None, "output bias at init: unmask p = sigmoid(b); -2 (p 0.12, the paper), and 0 (p 0.5) "
@@ -116,7 +118,7 @@ TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=8, alpha=1.0, pro
                      warmup=10, batch_size=128, eval_every=10, eval_n=256)
 SETUP = ("model", "task", "gen_length", "block_length", "alpha", "reward", "group_size", "width", "cache", "alpha_range",
          "actions", "expert", "expert_block_length", "features", "imitate", "init", "alpha_norm",
-         "temperature_range")   # fixed on resume
+         "temperature_range", "block_lengths")   # fixed on resume
 
 
 def resolve(cfg):
@@ -130,6 +132,9 @@ def resolve(cfg):
         cfg.eval_tau = 0.5 if blocks else 1.0
     if cfg.expert is not None and cfg.expert_block_length is None:
         cfg.expert_block_length = cfg.block_length
+    elif cfg.expert_block_length is not None and reads_setting(cfg) and cfg.expert_block_length != cfg.block_length:
+        raise ValueError("--expert-block-length: a policy trained over settings has its expert decode in each group's "
+                         "own blocks; drop it")
     check_settings(cfg)
     check_files(cfg)
     resolve_device(cfg.device)
@@ -165,6 +170,8 @@ def check_settings(cfg):
         alpha_bounds(cfg.alpha_range)
     if cfg.temperature_range is not None:
         bounds(cfg.temperature_range, "--temperature-range")
+    if cfg.block_lengths is not None:
+        block_lengths(cfg)
     if cfg.width % PolicyConfig.heads:
         raise ValueError(f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} attention heads")
     check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
@@ -287,14 +294,41 @@ def alpha_bounds(text):
     return bounds(text, "--alpha-range")
 
 
-def step_temperature(cfg, step):
-    """The dLLM temperature of a GRPO step's rollouts: --temperature, or with --temperature-range one drawn uniformly
-    from [LO, HI] by the step's index (counter-based: resume and ranks agree)."""
+def block_lengths(cfg):
+    """--block-lengths '4,8,16,32' -> (4, 8, 16, 32), each dividing L; --block-length is one of them."""
+    try:
+        bls = tuple(int(b) for b in cfg.block_lengths.split(","))
+    except ValueError:
+        raise ValueError(f"--block-lengths {cfg.block_lengths!r}: write them as B1,B2,..., e.g. 4,8,16,32") from None
+    for b in bls:
+        check_decoding(cfg.gen_length, b, cfg.cache if b < cfg.gen_length else "none")
+    if len(set(bls)) != len(bls) or cfg.block_length not in bls:
+        raise ValueError(f"--block-lengths {cfg.block_lengths}: distinct values, --block-length {cfg.block_length} "
+                         f"among them")
+    return bls
+
+
+def reads_setting(cfg):
+    """Whether the policy is trained over settings (and so reads them): block lengths or dLLM temperatures."""
+    return cfg.block_lengths is not None or cfg.temperature_range is not None
+
+
+T_LO_SHARE = 0.25   # --temperature-range: share of the groups at exactly LO (greedy decoding when LO = 0)
+
+
+def draw_settings(cfg, prompt_index):
+    """Each prompt's group's setting from its index (counter-based, so resume and ranks agree) -> block lengths (P,)
+    long and dLLM temperatures (P,) float64: the block length uniformly from --block-lengths, the temperature
+    uniformly from --temperature-range with T_LO_SHARE of the groups at LO (without them: --block-length and
+    --temperature)."""
+    h = fmix32(fmix32(prompt_index ^ 0x5E77) ^ cfg.seed)
+    u1, u2, u3 = ((fmix32(h + i) >> 8).double() / 2 ** 24 for i in range(3))
+    bls = torch.tensor(block_lengths(cfg) if cfg.block_lengths else (cfg.block_length,))
+    BL = bls[(u1 * len(bls)).long().clamp(max=len(bls) - 1)]
     if cfg.temperature_range is None:
-        return cfg.temperature
+        return BL, torch.full(u2.shape, cfg.temperature, dtype=torch.float64)
     lo, hi = bounds(cfg.temperature_range, "--temperature-range")
-    u = (fmix32(fmix32(torch.tensor(step) ^ 0x7E39) ^ cfg.seed) >> 8).item() / 2 ** 24
-    return lo + (hi - lo) * u
+    return BL, torch.where(u2 < T_LO_SHARE, lo, lo + (hi - lo) * u3)
 
 
 def draw_alphas(prompt_index, lo, hi, seed):
@@ -331,22 +365,28 @@ class Experience:
     expert: dict              # the expert's accuracy and NFE (empty without an expert)
 
 
-def rollouts(dllm, policy, expert, cfg, problems, first, alpha, temperature=0.0):
-    """G rollouts per prompt by the policy (sampling at tau 1, no fallback) and, with an expert, E = 1 more by it, at
-    the dLLM's temperature -> Experience. Advantages are taken over each prompt's G + E rollouts. alpha: a number, or
-    (P * G,) per rollout."""
+def rollouts(dllm, policy, expert, cfg, problems, first, alpha, setting=None):
+    """G rollouts per prompt by the policy (sampling at tau 1, no fallback) and, with an expert, E = 1 more by it ->
+    Experience. Advantages are taken over each prompt's G + E rollouts. alpha: a number, or (P * G,) per rollout.
+    setting: (block lengths (P,), dLLM temperatures (P,)) of each prompt's group (draw_settings; None: --block-length
+    and --temperature). A group shares its setting, and its dLLM noise (one noise key: common random numbers, so at
+    T > 0 its advantages compare the policy's choices, not the dLLM's luck)."""
     G, E, L, P = cfg.group_size, 1 if expert else 0, cfg.gen_length, len(problems)
     per_row = cfg.alpha_range is not None
     ids, am = prompts_of(dllm, problems)
-    runs = [(Learned(policy.eval(), Knobs(fallback=False)), G, cfg.block_length, cfg.seed, alpha)]
+    BL, T = setting if setting is not None else draw_settings(cfg, torch.arange(first, first + P))
+    runs = [(Learned(policy.eval(), Knobs(fallback=False)), G, BL, cfg.seed, alpha)]
     if expert:
-        runs.append((expert, E, cfg.expert_block_length, cfg.seed ^ 0xE5E5, alpha[::G] if per_row else alpha))
+        expert_bl = BL if reads_setting(cfg) else torch.full_like(BL, cfg.expert_block_length)
+        runs.append((expert, E, expert_bl, cfg.seed ^ 0xE5E5, alpha[::G] if per_row else alpha))
+    noise = row_keys(cfg.seed ^ 0x401535, torch.arange(first, first + P))          # one per group
     results, memo = [], ForwardMemo()   # the rollouts of a prompt meet the same states (at least the first): one forward
-    for pol, n, BL, seed, a in runs:
+    for pol, n, bl, seed, a in runs:
         keys = row_keys(seed, torch.tensor([(first + j) * n + g for j in range(P) for g in range(n)]))
-        r = generate(dllm, pol, ids.repeat_interleave(n, 0), am.repeat_interleave(n, 0), L, BL, temperature,
-                     record=True, keys=keys, cache=cfg.cache if BL < L else "none", alpha=a if per_row else None,
-                     memo=memo, memo_keys=torch.arange(P).repeat_interleave(n))
+        r = generate_rows(dllm, pol, ids.repeat_interleave(n, 0), am.repeat_interleave(n, 0), L,
+                          bl.repeat_interleave(n), T.repeat_interleave(n) if reads_setting(cfg) else cfg.temperature,
+                          keys=keys, cache=cfg.cache, alpha=a if per_row else None, memo=memo,
+                          memo_keys=torch.arange(P).repeat_interleave(n), noise_keys=noise.repeat_interleave(n))
         correct = grade_rows(dllm, cfg.task, problems, r.tokens, n, cfg.grader)
         results.append((r, correct, rewards(correct, r.nfe, L, a, cfg.reward)))
     R = torch.cat([reward.view(P, -1) for _, _, reward in results], 1)           # (P, G + E) each prompt's group
@@ -355,7 +395,7 @@ def rollouts(dllm, policy, expert, cfg, problems, first, alpha, temperature=0.0)
     A = advantages(R.reshape(-1), G + E, cfg.std_adv).view(P, G + E) / speed_scale(nfe, L, group_alpha, cfg.alpha_norm)
     batch = collate(results[0][0].steps)
     if expert:
-        expert_batch = collate(results[1][0].steps, expert=True)
+        expert_batch = collate(results[1][0].steps, expert=True, same_blocks=reads_setting(cfg))
         old_expert_log_probs(policy, expert_batch, (G, E), cfg.batch_size * L)
         batch = concat_batches(batch, expert_batch, P * G)
     r, correct, reward = results[0]
@@ -363,6 +403,29 @@ def rollouts(dllm, policy, expert, cfg, problems, first, alpha, temperature=0.0)
                  expert_nfe=results[1][0].nfe.float().mean().item()) if expert else {}
     return Experience(batch, torch.cat([A[:, :G].reshape(-1), A[:, G:].reshape(-1)]), reward, correct, r.nfe,
                       (A.abs().max(1).values == 0).float().mean().item(), stats)
+
+
+def generate_rows(dllm, pol, ids, am, L, bl, temperature, keys, cache, alpha, memo, memo_keys, noise_keys):
+    """env.generate (recording) for rows that decode at their own block lengths bl (B,): one call per block length,
+    merged into one Rollout whose steps number the rows in the whole batch. temperature: a number or (B,)."""
+    values = bl.unique().tolist()
+    hot = torch.is_tensor(temperature)
+    if len(values) == 1:
+        BL = values[0]
+        return generate(dllm, pol, ids, am, L, BL, temperature, record=True, keys=keys, alpha=alpha, memo=memo,
+                        cache=cache if BL < L else "none", memo_keys=memo_keys, noise_keys=noise_keys)
+    B = ids.shape[0]
+    out = Rollout(torch.empty((B, L), dtype=torch.long, device=ids.device), torch.empty(B, dtype=torch.long,
+                  device=ids.device), torch.empty((B, L), dtype=torch.long, device=ids.device))
+    for BL in values:
+        idx = (bl == BL).nonzero().squeeze(1).to(ids.device)
+        r = generate(dllm, pol, ids[idx], am[idx], L, BL, temperature[idx] if hot else temperature, record=True,
+                     keys=keys[idx], cache=cache if BL < L else "none", alpha=None if alpha is None else alpha[idx],
+                     memo=memo, memo_keys=memo_keys[idx], noise_keys=noise_keys[idx])
+        out.tokens[idx], out.nfe[idx], out.order[idx] = r.tokens, r.nfe, r.order
+        out.steps += [dict(st, rows=idx[st["rows"]]) for st in r.steps]
+        out.forwards += r.forwards
+    return out
 
 
 def speed_scale(nfe, L, alpha, on):
@@ -413,12 +476,14 @@ def imitate(policy, dllm, cfg, train_set, stop):
     stop was asked for (Ctrl-C)."""
     expert = parse_policy(cfg.imitate)
     problems = train_set[-cfg.imitate_problems:]
-    steps = []
+    steps, bls = [], block_lengths(cfg) if cfg.block_lengths else (cfg.block_length,)
+    T = bounds(cfg.temperature_range, "--temperature-range")[0] if cfg.temperature_range else cfg.temperature
     for i in range(0, len(problems), cfg.batch_size):
         ids, am = prompts_of(dllm, problems[i:i + cfg.batch_size])
         keys = row_keys(cfg.seed ^ 0xB0C, torch.arange(i, i + len(ids)))
-        steps += generate(dllm, expert, ids, am, cfg.gen_length, cfg.block_length, cfg.temperature, record=True,
-                          keys=keys, cache=cfg.cache if cfg.block_length < cfg.gen_length else "none").steps
+        BL = bls[i // cfg.batch_size % len(bls)]                         # the batches take the block lengths in turn
+        steps += generate(dllm, expert, ids, am, cfg.gen_length, BL, T, record=True,
+                          keys=keys, cache=cfg.cache if BL < cfg.gen_length else "none").steps
         if stop.asked:
             return None
     data = collate(steps)                                                # S recorded steps, each (L,)
@@ -429,7 +494,8 @@ def imitate(policy, dllm, cfg, train_set, stop):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(k, cfg.imitate_lr, 0, cfg.imitate_steps)
         idx = torch.randint(0, len(data["t"]), (512,), generator=gen).to(data["t"].device)
-        logits = policy(data["conf"][idx], data["masked"][idx], data["t"][idx])                    # (512, L)
+        logits = policy(data["conf"][idx], data["masked"][idx], data["t"][idx], None, data["block"][idx],
+                        data["setting"][idx])                                                       # (512, L)
         cand, target = data["cand"][idx], data["action"][idx].float() * 0.96 + 0.02
         loss = F.binary_cross_entropy_with_logits(logits[cand].float(), target[cand])
         opt.zero_grad(set_to_none=True)
@@ -522,8 +588,8 @@ def loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy,
             problems = [train_set[(first + j) % len(train_set)] for j in range(per_rank)]
             alpha = cfg.alpha if cfg.alpha_range is None else draw_alphas(
                 torch.arange(first, first + per_rank), *alpha_bounds(cfg.alpha_range), cfg.seed).repeat_interleave(cfg.group_size).to(dllm.device)
-            T = step_temperature(cfg, step)
-            exp = rollouts(dllm, policy, expert, cfg, problems, first, alpha, T)
+            BL, T = draw_settings(cfg, torch.arange(first, first + per_rank))
+            exp = rollouts(dllm, policy, expert, cfg, problems, first, alpha, (BL, T))
             t_roll = time.time() - t0
             # 2. the clipped policy-gradient update, K optimizer steps on this experience
             lr = cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
@@ -534,7 +600,7 @@ def loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy,
             # 3. log (rollout statistics reduced over ranks) and checkpoint
             metrics = dict(step=step + 1, **reduced(exp, ddp, world), entropy=ent, clip_frac=clip_frac, grad_norm=gnorm,
                            loss=loss, lr=lr, rollout_s=t_roll, update_s=time.time() - t0 - t_roll, **exp.expert,
-                           **({"temperature": T} if cfg.temperature_range else {}))
+                           **({"temperature": T.mean().item()} if cfg.temperature_range else {}))
             if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
                 metrics.update(held_out(dllm, policy, eval_set, cfg))
             log.write(metrics)
@@ -595,13 +661,22 @@ def reduced(exp, ddp, world):
 
 def held_out(dllm, policy, eval_set, cfg):
     """Accuracy and mean NFE of the policy (fallback on, at --eval-tau) on held-out problems; a conditioned one at
-    both ends of its alpha range (does its speed follow alpha?)."""
+    both ends of its alpha range (does its speed follow alpha?); one trained over block lengths at each of them
+    (suffix _bl<BL>), and over temperatures also at HI (suffix _hot)."""
     ends = dict(zip(("_lo", "_hi"), alpha_bounds(cfg.alpha_range))) if cfg.alpha_range else {"": None}
+    T = bounds(cfg.temperature_range, "--temperature-range") if cfg.temperature_range else (0.0,)
+    at = [("", cfg.block_length, T[0])]
+    if cfg.block_lengths:
+        at = [(f"_bl{BL}", BL, T[0]) for BL in block_lengths(cfg)]
+    if len(T) > 1:
+        at.append(("_hot", cfg.block_length, T[1]))
     out = {}
     for suffix, a in ends.items():
-        row, _ = evaluate(dllm, Learned(policy.eval(), Knobs(tau=cfg.eval_tau, alpha=a)), eval_set, cfg.task,
-                          cfg.gen_length, cfg.block_length, cfg.batch_size, progress=False, cache=cfg.cache)
-        out.update({f"eval_accuracy{suffix}": row["accuracy"], f"eval_nfe{suffix}": row["mean_nfe"]})
+        for where, BL, temp in at:
+            row, _ = evaluate(dllm, Learned(policy.eval(), Knobs(tau=cfg.eval_tau, alpha=a)), eval_set, cfg.task,
+                              cfg.gen_length, BL, cfg.batch_size, temp, progress=False,
+                              cache=cfg.cache if BL < cfg.gen_length else "none")
+            out.update({f"eval_accuracy{suffix}{where}": row["accuracy"], f"eval_nfe{suffix}{where}": row["mean_nfe"]})
     return out
 
 
@@ -718,7 +793,7 @@ def build_policy(cfg, dev, rank):
     """The policy (fp32), its AdamW, and where to start: step 0, or the checkpoint's step with --resume."""
     lo, hi = alpha_bounds(cfg.alpha_range) if cfg.alpha_range else (None, None)
     policy = LearnedPolicy(PolicyConfig(width=cfg.width, init_bias=cfg.init_bias, alpha_lo=lo, alpha_hi=hi,
-                                        actions=cfg.actions, features=cfg.features)).to(dev)
+                                        actions=cfg.actions, features=cfg.features, setting=reads_setting(cfg))).to(dev)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     if not cfg.resume:
         if cfg.init:   # a per-alpha policy into a conditioned one: its conditioning starts at zero, so at every alpha

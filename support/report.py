@@ -81,6 +81,35 @@ def studies_report(by, cfg, tuned):
     return "\n".join(md) + "\n"
 
 
+def settings_report(study, rows, tuned):
+    """One policy for every setting (support/seeds.py Study): a verdict per block length and temperature, and the
+    rows behind them."""
+    md = ["", "# One policy for every setting", "",
+          f"{', '.join(study.specs)} (trained over block lengths and dLLM temperatures) against the per-setting "
+          f"policies at home ({', '.join(study.home.values()) or 'none'}) and the hand rules tuned at T = 0 on the "
+          f"validation split at its NFE there (" + "; ".join(f"BL {BL}: {', '.join(t) or 'none that fast'}"
+                                                         for BL, t in tuned.items()) + f"). L = {study.L}; "
+          f"{study.n} test problems at T = 0, {study.hot_n} at T > 0.", "", "## Verdicts", ""]
+    for BL, T, held, text in study.verdicts(rows, tuned):
+        if T == 0:
+            what = (f"BL {BL}, T 0: the universal policy within 1 point of accuracy and 5% of the NFE of the stronger "
+                    f"of the per-setting policy and the tuned hand rule")
+        else:
+            what = (f"BL {BL}, T {T:g}: the universal policy 5 points or more ahead of the hand rule tuned at T = 0, "
+                    f"where that rule loses 5 points or more to its own T = 0 accuracy")
+        md.append(verdict(held, what, text + ".") if held is not None else
+                  f"- **{what}: no claim** (the rule keeps its T = 0 accuracy within 5 points). {text}.")
+    for BL in study.bls:
+        for T in study.temps:
+            keep = set(study.specs) | set(study.home_of(BL)) | set(tuned[BL])
+            rs = [r for r in study.rows_at(rows, BL, T) if r["policy"] in keep]
+            if rs:
+                md += ["", f"## BL {BL}, T {T:g}", "", "| policy | accuracy % | mean NFE |", "|---|---:|---:|"]
+                md += [f"| {'**' + r['policy'] + '**' if 'trained' in r else r['policy']} | {r['accuracy']:.1f} | "
+                       f"{r['mean_nfe']:.2f} |" for r in sorted(rs, key=lambda r: ('trained' not in r, r['mean_nfe']))]
+    return "\n".join(md) + "\n"
+
+
 def study_title(r):
     samples = f" x {r['samples']} samples" if r.get("samples", 1) > 1 else ""
     split = f", {r['split']} split" if r.get("split", "test") != "test" else ""

@@ -26,6 +26,7 @@ from eval import Setting, canonical, learned_specs, run, summarize, sweep_specs
 from model import load_dllm
 from policy import RULES, parse_policy
 from support import report
+from support.seeds import HAND, Study
 from support.shifts import (SHIFTS, best_hand_rule, modes, nongreedy_settings, shift_settings, shipped_spec, tune,
                             validation_settings)
 from tasks import get_problems, grade, prompts_of
@@ -51,7 +52,11 @@ SUITE = dict(task="chain", ood_task="sub", model="tiny", other_model="tiny-b", L
              # paper App. E: a DPLS policy at this alpha in both modes; Fig. 6: the plain policy of this alpha over a beta grid
              variant_alpha=3, betas=(0.25, 0.5, 1, 2, 4),
              # App. B.9 (support/shifts.py): the policies of this alpha under sampling
-             nongreedy_alpha=1)
+             nongreedy_alpha=1,
+             # one policy for every setting (support/seeds.py): the shipped universal policy against the per-setting
+             # ones at home and the hand rules tuned at T = 0 on the validation split, per block length and temperature
+             universal=dict(path="weights/policy.pt", home=("weights/policy_semi.pt", "weights/policy_full.pt"),
+                            block_lengths=(4, 8, 16, 32), temps=(0.0, 0.3, 0.8), hot_n=200, hand=HAND))
 
 
 def claim(path):
@@ -264,14 +269,31 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
 
 
 def first_rows(path, compile):
-    """The rows that need no suite policy: the heuristics of every setting, the validation split, and the shifts of
-    the shipped policies, whose hand rules are tuned on that split -> tuned {mode: {family: spec}}."""
+    """The rows that need no suite policy: the heuristics of every setting, the validation split, the shifts of the
+    shipped policies, whose hand rules are tuned on that split, and the universal policy's settings -> tuned {mode:
+    {family: spec}}."""
     valid = validation_settings(SUITE, IN_DOMAIN)
     rows = run(path, suite_settings() + valid, n=SUITE["n"], compile=compile)
     by = by_setting(summarize(rows), valid)
     tuned = {mode: tune(by[f"validation, {mode}"], shipped_spec(mode)) for mode, _ in modes(SUITE)}
     run(path, shift_settings(SUITE, tuned), n=SUITE["n"], compile=compile)
+    universal_rows(path, compile)
     return tuned
+
+
+def universal_study():
+    u = SUITE["universal"]
+    return Study([u["path"]], u["home"], u["block_lengths"], u["temps"], SUITE["n"], u["hot_n"], SUITE.get("grids"),
+                 SUITE["model"], SUITE["task"], SUITE["L"], u["hand"], ROOT)
+
+
+def universal_rows(path, compile=False):
+    """The universal policy's study: T = 0 rows (validation and test), then the T > 0 rows of the rules tuned on
+    them -> (study, rows, tuned {BL: [spec]})."""
+    study = universal_study()
+    rows = run(path, study.greedy(), n=SUITE["n"], compile=compile)
+    tuned = study.tuned(rows)
+    return study, rows + run(path, study.hot(tuned), n=SUITE["n"], compile=compile), tuned
 
 
 def nongreedy(path, pols, variants):
@@ -312,6 +334,7 @@ def write_report(results_dir, by, rows, pols, conds, variants, tuned, t0, pretra
     last = json.load(open(timing)) if os.path.exists(timing) else None
     md = report.suite_report(by, SUITE, logs, minutes, pretrain_min, rows, cond_logs, variant_logs, per_logs, last)
     md += report.studies_report(by, SUITE, tuned)
+    md += report.settings_report(*universal_rows(os.path.join(results_dir, "tiny.json")))
     if plot:
         report.plot_fronts({report.title(k, v): v for k, v in by.items() if not k.startswith(("non-greedy", "valid"))},
                            os.path.join(results_dir, "tiny.png"))

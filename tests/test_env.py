@@ -205,6 +205,51 @@ def test_temperature_sampling_is_batch_invariant(tiny):
     assert not torch.equal(other.tokens, batch.tokens) and not torch.equal(greedy.tokens, batch.tokens)  # it is random
 
 
+def test_per_row_temperatures_are_each_rows_own_run(tiny):
+    """temperature (B,): each row decodes exactly as it does alone at its temperature (0: greedy); noise_keys seed the
+    dLLM's noise apart from the policy's draws, so two rows with one noise key sample alike in the same state."""
+    logits = torch.randn(4, 6, 9, dtype=torch.float64)
+    seeds = torch.tensor([11, 12, 13, 14])
+    temps = torch.tensor([0.0, 0.3, 0.0, 1.0], dtype=torch.float64)
+    x0, conf, _, _ = token_stats(logits, temps, seeds)
+    for i, T in enumerate(temps.tolist()):
+        one = token_stats(logits[i:i + 1], T, seeds[i:i + 1])
+        assert torch.equal(one[0][0], x0[i]) and torch.equal(one[1][0], conf[i])
+    pol = parse_policy("threshold:0.7")
+    probs = tiny_problems("chain", 6, seed=0)
+    ids, am = prompts_of(tiny, probs)
+    keys, T = row_keys(0, torch.arange(6)), torch.tensor([0.0, 0.8, 0.3, 0.0, 0.8, 0.3])
+    mixed = generate(tiny, pol, ids, am, 32, 32, temperature=T, keys=keys)
+    for value in (0.0, 0.3, 0.8):
+        rows = (T == value).nonzero().squeeze(1)
+        alone = generate(tiny, pol, ids[rows], am[rows], 32, 32, temperature=value, keys=keys[rows])
+        assert torch.equal(alone.tokens, mixed.tokens[rows]) and torch.equal(alone.nfe, mixed.nfe[rows])
+    same = row_keys(5, torch.zeros(6, dtype=torch.long))                  # one noise key, one prompt, six policy keys
+    ids1, am1 = ids[:1].expand(6, -1), am[:1].expand(6, -1)
+    r = generate(tiny, parse_policy("topk:steps=32"), ids1, am1, 32, 32, temperature=1.0, keys=keys, noise_keys=same)
+    assert (r.tokens == r.tokens[0]).all()                                 # a deterministic rule: the same samples
+    r = generate(tiny, parse_policy("topk:steps=32"), ids1, am1, 32, 32, temperature=1.0, keys=keys)
+    assert not (r.tokens == r.tokens[0]).all()
+
+
+def test_the_observation_carries_the_setting(tiny):
+    """Obs.setting (b, 3): BL / L, the row's temperature, the block's iterations spent / BL; recorded with each step."""
+    seen = []
+
+    class Spy(TopK):
+        def select(self, obs):
+            seen.append(obs.setting.clone())
+            return super().select(obs)
+    probs = tiny_problems("chain", 3, seed=0)
+    ids, am = prompts_of(tiny, probs)
+    r = generate(tiny, Spy(32), ids, am, 32, 8, temperature=torch.tensor([0.0, 0.5, 0.0]), record=True)
+    assert all(s.dtype == torch.float32 and s.shape[1] == 3 for s in seen)
+    first = seen[0]
+    assert torch.allclose(first, torch.tensor([[0.25, 0.0, 0.0], [0.25, 0.5, 0.0], [0.25, 0.0, 0.0]]))
+    assert torch.allclose(seen[1][:, 2], torch.full((3,), 1 / 8))          # one of the block's 8 iterations spent
+    assert torch.equal(r.steps[0]["setting"], first)
+
+
 def test_diagnostic_orders_answer_first_left_to_right_and_values():
     from support.pretrain import Order
     x0 = torch.tensor([[3, 4, 9, 5, 2, 2]])                     # 9 plays '#': the answer slot starts there

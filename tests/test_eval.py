@@ -262,7 +262,9 @@ def shrink_suite(monkeypatch, tiny_path):
                                           cond_alphas=(0, 3, 10), cond_init_alpha=3, betas=(0.5, 1, 2), expert_bl=16,
                                           nongreedy_alpha=3,
                                           grids={"pc.lam": [0.25], "band.hi": [0.9], "band.lo": [0.08],
-                                                 "threshold.lam": [0.5, 0.9]}))
+                                                 "threshold.lam": [0.5, 0.9]},
+                                          universal=dict(su.SUITE["universal"], block_lengths=(8, 16), temps=(0.0, 0.8),
+                                                         hot_n=6, hand=("threshold", "band"))))
     monkeypatch.setattr(su, "ALL", ("topk", "threshold"))
     monkeypatch.setattr(su, "IN_DOMAIN", ("topk", "threshold", "pc", "eosdamp", "band"))
     from support import shifts
@@ -278,7 +280,8 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     su.suite(results_dir=res, out_dir=out, steps=2, part="heuristics")    # the two parts that can run side by side
     heur = json.load(open(os.path.join(res, "tiny.json")))
     assert heur and not os.path.exists(out)                                # rows of hand rules and the shipped policies
-    assert {r["policy"].split(":")[0] for r in heur if "trained" in r} == {"weights/policy_semi.pt", "weights/policy_full.pt"}
+    assert {r["policy"].split(":")[0] for r in heur if "trained" in r} == {"weights/policy_semi.pt", "weights/policy_full.pt",
+                                                                           "weights/policy.pt"}
     su.suite(results_dir=res, out_dir=out, steps=2, part="train")
     assert json.load(open(os.path.join(res, "tiny.json"))) == heur and len(made(out)) == 22
     assert not os.path.exists(os.path.join(res, "tiny.md"))
@@ -290,7 +293,8 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     for name in ("semi-AR", "full diffusion", "length transfer, semi-AR", "length transfer, full", "model transfer, semi-AR",
                  "model transfer, full", "domain transfer, semi-AR", "domain transfer, full"):
         assert f"\n## {name}: " in md     # model == other model here: the model-transfer rows are shared, not rerun
-    assert md.count("\n- **") == 22 + 5 + 1 and "## Verdicts" in md and "## length transfer, full: " in md
+    assert md.count("\n- **") == 22 + 5 + 1 + 4 and "## Verdicts" in md and "## length transfer, full: " in md
+    assert "# One policy for every setting" in md and "## BL 16, T 0.8" in md and "BL 8, T 0: the universal" in md
     for line in ("Learned ahead of the best hand rule at matched NFE under T = 0.3", "under T = 0.8",
                  "under the other dLLM (tiny-b)", "under L = 64", "under the sub task",
                  "Under sampling (T = 0.8, the paper's App. B.9) the alpha = 1 policy", "re-tuned at the shift",
@@ -349,7 +353,9 @@ def test_suite_keeps_its_heuristic_rows_when_training_is_cut_short(tiny_path, tm
     """The heuristic rows need no policy, so the suite evaluates them first: a run stopped in its first GRPO run
     (or a machine that stops there) leaves every heuristic row in tiny.json, and no learned one."""
     monkeypatch.setattr(su, "SUITE", dict(su.SUITE, model=tiny_path, other_model=tiny_path, L=16, n=4,
-                                          grids={"pc.lam": [0.25]}))
+                                          grids={"pc.lam": [0.25]},
+                                          universal=dict(su.SUITE["universal"], block_lengths=(16,), temps=(0.0,),
+                                                         hand=("threshold",))))
     monkeypatch.setattr(su, "ALL", ("topk",))
     monkeypatch.setattr(su, "IN_DOMAIN", ("topk", "pc", "eosdamp"))
     from support import shifts
@@ -365,7 +371,8 @@ def test_suite_keeps_its_heuristic_rows_when_training_is_cut_short(tiny_path, tm
     want = {(s.model, s.task, s.gen_length, s.block_length, ev.canonical(p)) for s in su.suite_settings() for p in s.specs}
     assert want <= {(r["model"], r["task"], r["gen_length"], r["block_length"], r["policy"]) for r in rows}
     assert {r["policy"].split(":")[0] for r in rows if "trained" in r} == {"weights/policy_semi.pt",
-                                                                           "weights/policy_full.pt"}   # shipped only
+                                                                           "weights/policy_full.pt",
+                                                                           "weights/policy.pt"}   # shipped only
     assert {r["setting"] for r in rows} >= {"validation, semi-AR", "shift: T = 0.8, full", "shift: the sub task, full"}
 
 
@@ -631,3 +638,31 @@ def test_each_suite_trainer_gets_a_gpu_of_its_own(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert [su.worker_env(i, 4)["CUDA_VISIBLE_DEVICES"] for i in (1, 2, 3, 4)] == ["1", "2", "3", "0"]
     assert "CUDA_VISIBLE_DEVICES" not in su.worker_env(1, 1) and "CUDA_VISIBLE_DEVICES" not in su.worker_env(1, 0)
+
+
+def test_settings_verdicts_by_hand():
+    """support.seeds.Study: at T = 0 the learned mean against the stronger of the per-setting policy and the tuned
+    rule (1 point, 5% NFE); at T > 0 a claim only where the tuned rule lost 5 points to its own T = 0 accuracy."""
+    from support.seeds import Study
+    study = Study.__new__(Study)
+    study.specs, study.home, study.bls, study.temps = ["u.pt:tau=0.5", "u1.pt:tau=0.5"], {8: "h.pt:tau=0.5"}, (8, 32), (0.0, 0.8)
+    study.n, study.hot_n, study.L, study.model, study.task = 10, 5, 32, "tiny", "chain"
+
+    def row(policy, BL, T, acc, nfe, learned=False):
+        r = dict(policy=policy, block_length=BL, temperature=T, n=10 if T == 0 else 5, accuracy=acc, mean_nfe=nfe,
+                 gen_length=32, model="tiny", task="chain", split="test")
+        return dict(r, trained={}) if learned else r
+    rows = [row("u.pt:tau=0.5", 8, 0.0, 99.0, 7.0, True), row("u1.pt:tau=0.5", 8, 0.0, 98.0, 7.2, True),
+            row("h.pt:tau=0.5", 8, 0.0, 99.5, 7.3, True), row("band:hi=0.9:lo=0.08", 8, 0.0, 99.0, 7.1),
+            row("u.pt:tau=0.5", 8, 0.8, 95.0, 7.0, True), row("u1.pt:tau=0.5", 8, 0.8, 93.0, 7.0, True),
+            row("band:hi=0.9:lo=0.08", 8, 0.8, 80.0, 7.0),
+            row("u.pt:tau=0.5", 32, 0.0, 97.0, 7.0, True), row("u1.pt:tau=0.5", 32, 0.0, 97.0, 7.0, True),
+            row("band:hi=0.9:lo=0.08", 32, 0.0, 99.0, 6.8),
+            row("u.pt:tau=0.5", 32, 0.8, 95.0, 7.0, True), row("u1.pt:tau=0.5", 32, 0.8, 95.0, 7.0, True),
+            row("band:hi=0.9:lo=0.08", 32, 0.8, 97.0, 6.9)]
+    out = {(BL, T): held for BL, T, held, _ in study.verdicts(rows, {8: ["band:hi=0.9:lo=0.08"],
+                                                                      32: ["band:hi=0.9:lo=0.08"]})}
+    # BL 8, T 0: mean 98.5 @ 7.1 against the per-setting 99.5 @ 7.3 (stronger than the rule's 99.0): within 1 point
+    # BL 8, T 0.8: the rule lost 19 points, learned 94 is 14 ahead; BL 32, T 0: 97 is 2 below 99;
+    # BL 32, T 0.8: the rule lost 2 points: no claim
+    assert out == {(8, 0.0): True, (8, 0.8): True, (32, 0.0): False, (32, 0.8): None}

@@ -214,3 +214,46 @@ def test_a_checkpoint_without_features_loads_as_raw(tmp_path):
     save_policy(tmp_path / "old.pt", old.state_dict(), cfg)
     pol, _ = load_policy(str(tmp_path / "old.pt"))
     assert pol.c.features == "raw"
+
+
+def test_a_setting_reading_policy_reads_its_block_the_setting_and_starts_neutral(tmp_path):
+    """PolicyConfig(setting=True): three position states (revealed, masked elsewhere, candidate) and the setting's
+    features (BL / L, the dLLM temperature, the block's progress) reach the logits; the setting's output scale and
+    shift and ada start at zero (so its first logits depend on neither the setting nor the block). A
+    checkpoint of it declares the block lengths it was trained at."""
+    from policy import PolicyConfig, checkpoint_policy
+    torch.manual_seed(0)
+    pol = LearnedPolicy(PolicyConfig(setting=True))
+    o = make_obs(4, 8)
+    at = lambda bl, T, prog: torch.tensor([[bl, T, prog]] * 4)
+    base = pol(o.conf, o.masked, o.t, None, o.cand, at(0.5, 0.0, 0.0))
+    assert torch.equal(base, pol(o.conf, o.masked, o.t, None, o.cand, at(1.0, 0.8, 0.5)))   # neutral at init
+    with torch.no_grad():
+        for m in (pol.setting_out[2], pol.ada):
+            m.weight.normal_(0, 0.3)
+    assert (base - pol(o.conf, o.masked, o.t, None, o.masked, at(0.5, 0.0, 0.0))).abs().max() > 1e-3   # the block
+    for other in (at(1.0, 0.0, 0.0), at(0.5, 0.8, 0.0), at(0.5, 0.0, 0.5)):
+        assert (pol(o.conf, o.masked, o.t, None, o.cand, other) - pol(o.conf, o.masked, o.t, None, o.cand,
+                                                                      at(0.5, 0.0, 0.0))).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="candidates and the setting"):
+        pol(o.conf, o.masked, o.t)
+    o.setting = at(0.5, 0.0, 0.0)
+    assert pol.act(o, Knobs()).unmask.shape == (4, 8)
+    path = save_policy(tmp_path / "u.pt", pol.state_dict(), pol.c, block_length=8, block_lengths="4,8,16,32")
+    assert checkpoint_policy(path).trained == (32, (4, 8, 16, 32))
+    plain = save_policy(tmp_path / "p.pt", LearnedPolicy().state_dict(), PolicyConfig(), block_length=8)
+    assert checkpoint_policy(plain).trained == (32, (8,))
+
+
+def test_block_features_mark_each_blocks_best_candidate():
+    """features 'block': c, log c / 10, log(1 - c) / 10 and log(c / the best candidate's c) / 10, which is 0 at each
+    row's most confident candidate whatever the block length; without the candidates it is one clear error."""
+    from policy import conf_features
+    conf = torch.tensor([[0.5, 0.9, 0.2, 0.95], [0.3, 0.1, 0.6, 0.05]])
+    cand = torch.tensor([[True, True, True, False], [False, False, True, True]])
+    f = conf_features(conf, "block", cand)
+    assert f.shape == (2, 4, 4) and torch.equal(f[..., :3], conf_features(conf, "log"))
+    torch.testing.assert_close(f[0, :3, 3], torch.tensor([0.5 / 0.9, 1.0, 0.2 / 0.9]).log() / 10)
+    assert f[1, 2, 3] == 0 and f[1, 3, 3] == pytest.approx(math.log(0.05 / 0.6) / 10)
+    with pytest.raises(ValueError, match="need the candidates"):
+        conf_features(conf, "block")

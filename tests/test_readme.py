@@ -17,17 +17,19 @@ def run(*argv):
 
 def test_sample_with_no_policy_flag_compares_the_shipped_policy_with_the_heuristics():
     text = run("sample.py", "--n", "40")                              # the first command, on 40 problems
-    for name in ("weights/policy_full.pt", "topk:steps=32", "threshold:0.9", "eb:gamma=0.01", "pc:lam=1:steps=8",
+    for name in ("weights/policy.pt", "topk:steps=32", "threshold:0.9", "eb:gamma=0.01", "pc:lam=1:steps=8",
                  "band:hi=0.9:lo=0.08"):
         assert name in text, text
-    assert "L=32 BL=32" in text
+    assert "L=32 BL=32" in text and "warning" not in text
+    text = run("sample.py", "--n", "40", "--block-length", "4", "--temperature", "0.3")   # any block length and T
+    assert "L=32 BL=4" in text and "T=0.3" in text and "warning" not in text
 
 
 def test_the_shipped_policies_know_how_they_were_made():
-    for name, bl in (("policy_full", 32), ("policy_semi", 8), ("policy_front", 8)):
+    for name, bl in (("policy", 32), ("policy_full", 32), ("policy_semi", 8), ("policy_front", 8)):
         ck = torch.load(os.path.join(ROOT, "weights", f"{name}.pt"), weights_only=True)
         assert ck["command"].startswith("python train.py ") and ck["command"].endswith(f"--out weights/{name}.pt")
-        assert ck["args"]["block_length"] == bl and ck["args"]["features"] == "log"
+        assert ck["args"]["block_length"] == bl and ck["args"]["features"] == ("block" if name == "policy" else "log")
     assert torch.load(os.path.join(ROOT, "weights", "policy_semi.pt"), weights_only=True)["command"] == \
         "python train.py --out weights/policy_semi.pt"                  # the default recipe
 
@@ -99,3 +101,14 @@ def test_gpu_checks_dry_run_prints_every_mode_and_fails_loudly(tmp_path):
             continue
         bad = sh(*args, out=out)
         assert bad.returncode != 0 and "== " not in bad.stdout, (args, bad.stdout, bad.stderr)
+
+
+def test_seeds_over_settings_gives_a_verdict_per_block_length_and_temperature(tmp_path):
+    """support.seeds --block-lengths --temperatures --home: the rules are tuned at T = 0 on the validation split, and
+    every (BL, T) gets a line; the per-setting policy is read at its own block length only."""
+    text = run("-m", "support.seeds", "--policies", "weights/policy_full.pt", "--block-lengths", "8,32",
+               "--temperatures", "0,0.8", "--home", "weights/policy_semi.pt", "--n", "6", "--hot-problems", "4",
+               "--out", str(tmp_path / "s.json"))
+    lines = [l for l in text.splitlines() if l.startswith("BL ") and ": " in l.split("NFE")[0]]
+    assert [l[:10] for l in lines if "learned" in l] == ["BL  8 T 0:", "BL  8 T 0.8", "BL 32 T 0:", "BL 32 T 0.8"]
+    assert sum("per-setting" in l for l in lines) == 2 and "verdicts held over 1 seeds" in text

@@ -246,22 +246,60 @@ def test_alpha_range_trains_one_conditioned_policy(tiny_path, tmp_path, monkeypa
         train.main(["--alpha-range", "5,1", "--out", str(tmp_path / "x.pt")])
 
 
-def test_temperature_range_draws_each_steps_temperature(tiny_path, tmp_path, monkeypatch):
-    """--temperature-range LO,HI: each GRPO step's rollouts run at a temperature drawn in [LO, HI] from the step's index
-    and the seed (so a resumed run draws the same), logged per step; bad ranges are refused in one line."""
-    c = cfg(tiny_path, tmp_path / "t.pt", temperature_range="0.2,0.9")
-    Ts = [train.step_temperature(c, s) for s in range(50)]
-    assert all(0.2 <= T <= 0.9 for T in Ts) and len(set(Ts)) == 50 and max(Ts) - min(Ts) > 0.5
-    assert Ts == [train.step_temperature(c, s) for s in range(50)]
-    assert train.step_temperature(cfg(tiny_path, tmp_path / "u.pt", temperature=0.3), 7) == 0.3
+def test_settings_are_drawn_per_group_and_read_by_the_policy(tiny_path, tmp_path, monkeypatch):
+    """--block-lengths / --temperature-range: each prompt's group draws its block length from the set and its dLLM
+    temperature from the range (a quarter at LO) by the prompt's index and the seed (a resumed run draws the same);
+    its rollouts, the expert's included, decode in that setting with one noise key per group; the policy reads the
+    setting; bad sets are refused in one line."""
+    c = cfg(tiny_path, tmp_path / "t.pt", gen_length=16, block_length=16, block_lengths="4,8,16",
+            temperature_range="0.2,0.9")
+    BL, T = train.draw_settings(c, torch.arange(400))
+    assert set(BL.tolist()) == {4, 8, 16} and all(0.2 <= t <= 0.9 for t in T.tolist())
+    assert 0.15 < (T == 0.2).double().mean() < 0.35 and len(set(T.tolist())) > 250
+    assert all(torch.equal(a, b) for a, b in zip((BL, T), train.draw_settings(c, torch.arange(400))))
+    plain = train.draw_settings(cfg(tiny_path, tmp_path / "u.pt", temperature=0.3), torch.arange(5))
+    assert plain[0].tolist() == [16] * 5 and plain[1].tolist() == [0.3] * 5
     seen, real = [], train.generate
-    monkeypatch.setattr(train, "generate", lambda *a, **k: (seen.append(a[6]), real(*a, **k))[1])
-    train.train(cfg(tiny_path, tmp_path / "t.pt", steps=2, temperature_range="0.2,0.9", reward="additive"))
-    log = [json.loads(l) for l in open(tmp_path / "t.jsonl")]
-    assert [r["temperature"] for r in log] == Ts[:2] and seen == Ts[:2]          # one temperature a step, as logged
-    for bad, msg in [("0.5", "LO,HI"), ("0.9,0.2", "0 <= LO < HI")]:
+    monkeypatch.setattr(train, "generate", lambda *a, **k: (seen.append((a[5], a[6].tolist(), k["noise_keys"])),
+                                                            real(*a, **k))[1])
+    grade_by(monkeypatch, lambda task, p, text: len(text) % 2 == 0)
+    train.train(cfg(tiny_path, tmp_path / "t.pt", steps=1, block_lengths="4,8,16", temperature_range="0.2,0.9",
+                    expert="threshold:0.9", eval_every=1, eval_n=4, task="chain"))
+    BL, T = train.draw_settings(c, torch.arange(4))
+    rollouts = seen[:2 * len(set(BL.tolist()))]
+    for bl, temps, noise in rollouts:                                     # per block length: its groups' rows
+        groups = (BL == bl).nonzero().squeeze(1)
+        n = len(temps) // len(groups)
+        assert temps == T[groups].repeat_interleave(n).tolist() and n in (4, 1)   # G policy rows or 1 expert row
+        assert torch.equal(noise, noise.view(len(groups), n)[:, :1].expand(-1, n).reshape(-1))   # a group's one key
+    ck = torch.load(tmp_path / "t.pt", weights_only=True)
+    assert ck["policy_config"]["setting"] and ck["args"]["block_lengths"] == "4,8,16"
+    log = json.loads(open(tmp_path / "t.jsonl").readline())
+    assert {"eval_accuracy_bl4", "eval_accuracy_bl8", "eval_accuracy_bl16", "eval_nfe_hot"} <= set(log)
+    for bad, msg in [(["--temperature-range", "0.5"], "LO,HI"), (["--temperature-range", "0.9,0.2"], "0 <= LO < HI"),
+                     (["--block-lengths", "4,x"], "B1,B2"), (["--block-lengths", "4,16"], "among them"),
+                     (["--block-lengths", "5,8", "--block-length", "8"], "multiple of --block-length 5"),
+                     (["--block-lengths", "4,8", "--block-length", "8", "--expert", "threshold:0.9",
+                       "--expert-block-length", "4"], "each group's own blocks")]:
         with pytest.raises(SystemExit, match=msg):
-            train.main(["--temperature-range", bad, "--out", str(tmp_path / "x.pt")])
+            train.main(bad + ["--out", str(tmp_path / "x.pt")])
+
+
+def test_rows_at_several_block_lengths_are_each_their_own_run(tiny_path):
+    """train.generate_rows: rows at different block lengths give, row by row, what generate gives each block length
+    alone, and its steps number the rows in the whole batch."""
+    from model import load_dllm
+    from tasks import prompts_of, tiny_problems
+    dllm = load_dllm(tiny_path)
+    ids, am = prompts_of(dllm, tiny_problems("chain", 6, seed=1))
+    bl, keys = torch.tensor([4, 16, 4, 8, 16, 8]), train.row_keys(3, torch.arange(6))
+    pol = train.parse_policy("threshold:0.8")
+    r = train.generate_rows(dllm, pol, ids, am, 16, bl, 0.0, keys, "none", None, None, torch.arange(6), keys)
+    for b in (4, 8, 16):
+        rows = (bl == b).nonzero().squeeze(1)
+        alone = train.generate(dllm, pol, ids[rows], am[rows], 16, b, keys=keys[rows])
+        assert torch.equal(alone.tokens, r.tokens[rows]) and torch.equal(alone.nfe, r.nfe[rows])
+    assert sorted(torch.cat([s["rows"] for s in r.steps]).unique().tolist()) == list(range(6))
 
 
 def test_alpha_norm_puts_every_alpha_on_the_correctness_scale():
