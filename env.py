@@ -184,9 +184,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     if not bool(prompt_mask.bool().all()):
         am = torch.cat([prompt_mask, torch.ones((B, L), dtype=prompt_mask.dtype, device=dev)], 1)
     in_block = (torch.arange(L, device=dev) // BL)[None]                # (1, L) the block of each position
-    block = torch.zeros(B, dtype=torch.long, device=dev)               # current block per row
-    block_step = torch.zeros(B, dtype=torch.long, device=dev)
-    nfe = torch.zeros(B, dtype=torch.long, device=dev)
+    block, block_step, nfe = (torch.zeros(B, dtype=torch.long, device=dev) for _ in range(3))   # per row
     order = torch.zeros((B, L), dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     keys = (row_keys(0, torch.arange(B)) if keys is None else keys).to(dev)
@@ -208,15 +206,14 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
             current += 1                                               # every row has left the block: the next one
             continue
         seeds = noise_seeds(noise_keys[rows], nfe[rows]) if hottest > 0 else None
-        T = temperature if not torch.is_tensor(temperature) else temps[rows]
-        x0, conf, margin, entropy = step(x, am, rows, current, T, seeds)
+        x0, conf, margin, entropy = step(x, am, rows, current, temps[rows] if torch.is_tensor(temperature)
+                                         else temperature, seeds)
         forwards += 1
         gen = x[rows, P:]                                              # (b, L)
         masked = gen == dllm.mask_id
         setting = torch.stack([torch.full_like(temps[rows], BL / L), temps[rows], block_step[rows] / BL], 1).float()
-        obs = Obs(x0, conf, masked, masked & (in_block == block[rows, None]), nfe[rows].float() / L,
-                  block_step[rows], L // BL, keys[rows], margin, entropy, alpha=None if alpha is None else alpha[rows],
-                  setting=setting)
+        obs = Obs(x0, conf, masked, masked & (in_block == block[rows, None]), nfe[rows].float() / L, block_step[rows],
+                  L // BL, keys[rows], margin, entropy, alpha=None if alpha is None else alpha[rows], setting=setting)
         if "eos" in needs:
             obs.eos = torch.isin(x0, stop_ids)
         act = policy.act(obs)

@@ -12,11 +12,14 @@ Variants: --alpha-range LO,HI trains one policy for the whole front (each prompt
 its rewards use and the policy sees); --actions dpls draws actions by dynamic Plackett-Luce (paper App. E); --expert
 SPEC is expert steering (App. F): each group gets one more rollout by a heuristic, advantages are over all G + 1, and
 the expert's steps enter the loss with the mixture likelihood (grpo.mixture); --imitate SPEC warm-starts the policy
-by behaviour cloning of a heuristic.
+by behaviour cloning of a heuristic; --block-lengths B1,B2,... and --temperature-range LO,HI train one policy for
+every block length and dLLM temperature (each group draws its setting, which the policy reads).
 
     python train.py --out out/p.pt                 # the tiny world's recipe: blocks of 8, alpha 1 (a few minutes on CPU)
     python train.py --block-length 32 --expert threshold:0.9 --steps 60 --eval-tau 0.5 --out out/full.pt   # policy_full.pt
     python train.py --block-length 8 --alpha-range 0,10 --out out/front.pt   # one policy for every alpha in [0, 10]
+    python train.py --block-length 32 --block-lengths 4,8,16,32 --temperature-range 0,1 --features block \
+        --imitate band:hi=0.9:lo=0.08 --imitate-steps 600 --lr 2e-4 --eval-tau 0.5 --out out/u.pt   # policy.pt
     python train.py --model llada --block-length 32 --out out/llada_bl32.pt   # the paper's run (one GPU, 24 GB+)
     torchrun --nproc_per_node=8 train.py --model llada --out out/llada_dp.pt   # data parallel: each rank its prompts
 """
@@ -418,12 +421,14 @@ def generate_rows(dllm, pol, ids, am, L, bl, temperature, keys, cache, alpha, me
     out = Rollout(torch.empty((B, L), dtype=torch.long, device=ids.device), torch.empty(B, dtype=torch.long,
                   device=ids.device), torch.empty((B, L), dtype=torch.long, device=ids.device))
     for BL in values:
-        idx = (bl == BL).nonzero().squeeze(1).to(ids.device)
-        r = generate(dllm, pol, ids[idx], am[idx], L, BL, temperature[idx] if hot else temperature, record=True,
-                     keys=keys[idx], cache=cache if BL < L else "none", alpha=None if alpha is None else alpha[idx],
-                     memo=memo, memo_keys=memo_keys[idx], noise_keys=noise_keys[idx])
-        out.tokens[idx], out.nfe[idx], out.order[idx] = r.tokens, r.nfe, r.order
-        out.steps += [dict(st, rows=idx[st["rows"]]) for st in r.steps]
+        idx = (bl == BL).nonzero().squeeze(1)
+        pick = lambda t: t[idx.to(t.device)]                          # the inputs may live on the CPU or the device
+        r = generate(dllm, pol, pick(ids), pick(am), L, BL, pick(temperature) if hot else temperature, record=True,
+                     keys=pick(keys), cache=cache if BL < L else "none", alpha=None if alpha is None else pick(alpha),
+                     memo=memo, memo_keys=pick(memo_keys), noise_keys=pick(noise_keys))
+        rows = idx.to(ids.device)
+        out.tokens[rows], out.nfe[rows], out.order[rows] = r.tokens, r.nfe, r.order
+        out.steps += [dict(st, rows=rows[st["rows"]]) for st in r.steps]
         out.forwards += r.forwards
     return out
 

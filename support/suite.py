@@ -240,7 +240,8 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
         if part != "train":
             tuned = first_rows(path, compile)
         if part == "heuristics":
-            print(f"the heuristic rows are all in {path}")   # whether computed now or found there
+            write_settings(results_dir)
+            print(f"the heuristic rows are all in {path}; the universal policy's report in {results_dir}/settings.md")
             return
         pols, conds, variants = suite_policies(out_dir, steps)
         for p, log in procs:
@@ -279,6 +280,14 @@ def first_rows(path, compile):
     run(path, shift_settings(SUITE, tuned), n=SUITE["n"], compile=compile)
     universal_rows(path, compile)
     return tuned
+
+
+def write_settings(results_dir):
+    """The universal policy's report (its rows need no suite policy), also written alone as results/settings.md."""
+    md = report.settings_report(*universal_rows(os.path.join(results_dir, "tiny.json")))
+    with open(os.path.join(results_dir, "settings.md"), "w") as f:
+        f.write(md.lstrip("\n"))
+    return md
 
 
 def universal_study():
@@ -334,7 +343,7 @@ def write_report(results_dir, by, rows, pols, conds, variants, tuned, t0, pretra
     last = json.load(open(timing)) if os.path.exists(timing) else None
     md = report.suite_report(by, SUITE, logs, minutes, pretrain_min, rows, cond_logs, variant_logs, per_logs, last)
     md += report.studies_report(by, SUITE, tuned)
-    md += report.settings_report(*universal_rows(os.path.join(results_dir, "tiny.json")))
+    md += write_settings(results_dir)
     if plot:
         report.plot_fronts({report.title(k, v): v for k, v in by.items() if not k.startswith(("non-greedy", "valid"))},
                            os.path.join(results_dir, "tiny.png"))
