@@ -226,6 +226,7 @@ def test_a_bad_flag_under_torchrun_is_said_once():
 def test_the_heuristics_part_says_it_has_nothing_to_do(tmp_path, monkeypatch, capsys):
     from support import suite
     monkeypatch.setattr(suite, "first_rows", lambda path, compile: {})
+    monkeypatch.setattr(suite, "write_settings", lambda results_dir: "")
     suite.suite(results_dir=str(tmp_path), out_dir=str(tmp_path / "out"), part="heuristics")
     assert "the heuristic rows are all in" in capsys.readouterr().out
 
