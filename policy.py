@@ -13,8 +13,9 @@ among the candidates (masked positions of the current block).
   eosdamp (g, steps) EOSER (arXiv 2509.23924): the top-k schedule on conf, end-of-text proposals' conf times a
                     factor rising linearly from g to 1 over the steps
   band (hi, lo)     every candidate with conf >= hi or conf <= lo, and always the row's most confident one
-  learned           one adaptive-LayerNorm transformer block over (conf, mask bit, time [, alpha]) -> one logit per
-                    position, turned into an action by a Bernoulli per position or by DPLS (actions.py)
+  learned           one adaptive-LayerNorm transformer block over (conf, mask bit, time [, alpha] [, its block and the
+                    setting: BL, dLLM temperature]) -> one logit per position, turned into an action by a Bernoulli per
+                    position or by DPLS (actions.py)
 Ties in a ranking (common: a saturated tiny model gives conf == 1.0) go to the lowest position.
 
 A spec string names a policy: 'topk:steps=32', 'threshold:0.9', 'band:hi=0.9:lo=0.08', or a checkpoint
@@ -299,8 +300,8 @@ class PolicyConfig:
     alpha_hi: float = None  # None = one policy per alpha, as in the paper
     alpha_features: str = "smooth"  # how alpha is encoded (alpha_features)
     actions: str = "bernoulli"      # how logits become an action (actions.py): bernoulli (paper) or dpls (App. E)
-    features: str = "log"   # what the policy reads of a confidence c: raw = c alone (paper), log = c, log c, log(1 - c),
-                            # block = those and log(c / the block's highest candidate c)
+    features: str = "log"   # what the policy reads of a confidence c: raw = c alone (paper), log = c, log c and
+                            # log(1 - c), block = those and log(c / the block's highest candidate c)
     setting: bool = False   # reads the decoding setting (train.py --block-lengths / --temperature-range): which
                             # positions are its block's candidates, BL / L, the dLLM temperature, the block's progress
 
