@@ -43,7 +43,8 @@ class Obs:
     entropy: torch.Tensor = None  # (b, L) float32 entropy of the predictive distribution, when needed
     eos: torch.Tensor = None      # (b, L) bool   x0 is an end-of-text / end-of-turn token, when needed
     alpha: torch.Tensor = None    # (b,)   float32 the row's reward exponent (alpha-conditioned GRPO), if any
-    setting: torch.Tensor = None  # (b, 3) float32 BL / L, the row's dLLM temperature, block_step / BL
+    # (b, 3) float32 BL / L, the row's dLLM temperature, block_step / BL
+    setting: torch.Tensor = None
 
     def uniform(self, stream=0):
         """(b, L) uniforms in [0, 1) that depend only on (row key, NFE spent, position, stream): a row's draws do
@@ -61,8 +62,8 @@ class Rollout:
     tokens: torch.Tensor      # (B, L) final generation (MASK where never unmasked)
     nfe: torch.Tensor         # (B,) forwards spent per row
     order: torch.Tensor       # (B, L) the NFE (1-based) at which each position was unmasked, 0 = never
-    steps: list = field(default_factory=list)  # per step: dict(rows, conf, masked, cand, t, setting, action, logp,
-                                               # alpha, order)
+    # per step: dict(rows, conf, masked, cand, t, setting, action, logp, alpha, order)
+    steps: list = field(default_factory=list)
     forwards: int = 0         # dLLM forwards run (a step of several rows is one forward)
     cache_copies: int = 0     # compactions of the KV cache as rows left a block early (CachedStep.copies)
 
@@ -112,7 +113,8 @@ def token_stats(logits, temperature=0.0, seeds=None, needs=()):
             g.clamp_min_(1e-300).log_().neg_().log_()                  # -Gumbel noise (rows, L, V) float64
             T = torch.tensor([temps[i] for i in part], dtype=torch.float64, device=dev)[:, None, None]
             sel = slice(part[0], part[-1] + 1) if part[-1] - part[0] == len(part) - 1 else torch.tensor(part, device=dev)
-            x0[sel] = logits[sel].to(torch.float64, copy=True).div_(T).sub_(g).argmax(-1)   # logits untouched
+            # logits untouched
+            x0[sel] = logits[sel].to(torch.float64, copy=True).div_(T).sub_(g).argmax(-1)
     conf = torch.empty((b, L), dtype=torch.float32, device=logits.device)
     margin = torch.empty_like(conf) if "margin" in needs else None
     entropy = torch.empty_like(conf) if "entropy" in needs else None
@@ -176,7 +178,8 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     policy.check(L, BL)
     B, P = prompt_ids.shape
     dev = prompt_ids.device
-    temps = torch.as_tensor(temperature, dtype=torch.float64, device=dev).expand(B)   # (B,) each row's
+    # (B,) each row's
+    temps = torch.as_tensor(temperature, dtype=torch.float64, device=dev).expand(B)
     hottest = float(temps.max()) if B else 0.0
     check_buffer(dllm, B, P, L, cache, hottest, getattr(policy, "needs", ()))
     x = torch.cat([prompt_ids, torch.full((B, L), dllm.mask_id, dtype=torch.long, device=dev)], 1)  # (B, P+L)
@@ -184,7 +187,8 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     if not bool(prompt_mask.bool().all()):
         am = torch.cat([prompt_mask, torch.ones((B, L), dtype=prompt_mask.dtype, device=dev)], 1)
     in_block = (torch.arange(L, device=dev) // BL)[None]                # (1, L) the block of each position
-    block, block_step, nfe = (torch.zeros(B, dtype=torch.long, device=dev) for _ in range(3))   # per row
+    # per row
+    block, block_step, nfe = (torch.zeros(B, dtype=torch.long, device=dev) for _ in range(3))
     order = torch.zeros((B, L), dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     keys = (row_keys(0, torch.arange(B)) if keys is None else keys).to(dev)

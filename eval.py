@@ -17,9 +17,11 @@ import os
 import signal
 import sys
 
-if __name__ == "__main__":   # a Ctrl-C while the imports below load (a second or so): one line, not a traceback
+# a Ctrl-C while the imports below load (a second or so): one line, not a traceback
+if __name__ == "__main__":
     signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted while starting: nothing was done\n"),
-                                             os._exit(130)))   # an exit, not an exception an import could swallow
+                                             # an exit, not an exception an import could swallow
+                                             os._exit(130)))
 
 import hashlib
 import json
@@ -409,7 +411,8 @@ def settings_of(cfg):
     check_task(cfg.task, cfg.data)
     specs = [s.strip() for s in cfg.policies.split(",") if s.strip()]
     ckpts = [s for s in specs if checkpoint_of(s) == s]
-    grid = len(ckpts) * len(taus or [1]) * len(betas or [1]) * len(alphas or [1])      # before it is built
+    # before it is built
+    grid = len(ckpts) * len(taus or [1]) * len(betas or [1]) * len(alphas or [1])
     sweeps = sum(len(sweep_specs(sweep_names(cfg.sweep), L, BL)) for BL in BLs)
     rows = len(seeds) * (sweeps + len(BLs) * (len(specs) - len(ckpts) + grid))
     if rows > MAX_COUNT or rows * cfg.num_problems * cfg.samples > 1000 * MAX_COUNT:

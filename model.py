@@ -438,9 +438,11 @@ def check_dir(path, files, cfg):
     for fn in files + [f for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
                        if os.path.lexists(os.path.join(path, f))]:
         full = os.path.join(path, fn)
-        if not os.path.isfile(full):    # a FIFO or a device would hang the reader, a dangling link fails deep inside
+        # a FIFO or a device would hang the reader, a dangling link fails deep inside
+        if not os.path.isfile(full):
             raise ValueError(f"{full} is not a regular file: download the model directory again")
-        if os.path.getsize(full) == 0 and not fn.endswith(".safetensors"):   # (safetensors says so itself)
+        # (safetensors says so itself)
+        if os.path.getsize(full) == 0 and not fn.endswith(".safetensors"):
             raise ValueError(f"{full} is empty: download the model directory again")
     max_len = cfg.get("max_sequence_length") or cfg.get("max_position_embeddings")
     if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1):
@@ -456,7 +458,8 @@ def checked_tokenizer(path):
         tok.apply_chat_template([{"role": "user", "content": "1 + 1 ?"}], add_generation_prompt=True, tokenize=False)
     except (FileNotFoundError, ValueError) as e:
         raise type(e)(str(e) if str(e).startswith(path) else f"{path}: {e}") from None
-    except Exception as e:   # the tokenizers' and Jinja's own errors: a damaged file or a broken chat template
+    # the tokenizers' and Jinja's own errors: a damaged file or a broken chat template
+    except Exception as e:
         why = str(e).splitlines()[0][:160] if str(e) else ""
         raise ValueError(f"{path}: its tokenizer or chat template does not load ({type(e).__name__}: {why}): "
                          f"download the model directory again") from None

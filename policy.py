@@ -300,10 +300,12 @@ class PolicyConfig:
     alpha_hi: float = None  # None = one policy per alpha, as in the paper
     alpha_features: str = "smooth"  # how alpha is encoded (alpha_features)
     actions: str = "bernoulli"      # how logits become an action (actions.py): bernoulli (paper) or dpls (App. E)
-    features: str = "log"   # what the policy reads of a confidence c: raw = c alone (paper), log = c, log c and
-                            # log(1 - c), block = those and log(c / the block's highest candidate c)
-    setting: bool = False   # reads the decoding setting (train.py --block-lengths / --temperature-range): which
-                            # positions are its block's candidates, BL / L, the dLLM temperature, the block's progress
+    # what the policy reads of a confidence c: raw = c alone (paper), log = c, log c and log(1 - c),
+    # block = those and log(c / the block's highest candidate c)
+    features: str = "log"
+    # reads the decoding setting (train.py --block-lengths / --temperature-range): which positions
+    # are its block's candidates, BL / L, the dLLM temperature, the block's progress
+    setting: bool = False
 
 
 FEATURES = {"raw": 1, "log": 3, "block": 4}   # input features per position
@@ -323,7 +325,8 @@ def conf_features(conf, kind, cand=None):
     if kind == "block":
         if cand is None:
             raise ValueError("block features need the candidates (env.Obs.cand)")
-        best = c.squeeze(-1).masked_fill(~cand, 1e-6).max(1, keepdim=True).values[..., None]   # (n, 1, 1)
+        # (n, 1, 1)
+        best = c.squeeze(-1).masked_fill(~cand, 1e-6).max(1, keepdim=True).values[..., None]
         out.append((c / best).log().clamp(max=0) / 10)
     return torch.cat(out, -1)
 
@@ -428,7 +431,8 @@ class LearnedPolicy(nn.Module):
         state = masked.long()
         if self.c.setting:
             row = row + self.setting_mlp(setting_features(setting, masked.shape[1]))
-            state = state + cand.long()                          # 0 revealed, 1 masked elsewhere, 2 a candidate
+            # 0 revealed, 1 masked elsewhere, 2 a candidate
+            state = state + cand.long()
         # F.embedding, not table[masked]: its backward sums in a fixed order (indexing's does not on several threads)
         return F.embedding(state, F.linear(self.mask_emb.weight, self.ada.weight)) + self.ada(row)[:, None]
 

@@ -17,9 +17,11 @@ import os
 import signal
 import sys
 
-if __name__ == "__main__":   # a Ctrl-C while the imports below load (a second or so): one line, not a traceback
+# a Ctrl-C while the imports below load (a second or so): one line, not a traceback
+if __name__ == "__main__":
     signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted while starting: nothing was done\n"),
-                                             os._exit(130)))   # an exit, not an exception an import could swallow
+                                             # an exit, not an exception an import could swallow
+                                             os._exit(130)))
 
 import dataclasses
 import json
@@ -364,7 +366,8 @@ def compare(cfg, policies, problems, dllm, rank, world):
         say(f"warning: {spec} was trained at L {L}, BL {','.join(map(str, BLs))} and runs here at L {cfg.gen_length}, BL "
             f"{cfg.block_length}: a learned policy is not known to work outside its training setting (its rows say so)")
     for pol in policies:
-        if len(problems) * cfg.samples >= PROGRESS_LINE:   # a long run says where it is, bar or no bar
+        # a long run says where it is, bar or no bar
+        if len(problems) * cfg.samples >= PROGRESS_LINE:
             say(f"{pol.spec}: {len(problems):,} problems x {cfg.samples} samples ...", flush=True)
         t0 = time.time()
         comps, shown = decode(dllm, pol, problems, cfg.task, cfg.gen_length, cfg.block_length, cfg.batch_size,
@@ -390,7 +393,8 @@ def compare(cfg, policies, problems, dllm, rank, world):
         return None
     print(table(rows))
     if cfg.json:
-        with waiting_lock(cfg.json):   # another sample.py may write the same file: its rows are kept
+        # another sample.py may write the same file: its rows are kept
+        with waiting_lock(cfg.json):
             kept = [r for r in old_rows(cfg.json) if row_id(r) not in {row_id(x) for x in rows}]
             write_json(cfg.json, kept + rows)
         print(f"wrote {cfg.json}" + (f" ({len(kept)} rows of other runs kept)" if kept else ""))

@@ -27,9 +27,11 @@ import os
 import signal
 import sys
 
-if __name__ == "__main__":   # a Ctrl-C while the imports below load (a second or so): one line, not a traceback
+# a Ctrl-C while the imports below load (a second or so): one line, not a traceback
+if __name__ == "__main__":
     signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted while starting: nothing was done\n"),
-                                             os._exit(130)))   # an exit, not an exception an import could swallow
+                                             # an exit, not an exception an import could swallow
+                                             os._exit(130)))
 
 import dataclasses
 import json
@@ -316,7 +318,8 @@ def reads_setting(cfg):
     return cfg.block_lengths is not None or cfg.temperature_range is not None
 
 
-T_LO_SHARE = 0.25   # --temperature-range: share of the groups at exactly LO (greedy decoding when LO = 0)
+# --temperature-range: share of the groups at exactly LO (greedy decoding when LO = 0)
+T_LO_SHARE = 0.25
 
 
 def draw_settings(cfg, prompt_index):
@@ -422,7 +425,8 @@ def generate_rows(dllm, pol, ids, am, L, bl, temperature, keys, cache, alpha, me
                   device=ids.device), torch.empty((B, L), dtype=torch.long, device=ids.device))
     for BL in values:
         idx = (bl == BL).nonzero().squeeze(1)
-        pick = lambda t: t[idx.to(t.device)]                          # the inputs may live on the CPU or the device
+        # the inputs may live on the CPU or the device
+        pick = lambda t: t[idx.to(t.device)]
         r = generate(dllm, pol, pick(ids), pick(am), L, BL, pick(temperature) if hot else temperature, record=True,
                      keys=pick(keys), cache=cache if BL < L else "none", alpha=None if alpha is None else pick(alpha),
                      memo=memo, memo_keys=pick(memo_keys), noise_keys=pick(noise_keys))
@@ -486,7 +490,8 @@ def imitate(policy, dllm, cfg, train_set, stop):
     for i in range(0, len(problems), cfg.batch_size):
         ids, am = prompts_of(dllm, problems[i:i + cfg.batch_size])
         keys = row_keys(cfg.seed ^ 0xB0C, torch.arange(i, i + len(ids)))
-        BL = bls[i // cfg.batch_size % len(bls)]                         # the batches take the block lengths in turn
+        # the batches take the block lengths in turn
+        BL = bls[i // cfg.batch_size % len(bls)]
         steps += generate(dllm, expert, ids, am, cfg.gen_length, BL, T, record=True,
                           keys=keys, cache=cfg.cache if BL < cfg.gen_length else "none").steps
         if stop.asked:
@@ -500,7 +505,8 @@ def imitate(policy, dllm, cfg, train_set, stop):
             g["lr"] = cosine_lr(k, cfg.imitate_lr, 0, cfg.imitate_steps)
         idx = torch.randint(0, len(data["t"]), (512,), generator=gen).to(data["t"].device)
         logits = policy(data["conf"][idx], data["masked"][idx], data["t"][idx], None, data["block"][idx],
-                        data["setting"][idx])                                                       # (512, L)
+                        # (512, L)
+                        data["setting"][idx])
         cand, target = data["cand"][idx], data["action"][idx].float() * 0.96 + 0.02
         loss = F.binary_cross_entropy_with_logits(logits[cand].float(), target[cand])
         opt.zero_grad(set_to_none=True)
@@ -573,7 +579,8 @@ def run(cfg, command):
     try:
         return loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy, opt, start, metrics, log)
     except BaseException:
-        log.abandon()   # a run that fails before its first checkpoint leaves no log to block its rerun
+        # a run that fails before its first checkpoint leaves no log to block its rerun
+        log.abandon()
         raise
 
 
@@ -804,7 +811,8 @@ def build_policy(cfg, dev, rank):
         if cfg.init:   # a per-alpha policy into a conditioned one: its conditioning starts at zero, so at every alpha
             load_weights(policy, init_weights(cfg))    # the run starts as that policy
         return policy, opt, 0, {}
-    ck = read_checkpoint(cfg.out)   # its weights' and moments' finiteness checked before any work (check_files)
+    # its weights' and moments' finiteness checked before any work (check_files)
+    ck = read_checkpoint(cfg.out)
     check_resume(ck, cfg)
     try:
         policy.load_state_dict(ck["policy"])

@@ -107,7 +107,8 @@ def pretrain(cfg: PretrainConfig, command=None):
         torch.set_num_threads(cfg.threads)
     size = dict(SIZES[cfg.name])
     seed = size.pop("seed")
-    longest = 32 + cfg.gen_length * (2 if cfg.long_frac > 0 else 1)   # a prompt (< 32 tokens), the longest buffer
+    # a prompt (< 32 tokens), the longest buffer
+    longest = 32 + cfg.gen_length * (2 if cfg.long_frac > 0 else 1)
     check_memory(pretrain_plan(ModelConfig(vocab_size=len(CharTokenizer()), **size), cfg.batch_size, longest), "cpu",
                  "--batch-size or --gen-length", loaded=("runtime",))
     # --- seeds: model init, masking noise and the data stream all derive from the model's seed

@@ -29,7 +29,8 @@ from policy import checkpoint_of, read_checkpoint, trained_block_lengths
 
 HAND = ("topk", "threshold", "factor", "eb", "pc", "band")   # the paper's fixed-step and adaptive rules, PC-Sampler, band
 L = 32                                                       # the tiny chain task's generation length
-ACC_GAP, NFE_GAP, HOT_GAP = 1.0, 1.05, 5.0                   # the verdicts' bounds (points, NFE ratio, points)
+# the verdicts' bounds (points, NFE ratio, points)
+ACC_GAP, NFE_GAP, HOT_GAP = 1.0, 1.05, 5.0
 
 
 @dataclass

@@ -224,10 +224,12 @@ def test_per_row_temperatures_are_each_rows_own_run(tiny):
         rows = (T == value).nonzero().squeeze(1)
         alone = generate(tiny, pol, ids[rows], am[rows], 32, 32, temperature=value, keys=keys[rows])
         assert torch.equal(alone.tokens, mixed.tokens[rows]) and torch.equal(alone.nfe, mixed.nfe[rows])
-    same = row_keys(5, torch.zeros(6, dtype=torch.long))                  # one noise key, one prompt, six policy keys
+    # one noise key, one prompt, six policy keys
+    same = row_keys(5, torch.zeros(6, dtype=torch.long))
     ids1, am1 = ids[:1].expand(6, -1), am[:1].expand(6, -1)
     r = generate(tiny, parse_policy("topk:steps=32"), ids1, am1, 32, 32, temperature=1.0, keys=keys, noise_keys=same)
-    assert (r.tokens == r.tokens[0]).all()                                 # a deterministic rule: the same samples
+    # a deterministic rule: the same samples
+    assert (r.tokens == r.tokens[0]).all()
     r = generate(tiny, parse_policy("topk:steps=32"), ids1, am1, 32, 32, temperature=1.0, keys=keys)
     assert not (r.tokens == r.tokens[0]).all()
 
@@ -246,7 +248,8 @@ def test_the_observation_carries_the_setting(tiny):
     assert all(s.dtype == torch.float32 and s.shape[1] == 3 for s in seen)
     first = seen[0]
     assert torch.allclose(first, torch.tensor([[0.25, 0.0, 0.0], [0.25, 0.5, 0.0], [0.25, 0.0, 0.0]]))
-    assert torch.allclose(seen[1][:, 2], torch.full((3,), 1 / 8))          # one of the block's 8 iterations spent
+    # one of the block's 8 iterations spent
+    assert torch.allclose(seen[1][:, 2], torch.full((3,), 1 / 8))
     assert torch.equal(r.steps[0]["setting"], first)
 
 
@@ -338,7 +341,8 @@ def test_the_forward_memo_shares_states_across_policies_and_changes_nothing(tiny
         assert sum(rows_in) == memo.misses == len(states) < n_fresh / 2      # each distinct state once
         assert memo.hits + memo.misses == n_fresh
         for (a, sa), (b, sb) in zip(fresh, shared):
-            clock = ("seconds", "tokens_per_second")                              # wall time, not the rows
+            # wall time, not the rows
+            clock = ("seconds", "tokens_per_second")
             assert {k: v for k, v in a.items() if k not in clock} == {k: v for k, v in b.items() if k not in clock}
             assert all(torch.equal(x[1], y[1]) and torch.equal(x[2], y[2]) for x, y in zip(sa, sb))
         for kw in (dict(temperature=1.0), dict(cache="prefix")):

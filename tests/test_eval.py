@@ -373,7 +373,8 @@ def test_suite_keeps_its_heuristic_rows_when_training_is_cut_short(tiny_path, tm
     assert want <= {(r["model"], r["task"], r["gen_length"], r["block_length"], r["policy"]) for r in rows}
     assert {r["policy"].split(":")[0] for r in rows if "trained" in r} == {"weights/policy_semi.pt",
                                                                            "weights/policy_full.pt",
-                                                                           "weights/policy.pt"}   # shipped only
+                                                                           # shipped only
+                                                                           "weights/policy.pt"}
     assert {r["setting"] for r in rows} >= {"validation, semi-AR", "shift: T = 0.8, full", "shift: the sub task, full"}
 
 

@@ -227,11 +227,13 @@ def test_a_setting_reading_policy_reads_its_block_the_setting_and_starts_neutral
     o = make_obs(4, 8)
     at = lambda bl, T, prog: torch.tensor([[bl, T, prog]] * 4)
     base = pol(o.conf, o.masked, o.t, None, o.cand, at(0.5, 0.0, 0.0))
-    assert torch.equal(base, pol(o.conf, o.masked, o.t, None, o.cand, at(1.0, 0.8, 0.5)))   # neutral at init
+    # neutral at init
+    assert torch.equal(base, pol(o.conf, o.masked, o.t, None, o.cand, at(1.0, 0.8, 0.5)))
     with torch.no_grad():
         for m in (pol.setting_out[2], pol.ada):
             m.weight.normal_(0, 0.3)
-    assert (base - pol(o.conf, o.masked, o.t, None, o.masked, at(0.5, 0.0, 0.0))).abs().max() > 1e-3   # the block
+    # the block
+    assert (base - pol(o.conf, o.masked, o.t, None, o.masked, at(0.5, 0.0, 0.0))).abs().max() > 1e-3
     for other in (at(1.0, 0.0, 0.0), at(0.5, 0.8, 0.0), at(0.5, 0.0, 0.5)):
         assert (pol(o.conf, o.masked, o.t, None, o.cand, other) - pol(o.conf, o.masked, o.t, None, o.cand,
                                                                       at(0.5, 0.0, 0.0))).abs().max() > 1e-3

@@ -160,11 +160,13 @@ def one_line(argv, cwd=ROOT, env=None):
 
 def test_misleading_messages_now_name_the_input(tmp_path):
     os.mkfifo(tmp_path / "fifo")
-    for data in ("/dev/null", str(tmp_path / "fifo")):             # it exists: it is not a regular file
+    # it exists: it is not a regular file
+    for data in ("/dev/null", str(tmp_path / "fifo")):
         assert f"--data {data} is not a regular file" in one_line(
             ["sample.py", "--task", "gsm8k", "--data", data, "--policies", "threshold:0.9"])
     for form in (["--temperature-range", "-1,1"], ["--temperature-range=-1,1"], ["--temperature-range", "-.5,1"]):
-        assert "need 0 <= LO < HI" in one_line(["train.py", *form, "--out", str(tmp_path / "t.pt")])   # as typed
+        # as typed
+        assert "need 0 <= LO < HI" in one_line(["train.py", *form, "--out", str(tmp_path / "t.pt")])
     nan = stored(tmp_path)
     ck = torch.load(nan, weights_only=False)
     ck["policy"]["head.bias"] = torch.full_like(ck["policy"]["head.bias"], float("nan"))

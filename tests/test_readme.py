@@ -21,7 +21,8 @@ def test_sample_with_no_policy_flag_compares_the_shipped_policy_with_the_heurist
                  "band:hi=0.9:lo=0.08"):
         assert name in text, text
     assert "L=32 BL=32" in text and "warning" not in text
-    text = run("sample.py", "--n", "40", "--block-length", "4", "--temperature", "0.3")   # any block length and T
+    # any block length and T
+    text = run("sample.py", "--n", "40", "--block-length", "4", "--temperature", "0.3")
     assert "L=32 BL=4" in text and "T=0.3" in text and "warning" not in text
 
 

@@ -267,11 +267,14 @@ def test_settings_are_drawn_per_group_and_read_by_the_policy(tiny_path, tmp_path
                     expert="threshold:0.9", eval_every=1, eval_n=4, task="chain"))
     BL, T = train.draw_settings(c, torch.arange(4))
     rollouts = seen[:2 * len(set(BL.tolist()))]
-    for bl, temps, noise in rollouts:                                     # per block length: its groups' rows
+    # per block length: its groups' rows
+    for bl, temps, noise in rollouts:
         groups = (BL == bl).nonzero().squeeze(1)
         n = len(temps) // len(groups)
-        assert temps == T[groups].repeat_interleave(n).tolist() and n in (4, 1)   # G policy rows or 1 expert row
-        assert torch.equal(noise, noise.view(len(groups), n)[:, :1].expand(-1, n).reshape(-1))   # a group's one key
+        # G policy rows or 1 expert row
+        assert temps == T[groups].repeat_interleave(n).tolist() and n in (4, 1)
+        # a group's one key
+        assert torch.equal(noise, noise.view(len(groups), n)[:, :1].expand(-1, n).reshape(-1))
     ck = torch.load(tmp_path / "t.pt", weights_only=True)
     assert ck["policy_config"]["setting"] and ck["args"]["block_lengths"] == "4,8,16"
     log = json.loads(open(tmp_path / "t.jsonl").readline())
