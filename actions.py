@@ -97,8 +97,9 @@ def check_actions(kind):
         raise ValueError(f"unknown action type {kind!r}: use one of {ACTIONS}")
 
 
-def action_log_prob(kind, logits, cand, action, order=None, tau=1.0, beta=1.0):
-    """The log-probability (n,) of recorded actions under either distribution (the GRPO update's one entry point)."""
+def action_log_prob(kind, logits, cand, action, order, knobs):
+    """The log-probability (n,) of actions (n, L) [with their DPLS order] under either distribution, read with
+    knobs' tau and beta: what act() draws with and what the GRPO update scores."""
     if kind == "dpls":
-        return dpls_log_prob(logits, cand, order, tau, beta)
-    return bernoulli_log_prob(logits, cand, action, tau, beta)
+        return dpls_log_prob(logits, cand, order, knobs.tau, knobs.beta)
+    return bernoulli_log_prob(logits, cand, action, knobs.tau, knobs.beta)

@@ -34,10 +34,11 @@ from common.cli import (MAX_COUNT, Waited, append_records, check_args, check_cou
                         check_seed, check_threads, failed, interrupted, option, parse_config,
                         waiting_lock, write_json)
 from common.dist import broadcast, finish, gather, init_ranks, on_sigterm, stopped
-from env import ForwardMemo, check_decoding
+from env import check_decoding
+from steps import ForwardMemo
 from model import check_model_name, load_dllm, resolve_device
 from policy import COARSE_STEP_COUNTS, RULES, STEP_COUNTS, Learned, checkpoint_of, parse_policy, read_checkpoint, value_text
-from sample import decode, records_of, row_of
+from decode import decode, records_of, row_of
 from tasks import check_split, check_task, get_problems
 
 KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature", "cache", "samples", "split")

@@ -14,6 +14,7 @@ from contextlib import nullcontext
 import torch
 
 from actions import action_log_prob, bernoulli_entropy
+from policy import ROLLOUT
 
 
 def rewards(correct, nfe, L, alpha, kind="mult"):
@@ -53,34 +54,33 @@ def mixture(logp, G, E):
 
 
 def collate(steps, expert=False, same_blocks=False):
-    """env Rollout.steps -> one flat batch over all (rollout, step) pairs, S of them. expert: the steps of expert
-    rollouts, whose old log-probabilities are computed afterwards (old_expert_log_probs) and whose candidates, for
-    the likelihood, are every masked position (their blocks are not the policy's) unless same_blocks (the expert
-    decoded in the policy's blocks). "block" keeps each step's own candidates: what a setting-reading policy reads."""
+    """env Rollout.steps -> one flat batch over all (rollout, step) pairs, S of them: each recorded observation field
+    under its name (batch["reads"] lists them), the action, its order and old log-probability, the rollout ("row")
+    and "choices", the positions the action's likelihood ranges over: the step's candidates - or, for an expert
+    that decoded in other blocks than the policy's, every masked position. expert: steps of expert rollouts, whose
+    old log-probabilities are computed afterwards (old_expert_log_probs)."""
     cat = lambda k: torch.cat([s[k] for s in steps]) if steps[0][k] is not None else None
-    b = dict(conf=cat("conf"), masked=cat("masked"), cand=cat("cand"), t=cat("t"), action=cat("action"),
-             logp_old=None if expert else cat("logp"), row=cat("rows"), alpha=cat("alpha"), order=cat("order"),
-             setting=cat("setting"))
-    b["block"] = b["cand"]
-    if expert and not same_blocks:
-        b["cand"] = b["masked"]
+    reads = [k for k in steps[0] if k not in ("rows", "action", "logp", "order")]
+    b = {k: cat(k) for k in reads}
+    b.update(action=cat("action"), logp_old=None if expert else cat("logp"), row=cat("rows"), order=cat("order"),
+             reads=reads)
+    b["choices"] = b["masked"] if expert and not same_blocks else b["cand"]
     b["expert"] = torch.full_like(b["row"], expert, dtype=torch.bool)
     return b
 
 
 def concat_batches(a, b, offset):
     """Two collated batches as one, b's rollouts numbered after a's (offset of them)."""
-    return {k: None if a[k] is None else torch.cat([a[k], b[k] + offset if k == "row" else b[k]]) for k in a}
+    cat = lambda k: torch.cat([a[k], b[k] + offset if k == "row" else b[k]])
+    return {k: a[k] if k == "reads" else None if a[k] is None else cat(k) for k in a}
 
 
-def step_log_prob(net, batch, sl, actions="bernoulli", mixture_sizes=None):
-    """(logits, log pi(a)) of the recorded steps sl under the policy net, in float32; with expert steering
-    (mixture_sizes = (G, E)) the expert's steps get the mixture likelihood."""
-    pick = lambda k: None if batch.get(k) is None else batch[k][sl]
-    logits = net(batch["conf"][sl], batch["masked"][sl], batch["t"][sl], pick("alpha"), pick("block"), pick("setting"))
-    order = batch.get("order")
-    logp = action_log_prob(actions, logits, batch["cand"][sl], batch["action"][sl],
-                           None if order is None else order[sl])
+def step_log_prob(net, batch, sl, actions="bernoulli", mixture_sizes=None, knobs=ROLLOUT):
+    """(logits, log pi(a)) of the recorded steps sl under the policy net, in float32, read with the rollouts' knobs;
+    with expert steering (mixture_sizes = (G, E)) the expert's steps get the mixture likelihood."""
+    logits = net(**{k: None if batch[k] is None else batch[k][sl] for k in batch["reads"]})
+    order = None if batch["order"] is None else batch["order"][sl]
+    logp = action_log_prob(actions, logits, batch["choices"][sl], batch["action"][sl], order, knobs)
     if mixture_sizes is not None:
         logp = torch.where(batch["expert"][sl], mixture(logp, *mixture_sizes), logp)
     return logits, logp
@@ -93,7 +93,8 @@ def old_expert_log_probs(net, eb, mixture_sizes, chunk):
                                 for i in range(0, len(eb["row"]), chunk)])
 
 
-def grpo_loss(net, batch, adv, n_rollouts, eps, chunk=4096, actions="bernoulli", mixture_sizes=None, metrics=True):
+def grpo_loss(net, batch, adv, n_rollouts, eps, chunk=4096, actions="bernoulli", mixture_sizes=None, metrics=True,
+              knobs=ROLLOUT):
     """grpo_objective over a batch of recorded steps (rollout of each: batch["row"]), its gradient accumulated into
     net's parameters (net: the policy or its DDP wrapper) -> (loss, clip fraction, entropy of the policy's own steps:
     Bernoulli, per candidate position; DPLS, the estimate -log pi(a)). Two savings, both exact: the steps are taken
@@ -113,7 +114,7 @@ def grpo_loss(net, batch, adv, n_rollouts, eps, chunk=4096, actions="bernoulli",
             sl = idx[i:i + chunk] if len(idx) < S else slice(i, i + chunk)   # every step live: plain slices
             last = i + chunk >= len(idx)  # under DDP only the last chunk's backward all-reduces (ranks differ in S)
             with net.no_sync() if ddp and not last else nullcontext(), nullcontext() if grad else torch.no_grad():
-                logits, logp = step_log_prob(net, batch, sl, actions, mixture_sizes)         # fp32
+                logits, logp = step_log_prob(net, batch, sl, actions, mixture_sizes, knobs)  # fp32
                 loss = grpo_objective(logp, batch["logp_old"][sl], adv[row[sl]], steps_in_rollout[sl], n_rollouts, eps)
                 if grad:
                     loss.backward()

@@ -27,13 +27,14 @@ a class here.
 """
 import math
 import os
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from actions import ACTIONS, bernoulli_log_prob, bernoulli_sample, dpls_log_prob, dpls_sample
+from actions import ACTIONS, action_log_prob, bernoulli_sample, dpls_sample
 from model import apply_rotary, rotary
 
 
@@ -377,6 +378,13 @@ class Knobs:
     fallback: bool = True   # evaluation: a row that drew nothing unmasks its best candidate (GRPO rollouts: False)
 
 
+# The env.Obs fields the learned policy reads, by name and in forward()'s order: rollouts record them
+# (env.generate(record=READS)) and the update reads them back (grpo.step_log_prob). A new input: a field of env.Obs,
+# its name here, and its use in forward().
+READS = ("conf", "masked", "t", "alpha", "cand", "setting")
+ROLLOUT = Knobs(fallback=False)   # how GRPO's rollouts read the policy; the update scores their actions with the same
+
+
 class LearnedPolicy(nn.Module):
     """conf (n, L), mask bit (n, L), time (n,) [, alpha (n,)] [, candidates (n, L) and setting (n, 3)] -> one unmask
     logit per position (n, L).
@@ -474,22 +482,21 @@ class LearnedPolicy(nn.Module):
     @torch.no_grad()
     def act(self, obs, knobs=Knobs()):
         """One step's action for the observation, read with knobs -> Action (logp: its exact log-probability)."""
-        alpha = None
-        if self.conditioned:   # the rollout's own alpha (GRPO with --alpha-range), else the one asked for
-            if obs.alpha is None and knobs.alpha is None:
-                raise ValueError(f"an alpha-conditioned policy (trained on [{self.c.alpha_lo:g}, {self.c.alpha_hi:g}]) "
-                                 f"needs its point on the front: ':alpha=A'")
-            alpha = obs.alpha if obs.alpha is not None else torch.full(obs.t.shape, float(knobs.alpha), device=obs.t.device)
-        logits = self(obs.conf, obs.masked, obs.t, alpha, obs.cand, obs.setting)
+        if self.conditioned and obs.alpha is None:   # GRPO's rollouts carry their own alpha, else the knob's
+            if knobs.alpha is None:
+                raise ValueError(f"an alpha-conditioned policy (trained on [{self.c.alpha_lo:g}, "
+                                 f"{self.c.alpha_hi:g}]) needs its point on the front: ':alpha=A'")
+            obs = dataclasses.replace(obs, alpha=torch.full(obs.t.shape, float(knobs.alpha), device=obs.t.device))
+        logits = self(**{k: getattr(obs, k) for k in READS})
         if self.c.actions == "dpls":   # never empty: no fallback needed
             u, order = dpls_sample(logits, obs.cand, obs.uniform(), obs.uniform(1), obs.uniform(2)[:, 0], knobs.tau,
                                    knobs.beta)
-            return Action(u, dpls_log_prob(logits, obs.cand, order, knobs.tau, knobs.beta), order)
-        u = bernoulli_sample(logits, obs.cand, obs.uniform(), knobs.tau, knobs.beta)
-        logp = bernoulli_log_prob(logits, obs.cand, u, knobs.tau, knobs.beta)
-        if knobs.fallback:
+        else:
+            u, order = bernoulli_sample(logits, obs.cand, obs.uniform(), knobs.tau, knobs.beta), None
+        logp = action_log_prob(self.c.actions, logits, obs.cand, u, order, knobs)
+        if knobs.fallback and order is None:
             u = u | (~u.any(1, keepdim=True) & best_one(logits, obs.cand))
-        return Action(u, logp)
+        return Action(u, logp, order)
 
 
 @dataclass

@@ -34,28 +34,28 @@ if __name__ == "__main__":
                                              os._exit(130)))
 
 import dataclasses
-import json
 import math
 import random
-import threading
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from actions import check_actions
 from common import memory
-from common.cli import (check_args, check_counts, check_distinct, check_out_file, check_seed,
-                        exclusive, failed, interrupted, option, parse_config, write_atomic)
-from env import ForwardMemo, Rollout, check_buffer, check_decoding, fmix32, generate, row_keys
+from common.cli import check_args, exclusive, failed, interrupted, option, parse_config
+from common.runs import (RunLog, StopRequested, bounds, check_files, check_finite, check_numbers, check_resume,
+                         command_of, log_path, reduced, save_checkpoint, setup_distributed, truncate_log)
+from common.rng import fmix32
+from env import Rollout, check_decoding, generate, row_keys
+from steps import ForwardMemo, check_buffer
 from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
 from model import TINY, check_model_name, load_dllm, resolve_device
-from policy import (FEATURES, Knobs, Learned, LearnedPolicy, PolicyConfig, checkpoint_of, load_weights,
-                    check_finite_state, parse_policy, read_checkpoint)
-from sample import evaluate
+from policy import (FEATURES, READS, ROLLOUT, Knobs, Learned, LearnedPolicy, PolicyConfig, checkpoint_of,
+                    load_weights, check_finite_state, parse_policy, read_checkpoint)
+from decode import evaluate
 from tasks import GRADERS, REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many, prompts_of
 
 
@@ -140,41 +140,18 @@ def resolve(cfg):
     elif cfg.expert_block_length is not None and reads_setting(cfg) and cfg.expert_block_length != cfg.block_length:
         raise ValueError("--expert-block-length: a policy trained over settings has its expert decode in each group's "
                          "own blocks; drop it")
+    check_numbers(cfg)
     check_settings(cfg)
-    check_files(cfg)
+    check_files(cfg, lambda path: check_checkpoint(cfg))
     resolve_device(cfg.device)
     check_model_name(cfg.model)
     return cfg
 
 
 def check_settings(cfg):
-    """Every number and name of the settings, one clear line each."""
-    if cfg.reward not in ("mult", "additive"):
-        raise ValueError(f"--reward must be mult or additive, not {cfg.reward!r}")
+    """The names and specs of the settings (the numbers and files: common/runs.py)."""
     if cfg.grader not in GRADERS:
         raise ValueError(f"--grader must be one of {', '.join(GRADERS)}, not {cfg.grader!r}")
-    check_args(gen_length=(cfg.gen_length, "> 0"), block_length=(cfg.block_length, "> 0"), alpha=(cfg.alpha, ">= 0"),
-               group_size=(cfg.group_size, ">= 2"), prompts_per_step=(cfg.prompts_per_step, ">= 1"),
-               steps=(cfg.steps, ">= 0"), updates_per_batch=(cfg.updates_per_batch, ">= 1"),
-               clip_eps=(cfg.clip_eps, "> 0"), lr=(cfg.lr, "> 0"), weight_decay=(cfg.weight_decay, ">= 0"),
-               grad_clip=(cfg.grad_clip, "> 0"), warmup=(cfg.warmup, ">= 0"), temperature=(cfg.temperature, ">= 0"),
-               width=(cfg.width, "> 0"), batch_size=(cfg.batch_size, ">= 1"), eval_every=(cfg.eval_every, ">= 0"),
-               eval_n=(cfg.eval_n, ">= 1"), save_every=(cfg.save_every, ">= 1"), eval_tau=(cfg.eval_tau, "> 0"))
-    check_counts(gen_length=(cfg.gen_length, 1), group_size=(cfg.group_size, 2), steps=(cfg.steps, 0),
-                 prompts_per_step=(cfg.prompts_per_step, 1), updates_per_batch=(cfg.updates_per_batch, 1),
-                 batch_size=(cfg.batch_size, 1), eval_n=(cfg.eval_n, 1), width=(cfg.width, 1),
-                 imitate_steps=(cfg.imitate_steps, 1), imitate_problems=(cfg.imitate_problems, 1))
-    if cfg.lr > 1.0:
-        raise ValueError(f"--lr {cfg.lr} is beyond any learning rate that trains (the tiny world uses 1e-3, the paper 3e-5)")
-    check_seed(cfg.seed)
-    if not cfg.weight_decay <= 10:   # AdamW shrinks the weights by lr * weight_decay a step
-        raise ValueError(f"--weight-decay must be in [0, 10], not {cfg.weight_decay}")
-    if not math.isfinite(cfg.init_bias):
-        raise ValueError(f"--init-bias must be finite, not {cfg.init_bias}")
-    if cfg.alpha_range is not None:
-        alpha_bounds(cfg.alpha_range)
-    if cfg.temperature_range is not None:
-        bounds(cfg.temperature_range, "--temperature-range")
     if cfg.block_lengths is not None:
         block_lengths(cfg)
     if cfg.width % PolicyConfig.heads:
@@ -183,53 +160,21 @@ def check_settings(cfg):
     check_actions(cfg.actions)
     if cfg.features not in FEATURES:
         raise ValueError(f"--features must be one of {sorted(FEATURES)}, not {cfg.features!r}")
-    if cfg.alpha_norm and cfg.reward != "mult":
-        raise ValueError("--alpha-norm rescales the multiplicative reward's advantages: drop it or use --reward mult")
     if cfg.imitate is not None:
         check_imitate(cfg)
     if cfg.expert is not None:
         expert_of(cfg)
-    elif cfg.expert_block_length is not None:
-        raise ValueError("--expert-block-length is the expert's block length: pass --expert too")
     check_task(cfg.task, cfg.data)
-
-
-def check_files(cfg):
-    """--out, its log and --init: distinct, writable, and a fresh run never on top of an old one."""
-    log = log_path(cfg.out)
-    if log == os.path.abspath(cfg.out):
-        raise ValueError(f"--out {cfg.out}: the per-step log is written beside the checkpoint as <name>.jsonl; pass a "
-                         f"checkpoint path that does not end in .jsonl (e.g. out/ckpt.pt)")
-    if os.path.isdir(cfg.out) or os.path.isdir(log):
-        raise ValueError(f"--out {cfg.out}: {cfg.out if os.path.isdir(cfg.out) else log} is a directory; pass a "
-                         f"checkpoint file path")
-    check_distinct(("--out", cfg.out), ("--init", cfg.init), ("--data", cfg.data), ("--out's log", log))
-    if cfg.init is not None and log_path(cfg.init) == log:
-        raise ValueError(f"--out {cfg.out} would write its log to {log}, which is --init {cfg.init}'s log: pass an "
-                         f"--out of another name")
-    if os.path.islink(log) and not os.path.exists(log):
-        raise ValueError(f"--out {cfg.out}: its log path {log} is a link to nothing ({os.readlink(log)}): remove it "
-                         f"or pass another --out")
     if cfg.init is not None:
         init_weights(cfg)
-    if cfg.resume:  # before loading a 16 GB model, not after
-        if not os.path.isfile(cfg.out):
-            raise FileNotFoundError(f"--resume: no checkpoint at {cfg.out}")
-        ck = read_checkpoint(cfg.out)
-        check_resume(ck, cfg)
-        check_finite_state(ck["policy"], f"--resume {cfg.out}: its policy weights")
-        check_finite_state(ck.get("optimizer", {}).get("state", {}), f"--resume {cfg.out}: its optimizer's moments")
-    elif os.path.exists(cfg.out):  # never overwrite a finished or interrupted run
-        raise FileExistsError(f"{cfg.out} exists: pass --resume to continue it, or another --out")
-    elif os.path.exists(log):
-        raise FileExistsError(f"{log} is the log of an earlier run whose checkpoint {cfg.out} is gone: move it away "
-                              f"(a fresh run starts a fresh log) or pass another --out")
-    check_out_file(cfg.out, "--out")
 
 
-def log_path(out):
-    """The per-step log beside a checkpoint: out/p.pt -> out/p.jsonl (absolute)."""
-    return os.path.abspath(os.path.splitext(out)[0] + ".jsonl")
+def check_checkpoint(cfg):
+    """--resume: the checkpoint is of this setup, with finite weights and moments."""
+    ck = read_checkpoint(cfg.out)
+    check_resume(ck, cfg, SETUP)
+    check_finite_state(ck["policy"], f"--resume {cfg.out}: its policy weights")
+    check_finite_state(ck.get("optimizer", {}).get("state", {}), f"--resume {cfg.out}: its optimizer's moments")
 
 
 def expert_of(cfg):
@@ -282,17 +227,6 @@ def check_imitate(cfg):
 
 
 ALPHA0_SHARE = 0.2   # --alpha-range: share of groups at alpha = LO when LO = 0 (pure correctness)
-
-
-def bounds(text, flag):
-    """'0,10' -> (0.0, 10.0), checked: 0 <= LO < HI, both finite."""
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"{flag} {text!r}: write it as LO,HI, e.g. 0,10") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
-        raise ValueError(f"{flag} {text!r}: need 0 <= LO < HI")
-    return lo, hi
 
 
 def alpha_bounds(text):
@@ -381,7 +315,7 @@ def rollouts(dllm, policy, expert, cfg, problems, first, alpha, setting=None):
     per_row = cfg.alpha_range is not None
     ids, am = prompts_of(dllm, problems)
     BL, T = setting if setting is not None else draw_settings(cfg, torch.arange(first, first + P))
-    runs = [(Learned(policy.eval(), Knobs(fallback=False)), G, BL, cfg.seed, alpha)]
+    runs = [(Learned(policy.eval(), ROLLOUT), G, BL, cfg.seed, alpha)]
     if expert:
         expert_bl = BL if reads_setting(cfg) else torch.full_like(BL, cfg.expert_block_length)
         runs.append((expert, E, expert_bl, cfg.seed ^ 0xE5E5, alpha[::G] if per_row else alpha))
@@ -418,7 +352,7 @@ def generate_rows(dllm, pol, ids, am, L, bl, temperature, keys, cache, alpha, me
     hot = torch.is_tensor(temperature)
     if len(values) == 1:
         BL = values[0]
-        return generate(dllm, pol, ids, am, L, BL, temperature, record=True, keys=keys, alpha=alpha, memo=memo,
+        return generate(dllm, pol, ids, am, L, BL, temperature, record=READS, keys=keys, alpha=alpha, memo=memo,
                         cache=cache if BL < L else "none", memo_keys=memo_keys, noise_keys=noise_keys)
     B = ids.shape[0]
     out = Rollout(torch.empty((B, L), dtype=torch.long, device=ids.device), torch.empty(B, dtype=torch.long,
@@ -427,7 +361,7 @@ def generate_rows(dllm, pol, ids, am, L, bl, temperature, keys, cache, alpha, me
         idx = (bl == BL).nonzero().squeeze(1)
         # the inputs may live on the CPU or the device
         pick = lambda t: t[idx.to(t.device)]
-        r = generate(dllm, pol, pick(ids), pick(am), L, BL, pick(temperature) if hot else temperature, record=True,
+        r = generate(dllm, pol, pick(ids), pick(am), L, BL, pick(temperature) if hot else temperature, record=READS,
                      keys=pick(keys), cache=cache if BL < L else "none", alpha=None if alpha is None else pick(alpha),
                      memo=memo, memo_keys=pick(memo_keys), noise_keys=pick(noise_keys))
         rows = idx.to(ids.device)
@@ -469,7 +403,7 @@ def update(net, policy, opt, exp, cfg):
         loss, clip_frac, ent = grpo_loss(net, exp.batch, exp.adv, len(exp.adv), cfg.clip_eps,
                                          chunk=cfg.batch_size * cfg.gen_length, actions=cfg.actions,
                                          mixture_sizes=(cfg.group_size, 1) if cfg.expert else None,
-                                         metrics=k == cfg.updates_per_batch - 1)
+                                         metrics=k == cfg.updates_per_batch - 1, knobs=ROLLOUT)
         norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip).item()
         opt.step()
         out = (loss, clip_frac, ent, norm)
@@ -492,7 +426,7 @@ def imitate(policy, dllm, cfg, train_set, stop):
         keys = row_keys(cfg.seed ^ 0xB0C, torch.arange(i, i + len(ids)))
         # the batches take the block lengths in turn
         BL = bls[i // cfg.batch_size % len(bls)]
-        steps += generate(dllm, expert, ids, am, cfg.gen_length, BL, T, record=True,
+        steps += generate(dllm, expert, ids, am, cfg.gen_length, BL, T, record=READS,
                           keys=keys, cache=cfg.cache if BL < cfg.gen_length else "none").steps
         if stop.asked:
             return None
@@ -504,9 +438,7 @@ def imitate(policy, dllm, cfg, train_set, stop):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(k, cfg.imitate_lr, 0, cfg.imitate_steps)
         idx = torch.randint(0, len(data["t"]), (512,), generator=gen).to(data["t"].device)
-        logits = policy(data["conf"][idx], data["masked"][idx], data["t"][idx], None, data["block"][idx],
-                        # (512, L)
-                        data["setting"][idx])
+        logits = policy(**{k: None if data[k] is None else data[k][idx] for k in data["reads"]})   # (512, L)
         cand, target = data["cand"][idx], data["action"][idx].float() * 0.96 + 0.02
         loss = F.binary_cross_entropy_with_logits(logits[cand].float(), target[cand])
         opt.zero_grad(set_to_none=True)
@@ -515,31 +447,6 @@ def imitate(policy, dllm, cfg, train_set, stop):
         if stop.asked:
             return None
     return loss.item()
-
-
-class StopRequested:
-    """SIGINT / SIGTERM during training: finish the current step, save a checkpoint of it, exit with one line.
-    A second Ctrl-C stops at once (the last checkpoint written stays intact: saves are atomic)."""
-
-    def __init__(self):
-        self.asked = False
-        self.old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in self.old:
-                signal.signal(s, self.handle)
-        return self
-
-    def handle(self, signum, frame):
-        if self.asked:
-            raise KeyboardInterrupt
-        self.asked = True
-
-    def __exit__(self, *exc):
-        if threading.current_thread() is threading.main_thread():
-            for s, h in self.old.items():   # after a stop the run exits: a Ctrl-C then changes nothing
-                signal.signal(s, signal.SIG_IGN if self.asked else h)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -652,25 +559,6 @@ def warm_start(policy, dllm, cfg, train_set, stop, say):
         f"{time.time() - t0:.0f} s")
 
 
-def check_finite(policy, step, loss, gnorm):
-    """Stop (saving nothing) when an update made a weight NaN or infinite: a checkpoint of it would decode as nonsense."""
-    bad = [k for k, v in policy.state_dict().items() if not torch.isfinite(v).all()]
-    if bad:
-        raise RuntimeError(f"step {step + 1}: the update made the policy's weights non-finite ({', '.join(bad[:3])}; "
-                           f"loss {loss:.4g}, gradient norm {gnorm:.4g}); nothing was saved for this step: lower --lr "
-                           f"and train again")
-
-
-def reduced(exp, ddp, world):
-    """Mean reward, accuracy, NFE and zero-advantage share of the step's rollouts, over every rank."""
-    stats = torch.stack([exp.reward.mean(), exp.correct.float().mean(), exp.nfe.float().mean(),
-                         torch.tensor(exp.zero_adv, device=exp.reward.device)])
-    if ddp:
-        dist.all_reduce(stats)
-        stats /= world
-    return dict(reward=stats[0].item(), accuracy=100 * stats[1].item(), nfe=stats[2].item(), zero_adv=stats[3].item())
-
-
 def held_out(dllm, policy, eval_set, cfg):
     """Accuracy and mean NFE of the policy (fallback on, at --eval-tau) on held-out problems; a conditioned one at
     both ends of its alpha range (does its speed follow alpha?); one trained over block lengths at each of them
@@ -692,115 +580,6 @@ def held_out(dllm, policy, eval_set, cfg):
     return out
 
 
-class RunLog:
-    """The per-step log: a line per step on the console (under the progress bar), in <out>.jsonl and, with --wandb, in
-    Weights & Biases; rank 0 only. The log file is opened at the first line, so a run that fails before it leaves
-    none behind."""
-
-    def __init__(self, cfg, rank, start):
-        self.cfg, self.rank, self.start, self.file, self.t0 = cfg, rank, start, None, time.time()
-        self.bar = tqdm(range(start, cfg.steps), desc="GRPO", initial=start, total=cfg.steps,
-                        disable=None if rank == 0 else True)
-        self.wb = wandb_run(cfg) if rank == 0 else None
-
-    def steps(self):
-        return self.bar
-
-    def write(self, metrics):
-        if self.rank:
-            return
-        step = metrics["step"]
-        eta = (time.time() - self.t0) / (step - self.start) * (self.cfg.steps - step)
-        line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-        (self.bar.write if self.bar.disable is False else print)(line + f" | eta {eta / 60:.1f} min")
-        self.file = self.file or open(log_path(self.cfg.out), "a")
-        self.file.write(json.dumps(metrics) + "\n")
-        self.file.flush()
-        if self.wb:
-            self.wb.log(metrics)
-
-    def abandon(self):
-        """After a failure: the log this run started goes, if the run never wrote its checkpoint."""
-        if self.file and self.start == 0 and not os.path.exists(self.cfg.out):
-            self.file.close()
-            os.remove(log_path(self.cfg.out))
-
-    def close(self, stopped, step):
-        if self.rank:
-            return
-        if self.file:
-            self.file.close()
-        out, total = self.cfg.out, self.cfg.steps
-        if stopped:
-            print(f"interrupted: saved {out} at step {step + 1} of {total}; continue with the same flags and --resume")
-        else:
-            print(f"{out} already at step {self.start} of {total}: nothing to do" if self.start >= total else f"saved {out}")
-
-
-def wandb_run(cfg):
-    """A Weights & Biases run with --wandb (imported only then), else None."""
-    if not cfg.wandb:
-        return None
-    import wandb
-    return wandb.init(project="dllm-unmask", config=asdict(cfg))
-
-
-# ----------------------------------------------------------------------------------------------------
-# checkpoints, resume, ranks
-
-def save_checkpoint(path, policy, opt, cfg, step, metrics, command):
-    """Self-describing and atomic: a crash (or a full disk) mid-write leaves the previous checkpoint intact."""
-    ck = dict(policy=policy.state_dict(), optimizer=opt.state_dict(), policy_config=asdict(policy.c),
-              args=asdict(cfg), step=step, metrics=metrics, torch_rng=torch.get_rng_state(), command=command)
-    write_atomic(path, lambda tmp: torch.save(ck, tmp))
-
-
-def command_of(cfg):
-    """The train.py command of settings made in code (the suite's): the flags that differ from their defaults."""
-    flags = [f"--{f.name.replace('_', '-')}" + ("" if f.type in (bool, "bool") else f" {getattr(cfg, f.name)}")
-             for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) != f.default]
-    return "python train.py " + " ".join(flags)
-
-
-def check_resume(ck, cfg):
-    """A checkpoint can be resumed only into the same setup (SETUP): anything else is one clear error."""
-    diff = {k: (ck["args"].get(k), getattr(cfg, k)) for k in SETUP if ck["args"].get(k) != getattr(cfg, k)}
-    if diff:
-        raise ValueError(f"checkpoint {cfg.out} is from another setup ({', '.join(f'{k}: {a!r} there, {b!r} here' for k, (a, b) in diff.items())}); "
-                         f"pass the same flags or a new --out")
-
-
-def truncate_log(path, step):
-    """On resume: keep the per-step log's lines up to the checkpoint's step, so a killed run's extra lines (steps
-    after its last checkpoint) are not repeated (the log then reads 1, 2, 3, 4, ..., never 1, 2, 3, 1, 2, ...)."""
-    if not os.path.exists(path):
-        return
-    keep = []
-    with open(path, errors="replace") as f:
-        for line in f:
-            try:
-                if json.loads(line)["step"] <= step:
-                    keep.append(line if line.endswith("\n") else line + "\n")
-            except (json.JSONDecodeError, KeyError, TypeError):
-                pass   # a line cut by the kill
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.writelines(keep)
-    write_atomic(path, write)
-
-
-def setup_distributed(cfg):
-    """(rank, world, ddp): torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; plain `python train.py` is rank 0 of 1. Each
-    rank takes its own GPU (cuda:LOCAL_RANK) with NCCL; with --device cpu, or without CUDA, the ranks run on the CPU
-    with gloo. More ranks on a node than it has GPUs is one clear error."""
-    from common.dist import init_ranks
-    rank, world, local, device = init_ranks(cfg.device)
-    cfg.device = device
-    if cfg.prompts_per_step % world:
-        raise ValueError(f"--prompts-per-step {cfg.prompts_per_step} must be divisible by the {world} ranks")
-    return rank, world, world > 1 or "RANK" in os.environ
-
-
 def build_policy(cfg, dev, rank):
     """The policy (fp32), its AdamW, and where to start: step 0, or the checkpoint's step with --resume."""
     lo, hi = alpha_bounds(cfg.alpha_range) if cfg.alpha_range else (None, None)
@@ -813,7 +592,7 @@ def build_policy(cfg, dev, rank):
         return policy, opt, 0, {}
     # its weights' and moments' finiteness checked before any work (check_files)
     ck = read_checkpoint(cfg.out)
-    check_resume(ck, cfg)
+    check_resume(ck, cfg, SETUP)
     try:
         policy.load_state_dict(ck["policy"])
         opt.load_state_dict(ck["optimizer"])

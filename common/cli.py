@@ -29,7 +29,7 @@ TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 def parse_config(cls, argv=None, description=None, command="python script.py"):
     """argparse for a settings dataclass: one --flag per field (its help from option()) -> (settings, the command as
     typed: `command` followed by the arguments). A flag may be shortened to any unique prefix (--n: --num-problems)."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=description)
     for f in fields(cls):
         typ = f.type if isinstance(f.type, type) else TYPES[f.type]
         meta = f.metadata or {}
@@ -39,10 +39,15 @@ def parse_config(cls, argv=None, description=None, command="python script.py"):
         elif typ is bool:
             p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", help=meta.get("help", f.name))
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=default, help=meta.get("help", f.name),
-                           metavar=f.name.upper())
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=default, metavar=f.name.upper(),
+                           help=with_default(meta.get("help", f.name), default))
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     return cls(**vars(p.parse_args(negatives_joined(argv)))), " ".join([command] + [shlex.quote(a) for a in argv])
+
+
+def with_default(text, default):
+    """A flag's help with its default said once: appended unless the text already says it (or there is none)."""
+    return text if default is None or "default" in text else f"{text} (default: {default})"
 
 
 def negatives_joined(argv):
@@ -59,7 +64,7 @@ def negatives_joined(argv):
     return out
 
 
-RULES = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
+CHECKS = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
          "in (0, 1]": lambda v: 0 < v <= 1, "in [0, 1]": lambda v: 0 <= v <= 1, "in (0, 1)": lambda v: 0 < v < 1}
 MAX_COUNT = 10 ** 6       # problems, prompts, steps and the like: more than any run needs, few enough to be refused fast
 MAX_SEED = 2 ** 63 - 1    # seeds are 64-bit signed integers in torch
@@ -72,7 +77,7 @@ def check_args(**checks):
     for name, (value, rule) in checks.items():
         if value is None:
             continue
-        if not math.isfinite(value) or not RULES[rule](value):
+        if not math.isfinite(value) or not CHECKS[rule](value):
             raise ValueError(f"--{name.replace('_', '-')} must be {rule}, not {value}")
 
 

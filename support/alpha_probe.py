@@ -27,8 +27,8 @@ from common.cli import check_counts, interrupted, option, parse_config
 from env import generate, row_keys
 from grpo import collate
 from model import load_dllm
-from policy import Knobs, Learned, load_policy
-from sample import evaluate
+from policy import READS, Knobs, Learned, load_policy
+from decode import evaluate
 from tasks import get_problems, prompts_of
 
 
@@ -37,7 +37,7 @@ def probe(pol, dllm, problems, L, BL, alphas, tau=1.0):
     lo, hi = pol.c.alpha_lo, pol.c.alpha_hi
     ids, am = prompts_of(dllm, problems)
     middle = Learned(pol, Knobs(tau=tau, alpha=math.sqrt((lo + 1) * (hi + 1)) - 1))   # the middle of the range, in log(1 + alpha)
-    r = generate(dllm, middle, ids, am, L, BL, record=True, keys=row_keys(0, torch.arange(len(ids))))
+    r = generate(dllm, middle, ids, am, L, BL, record=READS, keys=row_keys(0, torch.arange(len(ids))))
     b = collate(r.steps, expert=True)
     conf, masked, t, cand = b["conf"], b["masked"], b["t"], b["cand"]
     at = lambda a: torch.full(t.shape, float(a))

@@ -31,8 +31,8 @@ from common.memory import GiB, decode_plan, grpo_plan
 from common.memory import check as check_memory
 from model import SHAPES as MODEL_SHAPES
 from model import DLLM, ModelConfig, Transformer, config_from_hf, load_dllm, resolve_device
-from policy import Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
-from sample import evaluate
+from policy import READS, Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
+from decode import evaluate
 
 SHAPES = {  # name -> L, BL, prompt length, sequences, batch size, and the heuristics timed by default
     "tiny": dict(L=32, BL=8, policies="threshold:0.9,topk:steps=8"),
@@ -270,9 +270,9 @@ def grpo_round(dllm, ids, am, G, L, BL, cache, temperature=0.0, chunk=None, sync
     t0 = time.perf_counter()
     with torch.no_grad():
         mine = generate(dllm, Learned(pol.eval(), Knobs(fallback=False)), ids.repeat_interleave(G, 0),
-                        am.repeat_interleave(G, 0), L, BL, temperature, record=True,
+                        am.repeat_interleave(G, 0), L, BL, temperature, record=READS,
                         keys=row_keys(0, torch.arange(P * G)), cache=cache)
-        theirs = generate(dllm, parse_policy("threshold:0.9"), ids, am, L, BL, temperature, record=True,
+        theirs = generate(dllm, parse_policy("threshold:0.9"), ids, am, L, BL, temperature, record=READS,
                           keys=row_keys(1, torch.arange(P)), cache=cache)
     sync()
     t_roll = time.perf_counter() - t0
@@ -349,7 +349,8 @@ def bench_modes(cfg, device, rate):
     against what it needs, token_stats, the policy's act at 16 and 128 rows, and one compiled dual step. Each figure
     is printed as soon as it is measured."""
     from common.memory import kv_bytes
-    from env import Obs, token_stats
+    from env import Obs
+    from steps import token_stats
     shape = cfg.grpo_model or ("llada" if device.type == "cuda" else "small")
     dllm = random_dllm(shape, device, merge=True)
     c, cuda = dllm.net.c, device.type == "cuda"
@@ -479,7 +480,7 @@ def bench_update(cfg, device):
     ids, am = ids.repeat_interleave(8, 0), am.repeat_interleave(8, 0)
     torch.manual_seed(0)
     pol = LearnedPolicy(PolicyConfig(init_bias=0.0)).to(device).eval()
-    r = generate(dllm, Learned(pol, Knobs(fallback=False)), ids, am, 32, 8, record=True,
+    r = generate(dllm, Learned(pol, Knobs(fallback=False)), ids, am, 32, 8, record=READS,
                  keys=row_keys(0, torch.arange(len(ids))))
     correct = torch.tensor(grade_many("chain", [problems[i // 8] for i in range(len(ids))],
                                       [dllm.decode(x.tolist()) for x in r.tokens.cpu()]), device=device)

@@ -29,7 +29,7 @@ from common.cli import check_args, check_counts, interrupted, option, parse_conf
 from env import generate
 from model import load_dllm
 from policy import Band, Heuristic, parse_policy
-from sample import evaluate
+from decode import evaluate
 from tasks import get_problems, prompts_of
 
 

@@ -181,10 +181,10 @@ def check_world(name, n=500, task="chain", L=32):
     """Print the trap test: one-shot vs step-by-step accuracy, answer-first vs answer-last, and how confident
     the answer slot is at step 1 next to the reasoning tokens. Returns the numbers as a dict."""
     check_counts(num_problems=(n, 1))
-    from env import token_stats
+    from steps import token_stats
     from model import load_dllm
     from policy import parse_policy
-    from sample import evaluate
+    from decode import evaluate
     from tasks import get_problems, prompts_of
     dllm = load_dllm(name, device="cpu")
     probs = get_problems(task, n, 0, "test")

@@ -13,6 +13,7 @@ import torch
 
 import eval as ev
 from policy import RULES
+from common import runs
 from support import pretrain
 from support import suite as su
 import sample
@@ -241,7 +242,7 @@ def test_a_failed_run_leaves_no_log_and_resume_trims_the_log(tmp_path):
     assert not (tmp_path / "run" / "ckpt.jsonl").exists()
     log = tmp_path / "l.jsonl"
     log.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 4, 5)) + '{"step": 6, "rew')
-    train.truncate_log(str(log), 3)
+    runs.truncate_log(str(log), 3)
     assert [json.loads(l)["step"] for l in log.read_text().splitlines()] == [1, 2, 3]
 
 

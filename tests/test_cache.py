@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from env import CACHES, CachedStep, generate, row_keys
-from policy import Learned, LearnedPolicy, parse_policy
+from env import CACHES, generate, row_keys
+from steps import CachedStep
+from policy import READS, Learned, LearnedPolicy, parse_policy
 from tasks import prompts_of
 from tasks import tiny_problems
 
@@ -31,7 +32,7 @@ def test_cached_span_equals_the_full_forward(request, which):
         torch.testing.assert_close(part, full[:, lo:hi], rtol=1e-4, atol=1e-5)
 
 
-def run(tiny, policy, cache, L=32, BL=8, n=12, record=False):
+def run(tiny, policy, cache, L=32, BL=8, n=12, record=()):
     ids, am = prompts_of(tiny, tiny_problems("chain", n, seed=0))
     return generate(tiny, policy, ids, am, L, BL, keys=row_keys(0, torch.arange(n)), cache=cache, record=record)
 
@@ -50,7 +51,7 @@ def test_one_step_per_block_is_exact(tiny, cache):
 def test_every_policy_runs_with_a_cache(tiny, cache, spec):
     torch.manual_seed(0)
     pol = Learned(LearnedPolicy().eval()) if spec == "learned" else parse_policy(spec)
-    r = run(tiny, pol, cache, record=spec == "learned")
+    r = run(tiny, pol, cache, record=READS if spec == "learned" else ())
     assert (r.nfe >= 4).all() and (r.nfe <= 32).all()                  # at least one step per block, BL per block at most
     blk = torch.arange(32) // 8
     for row in r.order:                                                # still semi-AR: blocks left to right

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from env import Obs, generate, row_keys, token_stats
-from policy import EB, Action, Band, Entropy, Factor, Margin, Random, Threshold, TopK, parse_policy, parse_policies
+from env import Obs, generate, row_keys
+from steps import token_stats
+from policy import READS, EB, Action, Band, Entropy, Factor, Margin, Random, Threshold, TopK, parse_policy, parse_policies
 from tasks import prompts_of
 from tasks import tiny_problems
 
@@ -244,7 +245,7 @@ def test_the_observation_carries_the_setting(tiny):
             return super().select(obs)
     probs = tiny_problems("chain", 3, seed=0)
     ids, am = prompts_of(tiny, probs)
-    r = generate(tiny, Spy(32), ids, am, 32, 8, temperature=torch.tensor([0.0, 0.5, 0.0]), record=True)
+    r = generate(tiny, Spy(32), ids, am, 32, 8, temperature=torch.tensor([0.0, 0.5, 0.0]), record=READS)
     assert all(s.dtype == torch.float32 and s.shape[1] == 3 for s in seen)
     first = seen[0]
     assert torch.allclose(first, torch.tensor([[0.25, 0.0, 0.0], [0.25, 0.5, 0.0], [0.25, 0.0, 0.0]]))
@@ -318,8 +319,8 @@ def test_the_forward_memo_shares_states_across_policies_and_changes_nothing(tiny
     """eval.py keeps every state's forward (ForwardMemo) and reuses it for the setting's later policies (and its
     other block lengths): the rows are those of fresh runs, the model runs exactly once per distinct state, and
     nothing is stored at temperature > 0 or with a KV cache (where a forward also fills the cache)."""
-    from env import ForwardMemo
-    from sample import evaluate
+    from steps import ForwardMemo
+    from decode import evaluate
     probs = tiny_problems("chain", 10, seed=3)
     rows_in = []
     real = tiny.logits

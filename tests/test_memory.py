@@ -13,12 +13,13 @@ import time
 import pytest
 import torch
 
-import env
+import steps
 import model
 from conftest import ROOT
-from env import generate, row_keys, token_stats
+from env import generate, row_keys
+from steps import token_stats
 from model import DLLM, ModelConfig, Transformer
-from policy import Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
+from policy import READS, Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
 from tasks import prompts_of, tiny_problems
 
 
@@ -93,7 +94,7 @@ def test_the_cache_is_compacted_once_per_leaving_not_copied_per_step(tiny, cache
 
 @pytest.mark.parametrize("T", [0.3, 0.8, 2.0])
 def test_noise_in_row_chunks_gives_the_same_tokens(monkeypatch, T):
-    """The Gumbel draw a few rows at a time (env.NOISE_BYTES) samples what one draw for the whole batch did."""
+    """The Gumbel draw a few rows at a time (steps.NOISE_BYTES) samples what one draw for the whole batch did."""
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(5, 7, 50, generator=g) * 3
     seeds = torch.tensor([3, 1, 4, 1, 5]) * 1_000_003
@@ -101,7 +102,7 @@ def test_noise_in_row_chunks_gives_the_same_tokens(monkeypatch, T):
                      for s in seeds])
     whole = (logits.double() / T - torch.log(-torch.log(u.clamp_min(1e-300)))).argmax(-1)
     for rows in (1, 2, 5):
-        monkeypatch.setattr(env, "NOISE_BYTES", rows * 7 * 50 * 8)
+        monkeypatch.setattr(steps, "NOISE_BYTES", rows * 7 * 50 * 8)
         x0, conf, _, _ = token_stats(logits, T, seeds)
         assert torch.equal(x0, whole)
         assert torch.equal(conf, torch.softmax(logits, -1).gather(-1, whole[..., None]).squeeze(-1))
@@ -115,7 +116,7 @@ def test_the_first_update_ratio_is_one_under_autocast(tiny):
     torch.manual_seed(0)
     net = LearnedPolicy(PolicyConfig(init_bias=0.0)).eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        r = generate(tiny, Learned(net, Knobs(fallback=False)), ids, am, 32, 8, record=True, cache="dual")
+        r = generate(tiny, Learned(net, Knobs(fallback=False)), ids, am, 32, 8, record=READS, cache="dual")
         batch = collate(r.steps)
         _, logp = step_log_prob(net, batch, slice(0, len(batch["row"])))
     assert (logp - batch["logp_old"]).abs().max() < 1e-3 and logp.dtype == torch.float32

@@ -83,7 +83,7 @@ def test_bad_policy_checkpoint(tmp_path):
 
 def test_pass_at_k_by_hand_and_never_falling():
     """The unbiased estimator 1 - C(n - c, k) / C(n, k), pinned by hand; it never falls as k grows."""
-    from sample import pass_at
+    from decode import pass_at
     assert pass_at(4, 1, 1) == 0.25 and pass_at(4, 1, 2) == 1 - 3 / 6 and pass_at(4, 1, 4) == 1.0
     assert pass_at(5, 2, 2) == 1 - 3 / 10 and pass_at(5, 0, 5) == 0.0 and pass_at(5, 5, 1) == 1.0
     for n in range(1, 12):
@@ -95,7 +95,7 @@ def test_pass_at_k_by_hand_and_never_falling():
 def test_rows_with_samples_by_hand():
     """row_of: accuracy is the mean over every completion (pass@1), pass@k the mean over problems, the majority vote
     the final answer given most often (ties to the first given), right when it is the gold one."""
-    from sample import Completion, row_of
+    from decode import Completion, row_of
     from tasks import Problem
     problems = [Problem("q0", "3"), Problem("q1", "5")]
     c = lambda i, s, ok, ans: Completion(i, s, ok, 4, 8, ans)

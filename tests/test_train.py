@@ -12,7 +12,7 @@ from conftest import ROOT
 from actions import bernoulli_log_prob
 from conftest import save_policy
 from grpo import advantages, concat_batches, grpo_loss, grpo_objective, old_expert_log_probs, rewards
-from policy import LearnedPolicy
+from policy import READS, LearnedPolicy
 from train import TrainConfig
 
 
@@ -33,7 +33,7 @@ def fake_batch(S=10, L=6, n=3, seed=0):
     cand = torch.rand(S, L, generator=g) < 0.7
     return dict(conf=torch.rand(S, L, generator=g), masked=cand.clone(), cand=cand, t=torch.rand(S, generator=g),
                 action=(torch.rand(S, L, generator=g) < 0.3) & cand, row=torch.arange(S) % n,
-                expert=torch.zeros(S, dtype=torch.bool))
+                expert=torch.zeros(S, dtype=torch.bool), choices=cand, order=None, reads=["conf", "masked", "t"])
 
 
 def steps_of(batch, n):
@@ -358,7 +358,7 @@ def test_expert_steps_use_the_mixture_likelihood():
     with torch.no_grad():
         own["logp_old"] = bernoulli_log_prob(pol(own["conf"], own["masked"], own["t"]), own["cand"], own["action"])
     own.update(alpha=None, order=None, expert=torch.zeros(6, dtype=torch.bool))
-    ex = dict(ex, alpha=None, order=None, logp_old=None, cand=ex["masked"], expert=torch.ones(4, dtype=torch.bool))
+    ex = dict(ex, alpha=None, order=None, logp_old=None, choices=ex["masked"], expert=torch.ones(4, dtype=torch.bool))
     old_expert_log_probs(pol, ex, (G, E), chunk=3)
     with torch.no_grad():
         lp = bernoulli_log_prob(pol(ex["conf"], ex["masked"], ex["t"]), ex["masked"], ex["action"])
@@ -437,7 +437,7 @@ def test_imitation_warm_start_clones_the_heuristic(tmp_path):
                                            imitate_steps=100, imitate_problems=64, imitate_lr=3e-3, width=32))
     dllm = load_dllm("tiny")
     ids, am = prompts_of(dllm, tiny_problems("chain", 64, seed=7))
-    b = collate(generate(dllm, parse_policy("threshold:0.5"), ids, am, 32, 32, record=True,
+    b = collate(generate(dllm, parse_policy("threshold:0.5"), ids, am, 32, 32, record=READS,
                          keys=row_keys(5, torch.arange(64))).steps)
     with torch.no_grad():
         agree = ((pol(b["conf"], b["masked"], b["t"]) > 0) == b["action"])[b["cand"]].float().mean().item()
