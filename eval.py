@@ -36,8 +36,10 @@ from common.cli import (MAX_COUNT, Waited, append_records, check_args, check_cou
 from common.dist import broadcast, finish, gather, init_ranks, on_sigterm, stopped
 from env import check_decoding
 from steps import ForwardMemo
-from model import check_model_name, load_dllm, resolve_device
-from policy import COARSE_STEP_COUNTS, RULES, STEP_COUNTS, Learned, checkpoint_of, parse_policy, read_checkpoint, value_text
+from common.hub import resolve_device
+from model import check_model_name, load_dllm
+from common.checkpoints import read_checkpoint
+from policy import COARSE_STEP_COUNTS, RULES, STEP_COUNTS, Learned, checkpoint_of, parse_policy, value_text
 from decode import decode, records_of, row_of
 from tasks import check_split, check_task, get_problems
 

@@ -37,8 +37,10 @@ from common.dist import finish, gather, init_ranks, on_sigterm, stopped
 from decode import decode, records_of, row_of
 from env import check_decoding
 from steps import check_buffer
-from model import check_model_name, load_dllm, resolve_device
-from policy import Learned, checkpoint_of, parse_policies, read_checkpoint
+from common.hub import resolve_device
+from model import check_model_name, load_dllm
+from common.checkpoints import read_checkpoint
+from policy import Learned, checkpoint_of, parse_policies
 from tasks import check_split, check_task, get_problems, prompts_of
 
 # What `python sample.py` with no policy flag compares: the shipped policy (one for every block length and dLLM

@@ -52,9 +52,11 @@ from common.rng import fmix32
 from env import Rollout, check_decoding, generate, row_keys
 from steps import ForwardMemo, check_buffer
 from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
-from model import TINY, check_model_name, load_dllm, resolve_device
+from common.hub import resolve_device
+from model import TINY, check_model_name, load_dllm
+from common.checkpoints import check_finite_state, read_checkpoint
 from policy import (FEATURES, READS, ROLLOUT, Knobs, Learned, LearnedPolicy, PolicyConfig, checkpoint_of,
-                    load_weights, check_finite_state, parse_policy, read_checkpoint)
+                    load_weights, parse_policy)
 from decode import evaluate
 from tasks import GRADERS, REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many, prompts_of
 

@@ -28,7 +28,7 @@ def init_ranks(device=None):
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    device = device or os.environ.get("DLLM_UNMASK_DEVICE")   # the default device's override (model.default_device)
+    device = device or os.environ.get("DLLM_UNMASK_DEVICE")   # the default device's override (common/hub.default_device)
     on_cpu = device is not None and str(device).split(":")[0] in ("cpu", "mps")
     if torch.cuda.is_available() and not on_cpu:
         n = torch.cuda.device_count()

@@ -30,7 +30,8 @@ from env import CACHES, generate, row_keys
 from common.memory import GiB, decode_plan, grpo_plan
 from common.memory import check as check_memory
 from model import SHAPES as MODEL_SHAPES
-from model import DLLM, ModelConfig, Transformer, config_from_hf, load_dllm, resolve_device
+from common.hub import resolve_device
+from model import DLLM, ModelConfig, Transformer, config_from_hf, load_dllm
 from policy import READS, Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
 from decode import evaluate
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from common.cli import check_counts, interrupted, option, parse_config
 from eval import SLACK, Setting, run, sweep_specs
-from policy import checkpoint_of, read_checkpoint, trained_block_lengths
+from common.checkpoints import read_checkpoint
+from policy import checkpoint_of, trained_block_lengths
 
 HAND = ("topk", "threshold", "factor", "eb", "pc", "band")   # the paper's fixed-step and adaptive rules, PC-Sampler, band
 L = 32                                                       # the tiny chain task's generation length

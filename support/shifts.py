@@ -16,7 +16,8 @@ import functools
 import os
 
 from eval import SLACK, Setting, sweep_specs
-from policy import RULES, read_checkpoint
+from common.checkpoints import read_checkpoint
+from policy import RULES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIFTS = dict(

@@ -263,7 +263,7 @@ def kill_when(proc, ready, timeout=120):
 def test_kill_9_train_then_resume(tiny_path, tmp_path, kill_after):
     """kill -9 right after the kill_after-th checkpoint: the checkpoint is whole, resume finishes, and the log
     reads each step once."""
-    from policy import read_checkpoint
+    from common.checkpoints import read_checkpoint
     out = str(tmp_path / "k.pt")
     argv = [sys.executable, "train.py", "--model", tiny_path, "--gen-length", "16", "--block-length", "8",
             "--prompts-per-step", "2", "--group-size", "2", "--steps", "6", "--save-every", "1", "--eval-every", "0",
@@ -328,7 +328,7 @@ def test_ctrl_c_saves_the_current_step_and_resumes(tiny_path, tmp_path):
     """SIGINT during training: one line, no traceback, exit 130, a checkpoint of the step it was in (save-every is
     50, so only the interrupt wrote it), and --resume finishes the run with a log of each step once."""
     import signal
-    from policy import read_checkpoint
+    from common.checkpoints import read_checkpoint
     out, log = str(tmp_path / "c.pt"), tmp_path / "c.jsonl"
     argv = train_argv(tiny_path, out, 40)
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -351,7 +351,7 @@ def test_ctrl_c_saves_the_current_step_and_resumes(tiny_path, tmp_path):
 def test_two_trainings_into_one_checkpoint_cannot_both_run(tiny_path, tmp_path):
     """Two real train.py processes started at once with the same --out: one trains, the other is refused in one
     line (non-zero exit); the checkpoint and its log hold the one run, each step once."""
-    from policy import read_checkpoint
+    from common.checkpoints import read_checkpoint
     out = str(tmp_path / "x.pt")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [subprocess.Popen(train_argv(tiny_path, out, 6) + ["--seed", str(s)], cwd=ROOT, env=env, text=True,

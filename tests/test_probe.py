@@ -80,7 +80,7 @@ def stored(tmp_path, **changes):
                                         (dict(gen_length=-32), "stored training argument 'gen_length' is -32"),
                                         (dict(alpha=float("inf")), "'alpha' is inf")])
 def test_a_damaged_stored_value_names_the_file_and_field(tmp_path, change, msg):
-    from policy import read_checkpoint
+    from common.checkpoints import read_checkpoint
     path = stored(tmp_path, **change)
     with pytest.raises(ValueError) as e:
         read_checkpoint(path)

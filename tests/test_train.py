@@ -222,7 +222,7 @@ def test_torchrun_two_processes_match_one(tiny_path, tmp_path):
 def test_alpha_range_trains_one_conditioned_policy(tiny_path, tmp_path, monkeypatch):
     """--alpha-range: each group draws its alpha, the rewards use it, the policy sees it and learns from it."""
     import eval as ev
-    from policy import read_checkpoint
+    from common.checkpoints import read_checkpoint
     out = str(tmp_path / "cond.pt")
     seen, real = [], train.rewards
     monkeypatch.setattr(train, "rewards", lambda c, n, L, a, k: (seen.append(a), real(c, n, L, a, k))[1])
