@@ -1,7 +1,7 @@
 """
-Decode a set of problems with one policy and grade them: the Completion of every (problem, sample), and the row
-that sums them up (accuracy by both graders, mean NFE, speed, pass@k and majority vote with several samples).
-sample.py, eval.py and train.py's held-out evaluations all go through here.
+Decode a set of problems with one policy and grade them: the Completion of every (problem, sample),
+and the row that sums them up (accuracy by both graders, mean NFE, speed, pass@k and majority vote
+with several samples). sample.py, eval.py and train.py's held-out evaluations all go through here.
 """
 import json
 import math
@@ -33,47 +33,57 @@ class Completion:
 
 
 def completion_keys(seed, problems, samples):
-    """Row keys (B,) of (problem, sample) pairs: sample 0 of problem i has the key a one-sample run gives it."""
-    return torch.cat([row_keys((seed + s * 0x632BE5AB) % 2 ** 63, torch.tensor([i])) for i, s in zip(problems, samples)])
+    """Row keys (B,) of (problem, sample) pairs: sample 0 of problem i has the key a one-sample run
+    gives it."""
+    return torch.cat([row_keys((seed + s * 0x632BE5AB) % 2 ** 63, torch.tensor([i]))
+                      for i, s in zip(problems, samples)])
 
 
-def decode(dllm, policy, problems, task, L, BL, batch_size=128, temperature=0.0, seed=0, samples=1, cache="none",
-           memo=None, shard=(0, 1), progress=True, keep=0):
-    """Decode every (problem, sample) pair of this shard -> ([Completion], the first `keep` (problem, tokens, order,
-    text, correct) for display). The pairs are taken problem by problem in batches of batch_size; batch j belongs to
-    rank j % world (shard = (rank, world)), so the batches, and the numbers, are those of one process."""
+def decode(dllm, policy, problems, task, L, BL, batch_size=128, temperature=0.0, seed=0, samples=1,
+           cache="none", memo=None, shard=(0, 1), progress=True, keep=0):
+    """Decode every (problem, sample) pair of this shard -> ([Completion], the first `keep`
+    (problem, tokens, order, text, correct) for display). The pairs are taken problem by problem in
+    batches of batch_size; batch j belongs to rank j % world (shard = (rank, world)), so the
+    batches, and the numbers, are those of one process."""
     pairs = [(i, s) for i in range(len(problems)) for s in range(samples)]
-    batches = [pairs[j:j + batch_size] for j in range(0, len(pairs), batch_size)][shard[0]::shard[1]]
+    batches = [pairs[j:j + batch_size] for j in range(0, len(pairs), batch_size)]
+    batches = batches[shard[0]::shard[1]]
     out, shown = [], []
     for batch in tqdm(batches, desc=policy.spec, leave=False, disable=None if progress else True):
         idx, smp = [i for i, _ in batch], [s for _, s in batch]
         chunk = [problems[i] for i in idx]
         ids, am = prompts_of(dllm, chunk)
-        r = generate(dllm, policy, ids, am, L, BL, temperature, keys=completion_keys(seed, idx, smp), cache=cache,
-                     memo=memo)
+        r = generate(dllm, policy, ids, am, L, BL, temperature,
+                     keys=completion_keys(seed, idx, smp), cache=cache, memo=memo)
         texts = [dllm.decode(row.tolist()) for row in r.tokens.cpu()]
         revealed = (r.order > 0).sum(1).tolist()
         stop = torch.isin(r.tokens, torch.tensor(sorted(dllm.stop_ids), device=r.tokens.device))
-        length = torch.where(stop.any(1), stop.int().argmax(1), L).tolist()       # tokens before the end of text
+        # tokens before the end of text
+        length = torch.where(stop.any(1), stop.int().argmax(1), L).tolist()
         keys = completion_keys(seed, idx, smp).tolist()
         for j, (g, text) in enumerate(zip(grade_both(task, chunk, texts), texts)):
             ok = g["correct"]
-            out.append(Completion(idx[j], smp[j], ok, int(r.nfe[j]), revealed[j], final_answer(task, text), text,
-                                  length[j], g, keys[j]))
+            out.append(Completion(idx[j], smp[j], ok, int(r.nfe[j]), revealed[j],
+                                  final_answer(task, text), text, length[j], g, keys[j]))
             if len(shown) < keep:
                 shown.append((chunk[j], r.tokens[j].cpu(), r.order[j].cpu(), text, ok))
     return out, shown
 
 
 def records_of(completions, problems, setting):
-    """One JSON-able record per completion: the problem (index, id), the setting (a dict: policy, model, task, L, BL,
-    T, cache, seed; its text is the record's 'setting'), the sample index and noise key, the text, both graders'
-    answers and verdicts, NFE and generated tokens."""
+    """One JSON-able record per completion: the problem (index, id), the setting (a dict: policy,
+    model, task, L, BL, T, cache, seed; its text is the record's 'setting'), the sample index and
+    noise key, the text, both graders' answers and verdicts, NFE and generated tokens."""
     name = json.dumps(setting, sort_keys=True)
-    return [dict(setting=name, problem=c.problem, id=getattr(problems[c.problem], "id", None) or str(c.problem),
-                 sample=c.sample, key=c.key, text=c.text, nfe=c.nfe, tokens=c.tokens,
-                 **(c.graded or dict(answer=None, correct=c.correct, answer_verify=None, correct_verify=c.correct)))
-            for c in sorted(completions, key=lambda c: (c.problem, c.sample))]
+    out = []
+    for c in sorted(completions, key=lambda c: (c.problem, c.sample)):
+        graded = c.graded or dict(answer=None, correct=c.correct, answer_verify=None,
+                                  correct_verify=c.correct)
+        out.append(dict(setting=name, problem=c.problem,
+                        id=getattr(problems[c.problem], "id", None) or str(c.problem),
+                        sample=c.sample, key=c.key, text=c.text, nfe=c.nfe, tokens=c.tokens,
+                        **graded))
+    return out
 
 
 def pass_at(n, c, k):
@@ -87,12 +97,16 @@ def k_values(samples):
 
 
 def majority(comps, task, problem):
-    """The majority vote over one problem's completions: the final answer given most often (ties: the one given
-    first), right when it is the gold answer. No answer read from any completion: wrong."""
+    """The majority vote over one problem's completions: the final answer given most often (ties:
+    the one given first), right when it is the gold answer. No answer read from any completion:
+    wrong."""
     votes = Counter(c.answer for c in comps if c.answer is not None)
     if not votes:
         return False
-    first = {c.answer: c.sample for c in sorted(comps, key=lambda c: c.sample) if c.answer is not None}
+    first = {}   # each answer's first sample
+    for c in sorted(comps, key=lambda c: c.sample):
+        if c.answer is not None:
+            first.setdefault(c.answer, c.sample)
     best = max(votes, key=lambda a: (votes[a], -first[a]))
     return answer_is_right(task, problem, best)
 
@@ -103,34 +117,38 @@ def verdict(c):
 
 
 def row_of(spec, completions, problems, task, samples, seconds):
-    """The row of one policy: accuracy by the paper's grader (the mean over every completion: pass@1) and by
-    math-verify (accuracy_verify) with the completions they disagree on, mean NFE per completion, tokens revealed
-    per NFE, generated tokens (to the end of text) per completion, per second of wall time and NFE per generated
-    token, seconds, n; with samples > 1 also pass@k for k_values(K) and the majority vote's accuracy (%)."""
+    """The row of one policy: accuracy by the paper's grader (the mean over every completion:
+    pass@1) and by math-verify (accuracy_verify) with the completions they disagree on, mean NFE per
+    completion, tokens revealed per NFE, generated tokens (to the end of text) per completion, per
+    second of wall time and NFE per generated token, seconds, n; with samples > 1 also pass@k for
+    k_values(K) and the majority vote's accuracy (%)."""
     n, total = len(problems), len(completions)
     nfe, gen = sum(c.nfe for c in completions), sum(c.tokens for c in completions)
     row = dict(policy=spec, accuracy=100.0 * sum(c.correct for c in completions) / total,
                accuracy_verify=100.0 * sum(verdict(c) for c in completions) / total,
                graders_disagree=sum(c.correct != verdict(c) for c in completions),
-               mean_nfe=nfe / total, tokens_per_nfe=sum(c.revealed for c in completions) / max(nfe, 1),
-               gen_tokens=gen / total, tokens_per_second=gen / max(seconds, 1e-9), nfe_per_token=nfe / max(gen, 1),
-               seconds=seconds, n=n, samples=samples)
+               mean_nfe=nfe / total,
+               tokens_per_nfe=sum(c.revealed for c in completions) / max(nfe, 1),
+               gen_tokens=gen / total, tokens_per_second=gen / max(seconds, 1e-9),
+               nfe_per_token=nfe / max(gen, 1), seconds=seconds, n=n, samples=samples)
     if samples > 1:
         by = {}
         for c in completions:
             by.setdefault(c.problem, []).append(c)
         right = {i: sum(c.correct for c in cs) for i, cs in by.items()}
-        row["pass_at"] = {str(k): 100.0 * sum(pass_at(samples, right[i], k) for i in by) / n for k in k_values(samples)}
+        row["pass_at"] = {str(k): 100.0 * sum(pass_at(samples, right[i], k) for i in by) / n
+                          for k in k_values(samples)}
         if task in ("chain", "sub", "gsm8k", "math500"):
             row["majority"] = 100.0 * sum(majority(by[i], task, problems[i]) for i in by) / n
     return row
 
 
-def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=128, temperature=0.0, seed=0,
-             progress=True, keep=0, cache="none", memo=None, samples=1):
-    """Run one policy over problems in this process -> (row, shown) (see decode and row_of). memo: an
-    steps.ForwardMemo kept across calls on the same problems, dLLM and L (exact at T = 0 without a cache)."""
+def evaluate(dllm, policy, problems, task, gen_length, block_length, batch_size=128,
+             temperature=0.0, seed=0, progress=True, keep=0, cache="none", memo=None, samples=1):
+    """Run one policy over problems in this process -> (row, shown) (see decode and row_of). memo:
+    an steps.ForwardMemo kept across calls on the same problems, dLLM and L (exact at T = 0 without
+    a cache)."""
     t0 = time.time()
-    comps, shown = decode(dllm, policy, problems, task, gen_length, block_length, batch_size, temperature, seed,
-                          samples, cache, memo, progress=progress, keep=keep)
+    comps, shown = decode(dllm, policy, problems, task, gen_length, block_length, batch_size,
+                          temperature, seed, samples, cache, memo, progress=progress, keep=keep)
     return row_of(policy.spec, comps, problems, task, samples, time.time() - t0), shown

@@ -31,28 +31,28 @@ from steps import check_buffer, make_step
 @dataclass
 class Obs:
     """What a policy sees at one step, for the b unfinished rows (shapes below)."""
-    x0: torch.Tensor          # (b, L) long   the dLLM's proposal for every generation position
-    conf: torch.Tensor        # (b, L) float32 probability of x0 (all positions, unmasked ones too)
-    masked: torch.Tensor      # (b, L) bool   still [MASK]
-    cand: torch.Tensor        # (b, L) bool   masked and in the row's current block (may be unmasked)
+    x0: torch.Tensor          # (b, L) long    the dLLM's proposal for every generation position
+    conf: torch.Tensor        # (b, L) float32 probability of x0 (all positions, revealed ones too)
+    masked: torch.Tensor      # (b, L) bool    still [MASK]
+    cand: torch.Tensor        # (b, L) bool    masked and in the row's current block
     t: torch.Tensor           # (b,)   float32 NFE spent so far / L
-    block_step: torch.Tensor  # (b,)   long   iterations already spent in the current block
+    block_step: torch.Tensor  # (b,)   long    iterations already spent in the current block
     n_blocks: int             # L / BL
-    keys: torch.Tensor        # (b,)   long   per-row random key (see uniform)
+    keys: torch.Tensor        # (b,)   long    per-row random key (see uniform)
     margin: torch.Tensor = None   # (b, L) float32 top1 - top2 probability, when policy.needs it
-    entropy: torch.Tensor = None  # (b, L) float32 entropy of the predictive distribution, when needed
-    eos: torch.Tensor = None      # (b, L) bool   x0 is an end-of-text / end-of-turn token, when needed
-    alpha: torch.Tensor = None    # (b,)   float32 the row's reward exponent (alpha-conditioned GRPO), if any
-    # (b, 3) float32 BL / L, the row's dLLM temperature, block_step / BL
-    setting: torch.Tensor = None
+    entropy: torch.Tensor = None  # (b, L) float32 entropy of the prediction, when needed
+    eos: torch.Tensor = None      # (b, L) bool    x0 ends the text or the turn, when needed
+    alpha: torch.Tensor = None    # (b,)   float32 the row's reward exponent, if any
+    setting: torch.Tensor = None  # (b, 3) float32 BL / L, the row's dLLM temperature, block_step / BL
 
     def uniform(self, stream=0):
-        """(b, L) uniforms in [0, 1) that depend only on (row key, NFE spent, position, stream): a row's draws do
-        not change with batching or sharding, so the same seed gives the same rollouts everywhere. Streams 0, 1, 2
-        are independent draws (a DPLS action needs three)."""
+        """(b, L) uniforms in [0, 1) that depend only on (row key, NFE spent, position, stream): a
+        row's draws do not change with batching or sharding, so the same seed gives the same
+        rollouts everywhere. Streams 0, 1, 2 are independent draws (a DPLS action needs three)."""
         L = self.conf.shape[1]
         step = (self.t * L).round().long() + 0x51ED27 + 0x3C6EF372 * stream
-        h = fmix32(fmix32(self.keys[:, None] ^ fmix32(step[:, None])) ^ torch.arange(L, device=self.keys.device))
+        h = fmix32(self.keys[:, None] ^ fmix32(step[:, None]))
+        h = fmix32(h ^ torch.arange(L, device=self.keys.device))
         return (h >> 8).float() / 2 ** 24
 
 
@@ -61,40 +61,46 @@ class Rollout:
     """The result of generate(). Steps are recorded only with record (what GRPO needs)."""
     tokens: torch.Tensor      # (B, L) final generation (MASK where never unmasked)
     nfe: torch.Tensor         # (B,) forwards spent per row
-    order: torch.Tensor       # (B, L) the NFE (1-based) at which each position was unmasked, 0 = never
-    # per step: dict(rows, the Obs fields named in record, action, logp, order)
-    steps: list = field(default_factory=list)
+    order: torch.Tensor       # (B, L) the NFE (1-based) that unmasked each position, 0 = never
+    steps: list = field(default_factory=list)   # per step: rows, recorded Obs fields, action, logp
     forwards: int = 0         # dLLM forwards run (a step of several rows is one forward)
-    cache_copies: int = 0     # compactions of the KV cache as rows left a block early (CachedStep.copies)
+    cache_copies: int = 0     # compactions of the KV cache as rows left a block early
 
 
 CACHES = ("none", "prefix", "dual")
 
 
 def check_decoding(L, BL, cache="none"):
-    """The decoding setup every script and generate() accept: L a positive multiple of BL, and a KV cache only in
-    semi-autoregressive decoding (in full diffusion every step would refresh the whole cache)."""
+    """The decoding setup every script and generate() accept: L a positive multiple of BL, and a KV
+    cache only in semi-autoregressive decoding (in full diffusion every step would refresh the whole
+    cache)."""
     if BL <= 0 or L <= 0 or L % BL:
-        raise ValueError(f"--gen-length {L} must be a multiple of --block-length {BL}, both positive")
+        raise ValueError(
+            f"--gen-length {L} must be a multiple of --block-length {BL}, both positive")
     if cache not in CACHES:
         raise ValueError(f"unknown cache {cache!r}: use one of {CACHES}")
     if cache != "none" and BL == L:
-        raise ValueError(f"--cache {cache} needs semi-autoregressive decoding (--block-length < --gen-length {L})")
+        raise ValueError(
+            f"--cache {cache} needs semi-autoregressive decoding (--block-length < --gen-length {L})"
+        )
 
 
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
-             record=(), keys=None, cache="none", alpha=None, memo=None, memo_keys=None, noise_keys=None):
+             record=(), keys=None, cache="none", alpha=None, memo=None, memo_keys=None,
+             noise_keys=None):
     """Run `policy` on left-padded prompts (B, P) until every row is finished -> Rollout.
 
-    policy: act(obs) -> policy.Action, check(L, BL), needs (extra observations: margin, entropy, eos).
-    record: the Obs fields to record per step (GRPO: policy.READS), none by default.
-    temperature: the dLLM's, a float or (B,). keys (B,): each row's random key (policy draws, and the dLLM's
-    noise unless noise_keys (B,) is given). cache: none, prefix or dual (steps.CachedStep). alpha (B,): each
-    row's reward exponent, shown to the policy. memo / memo_keys: a steps.ForwardMemo and each row's prompt id.
-    With a cache the rows keep in step block by block (docs/design.md)."""
+    policy: act(obs) -> policy.Action, check(L, BL), needs (extra observations: margin, entropy,
+    eos). record: the Obs fields to record per step (GRPO: policy.READS), none by default.
+    temperature: the dLLM's, a float or (B,). keys (B,): each row's random key (policy draws, and
+    the dLLM's noise unless noise_keys (B,) is given). cache: none, prefix or dual
+    (steps.CachedStep). alpha (B,): each row's reward exponent, shown to the policy. memo /
+    memo_keys: a steps.ForwardMemo and each row's prompt id. With a cache the rows keep in step
+    block by block (docs/design.md)."""
     L, BL, (B, P), dev = gen_length, block_length, prompt_ids.shape, prompt_ids.device
     needs = getattr(policy, "needs", ())
-    temps = torch.as_tensor(temperature, dtype=torch.float64, device=dev).expand(B)    # (B,) each row's T
+    # (B,) each row's T
+    temps = torch.as_tensor(temperature, dtype=torch.float64, device=dev).expand(B)
     hot = bool(B) and float(temps.max()) > 0
     check_decoding(L, BL, cache)
     policy.check(L, BL)
@@ -102,7 +108,8 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     x, am = buffer(dllm, prompt_ids, prompt_mask, L)                                    # (B, P + L)
     keys = (row_keys(0, torch.arange(B)) if keys is None else keys).to(dev)
     noise_keys = keys if noise_keys is None else noise_keys.to(dev)
-    memo = None if hot or cache != "none" else memo                                   # exact only there
+    # exact only there
+    memo = None if hot or cache != "none" else memo
     memo_keys = keys if memo_keys is None else memo_keys.to(dev)
     if memo is not None:
         memo.check_prompts(memo_keys, prompt_ids)
@@ -110,14 +117,15 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     s = State(B, L, BL, dev)
     stop_ids = torch.tensor(sorted(dllm.stop_ids), device=dev)
     steps, forwards = [], 0
-    while (rows := s.rows(cache != "none")) is not None:                               # (b,) computed now
+    # (b,) computed now
+    while (rows := s.rows(cache != "none")) is not None:
         seeds = noise_seeds(noise_keys[rows], s.nfe[rows]) if hot else None
         x0, conf, margin, entropy = step(x, am, rows, s.current, temps[rows], seeds)
         forwards += 1
         gen = x[rows, P:]                                                               # (b, L)
         masked = gen == dllm.mask_id
-        obs = Obs(x0, conf, masked, masked & (s.in_block == s.block[rows, None]), s.nfe[rows].float() / L,
-                  s.block_step[rows], L // BL, keys[rows], margin, entropy,
+        obs = Obs(x0, conf, masked, masked & (s.in_block == s.block[rows, None]),
+                  s.nfe[rows].float() / L, s.block_step[rows], L // BL, keys[rows], margin, entropy,
                   alpha=None if alpha is None else alpha[rows], setting=s.setting(rows, temps))
         if "eos" in needs:
             obs.eos = torch.isin(x0, stop_ids)
@@ -126,14 +134,14 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
         x[rows, P:] = torch.where(unmask, x0, gen)
         s.advance(rows, obs.cand, unmask)
         if record:   # the fields the learned policy reads (policy.READS), by name
-            steps.append(dict(rows=rows, **{k: getattr(obs, k) for k in record}, action=unmask, logp=act.logp,
-                              order=act.order))
+            seen = {k: getattr(obs, k) for k in record}
+            steps.append(dict(rows=rows, **seen, action=unmask, logp=act.logp, order=act.order))
     return Rollout(x[:, P:], s.nfe, s.order, steps, forwards, getattr(step, "copies", 0))
 
 
 def buffer(dllm, prompt_ids, prompt_mask, L):
-    """The buffer [prompt | L x MASK] (B, P + L) and its attention mask (None when no row is padded: attention can
-    then take its fastest kernel)."""
+    """The buffer [prompt | L x MASK] (B, P + L) and its attention mask (None when no row is padded:
+    attention can then take its fastest kernel)."""
     B, dev = prompt_ids.shape[0], prompt_ids.device
     x = torch.cat([prompt_ids, torch.full((B, L), dllm.mask_id, dtype=torch.long, device=dev)], 1)
     if bool(prompt_mask.bool().all()):
@@ -142,13 +150,16 @@ def buffer(dllm, prompt_ids, prompt_mask, L):
 
 
 class State:
-    """Where each of B rows stands: its block, the iterations spent in it, NFE, done, and when each position was
-    unmasked (order, 1-based NFE; 0 = never)."""
+    """Where each of B rows stands: its block, the iterations spent in it, NFE, done, and when each
+    position was unmasked (order, 1-based NFE; 0 = never)."""
 
     def __init__(self, B, L, BL, dev):
-        self.L, self.BL, self.current = L, BL, 0       # current: the block of a cached batch (rows in step)
-        self.in_block = (torch.arange(L, device=dev) // BL)[None]       # (1, L) the block of each position
-        self.block, self.block_step, self.nfe = (torch.zeros(B, dtype=torch.long, device=dev) for _ in range(3))
+        # current: the block of a cached batch (rows in step)
+        self.L, self.BL, self.current = L, BL, 0
+        # (1, L) the block of each position
+        self.in_block = (torch.arange(L, device=dev) // BL)[None]
+        self.block, self.block_step, self.nfe = (torch.zeros(B, dtype=torch.long, device=dev)
+                                                 for _ in range(3))
         self.order = torch.zeros((B, L), dtype=torch.long, device=dev)
         self.done = torch.zeros(B, dtype=torch.bool, device=dev)
 
@@ -164,13 +175,13 @@ class State:
             self.current += 1                          # every row has left the block: the next one
 
     def setting(self, rows, temps):
-        """(b, 3) float32: BL / L, the row's dLLM temperature, iterations spent in its block / BL."""
-        t = temps[rows]
-        return torch.stack([torch.full_like(t, self.BL / self.L), t, self.block_step[rows] / self.BL], 1).float()
+        """(b, 3) float32: BL / L, each row's dLLM temperature, iterations spent in its block / BL."""
+        t, BL = temps[rows], self.BL
+        return torch.stack([torch.full_like(t, BL / self.L), t, self.block_step[rows] / BL], 1).float()
 
     def advance(self, rows, cand, unmask):
-        """One forward spent: count it, date the unmasked positions, and move on a row whose block is filled or
-        out of iterations (BL per block)."""
+        """One forward spent: count it, date the unmasked positions, and move on a row whose block
+        is filled or out of iterations (BL per block)."""
         self.nfe[rows] += 1
         self.order[rows] = torch.where(unmask, self.nfe[rows, None], self.order[rows])
         left = (cand & ~unmask).any(1)

@@ -1,8 +1,9 @@
 """
-The GRPO objective (paper section 5): rewards, group advantages, the recorded steps as one batch, and the clipped
-objective - with the two variants of the paper's appendices, Plackett-Luce actions (App. E, actions.py) and expert
-steering's mixture likelihood (App. F). train.py runs the loop around it; this file is what a reader checks against
-the paper's equations, and what the tests compute by hand.
+The GRPO objective (paper section 5): rewards, group advantages, the recorded steps as one batch,
+and the clipped objective - with the two variants of the paper's appendices, Plackett-Luce actions
+(App. E, actions.py) and expert steering's mixture likelihood (App. F). train.py runs the loop
+around it; this file is what a reader checks against the paper's equations, and what the tests
+compute by hand.
 
     grpo_objective   the paper's clipped objective, as written in section 5
     grpo_loss        the same objective over a large batch: in chunks, with gradients accumulated, and no backward
@@ -18,8 +19,9 @@ from policy import ROLLOUT
 
 
 def rewards(correct, nfe, L, alpha, kind="mult"):
-    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) (paper section 3): correct * ((L - NFE + 1) / L)
-    ** alpha; the additive ablation is correct - alpha * NFE / L. alpha a number or one per row (B,)."""
+    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) (paper section 3): correct * ((L
+    - NFE + 1) / L) ** alpha; the additive ablation is correct - alpha * NFE / L. alpha a number or
+    one per row (B,)."""
     c, f = correct.float(), nfe.float()
     if kind == "additive":
         return c - alpha * f / L
@@ -27,8 +29,8 @@ def rewards(correct, nfe, L, alpha, kind="mult"):
 
 
 def advantages(r, G, std=False):
-    """Group-relative advantages (B,) for rewards laid out as [prompt0 x G, prompt1 x G, ...]: R minus the mean of
-    its group (the paper does not divide by the group's std; std=True does)."""
+    """Group-relative advantages (B,) for rewards laid out as [prompt0 x G, prompt1 x G, ...]: R
+    minus the mean of its group (the paper does not divide by the group's std; std=True does)."""
     g = r.view(-1, G)
     a = g - g.mean(1, keepdim=True)
     if std:
@@ -37,33 +39,37 @@ def advantages(r, G, std=False):
 
 
 def grpo_objective(logp, logp_old, adv, steps_in_rollout, n_rollouts, eps):
-    """The clipped objective of section 5 as a loss to minimise, over S recorded steps: logp, logp_old (S,) the
-    log-probability of each step's action under the policy now and when it was rolled out, adv (S,) the advantage
-    of the step's rollout, steps_in_rollout (S,) how many steps that rollout recorded. Per rollout the mean over its
-    steps of -min(rho A, clip(rho, 1 - eps, 1 + eps) A), then the mean over the n_rollouts rollouts. Given some of
-    a batch's steps (and the whole batch's counts), it is their exact share of the batch's loss."""
+    """The clipped objective of section 5 as a loss to minimise, over S recorded steps: logp,
+    logp_old (S,) the log-probability of each step's action under the policy now and when it was
+    rolled out, adv (S,) the advantage of the step's rollout, steps_in_rollout (S,) how many steps
+    that rollout recorded. Per rollout the mean over its steps of -min(rho A, clip(rho, 1 - eps, 1 +
+    eps) A), then the mean over the n_rollouts rollouts. Given some of a batch's steps (and the
+    whole batch's counts), it is their exact share of the batch's loss."""
     rho = torch.exp(logp - logp_old)                                       # (S,) pi(a) / pi_old(a)
     per_step = -torch.min(rho * adv, rho.clamp(1 - eps, 1 + eps) * adv)   # (S,)
     return (per_step * (1.0 / (n_rollouts * steps_in_rollout))).sum()
 
 
 def mixture(logp, G, E):
-    """log pi_ES(a) of the expert's steps (paper App. F): the group's rollouts are G draws of pi and E of the expert,
-    so a step's likelihood is the mixture; the expert's own probability of its action is taken as 1."""
-    return torch.logaddexp(math.log(G / (G + E)) + logp, torch.full_like(logp, math.log(1 / (G + E))))
+    """log pi_ES(a) of the expert's steps (paper App. F): the group's rollouts are G draws of pi and
+    E of the expert, so a step's likelihood is the mixture; the expert's own probability of its
+    action is taken as 1."""
+    return torch.logaddexp(
+        math.log(G / (G + E)) + logp, torch.full_like(logp, math.log(1 / (G + E))))
 
 
 def collate(steps, expert=False, same_blocks=False):
-    """env Rollout.steps -> one flat batch over all (rollout, step) pairs, S of them: each recorded observation field
-    under its name (batch["reads"] lists them), the action, its order and old log-probability, the rollout ("row")
-    and "choices", the positions the action's likelihood ranges over: the step's candidates - or, for an expert
-    that decoded in other blocks than the policy's, every masked position. expert: steps of expert rollouts, whose
-    old log-probabilities are computed afterwards (old_expert_log_probs)."""
+    """env Rollout.steps -> one flat batch over all (rollout, step) pairs, S of them: each recorded
+    observation field under its name (batch["reads"] lists them), the action, its order and old
+    log-probability, the rollout ("row") and "choices", the positions the action's likelihood ranges
+    over: the step's candidates - or, for an expert that decoded in other blocks than the policy's,
+    every masked position. expert: steps of expert rollouts, whose old log-probabilities are
+    computed afterwards (old_expert_log_probs)."""
     cat = lambda k: torch.cat([s[k] for s in steps]) if steps[0][k] is not None else None
     reads = [k for k in steps[0] if k not in ("rows", "action", "logp", "order")]
     b = {k: cat(k) for k in reads}
-    b.update(action=cat("action"), logp_old=None if expert else cat("logp"), row=cat("rows"), order=cat("order"),
-             reads=reads)
+    b.update(action=cat("action"), logp_old=None if expert else cat("logp"), row=cat("rows"),
+             order=cat("order"), reads=reads)
     b["choices"] = b["masked"] if expert and not same_blocks else b["cand"]
     b["expert"] = torch.full_like(b["row"], expert, dtype=torch.bool)
     return b
@@ -76,8 +82,9 @@ def concat_batches(a, b, offset):
 
 
 def step_log_prob(net, batch, sl, actions="bernoulli", mixture_sizes=None, knobs=ROLLOUT):
-    """(logits, log pi(a)) of the recorded steps sl under the policy net, in float32, read with the rollouts' knobs;
-    with expert steering (mixture_sizes = (G, E)) the expert's steps get the mixture likelihood."""
+    """(logits, log pi(a)) of the recorded steps sl under the policy net, in float32, read with the
+    rollouts' knobs; with expert steering (mixture_sizes = (G, E)) the expert's steps get the
+    mixture likelihood."""
     logits = net(**{k: None if batch[k] is None else batch[k][sl] for k in batch["reads"]})
     order = None if batch["order"] is None else batch["order"][sl]
     logp = action_log_prob(actions, logits, batch["choices"][sl], batch["action"][sl], order, knobs)
@@ -88,38 +95,48 @@ def step_log_prob(net, batch, sl, actions="bernoulli", mixture_sizes=None, knobs
 
 @torch.no_grad()
 def old_expert_log_probs(net, eb, mixture_sizes, chunk):
-    """The expert steps' old log-probabilities: the mixture under the policy that did the rollouts."""
-    eb["logp_old"] = torch.cat([step_log_prob(net, eb, slice(i, i + chunk), "bernoulli", mixture_sizes)[1]
-                                for i in range(0, len(eb["row"]), chunk)])
+    """The expert steps' old log-probabilities: the mixture under the policy that did the rollouts.
+    """
+    eb["logp_old"] = torch.cat([
+        step_log_prob(net, eb, slice(i, i + chunk), "bernoulli", mixture_sizes)[1]
+        for i in range(0, len(eb["row"]), chunk)
+    ])
 
 
-def grpo_loss(net, batch, adv, n_rollouts, eps, chunk=4096, actions="bernoulli", mixture_sizes=None, metrics=True,
-              knobs=ROLLOUT):
-    """grpo_objective over a batch of recorded steps (rollout of each: batch["row"]), its gradient accumulated into
-    net's parameters (net: the policy or its DDP wrapper) -> (loss, clip fraction, entropy of the policy's own steps:
-    Bernoulli, per candidate position; DPLS, the estimate -log pi(a)). Two savings, both exact: the steps are taken
-    `chunk` at a time (the objective adds up over steps), and the steps of rollouts whose advantage is 0 get no
-    backward (they add exactly 0 to the loss and its gradient: in a group that all solved, or all failed, that is
-    every step) - with metrics=True a forward without gradients for the clip fraction and the entropy, without not
-    even that (the two then come from the other steps). Under DDP every step keeps its backward: a rank must not
-    skip the all-reduce."""
+def grpo_loss(net, batch, adv, n_rollouts, eps, chunk=4096, actions="bernoulli", mixture_sizes=None,
+              metrics=True, knobs=ROLLOUT):
+    """grpo_objective over a batch of recorded steps (rollout of each: batch["row"]), its gradient
+    accumulated into net's parameters (net: the policy or its DDP wrapper) -> (loss, clip fraction,
+    entropy of the policy's own steps: Bernoulli, per candidate position; DPLS, the estimate -log
+    pi(a)). Two savings, both exact: the steps are taken `chunk` at a time (the objective adds up
+    over steps), and the steps of rollouts whose advantage is 0 get no backward (they add exactly 0
+    to the loss and its gradient: in a group that all solved, or all failed, that is every step) -
+    with metrics=True a forward without gradients for the clip fraction and the entropy, without not
+    even that (the two then come from the other steps). Under DDP every step keeps its backward: a
+    rank must not skip the all-reduce."""
     row = batch["row"]
-    steps_in_rollout = torch.zeros(n_rollouts, device=row.device).index_add_(0, row, torch.ones_like(row, dtype=torch.float))[row]
+    steps_in_rollout = torch.zeros(n_rollouts, device=row.device).index_add_(
+        0, row, torch.ones_like(row, dtype=torch.float))[row]
     ddp = isinstance(net, torch.nn.parallel.DistributedDataParallel)
     live = (adv[row] != 0) | ddp
     idx_live, idx_zero = live.nonzero().squeeze(1), (~live).nonzero().squeeze(1)
     S, total, clipped, seen, ent, own_n = row.shape[0], 0.0, 0.0, 0, 0.0, 0
     for idx, grad in [(idx_live, True)] + ([(idx_zero, False)] if metrics else []):
         for i in range(0, len(idx), chunk):
-            sl = idx[i:i + chunk] if len(idx) < S else slice(i, i + chunk)   # every step live: plain slices
-            last = i + chunk >= len(idx)  # under DDP only the last chunk's backward all-reduces (ranks differ in S)
-            with net.no_sync() if ddp and not last else nullcontext(), nullcontext() if grad else torch.no_grad():
+            # every step live: plain slices
+            sl = idx[i:i + chunk] if len(idx) < S else slice(i, i + chunk)
+            # under DDP only the last chunk's backward all-reduces (ranks differ in S)
+            last = i + chunk >= len(idx)
+            sync = net.no_sync() if ddp and not last else nullcontext()
+            with sync, nullcontext() if grad else torch.no_grad():
                 logits, logp = step_log_prob(net, batch, sl, actions, mixture_sizes, knobs)  # fp32
-                loss = grpo_objective(logp, batch["logp_old"][sl], adv[row[sl]], steps_in_rollout[sl], n_rollouts, eps)
+                loss = grpo_objective(logp, batch["logp_old"][sl], adv[row[sl]],
+                                      steps_in_rollout[sl], n_rollouts, eps)
                 if grad:
                     loss.backward()
             total += loss.item()
-            clipped += ((torch.exp(logp - batch["logp_old"][sl]) - 1).abs() > eps).float().sum().item()
+            clipped += ((torch.exp(logp - batch["logp_old"][sl]) - 1).abs()
+                        > eps).float().sum().item()
             seen += len(logp)
             own = ~batch["expert"][sl]
             if actions == "dpls":   # per step
@@ -127,6 +144,7 @@ def grpo_loss(net, batch, adv, n_rollouts, eps, chunk=4096, actions="bernoulli",
                 own_n += own.sum().item()
             else:                   # per candidate position, whatever the chunks
                 n_cand = batch["cand"][sl][own].sum().item()
-                ent += bernoulli_entropy(logits.detach()[own], batch["cand"][sl][own]).item() * n_cand
+                ent += bernoulli_entropy(logits.detach()[own],
+                                         batch["cand"][sl][own]).item() * n_cand
                 own_n += n_cand
     return total, clipped / max(seen, 1), ent / max(own_n, 1)

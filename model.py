@@ -1,9 +1,9 @@
 """
-The dLLM: one bidirectional transformer (RMSNorm, rotary positions, SwiGLU, optional grouped KV heads
-and q/k/v biases) that serves the tiny models trained here and the real ones. LLaDA-8B-Instruct /
-LLaDA-1.5 and Dream-v0-Instruct-7B load by copying the official safetensors into it through a key map
-with shape checks (docs/real-models.md) - no remote code, so nothing executes from the hub and no
-transformers release can break it.
+The dLLM: one bidirectional transformer (RMSNorm, rotary positions, SwiGLU, optional grouped KV
+heads and q/k/v biases) that serves the tiny models trained here and the real ones.
+LLaDA-8B-Instruct / LLaDA-1.5 and Dream-v0-Instruct-7B load by copying the official safetensors into
+it through a key map with shape checks (docs/real-models.md) - no remote code, so nothing executes
+from the hub and no transformers release can break it.
 
     load_dllm("tiny")   -> DLLM with .mask_id .eos_id .pad_id .vocab_size .device .tokenizer
                            .logits(x, attention_mask) -> (B, N, V), position i scores token i
@@ -30,11 +30,13 @@ from common.cli import write_atomic
 HUB = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "llada-1.5": "GSAI-ML/LLaDA-1.5",
        "dream": "Dream-org/Dream-v0-Instruct-7B"}
 TINY = ("tiny", "tiny-b")
-# The tiny dLLMs ship with the repository (a few MB each); pretrain.py rebuilds them (the exact command is in
+# The tiny dLLMs ship with the repository (a few MB each); pretrain.py rebuilds them (the exact
+# command is in
 # each file's meta). Resolved next to this file, so any working directory finds them.
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
-# Token ids of the real models, from their official config.json files; the files' values win, these are the check.
+# Token ids of the real models, from their official config.json files; the files' values win, these
+# are the check.
 KNOWN_IDS = {"llada": dict(mask=126336, eos=126081, pad=126081, eot=126348),
              "dream": dict(mask=151666, eos=151643, pad=151643)}
 
@@ -55,7 +57,7 @@ class ModelConfig:
     logit_scale: float = 1.0  # LLaDA scale_logits: logits / sqrt(d_model)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the architecture
 
 class RMSNorm(nn.Module):
@@ -65,12 +67,14 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         xf = x.float()  # normalise in float32, cast back, then scale (LLaDA / Qwen2 convention)
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.to(x.dtype) * self.weight
 
 
 def rotary(pos, head_dim, theta):
     """cos, sin of shape (B, 1, N, hd) for integer positions pos (B, N), computed in float32."""
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+    i = torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32)
+    inv_freq = theta ** (-i / head_dim)
     freqs = pos.float()[..., None] * inv_freq             # (B, N, hd/2)
     emb = torch.cat((freqs, freqs), dim=-1)[:, None]      # (B, 1, N, hd), "NeoX" layout
     return emb.cos(), emb.sin()
@@ -98,14 +102,16 @@ class Block(nn.Module):
         self.down = nn.Linear(c.mlp_hidden, c.d_model, bias=False)
 
     def merge_projections(self):
-        """One matmul for q, k and v and one for gate and up: the same weights, concatenated, so a GPU runs fewer and
-        larger kernels (load_dllm does it on CUDA). The sums inside a matmul may run in another order: logits move by
-        float rounding (about 1e-6 of their scale in float32, 1e-2 in bf16)."""
+        """One matmul for q, k and v and one for gate and up: the same weights, concatenated, so a
+        GPU runs fewer and larger kernels (load_dllm does it on CUDA). The sums inside a matmul may
+        run in another order: logits move by float rounding (about 1e-6 of their scale in float32,
+        1e-2 in bf16)."""
         if hasattr(self, "qkv"):
             return
         def cat(*layers):
-            out = nn.Linear(layers[0].in_features, sum(l.out_features for l in layers), bias=layers[0].bias is not None,
-                            device=layers[0].weight.device, dtype=layers[0].weight.dtype)
+            out = nn.Linear(layers[0].in_features, sum(l.out_features for l in layers),
+                            bias=layers[0].bias is not None, device=layers[0].weight.device,
+                            dtype=layers[0].weight.dtype)
             out.weight = nn.Parameter(torch.cat([l.weight for l in layers]), requires_grad=False)
             if out.bias is not None:
                 out.bias = nn.Parameter(torch.cat([l.bias for l in layers]), requires_grad=False)
@@ -116,27 +122,38 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, attn_mask, kv=None, span=None):
         """x (B, n, d) at positions span = (a, b) of the buffer (the whole buffer when kv is None).
-        kv: this layer's cached (K, V) (B, Hkv, N, hd) for the whole buffer; the new keys/values of positions a..b-1
-        are written into it (in place: no copy of the cache), the rest attend as cached. Returns (x, (k, v) of x's
-        own positions)."""
+        kv: this layer's cached (K, V) (B, Hkv, N, hd) for the whole buffer; the new keys/values of
+        positions a..b-1 are written into it (in place: no copy of the cache), the rest attend as
+        cached. Returns (x, (k, v) of x's own positions)."""
         B, n, _ = x.shape
         h = self.attn_norm(x)
-        q, k, v = self.qkv(h).split(self.split, -1) if hasattr(self, "qkv") else (self.q(h), self.k(h), self.v(h))
+        if hasattr(self, "qkv"):
+            q, k, v = self.qkv(h).split(self.split, -1)
+        else:
+            q, k, v = self.q(h), self.k(h), self.v(h)
         q = q.view(B, n, -1, self.hd).transpose(1, 2)          # (B, H, n, hd)
         k = k.view(B, n, -1, self.hd).transpose(1, 2)          # (B, Hkv, n, hd)
         v = v.view(B, n, -1, self.hd).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         new = (k, v)
-        if kv is not None:   # the cached keys/values of the whole buffer (B, Hkv, N, hd), the fresh span written in
+        # the cached keys/values of the whole buffer (B, Hkv, N, hd), the fresh span written in
+        if kv is not None:
             a, b = span
             kv[0][:, :, a:b], kv[1][:, :, a:b] = k, v
             k, v = kv
-        # grouped KV heads (Dream): query head h reads KV head h // rep, so the rep query heads of a group are folded
-        # into its query positions (B, Hkv, rep * n, hd) - K and V are never expanded (the mask is per key only)
-        a = F.scaled_dot_product_attention(q.reshape(B, k.shape[1], -1, self.hd), k, v, attn_mask=attn_mask)
-        x = x + self.o(a.view(B, -1, n, self.hd).transpose(1, 2).reshape(B, n, -1))  # bidirectional, 1/sqrt(hd)
+        # grouped KV heads (Dream): query head h reads KV head h // rep, so the rep query heads of a
+        # group are folded
+        # into its query positions (B, Hkv, rep * n, hd) - K and V are never expanded (the mask is
+        # per key only)
+        a = F.scaled_dot_product_attention(q.reshape(B, k.shape[1], -1, self.hd), k, v,
+                                           attn_mask=attn_mask)
+        # bidirectional, 1/sqrt(hd)
+        x = x + self.o(a.view(B, -1, n, self.hd).transpose(1, 2).reshape(B, n, -1))
         h = self.mlp_norm(x)
-        gate, up = self.gate_up(h).chunk(2, -1) if hasattr(self, "gate_up") else (self.gate(h), self.up(h))
+        if hasattr(self, "gate_up"):
+            gate, up = self.gate_up(h).chunk(2, -1)
+        else:
+            gate, up = self.gate(h), self.up(h)
         return x + self.down(F.silu(gate) * up), new
 
 
@@ -156,13 +173,15 @@ class Transformer(nn.Module):
             block.merge_projections()
         return self
 
-    def forward(self, x, attention_mask=None, start=0, cache=None, span=None, return_kv=False, end=None):
-        """x (B, N) token ids; attention_mask (B, N) 1 = real token, 0 = left padding.
-        -> logits (B, N - start, V) for positions start.. (the LM head skips the prompt).
-        KV cache (env.py's prefix / dual modes): return_kv=True also returns every layer's (K, V) (B, Hkv, N, hd);
-        with cache (that list) and span = (a, b), only positions a..b-1 are computed - they attend to their own
-        fresh keys/values and to the cached ones elsewhere - and the logits are those of positions max(start, a)..b-1
-        (..end-1 when end is given: the LM head over a vocabulary of 126K is worth skipping where nobody reads it)."""
+    def forward(self, x, attention_mask=None, start=0, cache=None, span=None, return_kv=False,
+                end=None):
+        """x (B, N) token ids; attention_mask (B, N) 1 = real token, 0 = left padding. -> logits (B,
+        N - start, V) for positions start.. (the LM head skips the prompt). KV cache (env.py's
+        prefix / dual modes): return_kv=True also returns every layer's (K, V) (B, Hkv, N, hd); with
+        cache (that list) and span = (a, b), only positions a..b-1 are computed - they attend to
+        their own fresh keys/values and to the cached ones elsewhere - and the logits are those of
+        positions max(start, a)..b-1 (..end-1 when end is given: the LM head over a vocabulary of
+        126K is worth skipping where nobody reads it)."""
         N = x.shape[1]
         if attention_mask is None:
             pos = torch.arange(N, device=x.device).expand_as(x)
@@ -178,13 +197,15 @@ class Transformer(nn.Module):
         kvs = []
         for i, block in enumerate(self.blocks):
             h, kv = block(h, cos, sin, attn, None if cache is None else cache[i], (a, b))
-            if return_kv:   # kept across steps: each owns its bytes (a merged V is a view of the whole q/k/v output)
-                kvs.append(tuple(t if t.untyped_storage().nbytes() == t.nbytes else t.contiguous() for t in kv))
-        logits = self.lm_head(self.norm(h[:, max(start - a, 0):(end - a if end is not None else None)])) * self.c.logit_scale
+            if return_kv:   # kept across steps: each owns its bytes (a merged V is a view of q/k/v)
+                kvs.append(tuple(t if t.untyped_storage().nbytes() == t.nbytes else t.contiguous()
+                                 for t in kv))
+        h = h[:, max(start - a, 0):(end - a if end is not None else None)]
+        logits = self.lm_head(self.norm(h)) * self.c.logit_scale
         return (logits, kvs) if return_kv else logits
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # tokenizers and the dLLM object the rest of the repo sees
 
 class CharTokenizer:
@@ -203,7 +224,8 @@ class CharTokenizer:
     def encode(self, s):
         bad = set(s) - set(self.chars)
         if bad:
-            raise ValueError(f"characters {sorted(bad)} are not in the tiny vocabulary {self.chars!r}")
+            raise ValueError(
+                f"characters {sorted(bad)} are not in the tiny vocabulary {self.chars!r}")
         return [self.stoi[ch] for ch in s]
 
     def decode(self, ids):
@@ -211,13 +233,15 @@ class CharTokenizer:
 
 
 class DLLM:
-    """A frozen dLLM: the network, its tokenizer and its special ids. Shift handling lives here only."""
+    """A frozen dLLM: the network, its tokenizer and its special ids. Shift handling lives here
+    only."""
 
     def __init__(self, net, tokenizer, name, mask_id, eos_id, pad_id, stop_ids=(), shift=False):
         if pad_id == mask_id:
             raise ValueError(f"{name}: the pad token must not be the mask token ({pad_id})")
         if not 0 <= mask_id < net.c.vocab_size:
-            raise ValueError(f"{name}: mask id {mask_id} outside the vocabulary ({net.c.vocab_size})")
+            raise ValueError(
+                f"{name}: mask id {mask_id} outside the vocabulary ({net.c.vocab_size})")
         self.net, self.tokenizer, self.name = net.eval().requires_grad_(False), tokenizer, name
         self.mask_id, self.eos_id, self.pad_id, self.shift = mask_id, eos_id, pad_id, shift
         self.stop_ids = {eos_id, *stop_ids}
@@ -230,50 +254,58 @@ class DLLM:
         return self.net.tok_emb.weight.device
 
     def compile(self):
-        """torch.compile the network's forward, with dynamic shapes (the batch shrinks as rows finish, prompts differ
-        in length, a cached step's span moves with the block): eval.py / sample.py --compile. The uncached forward,
-        a block's first step (which returns the keys and values) and the cached steps are each compiled on first use
-        (and again for a shape the first graph did not generalise to); the cache is still written in place. Fused
-        kernels round differently from eager ones, so logits move by about 1e-5 and a near-tie between two tokens
+        """torch.compile the network's forward, with dynamic shapes (the batch shrinks as rows
+        finish, prompts differ in length, a cached step's span moves with the block): eval.py /
+        sample.py --compile. The uncached forward, a block's first step (which returns the keys and
+        values) and the cached steps are each compiled on first use (and again for a shape the first
+        graph did not generalise to); the cache is still written in place. Fused kernels round
+        differently from eager ones, so logits move by about 1e-5 and a near-tie between two tokens
         could flip (docs/speed.md has what it gains)."""
         self.net.forward = torch.compile(self.net.forward, dynamic=True)
         return self
 
     @torch.no_grad()
     def logits(self, x, attention_mask=None, start=0, return_kv=False):
-        """(B, N) ids -> (B, N - start, V) logits where row j scores token start + j (and, with return_kv, every
-        layer's keys/values for a KV cache). Dream's logit at i predicts token i+1, so it reads one position
-        earlier; nothing else knows."""
+        """(B, N) ids -> (B, N - start, V) logits where row j scores token start + j (and, with
+        return_kv, every layer's keys/values for a KV cache). Dream's logit at i predicts token i+1,
+        so it reads one position earlier; nothing else knows."""
         if not self.shift:
             return self.net(x, attention_mask, start, return_kv=return_kv)
         if start == 0:
             if return_kv:
                 raise ValueError("a KV cache needs a prompt before the generated positions")
             out = self.net(x, attention_mask)
-            return torch.cat([out[:, :1], out[:, :-1]], dim=1)  # position 0 has no predictor: repeat
+            # position 0 has no predictor: repeat
+            return torch.cat([out[:, :1], out[:, :-1]], dim=1)
         out = self.net(x, attention_mask, start - 1, return_kv=return_kv)
         return (out[0][:, :-1], out[1]) if return_kv else out[:, :-1]
 
     @torch.no_grad()
     def logits_span(self, x, attention_mask, start, lo, hi, cache, run_to=None):
-        """Cached step: (b, hi - lo, V) logits scoring tokens start+lo .. start+hi-1 of x. The network runs only on
-        the positions that produce them (one earlier for Dream), or on lo..run_to-1 when run_to is given (prefix
-        cache: to the end of the buffer), attending to `cache` (from logits(return_kv=True)) everywhere else."""
+        """Cached step: (b, hi - lo, V) logits scoring tokens start+lo .. start+hi-1 of x. The
+        network runs only on the positions that produce them (one earlier for Dream), or on
+        lo..run_to-1 when run_to is given (prefix cache: to the end of the buffer), attending to
+        `cache` (from logits(return_kv=True)) everywhere else."""
         s, run_to = int(self.shift), hi if run_to is None else run_to
         a = start + lo - s
-        return self.net(x, attention_mask, a, cache=cache, span=(a, start + run_to - s), end=start + hi - s)
+        return self.net(x, attention_mask, a, cache=cache, span=(a, start + run_to - s),
+                        end=start + hi - s)
 
     def prompt_text(self, question, system, answer_prefix):
-        """The full prompt string: chat template for real models, the bare question for tiny ones."""
+        """The full prompt string: chat template for real models, the bare question for tiny ones.
+        """
         if self.is_tiny:
             return question
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-        return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + answer_prefix
+        msgs = [{"role": "system", "content": system}] if system else []
+        msgs.append({"role": "user", "content": question})
+        return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True,
+                                                  tokenize=False) + answer_prefix
 
     def encode(self, texts):
         """Left-padded prompt ids (B, P) and attention mask (B, P) on the model's device."""
-        ids = [self.tokenizer.encode(t) if self.is_tiny else self.tokenizer(t, add_special_tokens=False)["input_ids"]
-               for t in texts]
+        encode = self.tokenizer.encode if self.is_tiny else (
+            lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"])
+        ids = [encode(t) for t in texts]
         P = max(len(t) for t in ids)
         x = torch.full((len(ids), P), self.pad_id, dtype=torch.long)
         am = torch.zeros((len(ids), P), dtype=torch.long)
@@ -290,35 +322,40 @@ class DLLM:
             out.append(i)
         if self.is_tiny:
             return "".join("_" if i == self.mask_id else self.tokenizer.decode([i]) for i in out)
-        return self.tokenizer.decode([self.pad_id if i == self.mask_id else i for i in out], skip_special_tokens=False)
+        return self.tokenizer.decode([self.pad_id if i == self.mask_id else i for i in out],
+                                     skip_special_tokens=False)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # loading
 
 def config_from_hf(cfg):
-    """(ModelConfig, layout, ids) from an official config.json dict: 'llada' (OLMo names) or 'dream'."""
+    """(ModelConfig, layout, ids) from an official config.json dict: 'llada' (OLMo names) or
+    'dream'."""
     kind = str(cfg.get("model_type", "")).lower()
     if "llada" in kind or "d_model" in cfg:
         d = cfg["d_model"]
         if not isinstance(d, int) or isinstance(d, bool) or d <= 0:
             raise ValueError(f"config.json: d_model is {d!r}, not a positive integer")
-        mc = ModelConfig(
-            vocab_size=cfg.get("embedding_size") or cfg["vocab_size"], d_model=d, n_layers=cfg["n_layers"],
-            n_heads=cfg["n_heads"], n_kv_heads=cfg.get("n_kv_heads") or cfg["n_heads"],
-            mlp_hidden=cfg["mlp_hidden_size"], rope_theta=cfg.get("rope_theta", 10000.0),
-            norm_eps=cfg.get("rms_norm_eps", 1e-5), qkv_bias=bool(cfg.get("include_qkv_bias", False)),
-            tie_embeddings=bool(cfg.get("weight_tying", False)),
-            emb_scale=math.sqrt(d) if cfg.get("input_emb_norm") else 1.0,
-            logit_scale=1 / math.sqrt(d) if cfg.get("scale_logits") else 1.0)
+        mc = ModelConfig(vocab_size=cfg.get("embedding_size") or cfg["vocab_size"], d_model=d,
+                         n_layers=cfg["n_layers"], n_heads=cfg["n_heads"],
+                         n_kv_heads=cfg.get("n_kv_heads") or cfg["n_heads"],
+                         mlp_hidden=cfg["mlp_hidden_size"],
+                         rope_theta=cfg.get("rope_theta", 10000.0),
+                         norm_eps=cfg.get("rms_norm_eps", 1e-5),
+                         qkv_bias=bool(cfg.get("include_qkv_bias", False)),
+                         tie_embeddings=bool(cfg.get("weight_tying", False)),
+                         emb_scale=math.sqrt(d) if cfg.get("input_emb_norm") else 1.0,
+                         logit_scale=1 / math.sqrt(d) if cfg.get("scale_logits") else 1.0)
         layout, known = "llada", KNOWN_IDS["llada"]
     elif "dream" in kind or "hidden_size" in cfg:
-        mc = ModelConfig(
-            vocab_size=cfg["vocab_size"], d_model=cfg["hidden_size"], n_layers=cfg["num_hidden_layers"],
-            n_heads=cfg["num_attention_heads"], n_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
-            mlp_hidden=cfg["intermediate_size"], rope_theta=cfg.get("rope_theta", 10000.0),
-            norm_eps=cfg.get("rms_norm_eps", 1e-6), qkv_bias=True,
-            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
+        mc = ModelConfig(vocab_size=cfg["vocab_size"], d_model=cfg["hidden_size"],
+                         n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
+                         n_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
+                         mlp_hidden=cfg["intermediate_size"],
+                         rope_theta=cfg.get("rope_theta",
+                                            10000.0), norm_eps=cfg.get("rms_norm_eps", 1e-6),
+                         qkv_bias=True, tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
         layout, known = "dream", KNOWN_IDS["dream"]
     else:
         raise ValueError("config.json is neither the LLaDA (d_model, n_layers, ...) nor the Dream "
@@ -329,38 +366,52 @@ def config_from_hf(cfg):
 
 
 def check_config(mc, ids):
-    """The numbers of a config.json that the architecture divides by or allocates with: one clear error each."""
+    """The numbers of a config.json that the architecture divides by or allocates with: one clear
+    error each."""
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden"):
         v = getattr(mc, name)
         if not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= 10 ** 7:
-            raise ValueError(f"config.json: {name} (its field for it) is {v!r}, not a positive integer")
+            raise ValueError(
+                f"config.json: {name} (its field for it) is {v!r}, not a positive integer")
     for name in ("rope_theta", "norm_eps"):
         v = getattr(mc, name)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < float("inf"):
             raise ValueError(f"config.json: {name} is {v!r}, not a positive number")
     if mc.d_model % mc.n_heads or mc.n_heads % mc.n_kv_heads:
-        raise ValueError(f"config.json: d_model {mc.d_model}, {mc.n_heads} heads and {mc.n_kv_heads} key/value heads "
-                         f"do not divide (d_model must be a multiple of the heads, the heads of the key/value heads)")
+        raise ValueError(
+            f"config.json: d_model {mc.d_model}, {mc.n_heads} heads and {mc.n_kv_heads} key/value heads "
+            f"do not divide (d_model must be a multiple of the heads, the heads of the key/value heads)"
+        )
     for k, v in ids.items():
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < mc.vocab_size:
-            raise ValueError(f"config.json: {k}_token_id is {v!r}, not a token id of the {mc.vocab_size}-token vocabulary")
+            raise ValueError(
+                f"config.json: {k}_token_id is {v!r}, not a token id of the {mc.vocab_size}-token vocabulary"
+            )
+
+
+def read_hf_config(path):
+    """A model directory's config.json -> (its dict, ModelConfig, layout, token ids), one clear error if not."""
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(
+            f"{path} is not a model directory: it has no config.json (LLaDA or Dream layout)")
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            cfg = json.load(f)
+        return (cfg, *config_from_hf(cfg))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}/config.json is not valid JSON ({e})") from None
+    except (KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
+        raise ValueError(
+            f"{path}/config.json lacks or mistypes the field {e} of the LLaDA / Dream layout"
+        ) from None
+    except ValueError as e:   # check_config's, which names the field
+        raise ValueError(f"{path}/{e}") from None
 
 
 def load_hf_dir(path, device, dtype, name=None):
     """Load a directory in the official LLaDA or Dream layout into our Transformer."""
     from safetensors.torch import load_file
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"{path} is not a model directory: it has no config.json (LLaDA or Dream layout)")
-    try:
-        with open(os.path.join(path, "config.json")) as f:
-            cfg = json.load(f)
-        mc, layout, ids = config_from_hf(cfg)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}/config.json is not valid JSON ({e})") from None
-    except (KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
-        raise ValueError(f"{path}/config.json lacks or mistypes the field {e} of the LLaDA / Dream layout") from None
-    except ValueError as e:   # check_config's, which names the field
-        raise ValueError(f"{path}/{e}") from None
+    cfg, mc, layout, ids = read_hf_config(path)
     files = sorted(fn for fn in os.listdir(path) if fn.endswith(".safetensors"))
     if not files:
         raise FileNotFoundError(f"{path} has no *.safetensors weights")
@@ -372,31 +423,41 @@ def load_hf_dir(path, device, dtype, name=None):
     for fn in files:  # one shard at a time, straight to the target device and dtype
         try:
             shard = load_file(os.path.join(path, fn), device=str(device))
-        except Exception as e:   # safetensors' own error type for a truncated, empty or foreign file
-            raise ValueError(f"{path}/{fn} is not a readable safetensors file ({str(e).splitlines()[0][:120]}): it is "
-                             f"truncated or damaged; download it again") from None
+        # safetensors' own error type for a truncated, empty or foreign file
+        except Exception as e:
+            raise ValueError(
+                f"{path}/{fn} is not a readable safetensors file ({str(e).splitlines()[0][:120]}): it is "
+                f"truncated or damaged; download it again") from None
         for k, t in shard.items():
             if k not in kmap:
                 continue  # e.g. rotary caches some exports carry
             if tuple(t.shape) != tuple(want[kmap[k]]):
-                raise ValueError(f"{path}/{fn}: {k} has shape {tuple(t.shape)}, the config says {tuple(want[kmap[k]])}")
+                raise ValueError(
+                    f"{path}/{fn}: {k} has shape {tuple(t.shape)}, the config says {tuple(want[kmap[k]])}"
+                )
             if t.dtype not in (torch.bfloat16, torch.float16, torch.float32):
-                raise ValueError(f"{path}/{fn}: {k} is stored as {t.dtype} (quantized weights?); this loader takes "
-                                 f"bf16, fp16 or fp32 weights: use the original checkpoint")
+                raise ValueError(
+                    f"{path}/{fn}: {k} is stored as {t.dtype} (quantized weights?); this loader takes "
+                    f"bf16, fp16 or fp32 weights: use the original checkpoint")
             sd[kmap[k]] = t.to(dtype)
     missing = sorted(set(kmap) - {k for k, v in kmap.items() if v in sd})
     if missing:
-        raise ValueError(f"{path}: {len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
+        raise ValueError(
+            f"{path}: {len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
     net.load_state_dict(sd, strict=not mc.tie_embeddings, assign=True)
     if mc.tie_embeddings:
         net.lm_head.weight = net.tok_emb.weight
     tok = checked_tokenizer(path)
-    mask = getattr(tok, "mask_token", None)   # the id the env fills the buffer with must be the tokenizer's own
+    # the id the env fills the buffer with must be the tokenizer's own
+    mask = getattr(tok, "mask_token", None)
     if mask is not None and tok.convert_tokens_to_ids(mask) != ids["mask"]:
-        raise ValueError(f"{path}: config.json says mask id {ids['mask']} but the tokenizer's mask token {mask!r} is "
-                         f"id {tok.convert_tokens_to_ids(mask)}: the config and tokenizer files are from different models")
+        raise ValueError(
+            f"{path}: config.json says mask id {ids['mask']} but the tokenizer's mask token {mask!r} is "
+            f"id {tok.convert_tokens_to_ids(mask)}: the config and tokenizer files are from different models"
+        )
     stop = (ids["eot"],) if "eot" in ids else ()
-    d = DLLM(net, tok, name or path, ids["mask"], ids["eos"], ids["pad"], stop, shift=(layout == "dream"))
+    d = DLLM(net, tok, name or path, ids["mask"], ids["eos"], ids["pad"], stop,
+             shift=(layout == "dream"))
     d.max_len = max_len
     return d
 
@@ -407,8 +468,10 @@ def save_tiny(path, net, meta):
     write_atomic(path, lambda tmp: torch.save(ck, tmp))
 
 
-TINY_MAX_LEN = 1024   # a tiny dLLM saw about 60 positions in pretraining (10% of sequences twice that): far past
-                      # them its rotary positions mean nothing, and a buffer this long is all the memory a CPU has
+# a tiny dLLM saw about 60 positions in pretraining (10% of sequences twice that): far past
+TINY_MAX_LEN = 1024
+# them its rotary positions mean nothing, and a buffer this long is all the
+# memory a CPU has
 
 
 def load_tiny_file(path, device, name=None):
@@ -424,30 +487,36 @@ def load_tiny_file(path, device, name=None):
     except TypeError as e:
         raise ValueError(f"{path} is not a tiny dLLM checkpoint of this version ({e})") from None
     if c.vocab_size != len(tok):
-        raise ValueError(f"{path} was trained with a vocabulary of {c.vocab_size} tokens, but the tiny world's has "
-                         f"{len(tok)} ({tok.chars!r} and 3 specials): rebuild it with python -m support.pretrain")
+        raise ValueError(
+            f"{path} was trained with a vocabulary of {c.vocab_size} tokens, but the tiny world's has "
+            f"{len(tok)} ({tok.chars!r} and 3 specials): rebuild it with python -m support.pretrain"
+        )
     net = Transformer(c)
     try:
         net.load_state_dict(ck["state_dict"])
     except RuntimeError as e:
-        raise ValueError(f"{path}: its weights do not match its config ({str(e).splitlines()[0]})") from None
-    d = DLLM(net.to(device), tok, name or path, tok.mask_token_id, tok.eos_token_id, tok.pad_token_id)
+        raise ValueError(
+            f"{path}: its weights do not match its config ({str(e).splitlines()[0]})") from None
+    d = DLLM(net.to(device), tok, name or path, tok.mask_token_id, tok.eos_token_id,
+             tok.pad_token_id)
     d.max_len = TINY_MAX_LEN
     d.meta = ck.get("meta", {})
     return d
 
 
 def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_DIR, merge=None):
-    """Any dLLM by name (see the module docstring). bf16 on GPU, fp32 on CPU unless dtype says otherwise. merge (default:
-    on CUDA): one matmul for q/k/v and one for gate/up (Block.merge_projections); the CPU keeps the separate ones, so
-    its numbers stay those of the layout the weights come in."""
+    """Any dLLM by name (see the module docstring). bf16 on GPU, fp32 on CPU unless dtype says
+    otherwise. merge (default: on CUDA): one matmul for q/k/v and one for gate/up
+    (Block.merge_projections); the CPU keeps the separate ones, so its numbers stay those of the
+    layout the weights come in."""
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if name in TINY:
         path = os.path.join(weights_dir, f"{name}.pt")
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} is missing (it ships with the repository): rebuild it with "
-                                    f"python -m support.pretrain --name {name} --out-dir {weights_dir}")
+            raise FileNotFoundError(
+                f"{path} is missing (it ships with the repository): rebuild it with "
+                f"python -m support.pretrain --name {name} --out-dir {weights_dir}")
         dllm = load_tiny_file(path, device, name)
     elif name.endswith(".pt") and os.path.isfile(name):
         dllm = load_tiny_file(name, device)
@@ -456,11 +525,13 @@ def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_
     elif name in HUB:
         try:
             from huggingface_hub import snapshot_download
-            path = snapshot_download(HUB[name], revision=revision,
-                                     allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+            path = snapshot_download(
+                HUB[name], revision=revision,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
         except Exception as e:
-            raise RuntimeError(f"could not fetch {HUB[name]} from the hub ({type(e).__name__}); download it "
-                               f"with huggingface-cli and pass the local directory instead") from None
+            raise RuntimeError(
+                f"could not fetch {HUB[name]} from the hub ({type(e).__name__}); download it "
+                f"with huggingface-cli and pass the local directory instead") from None
         dllm = load_hf_dir(path, device, dtype, name)
     else:
         check_model_name(name)
@@ -471,22 +542,26 @@ def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_
 
 def check_model_name(name):
     """A --model that load_dllm can resolve, checked in a millisecond before anything else runs."""
-    if name in TINY or name in HUB or os.path.isdir(name) or (name.endswith(".pt") and os.path.isfile(name)):
+    if name in TINY or name in HUB or os.path.isdir(name) or (name.endswith(".pt") and
+                                                              os.path.isfile(name)):
         return
     if name.endswith(".pt"):
-        raise FileNotFoundError(f"tiny dLLM checkpoint {name} not found (python -m support.pretrain writes one)")
-    raise ValueError(f"unknown model {name!r}: use one of {TINY + tuple(HUB)}, a local directory in the "
-                     f"LLaDA or Dream layout, or a tiny checkpoint *.pt")
+        raise FileNotFoundError(
+            f"tiny dLLM checkpoint {name} not found (python -m support.pretrain writes one)")
+    raise ValueError(
+        f"unknown model {name!r}: use one of {TINY + tuple(HUB)}, a local directory in the "
+        f"LLaDA or Dream layout, or a tiny checkpoint *.pt")
 
 
 # Exact shapes of the real models, for meta-device builds and GPU benchmarks without a download.
 SHAPES = {
-    "llada": dict(model_type="llada", d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_hidden_size=12288,
-                  rope_theta=500000.0, rms_norm_eps=1e-5, vocab_size=126464, embedding_size=126464,
-                  weight_tying=False, input_emb_norm=False, scale_logits=False, include_qkv_bias=False),
-    "dream": dict(model_type="Dream", hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
-                  num_key_value_heads=4, intermediate_size=18944, rope_theta=1e6, rms_norm_eps=1e-6,
-                  vocab_size=152064, tie_word_embeddings=False),
+    "llada": dict(model_type="llada", d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32,
+                  mlp_hidden_size=12288, rope_theta=500000.0, rms_norm_eps=1e-5, vocab_size=126464,
+                  embedding_size=126464, weight_tying=False, input_emb_norm=False,
+                  scale_logits=False, include_qkv_bias=False),
+    "dream": dict(model_type="Dream", hidden_size=3584, num_hidden_layers=28,
+                  num_attention_heads=28, num_key_value_heads=4, intermediate_size=18944,
+                  rope_theta=1e6, rms_norm_eps=1e-6, vocab_size=152064, tie_word_embeddings=False),
 }
 
 
@@ -499,13 +574,16 @@ def build_shape(kind, device="meta"):
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shape", choices=sorted(SHAPES), help="build this real shape on the meta device and count params")
+    p.add_argument("--shape", choices=sorted(SHAPES),
+                   help="build this real shape on the meta device and count params")
     p.add_argument("--name", help="load a dLLM by name and print a summary")
     p.add_argument("--revision", default=None, help="hub revision (commit, tag) to pin")
     a = p.parse_args()
     if a.shape:
         net = build_shape(a.shape)
-        print(f"{a.shape}: {sum(t.numel() for t in net.parameters()) / 1e9:.3f}B parameters, config {net.c}")
+        print(
+            f"{a.shape}: {sum(t.numel() for t in net.parameters()) / 1e9:.3f}B parameters, config {net.c}"
+        )
     if a.name:
         try:
             d = load_dllm(a.name, revision=a.revision)

@@ -1,7 +1,7 @@
 """
-Unmasking policies, all behind one interface for env.generate: `act(obs) -> Action(unmask, logp, order)`.
-The hand rules (reference semantics below) and the learned policy (paper section 4) differ only in how they choose
-among the candidates (masked positions of the current block).
+Unmasking policies, all behind one interface for env.generate: `act(obs) -> Action(unmask, logp,
+order)`. The hand rules (reference semantics below) and the learned policy (paper section 4) differ
+only in how they choose among the candidates (masked positions of the current block).
 
   random / topk / margin / entropy (steps=S)  fixed schedule: S steps split equally over the blocks; in a block its
                  masks are split evenly over its steps, the remainder to the earliest steps; chosen uniformly / by
@@ -18,10 +18,10 @@ among the candidates (masked positions of the current block).
                     position or by DPLS (actions.py)
 Ties in a ranking (common: a saturated tiny model gives conf == 1.0) go to the lowest position.
 
-A spec string names a policy: 'topk:steps=32', 'threshold:0.9', 'band:hi=0.9:lo=0.08', or a checkpoint
-'out/ckpt.pt:tau=0.5'. Each hand rule is one class that declares its spec name and arguments (Arg) once; parsing,
-eval.py's sweeps and the list in the README all come from those declarations (RULES). Adding a heuristic is adding
-a class here.
+A spec string names a policy: 'topk:steps=32', 'threshold:0.9', 'band:hi=0.9:lo=0.08', or a
+checkpoint 'out/ckpt.pt:tau=0.5'. Each hand rule is one class that declares its spec name and
+arguments (Arg) once; parsing, eval.py's sweeps and the list in the README all come from those
+declarations (RULES). Adding a heuristic is adding a class here.
 
     python policy.py          # the spec of every policy
 """
@@ -41,33 +41,41 @@ from model import apply_rotary, rotary
 @dataclass
 class Action:
     """What a policy returns for one step of the b unfinished rows."""
-    unmask: torch.Tensor          # (b, L) bool: reveal these positions now (env.generate keeps only candidates)
+    # (b, L) bool: reveal these positions now (env.generate keeps only candidates)
+    unmask: torch.Tensor
     logp: torch.Tensor = None     # (b,) float32 log-probability of the action (learned policies)
-    order: torch.Tensor = None    # (b, L) long: the order a DPLS action drew its positions in (-1: not drawn)
+    # (b, L) long: the order a DPLS action drew its positions in (-1: not drawn)
+    order: torch.Tensor = None
 
 
 def rank_select(score, cand, k):
-    """Select the k (per row, (b,) long) highest-scoring candidates; ties go to the lowest position."""
+    """Select the k (per row, (b,) long) highest-scoring candidates; ties go to the lowest position.
+    """
     score = score.masked_fill(~cand, float("-inf"))
     order = torch.sort(score, dim=1, descending=True, stable=True).indices         # (b, L)
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
+    ranks = torch.empty_like(order).scatter_(
+        1, order,
+        torch.arange(score.shape[1], device=score.device).expand_as(order))
     return cand & (ranks < k[:, None])
 
 
 def best_one(score, cand):
     """Each row's single highest-scoring candidate (b, L) bool."""
-    return rank_select(score, cand, torch.ones(score.shape[0], dtype=torch.long, device=score.device))
+    return rank_select(score, cand, torch.ones(score.shape[0], dtype=torch.long,
+                                               device=score.device))
 
 
 def sorted_prefix(values, cand, descending, ok_fn):
-    """Length (b,) of the longest prefix of the candidates' values, sorted, for which ok_fn holds (>= 1)."""
+    """Length (b,) of the longest prefix of the candidates' values, sorted, for which ok_fn holds
+    (>= 1)."""
     fill = float("-inf") if descending else 1e9
     v = torch.sort(values.masked_fill(~cand, fill), dim=1, descending=descending).values   # (b, L)
-    n = torch.arange(1, v.shape[1] + 1, device=v.device, dtype=v.dtype)                   # 1-based rank
+    # 1-based rank
+    n = torch.arange(1, v.shape[1] + 1, device=v.device, dtype=v.dtype)
     return ok_fn(v, n).long().cumprod(1).sum(1).clamp(min=1)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the grammar of specs
 
 def value_text(v):
@@ -87,8 +95,10 @@ def parse_number(spec, text, name):
     return v
 
 
-STEP_COUNTS = "step counts"          # Arg.grid of a fixed-step rule's steps: eval.py sweeps every valid count ...
-COARSE_STEP_COUNTS = "coarse step counts"   # ... or the doublings only (a rule no sweep's front is made of: random)
+# Arg.grid of a fixed-step rule's steps: eval.py sweeps every valid count ...
+STEP_COUNTS = "step counts"
+# ... or the doublings only (a rule no sweep's front is made of: random)
+COARSE_STEP_COUNTS = "coarse step counts"
 
 
 @dataclass(frozen=True)
@@ -100,8 +110,10 @@ class Arg:
     lo: float = -math.inf        # allowed range [lo, hi]; open_lo makes it (lo, hi]
     hi: float = math.inf
     open_lo: bool = False
-    keyword: bool = True         # written 'name=V' in a spec (a one-argument rule may leave the name out)
-    grid: tuple = ()             # eval.py --sweep: these values (STEP_COUNTS: every valid step count)
+    # written 'name=V' in a spec (a one-argument rule may leave the name out)
+    keyword: bool = True
+    # eval.py --sweep: these values (STEP_COUNTS: every valid step count)
+    grid: tuple = ()
 
     def parse(self, spec, text):
         v = parse_number(spec, text, self.name)
@@ -118,8 +130,8 @@ class Arg:
 
 
 def parse_args(spec, args, text):
-    """'steps=32' / '0.9' / 'hi=0.9:lo=0.08' -> {name: value}, checked against args (a tuple of Arg). A value without
-    its name fills the next argument in order."""
+    """'steps=32' / '0.9' / 'hi=0.9:lo=0.08' -> {name: value}, checked against args (a tuple of
+    Arg). A value without its name fills the next argument in order."""
     values, usage = {}, ":".join(f"{a.name}={a.metavar}" if a.keyword else a.metavar for a in args)
     for i, part in enumerate(p for p in text.split(":") if p):
         key, eq, val = part.rpartition("=")
@@ -133,36 +145,42 @@ def parse_args(spec, args, text):
     return values
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the hand rules
 
-RULES = {}   # spec name -> the class of that hand rule (every subclass of Heuristic with a name registers itself)
+# spec name -> the class of that hand rule (every subclass of Heuristic with a name registers
+# itself)
+RULES = {}
 
 
 class Heuristic:
     """A hand rule: a spec name, its arguments, and select(obs) -> (b, L) bool."""
     name = None        # the spec's name; a class that sets it is registered in RULES
     args = ()          # its Args, in spec order
-    group = "paper"    # "paper" (the paper's heuristics), "eos-aware" (PC-Sampler, EOSER) or "hand" (beyond both)
+    # "paper" (the paper's heuristics), "eos-aware" (PC-Sampler, EOSER) or "hand" (beyond both)
+    group = "paper"
     in_all = True      # part of `eval.py --sweep all`
     needs = ()         # extra observations it reads: "margin", "entropy", "eos"
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        if cls.__dict__.get("name"):          # a class that names itself (not a subclass that only inherits a name)
+        # a class that names itself (not a subclass that only inherits a name)
+        if cls.__dict__.get("name"):
             RULES[cls.name] = cls
 
     def __init__(self, *values):
         """Values in the order of args (parse_policy checks a spec's text first)."""
         for a, v in zip(self.args, values):
             setattr(self, a.name, a.kind(v))
-        self.spec = (self.name or type(self).__name__) + "".join(f":{a.name}={value_text(v)}" if a.keyword else f":{value_text(v)}"
-                                        for a, v in zip(self.args, values))
+        self.spec = (self.name or type(self).__name__) + "".join(
+            f":{a.name}={value_text(v)}" if a.keyword else f":{value_text(v)}"
+            for a, v in zip(self.args, values))
         self.validate()
 
     @classmethod
     def usage(cls):
-        return cls.name + "".join(f":{a.name}={a.metavar}" if a.keyword else f":{a.metavar}" for a in cls.args)
+        return cls.name + "".join(f":{a.name}={a.metavar}" if a.keyword else f":{a.metavar}"
+                                  for a in cls.args)
 
     def validate(self):
         """Constraints between arguments (each one's own range is checked by its Arg)."""
@@ -178,18 +196,20 @@ STEPS = Arg("steps", "S", int, grid=STEP_COUNTS)
 
 
 class Scheduled(Heuristic):
-    """LLaDA's fixed schedule: `steps` in total, split equally over the blocks; each step takes its share of the
-    block's masks, ranked by score(obs) (highest first)."""
+    """LLaDA's fixed schedule: `steps` in total, split equally over the blocks; each step takes its
+    share of the block's masks, ranked by score(obs) (highest first)."""
     args = (STEPS,)
 
     def check(self, L, BL):
         if not 0 < self.steps <= L or self.steps % (L // BL):
-            raise ValueError(f"{self.spec}: steps must be in 1..{L} and a multiple of the {L // BL} blocks")
+            raise ValueError(
+                f"{self.spec}: steps must be in 1..{L} and a multiple of the {L // BL} blocks")
 
     def select(self, obs):
         per_block = self.steps // obs.n_blocks
         left = (per_block - obs.block_step).clamp(min=1)                 # steps left in this block
-        k = -(-obs.cand.sum(1) // left)                                  # ceil: the remainder goes first
+        # ceil: the remainder goes first
+        k = -(-obs.cand.sum(1) // left)
         return rank_select(self.score(obs), obs.cand, k)
 
 
@@ -201,7 +221,8 @@ class TopK(Scheduled):
 
 
 class Random(Scheduled):
-    name, args = "random", (Arg("steps", "S", int, grid=COARSE_STEP_COUNTS),)   # below top-k everywhere: a few points do
+    # below top-k everywhere: a few points do
+    name, args = "random", (Arg("steps", "S", int, grid=COARSE_STEP_COUNTS),)
 
     def score(self, obs):
         return obs.uniform()
@@ -222,11 +243,12 @@ class Entropy(Scheduled):
 
 
 class PositionCalibrated(Scheduled):
-    """PC-Sampler's position-aware calibration, score exp(-lam * d) * conf. d counts from the start of the generation;
-    counting from the first still-masked position instead would only multiply every candidate of a row by the same
-    factor, which a ranking does not see. The published version also divides by a token-frequency prior from a
-    reference corpus: left out, since no corpus of the dLLM's training data is at hand (the prior mostly corrects
-    end-of-text, which eosdamp targets directly)."""
+    """PC-Sampler's position-aware calibration, score exp(-lam * d) * conf. d counts from the start
+    of the generation; counting from the first still-masked position instead would only multiply
+    every candidate of a row by the same factor, which a ranking does not see. The published version
+    also divides by a token-frequency prior from a reference corpus: left out, since no corpus of
+    the dLLM's training data is at hand (the prior mostly corrects end-of-text, which eosdamp
+    targets directly)."""
     name, group, in_all = "pc", "eos-aware", False
     args = (Arg("lam", "L", lo=0, grid=(0.25, 1.0)), STEPS)
 
@@ -236,20 +258,23 @@ class PositionCalibrated(Scheduled):
 
 
 class EOSDamped(Scheduled):
-    """EOSER's end-of-text damping: an end-of-text proposal's conf times g + (1 - g) * progress, progress = steps spent
-    / (steps - 1) rising from 0 to 1, so padding is no longer revealed first from the right in full diffusion."""
+    """EOSER's end-of-text damping: an end-of-text proposal's conf times g + (1 - g) * progress,
+    progress = steps spent / (steps - 1) rising from 0 to 1, so padding is no longer revealed first
+    from the right in full diffusion."""
     name, group, needs, in_all = "eosdamp", "eos-aware", ("eos",), False
     args = (Arg("g", "G", lo=0, hi=1, grid=(0.4,)), STEPS)
 
     def score(self, obs):
-        progress = ((obs.t * obs.conf.shape[1]).round() / max(self.steps - 1, 1)).clamp(max=1.0)[:, None]   # (b, 1)
+        progress = ((obs.t * obs.conf.shape[1]).round() /
+                    max(self.steps - 1, 1)).clamp(max=1.0)[:, None]  # (b, 1)
         return torch.where(obs.eos, obs.conf * (self.g + (1 - self.g) * progress), obs.conf)
 
 
 class Threshold(Heuristic):
     """The fallback is per row: no row ever stalls (the paper's code falls back batch-wide)."""
     name = "threshold"
-    args = (Arg("lam", "LAMBDA", lo=0, hi=1, open_lo=True, keyword=False, grid=(0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)),)
+    args = (Arg("lam", "LAMBDA", lo=0, hi=1, open_lo=True, keyword=False,
+                grid=(0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)), )
 
     def select(self, obs):
         return (obs.cand & (obs.conf >= self.lam)) | best_one(obs.conf, obs.cand)
@@ -274,21 +299,24 @@ class EB(Heuristic):
 
 
 class Band(Heuristic):
-    """Reveal the sure tokens (conf >= hi) and the ones so unsure that the dLLM has no preference (conf <= lo), plus
-    the row's most confident candidate: in the tiny world the least confident tokens are harmless filler
-    (docs/tiny-world.md). Under sampling (T > 0) a low confidence marks an unlikely sample instead."""
+    """Reveal the sure tokens (conf >= hi) and the ones so unsure that the dLLM has no preference
+    (conf <= lo), plus the row's most confident candidate: in the tiny world the least confident
+    tokens are harmless filler (docs/tiny-world.md). Under sampling (T > 0) a low confidence marks
+    an unlikely sample instead."""
     name, group, in_all = "band", "hand", False
-    args = (Arg("hi", "H", lo=0, hi=1, grid=(0.7, 0.8, 0.9, 0.95)), Arg("lo", "L", lo=0, hi=1, grid=(0.05, 0.08, 0.12)))
+    args = (Arg("hi", "H", lo=0, hi=1, grid=(0.7, 0.8, 0.9, 0.95)),
+            Arg("lo", "L", lo=0, hi=1, grid=(0.05, 0.08, 0.12)))
 
     def validate(self):
         if not self.lo < self.hi:
             raise ValueError(f"{self.spec!r}: need 0 <= lo < hi <= 1")
 
     def select(self, obs):
-        return (obs.cand & ((obs.conf >= self.hi) | (obs.conf <= self.lo))) | best_one(obs.conf, obs.cand)
+        return (obs.cand & ((obs.conf >= self.hi) |
+                            (obs.conf <= self.lo))) | best_one(obs.conf, obs.cand)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the learned policy (paper section 4)
 
 @dataclass
@@ -297,10 +325,10 @@ class PolicyConfig:
     heads: int = 2          # attention heads (rotary positions, bidirectional)
     mlp: int = 512          # GELU MLP width
     init_bias: float = -2.0 # output bias: every masked token starts at sigmoid(-2) = 0.12
-    alpha_lo: float = None  # alpha-conditioned policy (train.py --alpha-range LO,HI): the range it was trained on;
+    alpha_lo: float = None  # alpha-conditioned (train.py --alpha-range LO,HI): the range trained on;
     alpha_hi: float = None  # None = one policy per alpha, as in the paper
     alpha_features: str = "smooth"  # how alpha is encoded (alpha_features)
-    actions: str = "bernoulli"      # how logits become an action (actions.py): bernoulli (paper) or dpls (App. E)
+    actions: str = "bernoulli"      # logits -> action (actions.py): bernoulli (paper) or dpls (App. E)
     # what the policy reads of a confidence c: raw = c alone (paper), log = c, log c and log(1 - c),
     # block = those and log(c / the block's highest candidate c)
     features: str = "log"
@@ -313,11 +341,12 @@ FEATURES = {"raw": 1, "log": 3, "block": 4}   # input features per position
 
 
 def conf_features(conf, kind, cand=None):
-    """(n, L) confidences -> (n, L, F) input features. The paper feeds c itself to Linear(1, d). "log" adds log c and
-    log(1 - c) (scaled by 1/10, c clamped to [1e-6, 1 - 1e-6]): each decade of c near 0, or of 1 - c near 1, is then
-    one step of the input, where c alone moves by 0.09 from 0.9 to 0.99 and by 0.05 from 0.05 to 0.1. "block" adds
-    log(c / the highest c among the candidates (n, L) bool) / 10, 0 at the block's best candidate: which one is the
-    block's best is then read at the position itself, at any block length, not found by attention."""
+    """(n, L) confidences -> (n, L, F) input features. The paper feeds c itself to Linear(1, d).
+    "log" adds log c and log(1 - c) (scaled by 1/10, c clamped to [1e-6, 1 - 1e-6]): each decade of
+    c near 0, or of 1 - c near 1, is then one step of the input, where c alone moves by 0.09 from
+    0.9 to 0.99 and by 0.05 from 0.05 to 0.1. "block" adds log(c / the highest c among the
+    candidates (n, L) bool) / 10, 0 at the block's best candidate: which one is the block's best is
+    then read at the position itself, at any block length, not found by attention."""
     c = conf.float()[..., None]
     if kind == "raw":
         return c
@@ -333,10 +362,12 @@ def conf_features(conf, kind, cand=None):
 
 
 def smooth_features(u, dim):
-    """(n,) values of order 1 -> (n, dim) sin / cos features at frequencies pi/4 to 4 pi: every feature is a smooth
-    function of u, so what is learned at one value carries over to its neighbours."""
+    """(n,) values of order 1 -> (n, dim) sin / cos features at frequencies pi/4 to 4 pi: every
+    feature is a smooth function of u, so what is learned at one value carries over to its
+    neighbours."""
     half = dim // 2
-    freqs = math.pi / 4 * 16 ** (torch.arange(half, device=u.device, dtype=torch.float32) / max(half - 1, 1))
+    k = torch.arange(half, device=u.device, dtype=torch.float32)
+    freqs = math.pi / 4 * 16 ** (k / max(half - 1, 1))
     a = u.float()[:, None] * freqs[None]
     return torch.cat([a.cos(), a.sin()], dim=-1)
 
@@ -345,26 +376,30 @@ SETTING_DIM = 16   # features per setting value
 
 
 def setting_features(setting, L):
-    """(n, 3) settings (BL / L, dLLM temperature, block_step / BL; env.Obs.setting) -> (n, 3 * SETTING_DIM): smooth
-    features of log(BL) / log(L) (BL 4, 8, 16, 32 at L 32: 0.4, 0.6, 0.8, 1; full diffusion is always 1), of the
-    temperature and of the block's progress."""
+    """(n, 3) settings (BL / L, dLLM temperature, block_step / BL; env.Obs.setting) -> (n, 3 *
+    SETTING_DIM): smooth features of log(BL) / log(L) (BL 4, 8, 16, 32 at L 32: 0.4, 0.6, 0.8, 1;
+    full diffusion is always 1), of the temperature and of the block's progress."""
     u_bl = 1 + torch.log(setting[:, 0]) / math.log(max(L, 2))
-    return torch.cat([smooth_features(u, SETTING_DIM) for u in (u_bl, setting[:, 1], setting[:, 2])], -1)
+    return torch.cat(
+        [smooth_features(u, SETTING_DIM) for u in (u_bl, setting[:, 1], setting[:, 2])], -1)
 
 
 def sinusoidal(t, dim, max_period=10000.0):
-    """(n,) times in [0, 1] -> (n, dim) sinusoidal features (t scaled by 1000, as diffusion timesteps)."""
+    """(n,) times in [0, 1] -> (n, dim) sinusoidal features (t scaled by 1000, as diffusion
+    timesteps)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(max_period) *
+                      torch.arange(half, device=t.device, dtype=torch.float32) / half)
     a = 1000 * t.float()[:, None] * freqs[None]
     return torch.cat([a.cos(), a.sin()], dim=-1)
 
 
 def alpha_features(alpha, hi, dim, kind="smooth"):
-    """(n,) reward exponents in [0, hi] -> (n, dim) sinusoidal features of u = log(1 + alpha) / log(1 + hi) in [0, 1]
-    (the reward's sensitivity to alpha is roughly logarithmic). "smooth": frequencies from pi/4 to 4 pi, so every
-    feature is a smooth function of u and what is learned at one alpha carries over to its neighbours. "timestep":
-    the diffusion-time encoding (frequencies up to 1000 per unit of u), kept for the checkpoints that use it."""
+    """(n,) reward exponents in [0, hi] -> (n, dim) sinusoidal features of u = log(1 + alpha) /
+    log(1 + hi) in [0, 1] (the reward's sensitivity to alpha is roughly logarithmic). "smooth":
+    frequencies from pi/4 to 4 pi, so every feature is a smooth function of u and what is learned at
+    one alpha carries over to its neighbours. "timestep": the diffusion-time encoding (frequencies
+    up to 1000 per unit of u), kept for the checkpoints that use it."""
     u = torch.log1p(alpha.float()) / math.log1p(hi)
     return sinusoidal(u, dim) if kind == "timestep" else smooth_features(u, dim)
 
@@ -372,55 +407,62 @@ def alpha_features(alpha, hi, dim, kind="smooth"):
 @dataclass(frozen=True)
 class Knobs:
     """How a learned policy is read at one call; nothing of it is stored in the network."""
-    tau: float = 1.0        # policy temperature: unmask p = sigmoid(logit / tau) (paper: 0.5 for BL 32, 1 for BL = L)
-    beta: float = 1.0       # paper Fig. 6: p = min(1, beta * sigmoid(logit / tau)); DPLS: STOP's logit is -log(beta)
-    alpha: float = None     # an alpha-conditioned policy's point on its front (GRPO rollouts pass their own, obs.alpha)
-    fallback: bool = True   # evaluation: a row that drew nothing unmasks its best candidate (GRPO rollouts: False)
+    # policy temperature: unmask p = sigmoid(logit / tau) (paper: 0.5 for BL 32, 1 for BL = L)
+    tau: float = 1.0
+    # paper Fig. 6: p = min(1, beta * sigmoid(logit / tau)); DPLS: STOP's logit is -log(beta)
+    beta: float = 1.0
+    # an alpha-conditioned policy's point on its front (GRPO rollouts pass their own, obs.alpha)
+    alpha: float = None
+    # evaluation: a row that drew nothing unmasks its best candidate (GRPO rollouts: False)
+    fallback: bool = True
 
 
-# The env.Obs fields the learned policy reads, by name and in forward()'s order: rollouts record them
-# (env.generate(record=READS)) and the update reads them back (grpo.step_log_prob). A new input: a field of env.Obs,
+# The env.Obs fields the learned policy reads, by name and in forward()'s order: rollouts record
+# them
+# (env.generate(record=READS)) and the update reads them back (grpo.step_log_prob). A new input: a
+# field of env.Obs,
 # its name here, and its use in forward().
 READS = ("conf", "masked", "t", "alpha", "cand", "setting")
-ROLLOUT = Knobs(fallback=False)   # how GRPO's rollouts read the policy; the update scores their actions with the same
+# how GRPO's rollouts read the policy; the update scores their actions with the same
+ROLLOUT = Knobs(fallback=False)
 
 
 class LearnedPolicy(nn.Module):
-    """conf (n, L), mask bit (n, L), time (n,) [, alpha (n,)] [, candidates (n, L) and setting (n, 3)] -> one unmask
-    logit per position (n, L).
-    With c.setting the policy reads the decoding setting: each position's state is one of three (revealed, masked in
-    another block, a candidate of the current block), and the setting's features (setting_features) enter twice, as
-    alpha's do below: added to the time conditioning (through ada, which starts at zero) and as a scale and shift of
-    the logits (which start at zero): at initialisation the logits depend on neither the setting nor the block.
-    With alpha_hi set, the policy is conditioned on the reward exponent twice: an MLP of alpha's features is added to
-    the time / mask conditioning (so alpha can change how confidences are read), and another scales and shifts the
-    logits (so alpha moves the reveal threshold directly; through `ada` alone, which starts at zero, alpha's gradient
-    would start at zero too). Their output layers start at zero and they are built last, so at initialisation the
-    policy is exactly the unconditioned one of the same seed, whatever alpha."""
+    """The paper's policy (section 4): the READS fields -> one unmask logit per position (n, L).
+    Confidence features, one adaptive-LayerNorm transformer block conditioned on time [, alpha] [,
+    the setting], and a head. alpha and the setting also scale and shift the logits; every
+    conditioning path starts at zero, so a new policy is the unconditioned one of its seed
+    (docs/design.md, "Learning")."""
 
     def __init__(self, c: PolicyConfig = PolicyConfig()):
         super().__init__()
         d, self.c = c.width, c
         if c.features not in FEATURES:
-            raise ValueError(f"unknown policy features {c.features!r}: use one of {sorted(FEATURES)}")
+            raise ValueError(
+                f"unknown policy features {c.features!r}: use one of {sorted(FEATURES)}")
         self.conf_in = nn.Linear(FEATURES[c.features], d)
         self.mask_emb = nn.Embedding(3 if c.setting else 2, d)
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.ada = nn.Linear(d, 6 * d)   # shift, scale, gate for attention and MLP
-        self.ln1, self.ln2 = nn.LayerNorm(d, elementwise_affine=False), nn.LayerNorm(d, elementwise_affine=False)
+        self.ln1 = nn.LayerNorm(d, elementwise_affine=False)
+        self.ln2 = nn.LayerNorm(d, elementwise_affine=False)
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.mlp = nn.Sequential(nn.Linear(d, c.mlp), nn.GELU(), nn.Linear(c.mlp, d))
         self.ln_out, self.head = nn.LayerNorm(d), nn.Linear(d, 1)
-        nn.init.zeros_(self.ada.weight), nn.init.zeros_(self.ada.bias)     # identity modulation at init
+        # identity modulation at init
+        nn.init.zeros_(self.ada.weight), nn.init.zeros_(self.ada.bias)
         nn.init.zeros_(self.head.weight), nn.init.constant_(self.head.bias, c.init_bias)
         if c.alpha_hi is not None:
             self.alpha_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
             nn.init.zeros_(self.alpha_mlp[2].weight), nn.init.zeros_(self.alpha_mlp[2].bias)
-            self.alpha_out = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 2))   # a scale and a shift
+            # a scale and a shift
+            self.alpha_out = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 2))
             nn.init.zeros_(self.alpha_out[2].weight), nn.init.zeros_(self.alpha_out[2].bias)
         if c.setting:
-            self.setting_mlp = nn.Sequential(nn.Linear(3 * SETTING_DIM, d), nn.SiLU(), nn.Linear(d, d))
-            self.setting_out = nn.Sequential(nn.Linear(3 * SETTING_DIM, d), nn.SiLU(), nn.Linear(d, 2))
+            self.setting_mlp = nn.Sequential(nn.Linear(3 * SETTING_DIM, d), nn.SiLU(),
+                                             nn.Linear(d, d))
+            self.setting_out = nn.Sequential(nn.Linear(3 * SETTING_DIM, d), nn.SiLU(),
+                                             nn.Linear(d, 2))
             nn.init.zeros_(self.setting_out[2].weight), nn.init.zeros_(self.setting_out[2].bias)
 
     @property
@@ -428,28 +470,32 @@ class LearnedPolicy(nn.Module):
         return self.c.alpha_hi is not None
 
     def modulation(self, masked, t, alpha=None, cand=None, setting=None):
-        """(n, L, 6d): ada of position i's conditioning mask_emb[state_i] + time_mlp(t) [+ alpha_mlp(alpha)]
-        [+ setting_mlp(setting)]. ada is linear, so that is ada of the row's part (one per row) plus ada's weight
-        applied to the state embeddings: no per-position matmul."""
+        """(n, L, 6d): ada of position i's conditioning mask_emb[state_i] + time_mlp(t) [+
+        alpha_mlp(alpha)] [+ setting_mlp(setting)]. ada is linear, so that is ada of the row's part
+        (one per row) plus ada's weight applied to the state embeddings: no per-position matmul."""
         row = self.time_mlp(sinusoidal(t, self.c.width))                             # (n, d)
         if self.conditioned:
             if alpha is None:
-                raise ValueError("an alpha-conditioned policy needs alpha (a checkpoint spec 'ckpt.pt:alpha=A')")
-            row = row + self.alpha_mlp(alpha_features(alpha, self.c.alpha_hi, self.c.width, self.c.alpha_features))
+                raise ValueError(
+                    "an alpha-conditioned policy needs alpha (a checkpoint spec 'ckpt.pt:alpha=A')")
+            row = row + self.alpha_mlp(
+                alpha_features(alpha, self.c.alpha_hi, self.c.width, self.c.alpha_features))
         state = masked.long()
         if self.c.setting:
             row = row + self.setting_mlp(setting_features(setting, masked.shape[1]))
             # 0 revealed, 1 masked elsewhere, 2 a candidate
             state = state + cand.long()
-        # F.embedding, not table[masked]: its backward sums in a fixed order (indexing's does not on several threads)
-        return F.embedding(state, F.linear(self.mask_emb.weight, self.ada.weight)) + self.ada(row)[:, None]
+        # F.embedding, not table[masked]: its backward sums in a fixed order (indexing's does not on
+        # several threads)
+        return F.embedding(state, F.linear(self.mask_emb.weight,
+                                           self.ada.weight)) + self.ada(row)[:, None]
 
     def forward(self, conf, masked, t, alpha=None, cand=None, setting=None):
-        """(n, L) float32 logits. Always float32, autocast or not: the rollouts and the update run the policy at other
-        batch shapes, and their log-probabilities must agree (a GRPO ratio starts at 1); 331K parameters gain nothing
-        from bf16. cand and setting are read only by a policy with c.setting."""
+        """(n, L) float32 logits, autocast or not (the rollouts' and the update's log-probabilities
+        must agree)."""
         if self.c.setting and (cand is None or setting is None):
-            raise ValueError("a setting-reading policy needs the candidates and the setting (env.Obs)")
+            raise ValueError(
+                "a setting-reading policy needs the candidates and the setting (env.Obs)")
         with torch.autocast(conf.device.type, enabled=False):
             return self.scaled_logits(conf.float(), masked, t.float(), alpha, cand,
                                       None if setting is None else setting.float())
@@ -466,12 +512,14 @@ class LearnedPolicy(nn.Module):
         return logits
 
     def block_logits(self, conf, masked, t, alpha=None, cand=None, setting=None):
-        """The transformer block: (n, L) logits before the output scales and shifts of alpha and the setting."""
+        """The transformer block: (n, L) logits before the output scales and shifts of alpha and the
+        setting."""
         n, L = conf.shape
         h = self.conf_in(conf_features(conf, self.c.features, cand))                # (n, L, d)
         b1, s1, g1, b2, s2, g2 = self.modulation(masked, t, alpha, cand, setting).chunk(6, dim=-1)
         a = self.ln1(h) * (1 + s1) + b1
-        q, k, v = self.qkv(a).view(n, L, 3, self.c.heads, -1).permute(2, 0, 3, 1, 4)  # (n, H, L, hd) each
+        # (n, H, L, hd) each
+        q, k, v = self.qkv(a).view(n, L, 3, self.c.heads, -1).permute(2, 0, 3, 1, 4)
         cos, sin = rotary(torch.arange(L, device=conf.device).expand(n, L), q.shape[-1], 10000.0)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, L, -1)
@@ -481,18 +529,22 @@ class LearnedPolicy(nn.Module):
 
     @torch.no_grad()
     def act(self, obs, knobs=Knobs()):
-        """One step's action for the observation, read with knobs -> Action (logp: its exact log-probability)."""
-        if self.conditioned and obs.alpha is None:   # GRPO's rollouts carry their own alpha, else the knob's
+        """One step's action for the observation, read with knobs -> Action (logp: its exact
+        log-probability)."""
+        # GRPO's rollouts carry their own alpha, else the knob's
+        if self.conditioned and obs.alpha is None:
             if knobs.alpha is None:
                 raise ValueError(f"an alpha-conditioned policy (trained on [{self.c.alpha_lo:g}, "
                                  f"{self.c.alpha_hi:g}]) needs its point on the front: ':alpha=A'")
-            obs = dataclasses.replace(obs, alpha=torch.full(obs.t.shape, float(knobs.alpha), device=obs.t.device))
+            obs = dataclasses.replace(
+                obs, alpha=torch.full(obs.t.shape, float(knobs.alpha), device=obs.t.device))
         logits = self(**{k: getattr(obs, k) for k in READS})
         if self.c.actions == "dpls":   # never empty: no fallback needed
-            u, order = dpls_sample(logits, obs.cand, obs.uniform(), obs.uniform(1), obs.uniform(2)[:, 0], knobs.tau,
-                                   knobs.beta)
+            u, order = dpls_sample(logits, obs.cand, obs.uniform(), obs.uniform(1),
+                                   obs.uniform(2)[:, 0], knobs.tau, knobs.beta)
         else:
-            u, order = bernoulli_sample(logits, obs.cand, obs.uniform(), knobs.tau, knobs.beta), None
+            u, order = bernoulli_sample(logits, obs.cand, obs.uniform(), knobs.tau,
+                                        knobs.beta), None
         logp = action_log_prob(self.c.actions, logits, obs.cand, u, order, knobs)
         if knobs.fallback and order is None:
             u = u | (~u.any(1, keepdim=True) & best_one(logits, obs.cand))
@@ -501,7 +553,8 @@ class LearnedPolicy(nn.Module):
 
 @dataclass
 class Learned:
-    """A learned policy as env.generate drives it: the network and how it is read (spec: the rows' name for it)."""
+    """A learned policy as env.generate drives it: the network and how it is read (spec: the rows'
+    name for it)."""
     net: LearnedPolicy
     knobs: Knobs = field(default_factory=Knobs)
     spec: str = "learned"
@@ -515,24 +568,29 @@ class Learned:
         return self.net.act(obs, self.knobs)
 
 
-# ----------------------------------------------------------------------------------------------------
-# checkpoints (written by train.py) and the one place that upgrades the files of earlier versions
+# --------------------------------------------------------------------------------------------------
+# checkpoints (written by train.py; read and upgraded by common/checkpoints.py)
 
 def load_weights(pol, state, new=("alpha_mlp.", "alpha_out.")):
-    """Load a state dict whose only missing weights are those of `new` modules (a conditioned policy from before the
-    output scale and shift, or a per-alpha policy that starts a conditioned one: train.py --init). Those stay at
-    their initialisation, which leaves the policy's function unchanged (their output layers are zero)."""
+    """Load a state dict whose only missing weights are those of `new` modules (a conditioned policy
+    from before the output scale and shift, or a per-alpha policy that starts a conditioned one:
+    train.py --init). Those stay at their initialisation, which leaves the policy's function
+    unchanged (their output layers are zero)."""
     missing, unexpected = pol.load_state_dict(state, strict=False)
     bad = [k for k in missing if not k.startswith(new)] + list(unexpected)
     if bad:
-        raise RuntimeError(f"weights that do not fit: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+        raise RuntimeError(
+            f"weights that do not fit: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
 
 
 def load_policy(path, device="cpu"):
-    """A learned policy network from a train.py checkpoint -> (network in eval mode, checkpoint dict)."""
+    """A learned policy network from a train.py checkpoint -> (network in eval mode, checkpoint
+    dict)."""
     ck = read_checkpoint(path)
     if ck["policy_config"]["actions"] not in ACTIONS:
-        raise ValueError(f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows {ACTIONS})")
+        raise ValueError(
+            f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows {ACTIONS})"
+        )
     try:
         pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))
         load_weights(pol, ck["policy"])
@@ -543,45 +601,57 @@ def load_policy(path, device="cpu"):
     return pol.to(device).eval(), ck
 
 
-CHECKPOINT_OPTIONS = (Arg("tau", "T", lo=0, open_lo=True), Arg("beta", "B", lo=0, open_lo=True), Arg("alpha", "A", lo=0))
+CHECKPOINT_OPTIONS = (Arg("tau", "T", lo=0,
+                          open_lo=True), Arg("beta", "B", lo=0,
+                                             open_lo=True), Arg("alpha", "A", lo=0))
 
 
 def checkpoint_policy(spec, device="cpu"):
-    """'ckpt.pt[:tau=T][:beta=B][:alpha=A]' -> Learned. tau defaults to the one stored in the checkpoint
-    (train.py --eval-tau); alpha is required for an alpha-conditioned policy and refused otherwise. The spec, the
-    rows' name for the policy, is the path followed by the options as given."""
+    """'ckpt.pt[:tau=T][:beta=B][:alpha=A]' -> Learned. tau defaults to the one stored in the
+    checkpoint (train.py --eval-tau); alpha is required for an alpha-conditioned policy and refused
+    otherwise. The spec, the rows' name for the policy, is the path followed by the options as
+    given."""
     path, _, text = spec.strip().partition(":")
     opts = {}
     for part in filter(None, text.split(":")):
         k, _, v = part.partition("=")
         arg = next((a for a in CHECKPOINT_OPTIONS if a.name == k), None)
         if arg is None or k in opts or not v:
-            raise ValueError(f"{spec!r}: a checkpoint takes ':tau=T', ':beta=B' and, if alpha-conditioned, ':alpha=A'")
+            raise ValueError(
+                f"{spec!r}: a checkpoint takes ':tau=T', ':beta=B' and, if alpha-conditioned, ':alpha=A'"
+            )
         opts[k] = (v, arg.parse(spec, v))
     net, ck = load_policy(path, device)
     if net.conditioned and "alpha" not in opts:
-        raise ValueError(f"{spec!r}: {path} is alpha-conditioned (trained on [{net.c.alpha_lo:g}, {net.c.alpha_hi:g}]): "
-                         f"pick the point on its front with ':alpha=A'")
+        raise ValueError(
+            f"{spec!r}: {path} is alpha-conditioned (trained on [{net.c.alpha_lo:g}, {net.c.alpha_hi:g}]): "
+            f"pick the point on its front with ':alpha=A'")
     if "alpha" in opts:
         a = opts["alpha"][1]
         if not net.conditioned:
-            raise ValueError(f"{spec!r}: {path} is not alpha-conditioned (it was trained for one alpha); drop ':alpha='")
+            raise ValueError(
+                f"{spec!r}: {path} is not alpha-conditioned (it was trained for one alpha); drop ':alpha='"
+            )
         if not net.c.alpha_lo <= a <= net.c.alpha_hi:
-            raise ValueError(f"{spec!r}: alpha {a:g} is outside the range the policy was trained on "
-                             f"[{net.c.alpha_lo:g}, {net.c.alpha_hi:g}]")
+            raise ValueError(
+                f"{spec!r}: alpha {a:g} is outside the range the policy was trained on "
+                f"[{net.c.alpha_lo:g}, {net.c.alpha_hi:g}]")
     knobs = Knobs(tau=opts["tau"][1] if "tau" in opts else float(ck["args"]["eval_tau"]),
-                  beta=opts["beta"][1] if "beta" in opts else 1.0, alpha=opts["alpha"][1] if "alpha" in opts else None)
+                  beta=opts["beta"][1] if "beta" in opts else 1.0,
+                  alpha=opts["alpha"][1] if "alpha" in opts else None)
     return Learned(net, knobs, path + "".join(f":{k}={v}" for k, (v, _) in opts.items()),
                    (ck["args"]["gen_length"], trained_block_lengths(ck["args"])))
 
 
 def trained_block_lengths(args):
-    """The block lengths a checkpoint's policy was trained at (train.py --block-lengths, else --block-length)."""
+    """The block lengths a checkpoint's policy was trained at (train.py --block-lengths, else
+    --block-length)."""
     return tuple(int(b) for b in str(args.get("block_lengths") or args["block_length"]).split(","))
 
 
 def checkpoint_of(spec):
-    """The checkpoint file of a learned spec ('dir/ckpt.pt:tau=1.0' -> 'dir/ckpt.pt'), None for a hand rule."""
+    """The checkpoint file of a learned spec ('dir/ckpt.pt:tau=1.0' -> 'dir/ckpt.pt'), None for a
+    hand rule."""
     head = spec.strip().split(":")[0]
     return head if head.endswith(".pt") else None
 
@@ -592,17 +662,22 @@ def parse_policy(spec, device="cpu"):
         return checkpoint_policy(spec, device)
     name, _, text = spec.strip().partition(":")
     if name not in RULES:
-        raise ValueError(f"unknown policy {spec!r}: use one of {sorted(RULES)} (e.g. topk:steps=32) or a *.pt checkpoint")
+        raise ValueError(
+            f"unknown policy {spec!r}: use one of {sorted(RULES)} (e.g. topk:steps=32) or a *.pt checkpoint"
+        )
     rule = RULES[name]
     values = parse_args(spec, rule.args, text)
     return rule(*(values[a.name][1] for a in rule.args))
 
 
 def parse_policies(specs, device="cpu"):
-    """A comma-separated list of specs -> list of policies (the CLIs' --policies); an empty list is an error."""
+    """A comma-separated list of specs -> list of policies (the CLIs' --policies); an empty list is
+    an error."""
     pols = [parse_policy(s, device) for s in specs.split(",") if s.strip()]
     if not pols:
-        raise ValueError(f"no policy in {specs!r}: pass comma-separated specs, e.g. 'topk:steps=32,threshold:0.9'")
+        raise ValueError(
+            f"no policy in {specs!r}: pass comma-separated specs, e.g. 'topk:steps=32,threshold:0.9'"
+        )
     return pols
 
 

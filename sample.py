@@ -1,10 +1,10 @@
 """
-Compare unmasking policies on a task: accuracy, mean NFE, tokens per NFE and seconds for each, through the one
-env.generate loop, and show generations with the step at which each token was revealed. With --samples K each
-problem is decoded K times (distinct noise for the dLLM and the policy): pass@k by the unbiased estimator
-1 - C(K - c, k) / C(K, k) for c right of K, and majority vote (the final answer given most often, right when it is
-the gold one). Under torchrun each rank decodes its share of the problems and rank 0 prints the table: the rows are
-those of one process.
+Compare unmasking policies on a task: accuracy, mean NFE, tokens per NFE and seconds for each,
+through the one env.generate loop, and show generations with the step at which each token was
+revealed. With --samples K each problem is decoded K times (distinct noise for the dLLM and the
+policy): pass@k by the unbiased estimator 1 - C(K - c, k) / C(K, k) for c right of K, and majority
+vote (the final answer given most often, right when it is the gold one). Under torchrun each rank
+decodes its share of the problems and rank 0 prints the table: the rows are those of one process.
 
     python sample.py                                                            # the shipped policy vs hand rules
     python sample.py --block-length 8 --temperature 0.8                        # ... in blocks of 8, sampling
@@ -19,9 +19,12 @@ import sys
 
 # a Ctrl-C while the imports below load (a second or so): one line, not a traceback
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted while starting: nothing was done\n"),
-                                             # an exit, not an exception an import could swallow
-                                             os._exit(130)))
+    signal.signal(
+        signal.SIGINT,
+        lambda *_: (
+            sys.stderr.write("interrupted while starting: nothing was done\n"),
+            # an exit, not an exception an import could swallow
+            os._exit(130)))
 
 import dataclasses
 import json
@@ -43,59 +46,81 @@ from common.checkpoints import read_checkpoint
 from policy import Learned, checkpoint_of, parse_policies
 from tasks import check_split, check_task, get_problems, prompts_of
 
-# What `python sample.py` with no policy flag compares: the shipped policy (one for every block length and dLLM
-# temperature, read here in full diffusion at T = 0 unless flags say otherwise) and these hand rules.
+# What `python sample.py` with no policy flag compares: the shipped policy (one for every block
+# length and dLLM
+# temperature, read here in full diffusion at T = 0 unless flags say otherwise) and these hand
+# rules.
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "policy.pt")
 HEURISTICS = "topk:steps=32,threshold:0.9,eb:gamma=0.01,pc:lam=1:steps=8,band:hi=0.9:lo=0.08"
-SETUP_DEFAULTS = dict(model="tiny", task="chain", gen_length=32, block_length=32)   # unless a checkpoint sets them
+# unless a checkpoint sets them
+SETUP_DEFAULTS = dict(model="tiny", task="chain", gen_length=32, block_length=32)
 
 
 @dataclass
 class SampleConfig:
-    model: str = option(None, "dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt (default tiny, or the "
-                              "checkpoint's)")
-    task: str = option(None, "chain, sub (tiny world), gsm8k, math500, humaneval, mbpp (default chain, or the checkpoint's)")
-    policies: str = option(None, "comma-separated policy specs, e.g. 'topk:steps=32,threshold:0.9,out/ckpt.pt' (none "
-                                 "given: the shipped policy and five hand rules)")
-    policy: str = option(None, "a learned policy checkpoint (ckpt.pt, ckpt.pt:alpha=A); sets model, task, L and BL "
-                               "unless given")
+    model: str = option(
+        None,
+        "dLLM: tiny, tiny-b, llada, llada-1.5, dream, a local dir or *.pt (default tiny, or the "
+        "checkpoint's)")
+    task: str = option(
+        None,
+        "chain, sub (tiny world), gsm8k, math500, humaneval, mbpp (default chain, or the checkpoint's)"
+    )
+    policies: str = option(
+        None, "comma-separated policy specs, e.g. 'topk:steps=32,threshold:0.9,out/ckpt.pt' (none "
+        "given: the shipped policy and five hand rules)")
+    policy: str = option(
+        None, "a learned policy checkpoint (ckpt.pt, ckpt.pt:alpha=A); sets model, task, L and BL "
+        "unless given")
     gen_length: int = option(None, "L, the generation buffer (default 32, or the checkpoint's)")
-    block_length: int = option(None, "BL; BL == L is full diffusion (default 32, or the checkpoint's)")
+    block_length: int = option(None,
+                               "BL; BL == L is full diffusion (default 32, or the checkpoint's)")
     num_problems: int = option(500, "number of problems (--n for short)")
-    samples: int = option(1, "completions per problem (distinct noise each): pass@k and majority vote when > 1")
+    samples: int = option(
+        1, "completions per problem (distinct noise each): pass@k and majority vote when > 1")
     batch_size: int = option(128, "completions per generate call")
     temperature: float = option(0.0, "dLLM sampling temperature (0: greedy)")
-    tau: float = option(None, "policy temperature for the learned policies (default: the one stored in each)")
+    tau: float = option(
+        None, "policy temperature for the learned policies (default: the one stored in each)")
     seed: int = option(0, "problem set and every random draw")
-    data: str = option(None, "local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
+    data: str = option(None,
+                       "local jsonl for gsm8k / math500 / humaneval / mbpp (official layouts)")
     split: str = option("test", "problem split: train, validation (tiny tasks, MBPP) or test")
     json: str = option(None, "write the rows to this JSON file (its folder is created)")
-    records: str = option(None, "write every completion (text, both graders' answers and verdicts, NFE) as a JSON "
-                                "line to this file (default with --json: beside it, NAME.records.jsonl)")
-    show: int = option(0, "print K generations per policy with the step at which each token was revealed")
-    cache: str = option("none", "KV cache: none, prefix, dual (semi-AR only; approximate, see env.py)")
-    device: str = option(None, "cuda, cuda:N, mps or cpu (default: autodetect; under torchrun each rank's GPU)")
+    records: str = option(
+        None, "write every completion (text, both graders' answers and verdicts, NFE) as a JSON "
+        "line to this file (default with --json: beside it, NAME.records.jsonl)")
+    show: int = option(
+        0, "print K generations per policy with the step at which each token was revealed")
+    cache: str = option("none",
+                        "KV cache: none, prefix, dual (semi-AR only; approximate, see env.py)")
+    device: str = option(
+        None, "cuda, cuda:N, mps or cpu (default: autodetect; under torchrun each rank's GPU)")
     revision: str = option(None, "hub revision of the dLLM")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
-    compile: bool = option(False, "torch.compile the dLLM's forward, cached or not (logits within ~1e-5 of eager)")
+    compile: bool = option(
+        False, "torch.compile the dLLM's forward, cached or not (logits within ~1e-5 of eager)")
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the script
 
 def show_generation(dllm, problem, tokens, order, text, ok):
     """Two aligned lines: each generated token, and the step (NFE) at which it was unmasked."""
-    toks = [("." if t == dllm.eos_id else dllm.decode([t]) or "?") if dllm.is_tiny else dllm.tokenizer.decode([t])
-            for t in tokens.tolist()]
+    toks = [("." if t == dllm.eos_id else dllm.decode([t]) or "?")
+            if dllm.is_tiny else dllm.tokenizer.decode([t]) for t in tokens.tolist()]
     steps = [str(s) if s else "-" for s in order.tolist()]
     w = [max(len(a), len(b)) + 1 for a, b in zip(toks, steps)]
-    print(f"  prompt {problem.question!r}  gold {problem.gold!r}  -> {text!r} {'correct' if ok else 'WRONG'}")
+    print(
+        f"  prompt {problem.question!r}  gold {problem.gold!r}  -> {text!r} {'correct' if ok else 'WRONG'}"
+    )
     print("  token " + "".join(a.rjust(k) for a, k in zip(toks, w)))
     print("  step  " + "".join(b.rjust(k) for b, k in zip(steps, w)))
 
 
 PROGRESS_LINE = 2000   # completions from which each policy's start is printed
-ROW_ID = ("policy", "model", "task", "gen_length", "block_length", "cache", "temperature", "seed", "n", "samples")
+ROW_ID = ("policy", "model", "task", "gen_length", "block_length", "cache", "temperature", "seed",
+          "n", "samples")
 
 
 def row_id(r):
@@ -103,8 +128,8 @@ def row_id(r):
 
 
 def old_rows(path):
-    """The rows already in a --json file (a list of rows this script wrote), else one clear error: a file of
-    another kind is never overwritten."""
+    """The rows already in a --json file (a list of rows this script wrote), else one clear error: a
+    file of another kind is never overwritten."""
     if not os.path.exists(path):
         return []
     try:
@@ -113,7 +138,8 @@ def old_rows(path):
     except (ValueError, UnicodeDecodeError):
         rows = None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "policy" in r for r in rows):
-        raise ValueError(f"--json {path} exists and is not a rows file of sample.py: pass another --json")
+        raise ValueError(
+            f"--json {path} exists and is not a rows file of sample.py: pass another --json")
     return rows
 
 
@@ -124,7 +150,8 @@ def outside(policy, L, BL):
 
 
 def table(rows):
-    """The rows as a text table; pass@k and majority-vote columns when any row has several samples."""
+    """The rows as a text table; pass@k and majority-vote columns when any row has several samples.
+    """
     ks = sorted({int(k) for r in rows for k in r.get("pass_at", {})})
     vote = any("majority" in r for r in rows)
     head = (f"{'policy':<28} {'accuracy':>8} {'mean NFE':>9} {'tok/NFE':>8} {'seconds':>8} {'n':>5}"
@@ -132,18 +159,23 @@ def table(rows):
     lines = [head, "-" * len(head)]
     for r in rows:
         name = r["policy"] if "outside_training" not in r else "*" + r["policy"]
-        lines.append(f"{name:<28} {r['accuracy']:>8.1f} {r['mean_nfe']:>9.2f} {r['tokens_per_nfe']:>8.2f} "
-                     f"{r['seconds']:>8.1f} {r['n']:>5}"
-                     + "".join(f" {r['pass_at'][str(k)]:>8.1f}" if str(k) in r.get("pass_at", {}) else f" {'':>8}"
-                               for k in ks)
-                     + (f" {r['majority']:>8.1f}" if "majority" in r else (f" {'':>8}" if vote else "")))
-    lines += [f"* outside its training setting ({r['outside_training']})" for r in rows if "outside_training" in r]
+        lines.append(
+            f"{name:<28} {r['accuracy']:>8.1f} {r['mean_nfe']:>9.2f} {r['tokens_per_nfe']:>8.2f} "
+            f"{r['seconds']:>8.1f} {r['n']:>5}" + "".join(
+                f" {r['pass_at'][str(k)]:>8.1f}" if str(k) in r.get("pass_at", {}) else f" {'':>8}"
+                for k in ks) +
+            (f" {r['majority']:>8.1f}" if "majority" in r else (f" {'':>8}" if vote else "")))
+    lines += [
+        f"* outside its training setting ({r['outside_training']})" for r in rows
+        if "outside_training" in r
+    ]
     return "\n".join(lines)
 
 
 def resolve(cfg):
-    """Explicit flags win, then the learned policy's checkpoint, then SETUP_DEFAULTS. No policy flag at all: the
-    shipped learned policy beside the paper's heuristics, PC-Sampler and the band rule (HEURISTICS)."""
+    """Explicit flags win, then the learned policy's checkpoint, then SETUP_DEFAULTS. No policy flag
+    at all: the shipped learned policy beside the paper's heuristics, PC-Sampler and the band rule
+    (HEURISTICS)."""
     if not cfg.policy and cfg.policies is None:
         cfg.policies = HEURISTICS
         if os.path.isfile(SHIPPED):
@@ -159,18 +191,22 @@ def resolve(cfg):
 def check(cfg, policies):
     """Every setting, before any model is loaded (a real one is 16 GB): one clear error each."""
     check_args(temperature=(cfg.temperature, ">= 0"), tau=(cfg.tau, "> 0"))
-    check_counts(num_problems=(cfg.num_problems, 1), samples=(cfg.samples, 1), batch_size=(cfg.batch_size, 1),
-                 gen_length=(cfg.gen_length, 1), block_length=(cfg.block_length, 1), show=(cfg.show, 0))
+    check_counts(num_problems=(cfg.num_problems, 1), samples=(cfg.samples, 1),
+                 batch_size=(cfg.batch_size, 1), gen_length=(cfg.gen_length, 1),
+                 block_length=(cfg.block_length, 1), show=(cfg.show, 0))
     check_seed(cfg.seed)
     check_threads(cfg.threads)
     if cfg.num_problems * cfg.samples * len(policies) > MAX_COUNT:
-        raise ValueError(f"--num-problems {cfg.num_problems:,} x --samples {cfg.samples:,} x {len(policies)} policies "
-                         f"is {cfg.num_problems * cfg.samples * len(policies):,} completions: at most {MAX_COUNT:,}")
+        raise ValueError(
+            f"--num-problems {cfg.num_problems:,} x --samples {cfg.samples:,} x {len(policies)} policies "
+            f"is {cfg.num_problems * cfg.samples * len(policies):,} completions: at most {MAX_COUNT:,}"
+        )
     check_split(cfg.task, cfg.split)
     check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
     check_task(cfg.task, cfg.data)
     if cfg.tau is not None and not any(isinstance(p, Learned) for p in policies):
-        raise ValueError("--tau sets a learned policy's temperature, and no checkpoint is among the policies")
+        raise ValueError(
+            "--tau sets a learned policy's temperature, and no checkpoint is among the policies")
     for pol in policies:
         pol.check(cfg.gen_length, cfg.block_length)
     inputs = [("--policy", checkpoint_of(p.spec)) for p in policies if isinstance(p, Learned)]
@@ -179,7 +215,8 @@ def check(cfg, policies):
         check_out_file(cfg.json, "--json", inputs)
         old_rows(cfg.json)
     if records_path(cfg):
-        check_out_file(records_path(cfg), "--records", inputs + ([("--json", cfg.json)] if cfg.json else []))
+        check_out_file(records_path(cfg), "--records",
+                       inputs + ([("--json", cfg.json)] if cfg.json else []))
 
 
 def records_path(cfg):
@@ -188,16 +225,20 @@ def records_path(cfg):
 
 
 def setup(cfg):
-    """Settings, policies, problems and the dLLM, each checked -> (policies, problems, dllm, rank, world)."""
+    """Settings, policies, problems and the dLLM, each checked -> (policies, problems, dllm, rank,
+    world)."""
     cfg = resolve(cfg)
-    policies = parse_policies(",".join(s for s in (cfg.policy, cfg.policies) if s))   # on the CPU, before the model
+    # on the CPU, before the model
+    policies = parse_policies(",".join(s for s in (cfg.policy, cfg.policies) if s))
     check(cfg, policies)
     try:
         check_model_name(cfg.model)
     except (ValueError, FileNotFoundError) as e:
         if "model" not in getattr(cfg, "from_checkpoint", ()):
             raise
-        raise type(e)(f"{e} (the model stored in --policy {cfg.policy}: pass --model to use another)") from None
+        raise type(
+            e)(f"{e} (the model stored in --policy {cfg.policy}: pass --model to use another)"
+               ) from None
     resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -207,13 +248,16 @@ def setup(cfg):
     if cfg.compile:
         dllm.compile()
     needs = {n for p in policies for n in getattr(p, "needs", ())}
-    check_buffer(dllm, min(cfg.batch_size, len(problems) * cfg.samples), prompts_of(dllm, problems)[0].shape[1],
-                 cfg.gen_length, cfg.cache, cfg.temperature, needs)
+    check_buffer(dllm, min(cfg.batch_size,
+                           len(problems) * cfg.samples),
+                 prompts_of(dllm, problems)[0].shape[1], cfg.gen_length, cfg.cache, cfg.temperature,
+                 needs)
     for i, pol in enumerate(policies):
         if isinstance(pol, Learned):
             pol.net.to(dllm.device)
             if cfg.tau is not None:
-                policies[i] = dataclasses.replace(pol, knobs=dataclasses.replace(pol.knobs, tau=cfg.tau),
+                policies[i] = dataclasses.replace(pol,
+                                                  knobs=dataclasses.replace(pol.knobs, tau=cfg.tau),
                                                   spec=f"{pol.spec}:tau={cfg.tau}")
     return cfg, policies, problems, dllm, rank, world
 
@@ -221,7 +265,8 @@ def setup(cfg):
 def main(argv=None):
     signal.signal(signal.SIGINT, signal.default_int_handler)   # from here Ctrl-C is handled below
     try:
-        cfg, _ = parse_config(SampleConfig, argv, "compare unmasking policies on a task", "python sample.py")
+        cfg, _ = parse_config(SampleConfig, argv, "compare unmasking policies on a task",
+                              "python sample.py")
         on_sigterm()
         cfg, policies, problems, dllm, rank, world = setup(cfg)
         rows = compare(cfg, policies, problems, dllm, rank, world)
@@ -234,7 +279,8 @@ def main(argv=None):
 
 
 def compare(cfg, policies, problems, dllm, rank, world):
-    """Each policy over the problems (this rank's share), gathered and printed by rank 0 -> the rows (rank 0)."""
+    """Each policy over the problems (this rank's share), gathered and printed by rank 0 -> the rows
+    (rank 0)."""
     say = print if rank == 0 else (lambda *a, **k: None)
     say(f"model {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}), task {cfg.task}, L={cfg.gen_length} "
         f"BL={cfg.block_length}, n={len(problems)}, samples {cfg.samples}, T={cfg.temperature}, cache {cfg.cache}"
@@ -243,27 +289,32 @@ def compare(cfg, policies, problems, dllm, rank, world):
     away = {p.spec: p.trained for p in policies if outside(p, cfg.gen_length, cfg.block_length)}
     for spec, (L, BLs) in away.items():
         say(f"warning: {spec} was trained at L {L}, BL {','.join(map(str, BLs))} and runs here at L {cfg.gen_length}, BL "
-            f"{cfg.block_length}: a learned policy is not known to work outside its training setting (its rows say so)")
+            f"{cfg.block_length}: a learned policy is not known to work outside its training setting (its rows say so)"
+            )
     for pol in policies:
         # a long run says where it is, bar or no bar
         if len(problems) * cfg.samples >= PROGRESS_LINE:
             say(f"{pol.spec}: {len(problems):,} problems x {cfg.samples} samples ...", flush=True)
         t0 = time.time()
-        comps, shown = decode(dllm, pol, problems, cfg.task, cfg.gen_length, cfg.block_length, cfg.batch_size,
-                              cfg.temperature, cfg.seed, cfg.samples, cfg.cache, shard=(rank, world),
-                              progress=rank == 0, keep=cfg.show if rank == 0 else 0)
+        comps, shown = decode(dllm, pol, problems, cfg.task, cfg.gen_length, cfg.block_length,
+                              cfg.batch_size, cfg.temperature, cfg.seed, cfg.samples, cfg.cache,
+                              shard=(rank, world), progress=rank == 0,
+                              keep=cfg.show if rank == 0 else 0)
         every = gather(comps, rank, world)
         if rank:
             continue
-        row = row_of(pol.spec, [c for part in every for c in part], problems, cfg.task, cfg.samples, time.time() - t0)
-        row.update(model=cfg.model, task=cfg.task, gen_length=cfg.gen_length, block_length=cfg.block_length,
-                   cache=cfg.cache, temperature=cfg.temperature, seed=cfg.seed)
+        row = row_of(pol.spec, [c for part in every for c in part], problems, cfg.task, cfg.samples,
+                     time.time() - t0)
+        row.update(model=cfg.model, task=cfg.task, gen_length=cfg.gen_length,
+                   block_length=cfg.block_length, cache=cfg.cache, temperature=cfg.temperature,
+                   seed=cfg.seed)
         if pol.spec in away:
-            row["outside_training"] = "L {}, BL {}".format(away[pol.spec][0], ",".join(map(str, away[pol.spec][1])))
+            row["outside_training"] = "L {}, BL {}".format(away[pol.spec][0],
+                                                           ",".join(map(str, away[pol.spec][1])))
         rows.append(row)
         setting = dict(policy=pol.spec, model=cfg.model, task=cfg.task, gen_length=cfg.gen_length,
-                       block_length=cfg.block_length, temperature=cfg.temperature, cache=cfg.cache, seed=cfg.seed,
-                       samples=cfg.samples, n=len(problems))
+                       block_length=cfg.block_length, temperature=cfg.temperature, cache=cfg.cache,
+                       seed=cfg.seed, samples=cfg.samples, n=len(problems))
         records += records_of([c for part in every for c in part], problems, setting)
         for s in shown:
             print(f"[{pol.spec}]")

@@ -1,6 +1,6 @@
 """
-The dLLM's denoising step for env.generate: one forward -> x0, conf (and margin / entropy), each (b, L), for the rows
-asked. Three steps behind one call, step(x, am, rows, block, temperature, seeds):
+The dLLM's denoising step for env.generate: one forward -> x0, conf (and margin / entropy), each (b,
+L), for the rows asked. Three steps behind one call, step(x, am, rows, block, temperature, seeds):
 
   UncachedStep  the dLLM over the whole buffer of the rows (exact)
   ForwardMemo   the same, read back where an earlier call computed that state (exact at T = 0, no cache)
@@ -15,38 +15,27 @@ from common.memory import MEMO_BYTES, NOISE_BYTES, SOFTMAX_BYTES
 
 
 def make_step(dllm, P, L, BL, cache, needs, memo, memo_keys):
-    """The step generate() runs: cached (cache 'prefix' / 'dual'), else memoised (memo given) or plain."""
+    """The step generate() runs: cached (cache 'prefix' / 'dual'), else memoised (memo given) or
+    plain."""
     if cache != "none":
         return CachedStep(dllm, P, L, BL, cache, needs)
     return UncachedStep(dllm, P, needs, memo, memo_keys)
 
 
 def token_stats(logits, temperature=0.0, seeds=None, needs=()):
-    """x0, conf and, where needs asks, margin and entropy (each (b, L)) from logits (b, L, V). Greedy at T = 0;
-    otherwise a Gumbel-max sample in float64, an exact draw from softmax(logits / T), each row's noise from its own
-    generator seeded by seeds (b,) (noise_seeds). temperature: one for every row, or (b,) one per row. conf always
-    comes from the noise-free softmax, which is computed a few rows at a time: at LLaDA's vocabulary one float32
-    softmax of 16 x 256 positions would be 2 GB. Per row the numbers are those of one softmax over the whole batch."""
+    """x0, conf and, where needs asks, margin and entropy (each (b, L)) from logits (b, L, V).
+    temperature: one for every row or (b,); x0 is the argmax at T = 0, else a sample (sample_x0).
+    conf comes from the noise-free softmax, computed a few rows at a time (at LLaDA's vocabulary one
+    float32 softmax of 16 x 256 positions is 2 GB); per row, the numbers of one softmax."""
     b, L, V = logits.shape
     temps = temperature.tolist() if torch.is_tensor(temperature) else [temperature] * b
     hot = [i for i, T in enumerate(temps) if T > 0]                     # the rows that sample
-    x0 = logits.argmax(-1) if len(hot) < b else torch.empty((b, L), dtype=torch.long, device=logits.device)
+    if len(hot) < b:
+        x0 = logits.argmax(-1)
+    else:
+        x0 = torch.empty((b, L), dtype=torch.long, device=logits.device)
     if hot:
-        if seeds is None:
-            raise ValueError("sampling at temperature > 0 needs per-row seeds (common/rng.py)")
-        dev, seeds = logits.device, seeds.tolist()
-        rows = max(1, NOISE_BYTES // (8 * L * V))                       # the noise a few rows at a time
-        g = torch.empty((min(rows, len(hot)), L, V), dtype=torch.float64, device=dev)
-        for c in range(0, len(hot), rows):
-            part = hot[c:c + rows]
-            g = g[:len(part)]
-            for j, i in enumerate(part):
-                torch.rand((L, V), dtype=torch.float64, generator=torch.Generator(dev).manual_seed(int(seeds[i])), out=g[j])
-            g.clamp_min_(1e-300).log_().neg_().log_()                  # -Gumbel noise (rows, L, V) float64
-            T = torch.tensor([temps[i] for i in part], dtype=torch.float64, device=dev)[:, None, None]
-            sel = slice(part[0], part[-1] + 1) if part[-1] - part[0] == len(part) - 1 else torch.tensor(part, device=dev)
-            # logits untouched
-            x0[sel] = logits[sel].to(torch.float64, copy=True).div_(T).sub_(g).argmax(-1)
+        sample_x0(x0, logits, hot, temps, seeds)
     conf = torch.empty((b, L), dtype=torch.float32, device=logits.device)
     margin = torch.empty_like(conf) if "margin" in needs else None
     entropy = torch.empty_like(conf) if "entropy" in needs else None
@@ -62,22 +51,48 @@ def token_stats(logits, temperature=0.0, seeds=None, needs=()):
     return x0, conf, margin, entropy
 
 
-def check_buffer(dllm, B, P, L, cache="none", temperature=0.0, needs=(), lower="--batch-size or --gen-length"):
-    """One clear error, before any work, for a buffer longer than the dLLM takes, or a decode of B buffers whose
-    memory plan (common/memory.py: cache, logits, softmax, noise, activations) will not fit in what the device has
-    free (the loaded weights already counted)."""
+def sample_x0(x0, logits, hot, temps, seeds):
+    """x0[i] for the rows i in hot: a Gumbel-max sample in float64, an exact draw from
+    softmax(logits / T), each row's noise from a generator seeded by seeds[i] (common/rng.py), a few
+    rows at a time (NOISE_BYTES)."""
+    if seeds is None:
+        raise ValueError("sampling at temperature > 0 needs per-row seeds (common/rng.py)")
+    (_, L, V), dev, seeds = logits.shape, logits.device, seeds.tolist()
+    rows = max(1, NOISE_BYTES // (8 * L * V))
+    g = torch.empty((min(rows, len(hot)), L, V), dtype=torch.float64, device=dev)
+    for c in range(0, len(hot), rows):
+        part = hot[c:c + rows]
+        g = g[:len(part)]
+        for j, i in enumerate(part):
+            gen = torch.Generator(dev).manual_seed(int(seeds[i]))
+            torch.rand((L, V), dtype=torch.float64, generator=gen, out=g[j])
+        g.clamp_min_(1e-300).log_().neg_().log_()                      # -Gumbel noise (rows, L, V)
+        T = torch.tensor([temps[i] for i in part], dtype=torch.float64, device=dev)[:, None, None]
+        contiguous = part[-1] - part[0] == len(part) - 1
+        sel = slice(part[0], part[-1] + 1) if contiguous else torch.tensor(part, device=dev)
+        x0[sel] = logits[sel].to(torch.float64, copy=True).div_(T).sub_(g).argmax(-1)  # logits kept
+
+
+def check_buffer(dllm, B, P, L, cache="none", temperature=0.0, needs=(),
+                 lower="--batch-size or --gen-length"):
+    """One clear error, before any work, for a buffer longer than the dLLM takes, or a decode of B
+    buffers whose memory plan (common/memory.py: cache, logits, softmax, noise, activations) will
+    not fit in what the device has free (the loaded weights already counted)."""
     N = P + L
     if dllm.max_len and N > dllm.max_len:
-        raise ValueError(f"prompt of {P} tokens + gen length {L} exceeds {dllm.name}'s {dllm.max_len} positions")
+        raise ValueError(
+            f"prompt of {P} tokens + gen length {L} exceeds {dllm.name}'s {dllm.max_len} positions")
     e = dllm.net.tok_emb.weight.element_size()
-    memory.check(memory.decode_plan(dllm.net.c, e, B, P, L, cache, temperature, needs, dllm.device.type,
-                                    f"a batch of {B} buffers of {N} positions (cache {cache}, T {temperature:g})"),
-                 dllm.device, lower)
+    memory.check(
+        memory.decode_plan(
+            dllm.net.c, e, B, P, L, cache, temperature, needs, dllm.device.type,
+            f"a batch of {B} buffers of {N} positions (cache {cache}, T {temperature:g})"),
+        dllm.device, lower)
 
 
 class UncachedStep:
-    """One exact denoising step: the dLLM over the whole buffer of the given rows (or, with a ForwardMemo at T = 0,
-    only of the rows whose state no earlier call has computed)."""
+    """One exact denoising step: the dLLM over the whole buffer of the given rows (or, with a
+    ForwardMemo at T = 0, only of the rows whose state no earlier call has computed)."""
 
     def __init__(self, dllm, P, needs, memo, keys):
         self.dllm, self.P, self.needs, self.memo, self.keys = dllm, P, needs, memo, keys
@@ -95,93 +110,99 @@ def of_rows(am, rows):
 
 
 class ForwardMemo:
-    """The dLLM's outputs (x0, conf, margin, entropy) per visited state, for generate(memo=...): at temperature 0
-    without a cache a row's forward depends on nothing but its tokens, so a state computed once (for one policy or
-    block length) is read back by every later call that reaches it: the first step (everything masked) is shared by
-    every policy, and so is every later state two policies agree on. A state is (row key, generated tokens); the row
-    key stands for its prompt, which is checked (one memo, one set of prompts). Each stored row keeps its whole
-    forward batch alive, so a batch's bytes count once, when its first row is stored. hits / misses count the rows
-    read and computed. needs: the margin / entropy the callers' policies will ask for, computed with every state
-    (others are computed when asked, and such a state again)."""
+    """The dLLM's outputs (x0, conf, margin, entropy) per visited state (row key, generated tokens),
+    for generate(memo=...) at T = 0 without a cache, where a row's forward depends on its tokens
+    alone: a state computed once is read back by every later call that reaches it (docs/design.md).
+    hits / misses count the rows read and computed; needs: the margin / entropy computed with every
+    state; max_bytes caps what is kept."""
 
     def __init__(self, needs=(), max_bytes=MEMO_BYTES):
-        self.needs = tuple(needs)   # what every stored state carries besides x0 and conf (the callers' policies' needs)
+        # what every stored state carries besides x0 and conf (the callers' policies' needs)
+        self.needs = tuple(needs)
         self.table, self.prompts = {}, {}
         self.bytes, self.max_bytes, self.hits, self.misses = 0, max_bytes, 0, 0
 
     def check_prompts(self, keys, prompt_ids):
-        """Once per generate call: each row key must come with the (padded) prompt it came with before."""
+        """Once per generate call: each row key must come with the (padded) prompt it came with
+        before."""
         for k, prompt in zip(keys.tolist(), prompt_ids.cpu()):
             prompt = prompt.numpy().tobytes()
             if self.prompts.setdefault(k, prompt) != prompt:
-                raise ValueError(f"a ForwardMemo is for one set of prompts batched one way: row key {k} came with "
-                                 f"another (padded) prompt")
+                raise ValueError(
+                    f"a ForwardMemo is for one set of prompts batched one way: row key {k} came with "
+                    f"another (padded) prompt")
 
     def step(self, dllm, x, am, rows, keys, P, needs=()):
-        """x0, conf, margin, entropy (b, L) for the unfinished rows (margin and entropy where needs asks, else
-        None): read where stored, else one forward of the rest."""
+        """x0, conf, margin, entropy (b, L) for the unfinished rows (margin and entropy where needs
+        asks, else None): read where stored, else one forward of the rest."""
         extra = tuple(n for n in ("margin", "entropy") if n in needs or n in self.needs)
         want = [True, True, "margin" in needs, "entropy" in needs]
         states = list(zip(keys[rows].tolist(), (g.numpy().tobytes() for g in x[rows, P:].cpu())))
         got = [self.table.get(st) for st in states]
-        got = [g if g is not None and all(g[0][n] is not None for n in range(4) if want[n]) else None for g in got]
+        got = [
+            g if g is not None and all(g[0][n] is not None for n in range(4) if want[n]) else None
+            for g in got
+        ]
         miss = [i for i, g in enumerate(got) if g is None]
         self.hits += len(got) - len(miss)
         self.misses += len(miss)
         if miss:
             sel = rows[torch.tensor(miss, device=rows.device)]
             out = token_stats(dllm.logits(x[sel], of_rows(am, sel), start=P), 0.0, needs=extra)
-            batch = tuple(None if t is None else t.cpu() for t in out)  # stored in host memory, not the GPU's
+            # stored in host memory, not the GPU's
+            batch = tuple(None if t is None else t.cpu() for t in out)
             keep = self.bytes < self.max_bytes
             if keep:
-                self.bytes += sum(t.nbytes for t in batch if t is not None) + sum(len(states[i][1]) + 100 for i in miss)
+                self.bytes += sum(t.nbytes for t in batch if t is not None)
+                self.bytes += sum(len(states[i][1]) + 100 for i in miss)
             for j, i in enumerate(miss):
                 got[i] = (batch, j)
                 if keep:
                     self.table[states[i]] = got[i]
-            if len(miss) == len(got):                                  # nothing was read: the forward as it is
+            # nothing was read: the forward as it is
+            if len(miss) == len(got):
                 return [o if w else None for o, w in zip(out, want)]
-        return [torch.stack([b[n][j] for b, j in got]).to(x.device) if want[n] else None for n in range(4)]
+        return [
+            torch.stack([b[n][j] for b, j in got]).to(x.device) if want[n] else None
+            for n in range(4)
+        ]
 
 
 class CachedStep:
-    """One denoising step with a KV cache (Fast-dLLM's prefix and dual caches). generate() keeps a cached batch in
-    one block at a time, so every call is one forward:
-
-      a block's first step: every row's full forward, which also returns every layer's keys/values (exact: the same
-            logits as without a cache); they become the cache;
-      later steps of the block, prefix: the model runs only on the positions from the block's start to the end of
-            the buffer, attending to the cached keys/values before the block; the LM head reads the block only;
-      later steps, dual: it runs only on the block's positions; the keys/values after the block are the ones
-            computed at the block's first step.
-    The fresh keys/values of the positions a step computes are written into the cache in place (no copy of it):
-    those positions are computed again at every later step of the block, and the next block refreshes everything.
-    When rows finish the block before the others, the cache drops theirs: it is compacted once, layer by layer, to
-    the rows still working (`copies` counts these compactions), never copied per step.
-    Both caches are approximations (attention is bidirectional, so a cached position's keys would change with the
-    tokens revealed since). Positions outside the current block keep x0, conf (and margin / entropy) from the block's
-    first step: the learned policy sees those stale confidences there; candidates are always fresh."""
+    """One step with Fast-dLLM's prefix or dual KV cache, one forward per call (docs/design.md): a
+    block's first step refreshes every row's keys/values; later steps run the block (dual) or the
+    block to the end (prefix) against them, writing their fresh keys/values in place; rows that
+    leave the block are dropped by compacting the cache once (`copies` counts it). Positions outside
+    the block keep the block's first x0 and conf."""
 
     def __init__(self, dllm, P, L, BL, mode, needs):
         self.dllm, self.P, self.L, self.BL, self.mode, self.needs = dllm, P, L, BL, mode, needs
-        self.kv = None          # per layer (K, V), each (b, Hkv, P + L, hd) for the b rows in self.held
+        # per layer (K, V), each (b, Hkv, P + L, hd) for the b rows in self.held
+        self.kv = None
         self.held = None        # (b,) the rows whose keys/values the cache holds, ascending
-        self.stats = None       # x0, conf, margin, entropy (B, L): the last values computed at each position
+        # x0, conf, margin, entropy (B, L): the last values computed at each position
+        self.stats = None
         self.block = None       # the block the cache was computed for
-        self.copies = 0         # compactions of the cache (at most one per row that left a block early)
+        # compactions of the cache (at most one per row that left a block early)
+        self.copies = 0
 
     def __call__(self, x, am, rows, block, temperature, seeds):
         B = x.shape[0]
         lo, hi = block * self.BL, (block + 1) * self.BL
         if self.block != block:                     # the block's first step: every row
             if len(rows) != B:
-                raise RuntimeError("a cached batch starts each block with all of its rows (generate keeps them in step)")
-            self.kv = None                          # the old cache goes before the new one is computed
+                raise RuntimeError(
+                    "a cached batch starts each block with all of its rows (generate keeps them in step)"
+                )
+            # the old cache goes before the new one is computed
+            self.kv = None
             logits, self.kv = self.dllm.logits(x, am, start=self.P, return_kv=True)
             self.block, self.held = block, rows
             self.stats = list(token_stats(logits, temperature, seeds, self.needs))
-            return [None if s is None else s.clone() for s in self.stats]   # later steps update stats in place
-        if len(rows) != len(self.held):             # rows left the block: keep only the others' keys/values
+            # later steps update stats in place
+            return [None if s is None else s.clone() for s in self.stats]
+        # rows left the block: keep only the others' keys/values
+        if len(rows) != len(self.held):
             keep = torch.searchsorted(self.held, rows)
             for i, (K, V) in enumerate(self.kv):
                 self.kv[i] = (K[keep], V[keep])

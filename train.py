@@ -1,27 +1,20 @@
 """
-Train the unmasking policy with GRPO against the frozen dLLM (paper section 5).
+GRPO training of the unmasking policy against the frozen dLLM (paper section 5). Per step: P
+prompts, a group of G rollouts each (env.generate), reward R = correct * ((L - NFE + 1) / L) **
+alpha, advantage A = R - the group's mean, then K optimizer steps of the clipped objective
+(grpo.py). As the paper: no KL term, no reference model, advantages not divided by the group's std.
+Variants: --alpha-range (one policy for every alpha), --actions dpls (App. E), --expert (App. F),
+--imitate (a cloned warm start), --block-lengths / --temperature-range (one policy for every
+setting). The run's machinery (checks, logs, checkpoints, ranks) is in common/runs.py.
 
-Per step: take P prompts, roll out a group of G episodes each through env.generate (the dLLM at temperature 0, so
-the spread comes from the policy's Bernoulli draws), grade them, reward R = correct * ((L - NFE + 1) / L) ** alpha,
-advantage A = R - mean over the group. Then take K optimizer steps on the stored rollouts with the clipped objective
-(grpo.grpo_objective): per rollout the mean over its steps of -min(rho A, clip(rho, 1 - eps, 1 + eps) A),
-rho = exp(logp - logp_old), then the mean over rollouts. How this departs from textbook GRPO (as the paper ran it):
-no KL term and no reference model; advantages are not divided by the group std (--std-adv does); a batch whose
-advantages are all zero is skipped.
-Variants: --alpha-range LO,HI trains one policy for the whole front (each prompt's group draws its own alpha, which
-its rewards use and the policy sees); --actions dpls draws actions by dynamic Plackett-Luce (paper App. E); --expert
-SPEC is expert steering (App. F): each group gets one more rollout by a heuristic, advantages are over all G + 1, and
-the expert's steps enter the loss with the mixture likelihood (grpo.mixture); --imitate SPEC warm-starts the policy
-by behaviour cloning of a heuristic; --block-lengths B1,B2,... and --temperature-range LO,HI train one policy for
-every block length and dLLM temperature (each group draws its setting, which the policy reads).
-
-    python train.py --out out/p.pt                 # the tiny world's recipe: blocks of 8, alpha 1 (a few minutes on CPU)
-    python train.py --block-length 32 --expert threshold:0.9 --steps 60 --eval-tau 0.5 --out out/full.pt   # policy_full.pt
-    python train.py --block-length 8 --alpha-range 0,10 --out out/front.pt   # one policy for every alpha in [0, 10]
-    python train.py --block-length 32 --block-lengths 4,8,16,32 --temperature-range 0,1 --features block \
-        --imitate band:hi=0.9:lo=0.08 --imitate-steps 600 --lr 2e-4 --eval-tau 0.5 --out out/u.pt   # policy.pt
-    python train.py --model llada --block-length 32 --out out/llada_bl32.pt   # the paper's run (one GPU, 24 GB+)
-    torchrun --nproc_per_node=8 train.py --model llada --out out/llada_dp.pt   # data parallel: each rank its prompts
+    python train.py --out out/p.pt       # the tiny world's recipe: blocks of 8, alpha 1 (2 min, CPU)
+    python train.py --block-length 32 --expert threshold:0.9 --steps 60 --eval-tau 0.5 --out f.pt
+    python train.py --block-length 8 --alpha-range 0,10 --out out/front.pt   # alpha in [0, 10]
+    python train.py --block-length 32 --block-lengths 4,8,16,32 --temperature-range 0,1 \
+        --features block --imitate band:hi=0.9:lo=0.08 --imitate-steps 600 --lr 2e-4 --steps 60 \
+        --eval-tau 0.5 --out out/u.pt                                          # weights/policy.pt
+    python train.py --model llada --block-length 32 --out out/llada.pt    # the paper's (one GPU)
+    torchrun --nproc_per_node=8 train.py --model llada --out out/dp.pt   # each rank its prompts
 """
 import os
 import signal
@@ -29,9 +22,9 @@ import sys
 
 # a Ctrl-C while the imports below load (a second or so): one line, not a traceback
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted while starting: nothing was done\n"),
-                                             # an exit, not an exception an import could swallow
-                                             os._exit(130)))
+    # (an exit, not an exception an import could swallow)
+    signal.signal(signal.SIGINT, lambda *_: (
+        sys.stderr.write("interrupted while starting: nothing was done\n"), os._exit(130)))
 
 import dataclasses
 import math
@@ -46,8 +39,9 @@ import torch.nn.functional as F
 from actions import check_actions
 from common import memory
 from common.cli import check_args, exclusive, failed, interrupted, option, parse_config
-from common.runs import (RunLog, StopRequested, bounds, check_files, check_finite, check_numbers, check_resume,
-                         command_of, log_path, reduced, save_checkpoint, setup_distributed, truncate_log)
+from common.runs import (RunLog, StopRequested, bounds, check_files, check_finite, check_numbers,
+                         check_resume, command_of, log_path, reduced, save_checkpoint,
+                         setup_distributed, truncate_log)
 from common.rng import fmix32
 from env import Rollout, check_decoding, generate, row_keys
 from steps import ForwardMemo, check_buffer
@@ -55,33 +49,34 @@ from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_
 from common.hub import resolve_device
 from model import TINY, check_model_name, load_dllm
 from common.checkpoints import check_finite_state, read_checkpoint
-from policy import (FEATURES, READS, ROLLOUT, Knobs, Learned, LearnedPolicy, PolicyConfig, checkpoint_of,
-                    load_weights, parse_policy)
+from policy import (FEATURES, READS, ROLLOUT, Knobs, Learned, LearnedPolicy, PolicyConfig,
+                    checkpoint_of, load_weights, parse_policy)
 from decode import evaluate
 from tasks import GRADERS, REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many, prompts_of
 
 
 @dataclass
 class TrainConfig:
-    model: str = option("tiny", "dLLM (frozen): tiny, tiny-b, llada, llada-1.5, dream, a local directory or a tiny *.pt")
+    model: str = option("tiny",
+                        "the frozen dLLM: tiny, tiny-b, llada, llada-1.5, dream, a dir, a *.pt")
     revision: str = option(None, "hub revision of the dLLM, to pin it")
-    task: str = option(None, "training task (tiny world: chain; real models: gsm8k's train split)")
+    task: str = option(None, "training task (tiny: chain; real: gsm8k's train split)")
     data: str = option(None, "a local jsonl of the task instead of downloading it")
     gen_length: int = option(None, "L, the generation buffer (tiny 32, real 256)")
     block_length: int = option(None, "BL; BL == L is full diffusion (tiny 8, real 32)")
-    block_lengths: str = option(None, "B1,B2,...: one policy for all these block lengths; each GRPO group decodes at one "
-                                      "drawn from them, and the policy reads the setting (--block-length: sample.py's)")
-    alpha: float = option(None, "reward exponent: correct * ((L - NFE + 1) / L) ** alpha; 0 = pure correctness (tiny 1, "
-                                "real 3)")
-    alpha_range: str = option(None, "LO,HI: one alpha-conditioned policy for the whole front (--alpha is then unused)")
-    reward: str = option("mult", "mult: correct * ((L-NFE+1)/L) ** alpha; additive: correct - alpha * NFE / L (ablation)")
-    grader: str = option("paper", "GSM8K / MATH correctness for the reward: paper (its protocol) or verify (math-verify)")
-    actions: str = option("bernoulli", "action distribution: bernoulli (paper) or dpls (dynamic Plackett-Luce, App. E)")
-    expert: str = option(None, "expert steering (App. F): a heuristic spec (e.g. threshold:0.9), one extra rollout per group")
-    expert_block_length: int = option(None, "the expert's BL (default: --block-length; the paper: 32 at L 256)")
+    block_lengths: str = option(None, "B1,B2,...: each group decodes at one; the policy reads it")
+    alpha: float = option(None, "reward correct * ((L - NFE + 1) / L) ** alpha (tiny 1, real 3)")
+    alpha_range: str = option(None, "LO,HI: one alpha-conditioned policy for the whole front")
+    reward: str = option("mult", "mult (the paper's) or additive: correct - alpha * NFE / L")
+    grader: str = option("paper",
+                         "GSM8K / MATH grader of the reward: paper or verify (math-verify)")
+    actions: str = option("bernoulli", "bernoulli (paper) or dpls (Plackett-Luce, App. E)")
+    expert: str = option(None,
+                         "expert steering (App. F): a heuristic spec, one more rollout a group")
+    expert_block_length: int = option(None, "the expert's BL (default --block-length)")
     group_size: int = option(8, "G, rollouts per prompt")
-    prompts_per_step: int = option(None, "prompts per GRPO step, over all ranks (tiny 16, real 16)")
-    steps: int = option(None, "GRPO steps (tiny 30; real 0 = one epoch over the data)")
+    prompts_per_step: int = option(None, "prompts per GRPO step, over all ranks (16)")
+    steps: int = option(None, "GRPO steps (tiny 60; real 0 = one epoch)")
     updates_per_batch: int = option(2, "optimizer steps on each rollout batch")
     clip_eps: float = option(0.5, "PPO clip range eps")
     std_adv: bool = option(False, "divide advantages by the group std (the paper does not)")
@@ -90,58 +85,65 @@ class TrainConfig:
     grad_clip: float = option(0.2, "gradient-norm clip")
     warmup: int = option(None, "linear warm-up steps, then cosine to 0 (tiny 10, real 100)")
     temperature: float = option(0.0, "dLLM sampling temperature during rollouts")
-    temperature_range: str = option(None, "LO,HI: each GRPO group decodes at a dLLM temperature drawn from [LO, HI] (a "
-                                          "quarter of them at LO), and the policy reads it (--temperature unused)")
-    cache: str = option("none", "KV cache for rollouts: none, prefix, dual (semi-AR only; approximate, see env.py)")
+    temperature_range: str = option(None,
+                                    "LO,HI: each group's dLLM temperature; the policy reads it")
+    cache: str = option("none", "KV cache of the rollouts: none, prefix or dual (semi-AR only)")
     width: int = option(128, "policy width (331K parameters at 128)")
-    init_bias: float = option(None, "output bias at init: unmask p = sigmoid(b); -2 (p 0.12, the paper), and 0 (p 0.5) "
-                                    "for the tiny world's blocks, where 0.12 leaves every rollout unfinished")
-    features: str = option("log", "what the policy reads of a confidence c: raw (c, the paper) or log (c, log c, log(1-c))")
-    imitate: str = option(None, "warm start: behaviour-clone this heuristic before GRPO (e.g. band:hi=0.9:lo=0.08)")
-    imitate_steps: int = option(150, "minibatches (512 recorded steps each) of the warm start")
-    imitate_problems: int = option(2048, "training prompts the heuristic decodes for the warm start")
+    init_bias: float = option(None, "output bias at init (tiny blocks 0, else -2: the paper's)")
+    features: str = option("log", "the policy's inputs per c: raw (c, the paper), log, block")
+    imitate: str = option(None, "warm start: clone this heuristic (e.g. band:hi=0.9:lo=0.08)")
+    imitate_steps: int = option(150, "warm-start minibatches (512 recorded steps each)")
+    imitate_problems: int = option(2048,
+                                   "training prompts the heuristic decodes for the warm start")
     imitate_lr: float = option(2e-3, "the warm start's peak learning rate (cosine to zero)")
-    init: str = option(None, "start from this checkpoint's weights (e.g. a per-alpha policy under --alpha-range)")
-    alpha_norm: bool = option(False, "divide each group's advantages by its mean ((L-NFE+1)/L)**alpha: one scale for every alpha")
-    batch_size: int = option(None, "rows per loss chunk and per held-out batch (a memory knob)")
-    eval_every: int = option(None, "evaluate on held-out problems every N steps (tiny tasks; 0: never)")
+    init: str = option(None, "start from this checkpoint's weights (a per-alpha policy)")
+    alpha_norm: bool = option(False, "divide a group's advantages by its mean speed factor")
+    batch_size: int = option(None, "rows per loss chunk and per held-out batch (memory)")
+    eval_every: int = option(None, "held-out evaluation every N steps (tiny tasks; 0: never)")
     eval_n: int = option(None, "held-out problems per evaluation")
-    eval_tau: float = option(None, "policy temperature of the held-out evaluations, stored as the one sample.py and "
-                                   "eval.py read this checkpoint at (rollouts always sample at 1); default as the "
-                                   "paper: 0.5 in blocks, 1 in full diffusion")
-    seed: int = option(0, "seed of the data order, the policy's initialisation and every rollout draw")
-    out: str = option("out/ckpt.pt", "checkpoint path; the per-step log is written beside it (.jsonl)")
+    eval_tau: float = option(None, "policy temperature of evaluations, stored (blocks 0.5, else 1)")
+    seed: int = option(0, "seed of the data order, the policy's init and every rollout draw")
+    out: str = option("out/ckpt.pt",
+                      "checkpoint path; its per-step log is written beside it (.jsonl)")
     save_every: int = option(50, "checkpoint every N steps (and at the end)")
     resume: bool = option(False, "continue the run in --out")
-    wandb: bool = option(False, "also log to Weights & Biases (imported only then)")
-    device: str = option(None, "cuda, cuda:N, mps or cpu (default: autodetect; under torchrun each rank's GPU)")
-    compile: bool = option(False, "torch.compile the policy's update and the dLLM's forward in the rollouts")
+    wandb: bool = option(False, "also log to Weights & Biases")
+    device: str = option(None, "cuda, cuda:N, mps or cpu (default: autodetect)")
+    compile: bool = option(False, "torch.compile the policy's update and the dLLM's forward")
 
 
-# Defaults that depend on the world: the paper's for real models, tuned ones for the tiny world (docs/learning.md).
-REAL = dict(task="gsm8k", gen_length=256, block_length=32, alpha=3.0, prompts_per_step=16, steps=0, lr=3e-5, warmup=100,
-            batch_size=16, eval_every=100, eval_n=200, init_bias=-2.0)
-TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=8, alpha=1.0, prompts_per_step=16, steps=60, lr=1e-3,
-                     warmup=10, batch_size=128, eval_every=10, eval_n=256)
-SETUP = ("model", "task", "gen_length", "block_length", "alpha", "reward", "group_size", "width", "cache", "alpha_range",
-         "actions", "expert", "expert_block_length", "features", "imitate", "init", "alpha_norm",
-         "temperature_range", "block_lengths")   # fixed on resume
+# Defaults that depend on the world: the paper's for real models, tuned ones for the tiny world
+# (docs/learning.md).
+REAL = dict(task="gsm8k", gen_length=256, block_length=32, alpha=3.0, prompts_per_step=16, steps=0,
+            lr=3e-5, warmup=100, batch_size=16, eval_every=100, eval_n=200, init_bias=-2.0)
+TINY_DEFAULTS = dict(task="chain", gen_length=32, block_length=8, alpha=1.0, prompts_per_step=16,
+                     steps=60, lr=1e-3, warmup=10, batch_size=128, eval_every=10, eval_n=256)
+SETUP = ("model", "task", "gen_length", "block_length", "alpha", "reward", "group_size", "width",
+         "cache", "alpha_range", "actions", "expert", "expert_block_length", "features", "imitate",
+         "init", "alpha_norm", "temperature_range", "block_lengths")  # fixed on resume
 
 
 def resolve(cfg):
-    """The settings with the world's defaults filled in, every value checked - all before a model loads."""
+    """The settings with the world's defaults filled in, every value checked - all before a model
+    loads."""
     table = TINY_DEFAULTS if (cfg.model in TINY or cfg.model.endswith(".pt")) else REAL
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in table.items() if getattr(cfg, k, None) is None})
+    cfg = dataclasses.replace(cfg, **{
+        k: v
+        for k, v in table.items() if getattr(cfg, k, None) is None
+    })
     blocks = cfg.block_length < cfg.gen_length
-    if cfg.init_bias is None:   # tiny world: blocks of 8 start at unmask p 0.5, full diffusion at the paper's 0.12
+    # tiny world: blocks of 8 start at unmask p 0.5, full diffusion at the paper's 0.12
+    if cfg.init_bias is None:
         cfg.init_bias = 0.0 if blocks else -2.0
     if cfg.eval_tau is None:
         cfg.eval_tau = 0.5 if blocks else 1.0
     if cfg.expert is not None and cfg.expert_block_length is None:
         cfg.expert_block_length = cfg.block_length
-    elif cfg.expert_block_length is not None and reads_setting(cfg) and cfg.expert_block_length != cfg.block_length:
-        raise ValueError("--expert-block-length: a policy trained over settings has its expert decode in each group's "
-                         "own blocks; drop it")
+    elif (cfg.expert_block_length is not None and reads_setting(cfg)
+          and cfg.expert_block_length != cfg.block_length):
+        raise ValueError(
+            "--expert-block-length: a policy trained over settings has its expert decode in each group's "
+            "own blocks; drop it")
     check_numbers(cfg)
     check_settings(cfg)
     check_files(cfg, lambda path: check_checkpoint(cfg))
@@ -157,7 +159,9 @@ def check_settings(cfg):
     if cfg.block_lengths is not None:
         block_lengths(cfg)
     if cfg.width % PolicyConfig.heads:
-        raise ValueError(f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} attention heads")
+        raise ValueError(
+            f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} attention heads"
+        )
     check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
     check_actions(cfg.actions)
     if cfg.features not in FEATURES:
@@ -176,26 +180,31 @@ def check_checkpoint(cfg):
     ck = read_checkpoint(cfg.out)
     check_resume(ck, cfg, SETUP)
     check_finite_state(ck["policy"], f"--resume {cfg.out}: its policy weights")
-    check_finite_state(ck.get("optimizer", {}).get("state", {}), f"--resume {cfg.out}: its optimizer's moments")
+    check_finite_state(
+        ck.get("optimizer", {}).get("state", {}), f"--resume {cfg.out}: its optimizer's moments")
 
 
 def expert_of(cfg):
-    """The expert heuristic of --expert, checked against L and its block length. Its rollouts use the KV cache only
-    where they are semi-autoregressive."""
+    """The expert heuristic of --expert, checked against L and its block length. Its rollouts use
+    the KV cache only where they are semi-autoregressive."""
     if cfg.actions == "dpls":
-        raise ValueError("--expert needs --actions bernoulli: an expert's step is a set with no order, and a DPLS "
-                         "likelihood is of a set and its order")
+        raise ValueError(
+            "--expert needs --actions bernoulli: an expert's step is a set with no order, and a DPLS "
+            "likelihood is of a set and its order")
     check_args(expert_block_length=(cfg.expert_block_length, "> 0"))
     check_decoding(cfg.gen_length, cfg.expert_block_length)
     if checkpoint_of(cfg.expert):
-        raise ValueError(f"--expert {cfg.expert}: the expert is a heuristic spec (e.g. threshold:0.9), not a checkpoint")
+        raise ValueError(
+            f"--expert {cfg.expert}: the expert is a heuristic spec (e.g. threshold:0.9), not a checkpoint"
+        )
     expert = parse_policy(cfg.expert)
     expert.check(cfg.gen_length, cfg.expert_block_length)
     return expert
 
 
 def init_weights(cfg):
-    """--init CKPT: its weights, checked against this run's policy (width, features, actions) -> a state dict."""
+    """--init CKPT: its weights, checked against this run's policy (width, features, actions) -> a
+    state dict."""
     if cfg.imitate is not None:
         raise ValueError("--init and --imitate are two warm starts: pick one")
     ck = read_checkpoint(cfg.init)
@@ -208,23 +217,32 @@ def init_weights(cfg):
 
 
 def check_round(dllm, cfg, prompts, longest):
-    """One GRPO round's memory plan (rollouts, then the update's loss chunks) against the device's free memory."""
-    T = bounds(cfg.temperature_range, "--temperature-range")[1] if cfg.temperature_range else cfg.temperature
+    """One GRPO round's memory plan (rollouts, then the update's loss chunks) against the device's
+    free memory."""
+    T = cfg.temperature
+    if cfg.temperature_range:
+        T = bounds(cfg.temperature_range, "--temperature-range")[1]
     cache = cfg.cache if cfg.block_length < cfg.gen_length else "none"
     check_buffer(dllm, prompts * cfg.group_size, longest, cfg.gen_length, cache, T)
-    plan = memory.grpo_plan(dllm.net.c, dllm.net.tok_emb.weight.element_size(), prompts, cfg.group_size,
-                            int(bool(cfg.expert)), longest, cfg.gen_length, cache, T, cfg.batch_size * cfg.gen_length,
-                            dllm.device.type)
-    memory.check(plan, dllm.device, "--prompts-per-step, --group-size or --batch-size (the update's loss chunks)")
+    e = dllm.net.tok_emb.weight.element_size()
+    plan = memory.grpo_plan(dllm.net.c, e, prompts, cfg.group_size, int(bool(cfg.expert)), longest,
+                            cfg.gen_length, cache, T, cfg.batch_size * cfg.gen_length, dllm.device.type)
+    memory.check(plan, dllm.device,
+                 "--prompts-per-step, --group-size or --batch-size (the update's loss chunks)")
 
 
 def check_imitate(cfg):
-    """--imitate: a heuristic spec that decodes this L / BL, with a Bernoulli, unconditioned policy to clone into."""
+    """--imitate: a heuristic spec that decodes this L / BL, with a Bernoulli, unconditioned policy
+    to clone into."""
     check_args(imitate_lr=(cfg.imitate_lr, "> 0"))
     if checkpoint_of(cfg.imitate):
-        raise ValueError(f"--imitate {cfg.imitate}: the warm start clones a heuristic spec (e.g. band:hi=0.9:lo=0.08)")
+        raise ValueError(
+            f"--imitate {cfg.imitate}: the warm start clones a heuristic spec (e.g. band:hi=0.9:lo=0.08)"
+        )
     if cfg.actions != "bernoulli" or cfg.alpha_range is not None:
-        raise ValueError("--imitate clones into a Bernoulli policy for one alpha: drop --actions dpls / --alpha-range")
+        raise ValueError(
+            "--imitate clones into a Bernoulli policy for one alpha: drop --actions dpls / --alpha-range"
+        )
     parse_policy(cfg.imitate).check(cfg.gen_length, cfg.block_length)
 
 
@@ -236,21 +254,26 @@ def alpha_bounds(text):
 
 
 def block_lengths(cfg):
-    """--block-lengths '4,8,16,32' -> (4, 8, 16, 32), each dividing L; --block-length is one of them."""
+    """--block-lengths '4,8,16,32' -> (4, 8, 16, 32), each dividing L; --block-length is one of
+    them."""
     try:
         bls = tuple(int(b) for b in cfg.block_lengths.split(","))
     except ValueError:
-        raise ValueError(f"--block-lengths {cfg.block_lengths!r}: write them as B1,B2,..., e.g. 4,8,16,32") from None
+        raise ValueError(
+            f"--block-lengths {cfg.block_lengths!r}: write them as B1,B2,..., e.g. 4,8,16,32"
+        ) from None
     for b in bls:
         check_decoding(cfg.gen_length, b, cfg.cache if b < cfg.gen_length else "none")
     if len(set(bls)) != len(bls) or cfg.block_length not in bls:
-        raise ValueError(f"--block-lengths {cfg.block_lengths}: distinct values, --block-length {cfg.block_length} "
-                         f"among them")
+        raise ValueError(
+            f"--block-lengths {cfg.block_lengths}: distinct values, --block-length {cfg.block_length} "
+            f"among them")
     return bls
 
 
 def reads_setting(cfg):
-    """Whether the policy is trained over settings (and so reads them): block lengths or dLLM temperatures."""
+    """Whether the policy is trained over settings (and so reads them): block lengths or dLLM
+    temperatures."""
     return cfg.block_lengths is not None or cfg.temperature_range is not None
 
 
@@ -259,10 +282,10 @@ T_LO_SHARE = 0.25
 
 
 def draw_settings(cfg, prompt_index):
-    """Each prompt's group's setting from its index (counter-based, so resume and ranks agree) -> block lengths (P,)
-    long and dLLM temperatures (P,) float64: the block length uniformly from --block-lengths, the temperature
-    uniformly from --temperature-range with T_LO_SHARE of the groups at LO (without them: --block-length and
-    --temperature)."""
+    """Each prompt's group's setting from its index (counter-based, so resume and ranks agree) ->
+    block lengths (P,) long and dLLM temperatures (P,) float64: the block length uniformly from
+    --block-lengths, the temperature uniformly from --temperature-range with T_LO_SHARE of the
+    groups at LO (without them: --block-length and --temperature)."""
     h = fmix32(fmix32(prompt_index ^ 0x5E77) ^ cfg.seed)
     u1, u2, u3 = ((fmix32(h + i) >> 8).double() / 2 ** 24 for i in range(3))
     bls = torch.tensor(block_lengths(cfg) if cfg.block_lengths else (cfg.block_length,))
@@ -274,10 +297,11 @@ def draw_settings(cfg, prompt_index):
 
 
 def draw_alphas(prompt_index, lo, hi, seed):
-    """One alpha per prompt (P,) from its index (counter-based, so resume and ranks agree). Log-uniform on
-    [max(LO, 0.1), HI] - the reward ((L - NFE + 1) / L) ** alpha changes by the same factor per doubling of alpha, so
-    each octave gets the same share - plus ALPHA0_SHARE of the groups at alpha = 0 when LO = 0, which a log scale
-    cannot reach and which is the front's accurate end."""
+    """One alpha per prompt (P,) from its index (counter-based, so resume and ranks agree).
+    Log-uniform on [max(LO, 0.1), HI] - the reward ((L - NFE + 1) / L) ** alpha changes by the same
+    factor per doubling of alpha, so each octave gets the same share - plus ALPHA0_SHARE of the
+    groups at alpha = 0 when LO = 0, which a log scale cannot reach and which is the front's
+    accurate end."""
     h = fmix32(fmix32(prompt_index ^ 0xA1FA) ^ seed)
     u1, u2 = (h >> 8).float() / 2 ** 24, (fmix32(h + 1) >> 8).float() / 2 ** 24
     base = lo if lo > 0 else min(0.1, hi)
@@ -286,18 +310,20 @@ def draw_alphas(prompt_index, lo, hi, seed):
 
 
 def cosine_lr(step, peak, warmup, total):
-    """Linear warm-up to peak over `warmup` steps, then cosine to zero at `total` (GRPO and the imitation warm start)."""
+    """Linear warm-up to peak over `warmup` steps, then cosine to zero at `total` (GRPO and the
+    imitation warm start)."""
     if step < warmup:
         return peak * (step + 1) / warmup
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # one GRPO step: experience, then the clipped update
 
 @dataclass
 class Experience:
-    """One step's rollouts: the policy's G per prompt, then (with --expert) the expert's E per prompt."""
+    """One step's rollouts: the policy's G per prompt, then (with --expert) the expert's E per
+    prompt."""
     batch: dict               # every recorded step of every rollout, collated (grpo.collate)
     adv: torch.Tensor         # (B,) advantage per rollout, the policy's rollouts first
     reward: torch.Tensor      # (P * G,) rewards of the policy's own rollouts
@@ -308,11 +334,10 @@ class Experience:
 
 
 def rollouts(dllm, policy, expert, cfg, problems, first, alpha, setting=None):
-    """G rollouts per prompt by the policy (sampling at tau 1, no fallback) and, with an expert, E = 1 more by it ->
-    Experience. Advantages are taken over each prompt's G + E rollouts. alpha: a number, or (P * G,) per rollout.
-    setting: (block lengths (P,), dLLM temperatures (P,)) of each prompt's group (draw_settings; None: --block-length
-    and --temperature). A group shares its setting, and its dLLM noise (one noise key: common random numbers, so at
-    T > 0 its advantages compare the policy's choices, not the dLLM's luck)."""
+    """G rollouts per prompt by the policy (ROLLOUT knobs) and, with an expert, E = 1 more ->
+    Experience, with advantages over each prompt's G + E. alpha: a number or (P * G,). setting: each
+    group's (BL (P,), T (P,)), default draw_settings. A group shares its setting and its dLLM noise
+    key (common random numbers)."""
     G, E, L, P = cfg.group_size, 1 if expert else 0, cfg.gen_length, len(problems)
     per_row = cfg.alpha_range is not None
     ids, am = prompts_of(dllm, problems)
@@ -322,19 +347,25 @@ def rollouts(dllm, policy, expert, cfg, problems, first, alpha, setting=None):
         expert_bl = BL if reads_setting(cfg) else torch.full_like(BL, cfg.expert_block_length)
         runs.append((expert, E, expert_bl, cfg.seed ^ 0xE5E5, alpha[::G] if per_row else alpha))
     noise = row_keys(cfg.seed ^ 0x401535, torch.arange(first, first + P))          # one per group
-    results, memo = [], ForwardMemo()   # the rollouts of a prompt meet the same states (at least the first): one forward
+    # the rollouts of a prompt meet the same states (at least the first): one forward
+    results, memo = [], ForwardMemo()
     for pol, n, bl, seed, a in runs:
-        keys = row_keys(seed, torch.tensor([(first + j) * n + g for j in range(P) for g in range(n)]))
+        keys = row_keys(seed,
+                        torch.tensor([(first + j) * n + g for j in range(P) for g in range(n)]))
         r = generate_rows(dllm, pol, ids.repeat_interleave(n, 0), am.repeat_interleave(n, 0), L,
-                          bl.repeat_interleave(n), T.repeat_interleave(n) if reads_setting(cfg) else cfg.temperature,
+                          bl.repeat_interleave(n),
+                          T.repeat_interleave(n) if reads_setting(cfg) else cfg.temperature,
                           keys=keys, cache=cfg.cache, alpha=a if per_row else None, memo=memo,
-                          memo_keys=torch.arange(P).repeat_interleave(n), noise_keys=noise.repeat_interleave(n))
+                          memo_keys=torch.arange(P).repeat_interleave(n),
+                          noise_keys=noise.repeat_interleave(n))
         correct = grade_rows(dllm, cfg.task, problems, r.tokens, n, cfg.grader)
         results.append((r, correct, rewards(correct, r.nfe, L, a, cfg.reward)))
-    R = torch.cat([reward.view(P, -1) for _, _, reward in results], 1)           # (P, G + E) each prompt's group
+    # (P, G + E) each prompt's group
+    R = torch.cat([reward.view(P, -1) for _, _, reward in results], 1)
     nfe = torch.cat([r.nfe.view(P, -1) for r, _, _ in results], 1)
     group_alpha = alpha.view(P, G)[:, :1] if per_row else alpha
-    A = advantages(R.reshape(-1), G + E, cfg.std_adv).view(P, G + E) / speed_scale(nfe, L, group_alpha, cfg.alpha_norm)
+    A = advantages(R.reshape(-1), G + E, cfg.std_adv).view(P, G + E)
+    A = A / speed_scale(nfe, L, group_alpha, cfg.alpha_norm)
     batch = collate(results[0][0].steps)
     if expert:
         expert_batch = collate(results[1][0].steps, expert=True, same_blocks=reads_setting(cfg))
@@ -343,29 +374,35 @@ def rollouts(dllm, policy, expert, cfg, problems, first, alpha, setting=None):
     r, correct, reward = results[0]
     stats = dict(expert_accuracy=100 * results[1][1].float().mean().item(),
                  expert_nfe=results[1][0].nfe.float().mean().item()) if expert else {}
-    return Experience(batch, torch.cat([A[:, :G].reshape(-1), A[:, G:].reshape(-1)]), reward, correct, r.nfe,
-                      (A.abs().max(1).values == 0).float().mean().item(), stats)
+    return Experience(batch, torch.cat([A[:, :G].reshape(-1), A[:, G:].reshape(-1)]), reward,
+                      correct, r.nfe, (A.abs().max(1).values == 0).float().mean().item(), stats)
 
 
-def generate_rows(dllm, pol, ids, am, L, bl, temperature, keys, cache, alpha, memo, memo_keys, noise_keys):
-    """env.generate (recording) for rows that decode at their own block lengths bl (B,): one call per block length,
-    merged into one Rollout whose steps number the rows in the whole batch. temperature: a number or (B,)."""
+def generate_rows(dllm, pol, ids, am, L, bl, temperature, keys, cache, alpha, memo, memo_keys,
+                  noise_keys):
+    """env.generate (recording) for rows that decode at their own block lengths bl (B,): one call
+    per block length, merged into one Rollout whose steps number the rows in the whole batch.
+    temperature: a number or (B,)."""
     values = bl.unique().tolist()
     hot = torch.is_tensor(temperature)
     if len(values) == 1:
         BL = values[0]
-        return generate(dllm, pol, ids, am, L, BL, temperature, record=READS, keys=keys, alpha=alpha, memo=memo,
-                        cache=cache if BL < L else "none", memo_keys=memo_keys, noise_keys=noise_keys)
+        return generate(dllm, pol, ids, am, L, BL, temperature, record=READS, keys=keys,
+                        alpha=alpha, memo=memo, cache=cache if BL < L else "none",
+                        memo_keys=memo_keys, noise_keys=noise_keys)
     B = ids.shape[0]
-    out = Rollout(torch.empty((B, L), dtype=torch.long, device=ids.device), torch.empty(B, dtype=torch.long,
-                  device=ids.device), torch.empty((B, L), dtype=torch.long, device=ids.device))
+    out = Rollout(torch.empty((B, L), dtype=torch.long, device=ids.device),
+                  torch.empty(B, dtype=torch.long, device=ids.device),
+                  torch.empty((B, L), dtype=torch.long, device=ids.device))
     for BL in values:
         idx = (bl == BL).nonzero().squeeze(1)
         # the inputs may live on the CPU or the device
         pick = lambda t: t[idx.to(t.device)]
-        r = generate(dllm, pol, pick(ids), pick(am), L, BL, pick(temperature) if hot else temperature, record=READS,
-                     keys=pick(keys), cache=cache if BL < L else "none", alpha=None if alpha is None else pick(alpha),
-                     memo=memo, memo_keys=pick(memo_keys), noise_keys=pick(noise_keys))
+        r = generate(dllm, pol, pick(ids), pick(am), L, BL,
+                     pick(temperature) if hot else temperature, record=READS, keys=pick(keys),
+                     cache=cache if BL < L else "none",
+                     alpha=None if alpha is None else pick(alpha), memo=memo,
+                     memo_keys=pick(memo_keys), noise_keys=pick(noise_keys))
         rows = idx.to(ids.device)
         out.tokens[rows], out.nfe[rows], out.order[rows] = r.tokens, r.nfe, r.order
         out.steps += [dict(st, rows=rows[st["rows"]]) for st in r.steps]
@@ -374,25 +411,27 @@ def generate_rows(dllm, pol, ids, am, L, bl, temperature, keys, cache, alpha, me
 
 
 def speed_scale(nfe, L, alpha, on):
-    """--alpha-norm: (P, 1) divisors of a group's advantages, nfe (P, G) of its rollouts, alpha a number or (P, 1):
-    the group's mean speed factor ((L - NFE + 1) / L) ** alpha. Rewards are correctness times that factor, so at
-    alpha 10 they are ~0.1 of alpha 0's and the low alphas would drive the update of a conditioned policy; divided,
-    every group's advantages are on the correctness scale. 1 when off (and at alpha 0)."""
+    """--alpha-norm: (P, 1) divisors of the groups' advantages, the mean speed factor ((L - NFE + 1)
+    / L) ** alpha of each group's rollouts nfe (P, G), so every alpha's advantages are on the
+    correctness scale; 1 when off."""
     if not on:
         return torch.ones(nfe.shape[0], 1, device=nfe.device)
     return (((L - nfe.float() + 1) / L) ** alpha).mean(1, keepdim=True)
 
 
 def grade_rows(dllm, task, problems, tokens, G, grader="paper"):
-    """(B,) bool: rollout row i answers problems[i // G], by the grader asked for (tasks.GRADERS)."""
+    """(B,) bool: rollout row i answers problems[i // G], by the grader asked for (tasks.GRADERS).
+    """
     texts = [dllm.decode(row.tolist()) for row in tokens.cpu()]
-    return torch.tensor(grade_many(task, [problems[i // G] for i in range(len(texts))], texts, grader),
-                        device=tokens.device)
+    return torch.tensor(
+        grade_many(task, [problems[i // G] for i in range(len(texts))], texts, grader),
+        device=tokens.device)
 
 
 def update(net, policy, opt, exp, cfg):
-    """K optimizer steps of the clipped GRPO loss on one step's experience; none when every advantage is zero (on
-    every rank). Returns (loss, clip fraction, entropy, gradient norm) of the last one."""
+    """K optimizer steps of the clipped GRPO loss on one step's experience; none when every
+    advantage is zero (on every rank). Returns (loss, clip fraction, entropy, gradient norm) of the
+    last one."""
     nonzero = torch.tensor(float(exp.adv.abs().max() > 0), device=exp.adv.device)
     if isinstance(net, torch.nn.parallel.DistributedDataParallel):
         dist.all_reduce(nonzero)
@@ -413,16 +452,15 @@ def update(net, policy, opt, exp, cfg):
 
 
 def imitate(policy, dllm, cfg, train_set, stop):
-    """Warm start (--imitate SPEC): behaviour cloning of a heuristic before GRPO. The heuristic decodes
-    --imitate-problems training prompts (taken from the end of the shuffled set, which GRPO reaches last); the policy
-    then fits its decisions, a binary cross-entropy per candidate position with targets smoothed to 0.02 / 0.98 (so
-    the rollouts keep exploring), --imitate-steps minibatches of 512 recorded steps. GRPO then starts from a policy
-    that already decodes like the heuristic and has a signal in every group. Returns the final loss, or None when a
-    stop was asked for (Ctrl-C)."""
+    """Warm start (--imitate SPEC): the heuristic decodes the last --imitate-problems training
+    prompts (GRPO reaches them last), at each block length in turn; the policy fits its choices
+    (binary cross-entropy per candidate, targets 0.02 / 0.98 so that rollouts still explore) -> the
+    final loss, None on a stop request."""
     expert = parse_policy(cfg.imitate)
     problems = train_set[-cfg.imitate_problems:]
     steps, bls = [], block_lengths(cfg) if cfg.block_lengths else (cfg.block_length,)
-    T = bounds(cfg.temperature_range, "--temperature-range")[0] if cfg.temperature_range else cfg.temperature
+    T = bounds(cfg.temperature_range,
+               "--temperature-range")[0] if cfg.temperature_range else cfg.temperature
     for i in range(0, len(problems), cfg.batch_size):
         ids, am = prompts_of(dllm, problems[i:i + cfg.batch_size])
         keys = row_keys(cfg.seed ^ 0xB0C, torch.arange(i, i + len(ids)))
@@ -432,7 +470,8 @@ def imitate(policy, dllm, cfg, train_set, stop):
                           keys=keys, cache=cfg.cache if BL < cfg.gen_length else "none").steps
         if stop.asked:
             return None
-    data = collate(steps)                                                # S recorded steps, each (L,)
+    # S recorded steps, each (L,)
+    data = collate(steps)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.imitate_lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed)
     policy.train()
@@ -440,7 +479,8 @@ def imitate(policy, dllm, cfg, train_set, stop):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(k, cfg.imitate_lr, 0, cfg.imitate_steps)
         idx = torch.randint(0, len(data["t"]), (512,), generator=gen).to(data["t"].device)
-        logits = policy(**{k: None if data[k] is None else data[k][idx] for k in data["reads"]})   # (512, L)
+        # (512, L)
+        logits = policy(**{k: None if data[k] is None else data[k][idx] for k in data["reads"]})
         cand, target = data["cand"][idx], data["action"][idx].float() * 0.96 + 0.02
         loss = F.binary_cross_entropy_with_logits(logits[cand].float(), target[cand])
         opt.zero_grad(set_to_none=True)
@@ -451,33 +491,40 @@ def imitate(policy, dllm, cfg, train_set, stop):
     return loss.item()
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the loop
 
 def train(cfg: TrainConfig, command=None):
-    """Resolve and check the settings, hold the lock on --out and its log, and run the GRPO loop -> (policy, metrics).
-    command: what the user typed (stored in the checkpoint); by default the flags that differ from their defaults."""
+    """Resolve and check the settings, hold the lock on --out and its log, and run the GRPO loop ->
+    (policy, metrics). command: what the user typed (stored in the checkpoint); by default the flags
+    that differ from their defaults."""
     command = command or command_of(cfg)
     cfg = resolve(cfg)
-    if "RANK" in os.environ and os.environ["RANK"] != "0":   # under torchrun rank 0 alone writes --out
+    # under torchrun rank 0 alone writes --out
+    if "RANK" in os.environ and os.environ["RANK"] != "0":
         return run(cfg, command)
     with exclusive(cfg.out, "--out"), exclusive(log_path(cfg.out), "--out's log"):
-        if not cfg.resume and os.path.exists(cfg.out):        # written by a run that ended after our first check
-            raise FileExistsError(f"{cfg.out} exists: pass --resume to continue it, or another --out")
+        # written by a run that ended after our first check
+        if not cfg.resume and os.path.exists(cfg.out):
+            raise FileExistsError(
+                f"{cfg.out} exists: pass --resume to continue it, or another --out")
         return run(cfg, command)
 
 
 def run(cfg, command):
-    """The paper's loop: rollouts -> rewards -> group advantages -> K clipped updates -> log -> checkpoint."""
+    """The paper's loop: rollouts -> rewards -> group advantages -> K clipped updates -> log ->
+    checkpoint."""
     rank, world, ddp = setup_distributed(cfg)
     say = print if rank == 0 else (lambda *a, **k: None)
-    torch.manual_seed(cfg.seed)      # seeds: the policy's init and everything random below (rollouts: env.row_keys)
+    # seeds: the policy's init and everything random below (rollouts: env.row_keys)
+    torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     train_set, eval_set = problem_sets(cfg)
     dllm = load_dllm(cfg.model, device=cfg.device, revision=cfg.revision)
     if cfg.compile:
         dllm.compile()
-    longest = prompts_of(dllm, train_set[:64])[0].shape[1]      # the batch of rollouts must fit in memory
+    # the batch of rollouts must fit in memory
+    longest = prompts_of(dllm, train_set[:64])[0].shape[1]
     check_round(dllm, cfg, cfg.prompts_per_step // world, longest)
     policy, opt, start, metrics = build_policy(cfg, dllm.device, rank)
     say(f"resumed from {cfg.out} at step {start}" if start else f"config {asdict(cfg)}")
@@ -486,15 +533,18 @@ def run(cfg, command):
         f"world {world}; {len(train_set)} train problems")
     log = RunLog(cfg, rank, start)
     try:
-        return loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy, opt, start, metrics, log)
+        return loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy, opt,
+                    start, metrics, log)
     except BaseException:
         # a run that fails before its first checkpoint leaves no log to block its rerun
         log.abandon()
         raise
 
 
-def loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy, opt, start, metrics, log):
-    """The GRPO steps from `start` (metrics: the last ones logged), logged and checkpointed -> (policy, metrics)."""
+def loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy, opt, start,
+         metrics, log):
+    """The GRPO steps from `start` (metrics: the last ones logged), logged and checkpointed ->
+    (policy, metrics)."""
     with StopRequested() as stop:
         if cfg.imitate and start == 0:
             warm_start(policy, dllm, cfg, train_set, stop, say)
@@ -504,11 +554,15 @@ def loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy,
         per_rank, step = cfg.prompts_per_step // world, start
         for step in log.steps():
             t0 = time.time()
-            # 1. experience: this rank's share of the step's prompts, G rollouts each (+ the expert's), rewards, advantages
+            # 1. experience: this rank's share of the step's prompts, G rollouts each (+ the
+            # expert's), rewards, advantages
             first = step * cfg.prompts_per_step + rank * per_rank
             problems = [train_set[(first + j) % len(train_set)] for j in range(per_rank)]
-            alpha = cfg.alpha if cfg.alpha_range is None else draw_alphas(
-                torch.arange(first, first + per_rank), *alpha_bounds(cfg.alpha_range), cfg.seed).repeat_interleave(cfg.group_size).to(dllm.device)
+            alpha = cfg.alpha
+            if cfg.alpha_range is not None:
+                lo_hi = alpha_bounds(cfg.alpha_range)
+                alpha = draw_alphas(torch.arange(first, first + per_rank), *lo_hi, cfg.seed)
+                alpha = alpha.repeat_interleave(cfg.group_size).to(dllm.device)
             BL, T = draw_settings(cfg, torch.arange(first, first + per_rank))
             exp = rollouts(dllm, policy, expert, cfg, problems, first, alpha, (BL, T))
             t_roll = time.time() - t0
@@ -519,13 +573,17 @@ def loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy,
             loss, clip_frac, ent, gnorm = update(net, policy, opt, exp, cfg)
             check_finite(policy, step, loss, gnorm)
             # 3. log (rollout statistics reduced over ranks) and checkpoint
-            metrics = dict(step=step + 1, **reduced(exp, ddp, world), entropy=ent, clip_frac=clip_frac, grad_norm=gnorm,
-                           loss=loss, lr=lr, rollout_s=t_roll, update_s=time.time() - t0 - t_roll, **exp.expert,
-                           **({"temperature": T.mean().item()} if cfg.temperature_range else {}))
+            metrics = dict(step=step + 1, **reduced(exp, ddp, world), entropy=ent,
+                           clip_frac=clip_frac, grad_norm=gnorm, loss=loss, lr=lr, rollout_s=t_roll,
+                           update_s=time.time() - t0 - t_roll, **exp.expert,
+                           **({
+                               "temperature": T.mean().item()
+                           } if cfg.temperature_range else {}))
             if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
                 metrics.update(held_out(dllm, policy, eval_set, cfg))
             log.write(metrics)
-            if rank == 0 and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or stop.asked):
+            if rank == 0 and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or
+                              stop.asked):
                 save_checkpoint(cfg.out, policy, opt, cfg, step + 1, metrics, command)
             if stop.asked:
                 break
@@ -538,12 +596,17 @@ def loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy,
 
 
 def problem_sets(cfg):
-    """The shuffled training problems and the held-out ones (tiny tasks); too few for one GRPO step is an error."""
-    train_set = get_problems(cfg.task, None if cfg.task in REAL_TASKS else 100_000, cfg.seed, "train", cfg.data)
-    random.Random(cfg.seed).shuffle(train_set)     # the data before the model: a bad --data fails in a second
+    """The shuffled training problems and the held-out ones (tiny tasks); too few for one GRPO step
+    is an error."""
+    train_set = get_problems(cfg.task, None if cfg.task in REAL_TASKS else 100_000, cfg.seed,
+                             "train", cfg.data)
+    # the data before the model: a bad --data fails in a second
+    random.Random(cfg.seed).shuffle(train_set)
     if len(train_set) < cfg.prompts_per_step:
-        raise ValueError(f"{len(train_set)} training problems{f' in {cfg.data}' if cfg.data else ''}: one GRPO step "
-                         f"takes --prompts-per-step {cfg.prompts_per_step} of them; pass more data or a smaller step")
+        raise ValueError(
+            f"{len(train_set)} training problems{f' in {cfg.data}' if cfg.data else ''}: one GRPO step "
+            f"takes --prompts-per-step {cfg.prompts_per_step} of them; pass more data or a smaller step"
+        )
     if cfg.steps == 0:  # one epoch
         cfg.steps = len(train_set) // cfg.prompts_per_step
     held = cfg.eval_every and cfg.task in TINY_TASKS
@@ -551,21 +614,26 @@ def problem_sets(cfg):
 
 
 def warm_start(policy, dllm, cfg, train_set, stop, say):
-    """--imitate: clone the heuristic before the first GRPO step (a stop during it saves nothing)."""
+    """--imitate: clone the heuristic before the first GRPO step (a stop during it saves nothing).
+    """
     t0 = time.time()
     loss = imitate(policy, dllm, cfg, train_set, stop)
     if loss is None:
-        say("interrupted during the --imitate warm start: nothing saved; run the same command again")
+        say("interrupted during the --imitate warm start: nothing saved; run the same command again"
+            )
         raise SystemExit(130)
     say(f"imitated {cfg.imitate} on {cfg.imitate_problems} problems: {cfg.imitate_steps} steps, loss {loss:.4f}, "
         f"{time.time() - t0:.0f} s")
 
 
 def held_out(dllm, policy, eval_set, cfg):
-    """Accuracy and mean NFE of the policy (fallback on, at --eval-tau) on held-out problems; a conditioned one at
-    both ends of its alpha range (does its speed follow alpha?); one trained over block lengths at each of them
-    (suffix _bl<BL>), and over temperatures also at HI (suffix _hot)."""
-    ends = dict(zip(("_lo", "_hi"), alpha_bounds(cfg.alpha_range))) if cfg.alpha_range else {"": None}
+    """Accuracy and mean NFE of the policy (fallback on, at --eval-tau) on held-out problems; a
+    conditioned one at both ends of its alpha range (does its speed follow alpha?); one trained over
+    block lengths at each of them (suffix _bl<BL>), and over temperatures also at HI (suffix _hot).
+    """
+    ends = dict(zip(("_lo", "_hi"), alpha_bounds(cfg.alpha_range))) if cfg.alpha_range else {
+        "": None
+    }
     T = bounds(cfg.temperature_range, "--temperature-range") if cfg.temperature_range else (0.0,)
     at = [("", cfg.block_length, T[0])]
     if cfg.block_lengths:
@@ -575,21 +643,30 @@ def held_out(dllm, policy, eval_set, cfg):
     out = {}
     for suffix, a in ends.items():
         for where, BL, temp in at:
-            row, _ = evaluate(dllm, Learned(policy.eval(), Knobs(tau=cfg.eval_tau, alpha=a)), eval_set, cfg.task,
-                              cfg.gen_length, BL, cfg.batch_size, temp, progress=False,
-                              cache=cfg.cache if BL < cfg.gen_length else "none")
-            out.update({f"eval_accuracy{suffix}{where}": row["accuracy"], f"eval_nfe{suffix}{where}": row["mean_nfe"]})
+            row, _ = evaluate(dllm, Learned(policy.eval(), Knobs(tau=cfg.eval_tau, alpha=a)),
+                              eval_set, cfg.task, cfg.gen_length, BL, cfg.batch_size, temp,
+                              progress=False, cache=cfg.cache if BL < cfg.gen_length else "none")
+            out.update({
+                f"eval_accuracy{suffix}{where}": row["accuracy"],
+                f"eval_nfe{suffix}{where}": row["mean_nfe"]
+            })
     return out
 
 
 def build_policy(cfg, dev, rank):
-    """The policy (fp32), its AdamW, and where to start: step 0, or the checkpoint's step with --resume."""
+    """The policy (fp32), its AdamW, and where to start: step 0, or the checkpoint's step with
+    --resume."""
     lo, hi = alpha_bounds(cfg.alpha_range) if cfg.alpha_range else (None, None)
-    policy = LearnedPolicy(PolicyConfig(width=cfg.width, init_bias=cfg.init_bias, alpha_lo=lo, alpha_hi=hi,
-                                        actions=cfg.actions, features=cfg.features, setting=reads_setting(cfg))).to(dev)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    policy = LearnedPolicy(
+        PolicyConfig(width=cfg.width, init_bias=cfg.init_bias, alpha_lo=lo, alpha_hi=hi,
+                     actions=cfg.actions, features=cfg.features,
+                     setting=reads_setting(cfg))).to(dev)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
+                            weight_decay=cfg.weight_decay)
     if not cfg.resume:
-        if cfg.init:   # a per-alpha policy into a conditioned one: its conditioning starts at zero, so at every alpha
+        # a per-alpha policy into a conditioned one: its conditioning starts at zero, so at every
+        # alpha
+        if cfg.init:
             load_weights(policy, init_weights(cfg))    # the run starts as that policy
         return policy, opt, 0, {}
     # its weights' and moments' finiteness checked before any work (check_files)
@@ -610,11 +687,14 @@ def build_policy(cfg, dev, rank):
 def main(argv=None):
     signal.signal(signal.SIGINT, signal.default_int_handler)   # from here Ctrl-C is handled below
     try:
-        cfg, command = parse_config(TrainConfig, argv, "GRPO training of the unmasking policy", "python train.py")
+        cfg, command = parse_config(TrainConfig, argv, "GRPO training of the unmasking policy",
+                                    "python train.py")
         return train(cfg, command)
-    except KeyboardInterrupt:   # a second Ctrl-C, or one before the loop: the last checkpoint written is intact
-        raise interrupted("interrupted: every checkpoint written before is intact (saves are atomic); --resume "
-                          "continues from the last one") from None
+    # a second Ctrl-C, or one before the loop: the last checkpoint written is intact
+    except KeyboardInterrupt:
+        raise interrupted(
+            "interrupted: every checkpoint written before is intact (saves are atomic); --resume "
+            "continues from the last one") from None
     except (ValueError, RuntimeError, OSError) as e:
         raise failed(e)
 

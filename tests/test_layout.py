@@ -117,3 +117,38 @@ def test_no_text_about_how_the_project_was_made():
             hits = [m.group(0) for m in re.finditer(bad, text, re.I)          # Popen's own word
                     if not re.search(r"start_new_session", text[max(0, m.start() - 10):m.end() + 1])]
             assert not hits, f"{os.path.relpath(path, ROOT)}: {hits}"
+
+
+def test_the_walkthrough_names_real_code_and_its_numbers():
+    """docs/walkthrough.md: every `file.py:name` it cites exists, and its numbers are those of the tiny run (the
+    vocabulary, the policy's size, the first step's padded prompt length)."""
+    import random
+    from model import load_dllm
+    from policy import LearnedPolicy, PolicyConfig
+    from tasks import get_problems, prompts_of
+    text = open(os.path.join(ROOT, "docs", "walkthrough.md")).read()
+    for path, name in re.findall(r"`([\w/]+\.py):(\w+)", text):
+        assert re.search(rf"^\s*(def|class) {name}\b|^{name} = ", open(os.path.join(ROOT, path)).read(), re.M), \
+            f"{path}:{name}"
+    dllm = load_dllm("tiny", device="cpu")
+    problems = get_problems("chain", 100_000, 0, "train", None)
+    random.Random(0).shuffle(problems)
+    pad = prompts_of(dllm, problems[:16])[0].shape[1]
+    params = sum(p.numel() for p in LearnedPolicy(PolicyConfig(init_bias=0.0)).parameters())
+    assert f"V = {dllm.vocab_size}," in text and f"Pp = {pad} " in text and f"{params:,} parameters" in text
+
+
+def test_help_says_each_default_once(capsys):
+    """Every script's --help gives a flag's default at most once, and never 'None'."""
+    import pytest
+    import eval as ev
+    import sample
+    import train
+    from common.cli import parse_config
+    for cls in (train.TrainConfig, sample.SampleConfig, ev.EvalConfig):
+        with pytest.raises(SystemExit):
+            parse_config(cls, ["--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text
+        for flag in re.split(r"\s--(?=[a-z])", text)[1:]:
+            assert flag.count("default") <= 1, flag
