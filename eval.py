@@ -43,7 +43,8 @@ from steps import ForwardMemo
 from common.hub import resolve_device
 from model import check_model_name, load_dllm
 from common.checkpoints import read_checkpoint
-from policy import COARSE_STEP_COUNTS, RULES, STEP_COUNTS, Learned, checkpoint_of, parse_policy, value_text
+from common.specs import COARSE_STEP_COUNTS, STEP_COUNTS, value_text
+from policy import RULES, Learned, checkpoint_of, parse_policy
 from decode import decode, records_of, row_of
 from tasks import check_split, check_task, get_problems
 

@@ -18,14 +18,16 @@ from actions import action_log_prob, bernoulli_entropy
 from policy import ROLLOUT
 
 
+# Terminal rewards (train.py --reward), from correctness c and NFE f (B,) float: the paper's (section 3),
+# and an additive ablation. A new variant is one more entry.
+REWARDS = {"mult": lambda c, f, L, alpha: c * ((L - f + 1) / L) ** alpha,
+           "additive": lambda c, f, L, alpha: c - alpha * f / L}
+
+
 def rewards(correct, nfe, L, alpha, kind="mult"):
-    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) (paper section 3): correct * ((L
-    - NFE + 1) / L) ** alpha; the additive ablation is correct - alpha * NFE / L. alpha a number or
-    one per row (B,)."""
-    c, f = correct.float(), nfe.float()
-    if kind == "additive":
-        return c - alpha * f / L
-    return c * ((L - f + 1) / L) ** alpha
+    """Terminal reward (B,) from correctness (B,) bool and NFE (B,) by REWARDS[kind]; alpha a number
+    or one per row (B,)."""
+    return REWARDS[kind](correct.float(), nfe.float(), L, alpha)
 
 
 def advantages(r, G, std=False):

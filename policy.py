@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from actions import ACTIONS, action_log_prob, bernoulli_sample, dpls_sample
 from common.checkpoints import check_finite_state, read_checkpoint
+from common.specs import COARSE_STEP_COUNTS, STEP_COUNTS, Arg, parse_args, value_text
 from model import apply_rotary, rotary
 
 
@@ -49,20 +50,18 @@ class Action:
 
 
 def rank_select(score, cand, k):
-    """Select the k (per row, (b,) long) highest-scoring candidates; ties go to the lowest position.
-    """
+    """Select the k (per row, (b,) long) highest-scoring candidates; ties go to the lowest position."""
     score = score.masked_fill(~cand, float("-inf"))
     order = torch.sort(score, dim=1, descending=True, stable=True).indices         # (b, L)
-    ranks = torch.empty_like(order).scatter_(
-        1, order,
-        torch.arange(score.shape[1], device=score.device).expand_as(order))
+    positions = torch.arange(score.shape[1], device=score.device).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions)
     return cand & (ranks < k[:, None])
 
 
 def best_one(score, cand):
     """Each row's single highest-scoring candidate (b, L) bool."""
-    return rank_select(score, cand, torch.ones(score.shape[0], dtype=torch.long,
-                                               device=score.device))
+    one = torch.ones(score.shape[0], dtype=torch.long, device=score.device)
+    return rank_select(score, cand, one)
 
 
 def sorted_prefix(values, cand, descending, ok_fn):
@@ -75,74 +74,6 @@ def sorted_prefix(values, cand, descending, ok_fn):
     return ok_fn(v, n).long().cumprod(1).sum(1).clamp(min=1)
 
 
-# --------------------------------------------------------------------------------------------------
-# the grammar of specs
-
-def value_text(v):
-    """A number as a spec writes it: 32, 0.9, 1 (not 1.0), 1e-07."""
-    text = repr(float(v))
-    return text[:-2] if text.endswith(".0") else text
-
-
-def parse_number(spec, text, name):
-    """A finite float from a spec's argument, or one clear error."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise ValueError(f"{spec!r}: {name} {text!r} is not a number") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{spec!r}: {name} must be finite, not {text}")
-    return v
-
-
-# Arg.grid of a fixed-step rule's steps: eval.py sweeps every valid count ...
-STEP_COUNTS = "step counts"
-# ... or the doublings only (a rule no sweep's front is made of: random)
-COARSE_STEP_COUNTS = "coarse step counts"
-
-
-@dataclass(frozen=True)
-class Arg:
-    """One argument of a spec: its name, its type and range, and the values a sweep tries."""
-    name: str
-    metavar: str                 # how the README and the error messages write its value
-    kind: type = float           # int or float
-    lo: float = -math.inf        # allowed range [lo, hi]; open_lo makes it (lo, hi]
-    hi: float = math.inf
-    open_lo: bool = False
-    # written 'name=V' in a spec (a one-argument rule may leave the name out)
-    keyword: bool = True
-    # eval.py --sweep: these values (STEP_COUNTS: every valid step count)
-    grid: tuple = ()
-
-    def parse(self, spec, text):
-        v = parse_number(spec, text, self.name)
-        if self.kind is int and (v != int(v) or v < 1):
-            raise ValueError(f"{spec!r}: {self.name} must be a positive integer")
-        if not ((v > self.lo if self.open_lo else v >= self.lo) and v <= self.hi):
-            raise ValueError(f"{spec!r}: {self.name} must be {self.range_text()}")
-        return int(v) if self.kind is int else v
-
-    def range_text(self):
-        if self.hi == math.inf:
-            return f"{'>' if self.open_lo else '>='} {value_text(self.lo)}"
-        return f"in {'(' if self.open_lo else '['}{value_text(self.lo)}, {value_text(self.hi)}]"
-
-
-def parse_args(spec, args, text):
-    """'steps=32' / '0.9' / 'hi=0.9:lo=0.08' -> {name: value}, checked against args (a tuple of
-    Arg). A value without its name fills the next argument in order."""
-    values, usage = {}, ":".join(f"{a.name}={a.metavar}" if a.keyword else a.metavar for a in args)
-    for i, part in enumerate(p for p in text.split(":") if p):
-        key, eq, val = part.rpartition("=")
-        name = key if eq else (args[i].name if i < len(args) else None)
-        arg = next((a for a in args if a.name == name), None)
-        if arg is None or name in values or not val:
-            raise ValueError(f"{spec!r}: write it as {spec.split(':')[0]}:{usage}")
-        values[name] = (val, arg.parse(spec, val))
-    if len(values) != len(args):
-        raise ValueError(f"{spec!r}: write it as {spec.split(':')[0]}:{usage}")
-    return values
 
 
 # --------------------------------------------------------------------------------------------------

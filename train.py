@@ -45,7 +45,7 @@ from common.runs import (RunLog, StopRequested, bounds, check_files, check_finit
 from common.rng import fmix32
 from env import Rollout, check_decoding, generate, row_keys
 from steps import ForwardMemo, check_buffer
-from grpo import advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
+from grpo import REWARDS, advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
 from common.hub import resolve_device
 from model import TINY, check_model_name, load_dllm
 from common.checkpoints import check_finite_state, read_checkpoint
@@ -154,6 +154,8 @@ def resolve(cfg):
 
 def check_settings(cfg):
     """The names and specs of the settings (the numbers and files: common/runs.py)."""
+    if cfg.reward not in REWARDS:
+        raise ValueError(f"--reward must be one of {', '.join(REWARDS)}, not {cfg.reward!r}")
     if cfg.grader not in GRADERS:
         raise ValueError(f"--grader must be one of {', '.join(GRADERS)}, not {cfg.grader!r}")
     if cfg.block_lengths is not None:

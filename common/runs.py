@@ -20,8 +20,6 @@ from common.cli import check_args, check_counts, check_distinct, check_out_file,
 
 def check_numbers(cfg):
     """Every number of train.py's settings, one clear line each."""
-    if cfg.reward not in ("mult", "additive"):
-        raise ValueError(f"--reward must be mult or additive, not {cfg.reward!r}")
     check_args(gen_length=(cfg.gen_length, "> 0"), block_length=(cfg.block_length, "> 0"), alpha=(cfg.alpha, ">= 0"),
                group_size=(cfg.group_size, ">= 2"), prompts_per_step=(cfg.prompts_per_step, ">= 1"),
                steps=(cfg.steps, ">= 0"), updates_per_batch=(cfg.updates_per_batch, ">= 1"),

@@ -104,7 +104,7 @@ BAD = [
     ("train", ["--width", "127"], "multiple of the policy's 2 attention heads"),
     ("train", ["--eval-n", "0"], "--eval-n must be >= 1"),
     ("train", ["--save-every", "0"], "--save-every must be >= 1"),
-    ("train", ["--reward", "chain"], "must be mult or additive"),
+    ("train", ["--reward", "chain"], "--reward must be one of mult, additive"),
     ("train", ["--data", "x.jsonl"], "generated, not read"),
     ("train", ["--task", "gsm9k"], "unknown task"),
     ("train", ["--resume", "--out", "missing.pt"], "no checkpoint at missing.pt"),

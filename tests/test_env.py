@@ -367,7 +367,8 @@ def test_a_new_heuristic_is_one_class(tiny_path, tmp_path):
     eval.py and listed in the registry."""
     import eval as ev
     import sample
-    from policy import RULES, Arg, Heuristic, rank_select, spec_forms
+    from common.specs import Arg
+    from policy import RULES, Heuristic, rank_select, spec_forms
 
     class Leftmost(Heuristic):
         """Reveal the n leftmost candidates."""

@@ -188,7 +188,7 @@ def test_resume_reproduces_uninterrupted_run(tiny_path, tmp_path, monkeypatch):
 
 def test_bad_flags_fail_cleanly(tmp_path):
     for args, msg in [(["--gen-length", "30", "--block-length", "8"], "must be a multiple"),
-                      (["--reward", "chain"], "must be mult or additive"),
+                      (["--reward", "chain"], "--reward must be one of mult, additive"),
                       (["--resume", "--out", str(tmp_path / "none.pt")], "no checkpoint"),
                       (["--out", str(tmp_path / "exists.pt")], "exists: pass --resume")]:
         (tmp_path / "exists.pt").write_bytes(b"a finished run")
