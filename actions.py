@@ -36,7 +36,7 @@ def bernoulli_sample(logits, cand, uniform, tau=1.0, beta=1.0):
 
 def bernoulli_log_prob(logits, cand, action, tau=1.0, beta=1.0):
     """Exact log-probability (n,) in float32 of a Bernoulli action (n, L) over the candidates:
-    sum of u log s + (1 - u) log(1 - s), s = min(1, beta * sigmoid(logit / tau)) kept off 0 and 1."""
+    sum of u log s + (1 - u) log(1 - s), s = min(1, beta * sigmoid(logit / tau)) kept in (0, 1)."""
     s = bernoulli_probs(logits, tau, beta)
     return (torch.where(action, s.log(), (1 - s).log()) * cand).sum(1)
 
@@ -77,7 +77,8 @@ def dpls_log_prob(logits, cand, order, tau=1.0, beta=1.0):
     """Exact log-probability (n,) in float32 of the drawn set and its order under DPLS (0 for a row without
     candidates). With the candidates sorted as drawn (z_1 the forced pick, z_2..z_K the later draws, then the
     undrawn ones) and s = -log(beta) the STOP logit:
-        log p = z_1 - lse(z_1..z_m) + sum_{j=2..K} [z_j - lse(z_j..z_m, s)] + s - lse(z_{K+1}..z_m, s).
+        log p = z_1 - lse(z_1..z_m) + sum_{j=2..K} [z_j - lse(z_j..z_m, s)]
+                + s - lse(z_{K+1}..z_m, s).
     """
     z = logits.float() / tau
     n, L = z.shape

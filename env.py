@@ -2,29 +2,29 @@
 The unmasking MDP (paper section 3), with the frozen dLLM as the environment.
 
   state    buffer x = [prompt | L x MASK] per row, its current block, NFE spent, done flag
-  step     one dLLM forward over the unfinished rows: x0 = argmax logits (or a Gumbel sample at
-           temperature T > 0, noise in float64 from a per-row, per-step seed), conf = softmax(logits)[x0]
-           from the noise-free logits
-  obs      conf and mask bit at all L positions, candidates (masked positions of the current block),
-           time t = NFE / L, the setting (BL / L, the dLLM temperature, the block's iterations spent / BL);
-           heuristics may also ask for the top1-top2 margin and the entropy
+  step     one dLLM forward over the unfinished rows (steps.py): x0 = argmax logits (or a Gumbel
+           sample at temperature T > 0, noise from a per-row, per-step seed), conf = softmax[x0]
+           of the noise-free logits
+  obs      conf and mask bit at all L positions, candidates (masked positions of the current
+           block), time t = NFE / L, the setting (BL / L, the dLLM temperature, the block's
+           iterations / BL); heuristics may also ask for the top1-top2 margin and the entropy
   action   a subset of the candidates; selected positions take x0 and are never remasked
-  NFE      +1 per row per forward while that row has masks in its current block; finished rows are
-           not computed at all
-  end      no masks left, or the step budget is spent (BL iterations per block, L in total: a block
-           that is not filled in time is left with its masks and the next block starts)
+  NFE      +1 per row per forward while that row has masks in its current block; finished rows
+           are not computed at all
+  end      no masks left, or the step budget is spent (BL iterations per block, L in total: a
+           block that is not filled in time is left with its masks and the next block starts)
   reward   computed outside (grpo.rewards) from the grader: correct * ((L - NFE + 1) / L) ** alpha
 
 Semi-autoregressive decoding fills blocks of BL positions left to right (BL < L); BL == L is full
 diffusion. Every policy - heuristic or learned - runs through this one `generate` loop.
 
-    python sample.py --model tiny --task chain --policies "topk:steps=32,threshold:0.9"   # uses this
+    python sample.py --policies "topk:steps=32,threshold:0.9"   # uses this
 """
 from dataclasses import dataclass, field
 
 import torch
 
-from common.rng import fmix32, noise_seeds, row_keys  # noqa: F401 (row_keys: the callers' keys)
+from common.rng import fmix32, noise_seeds, row_keys
 from steps import check_buffer, make_step
 
 
@@ -43,7 +43,7 @@ class Obs:
     entropy: torch.Tensor = None  # (b, L) float32 entropy of the prediction, when needed
     eos: torch.Tensor = None      # (b, L) bool    x0 ends the text or the turn, when needed
     alpha: torch.Tensor = None    # (b,)   float32 the row's reward exponent, if any
-    setting: torch.Tensor = None  # (b, 3) float32 BL / L, the row's dLLM temperature, block_step / BL
+    setting: torch.Tensor = None  # (b, 3) float32 BL / L, the row's temperature, block_step / BL
 
     def uniform(self, stream=0):
         """(b, L) uniforms in [0, 1) that depend only on (row key, NFE spent, position, stream): a
@@ -81,8 +81,8 @@ def check_decoding(L, BL, cache="none"):
         raise ValueError(f"unknown cache {cache!r}: use one of {CACHES}")
     if cache != "none" and BL == L:
         raise ValueError(
-            f"--cache {cache} needs semi-autoregressive decoding (--block-length < --gen-length {L})"
-        )
+            f"--cache {cache} needs semi-autoregressive decoding (--block-length < --gen-length "
+            f"{L})")
 
 
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
@@ -99,8 +99,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     block by block (docs/design.md)."""
     L, BL, (B, P), dev = gen_length, block_length, prompt_ids.shape, prompt_ids.device
     needs = getattr(policy, "needs", ())
-    # (B,) each row's T
-    temps = torch.as_tensor(temperature, dtype=torch.float64, device=dev).expand(B)
+    temps = torch.as_tensor(temperature, dtype=torch.float64, device=dev).expand(B)   # each row's T
     hot = bool(B) and float(temps.max()) > 0
     check_decoding(L, BL, cache)
     policy.check(L, BL)
@@ -108,8 +107,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     x, am = buffer(dllm, prompt_ids, prompt_mask, L)                                    # (B, P + L)
     keys = (row_keys(0, torch.arange(B)) if keys is None else keys).to(dev)
     noise_keys = keys if noise_keys is None else noise_keys.to(dev)
-    # exact only there
-    memo = None if hot or cache != "none" else memo
+    memo = None if hot or cache != "none" else memo          # exact only at T = 0 without a cache
     memo_keys = keys if memo_keys is None else memo_keys.to(dev)
     if memo is not None:
         memo.check_prompts(memo_keys, prompt_ids)
@@ -117,8 +115,7 @@ def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, te
     s = State(B, L, BL, dev)
     stop_ids = torch.tensor(sorted(dllm.stop_ids), device=dev)
     steps, forwards = [], 0
-    # (b,) computed now
-    while (rows := s.rows(cache != "none")) is not None:
+    while (rows := s.rows(cache != "none")) is not None:      # (b,) the rows computed now
         seeds = noise_seeds(noise_keys[rows], s.nfe[rows]) if hot else None
         x0, conf, margin, entropy = step(x, am, rows, s.current, temps[rows], seeds)
         forwards += 1
@@ -154,12 +151,10 @@ class State:
     position was unmasked (order, 1-based NFE; 0 = never)."""
 
     def __init__(self, B, L, BL, dev):
-        # current: the block of a cached batch (rows in step)
-        self.L, self.BL, self.current = L, BL, 0
-        # (1, L) the block of each position
-        self.in_block = (torch.arange(L, device=dev) // BL)[None]
-        self.block, self.block_step, self.nfe = (torch.zeros(B, dtype=torch.long, device=dev)
-                                                 for _ in range(3))
+        self.L, self.BL, self.current = L, BL, 0           # current: a cached batch's block
+        self.in_block = (torch.arange(L, device=dev) // BL)[None]     # (1, L) each position's block
+        zeros = lambda: torch.zeros(B, dtype=torch.long, device=dev)
+        self.block, self.block_step, self.nfe = zeros(), zeros(), zeros()
         self.order = torch.zeros((B, L), dtype=torch.long, device=dev)
         self.done = torch.zeros(B, dtype=torch.bool, device=dev)
 
@@ -175,9 +170,10 @@ class State:
             self.current += 1                          # every row has left the block: the next one
 
     def setting(self, rows, temps):
-        """(b, 3) float32: BL / L, each row's dLLM temperature, iterations spent in its block / BL."""
+        """(b, 3) float32: BL / L, each row's dLLM temperature, its block's iterations / BL."""
         t, BL = temps[rows], self.BL
-        return torch.stack([torch.full_like(t, BL / self.L), t, self.block_step[rows] / BL], 1).float()
+        progress = self.block_step[rows] / BL
+        return torch.stack([torch.full_like(t, BL / self.L), t, progress], 1).float()
 
     def advance(self, rows, cand, unmask):
         """One forward spent: count it, date the unmasked positions, and move on a row whose block

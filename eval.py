@@ -34,19 +34,20 @@ from dataclasses import dataclass, field
 
 import torch
 
+from common.checkpoints import read_checkpoint
 from common.cli import (MAX_COUNT, Waited, append_records, check_args, check_counts, check_out_file,
                         check_seed, check_threads, failed, interrupted, option, parse_config,
                         waiting_lock, write_json)
 from common.dist import broadcast, finish, gather, init_ranks, on_sigterm, stopped
-from env import check_decoding
-from steps import ForwardMemo
 from common.hub import resolve_device
-from model import check_model_name, load_dllm
-from common.checkpoints import read_checkpoint
 from common.specs import COARSE_STEP_COUNTS, STEP_COUNTS, value_text
-from policy import RULES, Learned, checkpoint_of, parse_policy
 from decode import decode, records_of, row_of
+from env import check_decoding
+from model import check_model_name, load_dllm
+from policy import RULES, Learned, checkpoint_of, parse_policy
+from steps import ForwardMemo
 from tasks import check_split, check_task, get_problems
+
 
 KEY = ("model", "task", "gen_length", "block_length", "policy", "n", "seed", "temperature", "cache",
        "samples", "split")
@@ -119,12 +120,10 @@ def sweep_specs(names, L, BL, grids=None):
         combos = [[]]
         for a in RULES[name].args:
             values = (grids or {}).get(f"{name}.{a.name}", a.grid)
-            values = step_counts(L, BL, values == COARSE_STEP_COUNTS) if values in (STEP_COUNTS, COARSE_STEP_COUNTS) \
-                else values
-            combos = [
-                c + [f"{a.name}={value_text(v)}" if a.keyword else value_text(v)] for c in combos
-                for v in values
-            ]
+            if values in (STEP_COUNTS, COARSE_STEP_COUNTS):
+                values = step_counts(L, BL, values == COARSE_STEP_COUNTS)
+            text = lambda v: f"{a.name}={value_text(v)}" if a.keyword else value_text(v)
+            combos = [c + [text(v)] for c in combos for v in values]
         specs += [":".join([name, *c]) for c in combos]
     return specs
 
@@ -152,8 +151,7 @@ def learned_specs(paths, taus, alphas=None, betas=None):
             p + (f":tau={float(t)}" if t is not None else "") +
             (f":beta={float(b):g}" if b is not None else "") +
             (f":alpha={float(a):g}" if cond else "") for t in (taus or [None])
-            for b in (betas or [None]) for a in (alphas if cond else [None])
-        ]
+            for b in (betas or [None]) for a in (alphas if cond else [None])]
     return out
 
 
@@ -177,13 +175,13 @@ def load_rows(path):
         ) from None
     if not isinstance(rows, list) or any(not isinstance(r, dict) for r in rows):
         raise ValueError(
-            f"{path} is not a results file written by eval.py (a JSON list of rows); move it away or "
-            f"pass another --out")
+            f"{path} is not a results file written by eval.py (a JSON list of rows); move it away "
+            "or pass another --out")
     rows = [{**ROW_DEFAULTS, **r} for r in rows]
     if any(not set(KEY) <= set(r) for r in rows):
         raise ValueError(
-            f"{path} is not a results file written by eval.py (its rows lack some of {KEY}); move it "
-            f"away or pass another --out")
+            f"{path} is not a results file written by eval.py (its rows lack some of {KEY}); move "
+            "it away or pass another --out")
     return rows
 
 
@@ -207,13 +205,11 @@ def merge_row(path, row, say=print):
             write_json(path, [r for r in load_rows(path) if row_key(r) != row_key(row)] + [row])
     except Waited as e:
         pending = pending_path(path)
-        write_json(pending, [
-            r for r in (load_rows(pending) if os.path.exists(pending) else [])
-            if row_key(r) != row_key(row)
-        ] + [row])
+        kept = load_rows(pending) if os.path.exists(pending) else []
+        write_json(pending, [r for r in kept if row_key(r) != row_key(row)] + [row])
         raise RuntimeError(
-            f"{e}: the row just computed is kept in {pending} (the next run on {path} takes it in); "
-            f"rerun when the other process is done") from None
+            f"{e}: the row just computed is kept in {pending} (the next run on {path} takes it "
+            "in); rerun when the other process is done") from None
 
 
 def write_records(path, records, say=print):
@@ -314,10 +310,8 @@ def run(out, settings, n=500, seeds=(0, ), batch_size=128, temperature=0.0, devi
         plan(out, settings, n, seeds, temperature, samples, split, data) if rank == 0 else None,
         rank, world)
     dllm, loaded, memos, problems = None, None, {}, {}
-    needs = {
-        n
-        for _, spec, _, _ in work.todo if not checkpoint_of(spec) for n in parse_policy(spec).needs
-    }
+    heuristics = [spec for _, spec, _, _ in work.todo if not checkpoint_of(spec)]
+    needs = {n for spec in heuristics for n in parse_policy(spec).needs}
     for si, spec, seed, key in work.todo:
         s = settings[si]
         sn, T, K, sp = s.resolved(n, temperature, samples, split)
@@ -349,10 +343,10 @@ def run(out, settings, n=500, seeds=(0, ), batch_size=128, temperature=0.0, devi
         if isinstance(pol, Learned):
             row["trained"] = trained[spec]
         merge_row(out, row, say)
-        say(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} T={T} seed {seed} {spec:<40} "
-            f"{row['accuracy']:5.1f}% @ {row['mean_nfe']:6.2f} NFE ({row['seconds']:.1f} s; "
-            f"{100 * memo.hits / max(memo.hits + memo.misses, 1):.0f}% of the setting's row-forwards read from the memo)"
-            )
+        say(f"[{s.name or s.model}] {s.task} L={s.gen_length} BL={s.block_length} T={T} seed "
+            f"{seed} {spec:<40} {row['accuracy']:5.1f}% @ {row['mean_nfe']:6.2f} NFE "
+            f"({row['seconds']:.1f} s; {100 * memo.hits / max(memo.hits + memo.misses, 1):.0f}% of "
+            "the setting's row-forwards read from the memo)")
     if rank:
         return None
     have = {row_key(r): r for r in load_rows(out)}
@@ -425,15 +419,14 @@ def table(rows):
     hand = [r for r in rows if "trained" not in r]
     lines = [
         "| policy | accuracy % | mean NFE | tokens/NFE | best hand rule at matched NFE | gap |",
-        "|---|---:|---:|---:|---:|---:|"
-    ]
+        "|---|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: ("trained" in r, r["policy"].split(":")[0], r["mean_nfe"])):
         b = best_at(hand, r["mean_nfe"]) if "trained" in r else None
         sd = f" ± {r['accuracy_sd']:.1f}" if r.get("seeds", 1) > 1 else ""
         best, gap = ("", "") if b is None else (f"{b:.1f}", f"{r['accuracy'] - b:+.1f}")
         lines.append(
-            f"| {r['policy']} | {r['accuracy']:.1f}{sd} | {r['mean_nfe']:.2f} | {r['tokens_per_nfe']:.2f} | "
-            f"{best} | {gap} |")
+            f"| {r['policy']} | {r['accuracy']:.1f}{sd} | {r['mean_nfe']:.2f} | "
+            f"{r['tokens_per_nfe']:.2f} | {best} | {gap} |")
     return "\n".join(lines)
 
 
@@ -454,7 +447,8 @@ def numbers(text, cast, flag):
 def grids_of(cfg):
     """--block-lengths, --seeds, --taus, --betas, --alphas, parsed and checked."""
     L = cfg.gen_length
-    BLs, seeds = numbers(cfg.block_lengths, int, "--block-lengths"), numbers(cfg.seeds, int, "--seeds")
+    BLs = numbers(cfg.block_lengths, int, "--block-lengths")
+    seeds = numbers(cfg.seeds, int, "--seeds")
     taus, betas = numbers(cfg.taus, float, "--taus"), numbers(cfg.betas, float, "--betas")
     alphas = numbers(cfg.alphas, float, "--alphas")
     if not BLs or not seeds:
@@ -462,17 +456,19 @@ def grids_of(cfg):
     for BL in BLs:
         check_counts(block_lengths=(BL, 1))
         if L % BL:
-            raise ValueError(f"--gen-length {L} must be a multiple of each of --block-lengths (not {BL})")
+            raise ValueError(f"--gen-length {L} must be a multiple of each of --block-lengths (not "
+                             f"{BL})")
     for seed in seeds:
         check_seed(seed, "--seeds")
-    for name, grid, rule in (("taus", taus, "> 0"), ("betas", betas, "> 0"), ("alphas", alphas, ">= 0")):
+    for name, grid, rule in (("taus", taus, "> 0"), ("betas", betas, "> 0"),
+                             ("alphas", alphas, ">= 0")):
         for v in grid or []:
             check_args(**{name: (v, rule)})
     return BLs, seeds, taus, betas, alphas
 
 
 def settings_of(cfg):
-    """The settings and grids of the command line, every value checked before any model is loaded."""
+    """The settings and grids of the command line, each value checked before a model is loaded."""
     if cfg.plot:
         from common.plots import need_matplotlib
         need_matplotlib()
@@ -492,22 +488,22 @@ def settings_of(cfg):
     rows = len(seeds) * (sweeps + len(BLs) * (len(specs) - len(ckpts) + grid))
     if rows > MAX_COUNT or rows * cfg.num_problems * cfg.samples > 1000 * MAX_COUNT:
         raise ValueError(
-            f"{rows:,} rows of {cfg.num_problems:,} problems x {cfg.samples} samples (--block-lengths x "
-            f"--seeds x the policies and their --taus x --betas x --alphas): more than any run needs; "
-            f"at most {MAX_COUNT:,} rows and {1000 * MAX_COUNT:,} completions")
-    settings = [
-        Setting(
-            cfg.model, cfg.task, L, BL,
-            sweep_specs(sweep_names(cfg.sweep), L, BL) + [s for s in specs if s not in ckpts] +
-            learned_specs(ckpts, taus or [1.0], alphas, betas), cache=cfg.cache) for BL in BLs
-    ]
+            f"{rows:,} rows of {cfg.num_problems:,} problems x {cfg.samples} samples "
+            "(--block-lengths x --seeds x the policies and their --taus x --betas x --alphas): "
+            f"more than any run needs; at most {MAX_COUNT:,} rows and {1000 * MAX_COUNT:,} "
+            "completions")
+    fixed = [s for s in specs if s not in ckpts]
+    fixed += learned_specs(ckpts, taus or [1.0], alphas, betas)
+    sweep = sweep_names(cfg.sweep)
+    settings = [Setting(cfg.model, cfg.task, L, BL, sweep_specs(sweep, L, BL) + fixed, cache=cfg.cache)
+                for BL in BLs]
     if not any(s.specs for s in settings):
         raise ValueError("nothing to evaluate: pass --sweep and/or --policies")
     if (taus or betas) and not ckpts:
         raise ValueError(
             "--taus / --betas set learned policies' knobs, and no checkpoint is in --policies")
-    check_out_file(cfg.out, "--out",
-                   [("--policies", c) for c in ckpts] + [("--data", cfg.data), ("--model", cfg.model)])
+    inputs = [("--policies", c) for c in ckpts] + [("--data", cfg.data), ("--model", cfg.model)]
+    check_out_file(cfg.out, "--out", inputs)
     check_out_file(cfg.records or records_path(cfg.out), "--records",
                    [("--out", cfg.out), ("--data", cfg.data)] + [("--policies", c) for c in ckpts])
     if cfg.plot:   # the picture is the run's other output: a file of its own
@@ -559,20 +555,15 @@ def report(cfg, rows):
     mine = summarize(rows)
     for BL in sorted({r["block_length"] for r in mine}):
         print(
-            f"\n{cfg.model} {cfg.task} L={cfg.gen_length} BL={BL}, mean over {len(numbers(cfg.seeds, int, ''))} "
-            f"seed(s) (± sd)")
+            f"\n{cfg.model} {cfg.task} L={cfg.gen_length} BL={BL}, mean over "
+            f"{len(numbers(cfg.seeds, int, ''))} seed(s) (± sd)")
         print(table([r for r in mine if r["block_length"] == BL]))
     if cfg.plot:
         from common.plots import plot_fronts
         png = plot_path(cfg.out)
-        plot_fronts(
-            {
-                f"{cfg.model} {cfg.task} L={cfg.gen_length} BL={BL}": [
-                    r for r in mine if r["block_length"] == BL
-                ]
-                for BL in sorted({r["block_length"]
-                                  for r in mine})
-            }, png)
+        BLs = sorted({r["block_length"] for r in mine})
+        plot_fronts({f"{cfg.model} {cfg.task} L={cfg.gen_length} BL={BL}":
+                     [r for r in mine if r["block_length"] == BL] for BL in BLs}, png)
         print(f"wrote {png}")
 
 

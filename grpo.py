@@ -6,8 +6,8 @@ around it; this file is what a reader checks against the paper's equations, and 
 compute by hand.
 
     grpo_objective   the paper's clipped objective, as written in section 5
-    grpo_loss        the same objective over a large batch: in chunks, with gradients accumulated, and no backward
-                     for the steps of rollouts whose advantage is 0 (they add exactly 0); equal to grpo_objective
+    grpo_loss        the same objective over a large batch: in chunks, gradients accumulated, no
+                     backward for the steps of rollouts whose advantage is 0 (they add exactly 0)
 """
 import math
 from contextlib import nullcontext
@@ -18,8 +18,8 @@ from actions import action_log_prob, bernoulli_entropy
 from policy import ROLLOUT
 
 
-# Terminal rewards (train.py --reward), from correctness c and NFE f (B,) float: the paper's (section 3),
-# and an additive ablation. A new variant is one more entry.
+# Terminal rewards (train.py --reward) from correctness c and NFE f (B,) float: the paper's
+# (section 3) and an additive ablation. A new variant is one more entry.
 REWARDS = {"mult": lambda c, f, L, alpha: c * ((L - f + 1) / L) ** alpha,
            "additive": lambda c, f, L, alpha: c - alpha * f / L}
 
@@ -44,9 +44,9 @@ def grpo_objective(logp, logp_old, adv, steps_in_rollout, n_rollouts, eps):
     """The clipped objective of section 5 as a loss to minimise, over S recorded steps: logp,
     logp_old (S,) the log-probability of each step's action under the policy now and when it was
     rolled out, adv (S,) the advantage of the step's rollout, steps_in_rollout (S,) how many steps
-    that rollout recorded. Per rollout the mean over its steps of -min(rho A, clip(rho, 1 - eps, 1 +
-    eps) A), then the mean over the n_rollouts rollouts. Given some of a batch's steps (and the
-    whole batch's counts), it is their exact share of the batch's loss."""
+    that rollout recorded. Per rollout the mean over its steps of
+    -min(rho A, clip(rho, 1 - eps, 1 + eps) A), then the mean over the n_rollouts rollouts. Given
+    some of a batch's steps (and the whole batch's counts), it is their exact share of the loss."""
     rho = torch.exp(logp - logp_old)                                       # (S,) pi(a) / pi_old(a)
     per_step = -torch.min(rho * adv, rho.clamp(1 - eps, 1 + eps) * adv)   # (S,)
     return (per_step * (1.0 / (n_rollouts * steps_in_rollout))).sum()
@@ -97,12 +97,10 @@ def step_log_prob(net, batch, sl, actions="bernoulli", mixture_sizes=None, knobs
 
 @torch.no_grad()
 def old_expert_log_probs(net, eb, mixture_sizes, chunk):
-    """The expert steps' old log-probabilities: the mixture under the policy that did the rollouts.
-    """
-    eb["logp_old"] = torch.cat([
-        step_log_prob(net, eb, slice(i, i + chunk), "bernoulli", mixture_sizes)[1]
-        for i in range(0, len(eb["row"]), chunk)
-    ])
+    """The expert steps' old log-probabilities: the mixture under the policy that rolled out."""
+    parts = [step_log_prob(net, eb, slice(i, i + chunk), "bernoulli", mixture_sizes)[1]
+             for i in range(0, len(eb["row"]), chunk)]
+    eb["logp_old"] = torch.cat(parts)
 
 
 def grpo_loss(net, batch, adv, n_rollouts, eps, chunk=4096, actions="bernoulli", mixture_sizes=None,

@@ -23,16 +23,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.hub import check_dir, checked_tokenizer, key_map, resolve_device
-
 from common.cli import write_atomic
+from common.hub import check_dir, checked_tokenizer, key_map, resolve_device
 
 HUB = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "llada-1.5": "GSAI-ML/LLaDA-1.5",
        "dream": "Dream-org/Dream-v0-Instruct-7B"}
 TINY = ("tiny", "tiny-b")
 # The tiny dLLMs ship with the repository (a few MB each); pretrain.py rebuilds them (the exact
-# command is in
-# each file's meta). Resolved next to this file, so any working directory finds them.
+# command is in each file's meta). Resolved next to this file, so any working directory finds them.
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
 # Token ids of the real models, from their official config.json files; the files' values win, these
@@ -142,9 +140,8 @@ class Block(nn.Module):
             kv[0][:, :, a:b], kv[1][:, :, a:b] = k, v
             k, v = kv
         # grouped KV heads (Dream): query head h reads KV head h // rep, so the rep query heads of a
-        # group are folded
-        # into its query positions (B, Hkv, rep * n, hd) - K and V are never expanded (the mask is
-        # per key only)
+        # group are folded into its query positions (B, Hkv, rep * n, hd) - K and V are never
+        # expanded (the mask is per key only)
         a = F.scaled_dot_product_attention(q.reshape(B, k.shape[1], -1, self.hd), k, v,
                                            attn_mask=attn_mask)
         # bidirectional, 1/sqrt(hd)
@@ -379,18 +376,19 @@ def check_config(mc, ids):
             raise ValueError(f"config.json: {name} is {v!r}, not a positive number")
     if mc.d_model % mc.n_heads or mc.n_heads % mc.n_kv_heads:
         raise ValueError(
-            f"config.json: d_model {mc.d_model}, {mc.n_heads} heads and {mc.n_kv_heads} key/value heads "
-            f"do not divide (d_model must be a multiple of the heads, the heads of the key/value heads)"
-        )
+            f"config.json: d_model {mc.d_model}, {mc.n_heads} heads and {mc.n_kv_heads} key/value "
+            "heads do not divide (d_model must be a multiple of the heads, the heads of the "
+            "key/value heads)")
     for k, v in ids.items():
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < mc.vocab_size:
             raise ValueError(
-                f"config.json: {k}_token_id is {v!r}, not a token id of the {mc.vocab_size}-token vocabulary"
-            )
+                f"config.json: {k}_token_id is {v!r}, not a token id of the {mc.vocab_size}-token "
+                "vocabulary")
 
 
 def read_hf_config(path):
-    """A model directory's config.json -> (its dict, ModelConfig, layout, token ids), one clear error if not."""
+    """A model directory's config.json -> (its dict, ModelConfig, layout, token ids), or one clear
+    error."""
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(
             f"{path} is not a model directory: it has no config.json (LLaDA or Dream layout)")
@@ -426,19 +424,19 @@ def load_hf_dir(path, device, dtype, name=None):
         # safetensors' own error type for a truncated, empty or foreign file
         except Exception as e:
             raise ValueError(
-                f"{path}/{fn} is not a readable safetensors file ({str(e).splitlines()[0][:120]}): it is "
-                f"truncated or damaged; download it again") from None
+                f"{path}/{fn} is not a readable safetensors file ({str(e).splitlines()[0][:120]}): "
+                "it is truncated or damaged; download it again") from None
         for k, t in shard.items():
             if k not in kmap:
                 continue  # e.g. rotary caches some exports carry
             if tuple(t.shape) != tuple(want[kmap[k]]):
                 raise ValueError(
-                    f"{path}/{fn}: {k} has shape {tuple(t.shape)}, the config says {tuple(want[kmap[k]])}"
-                )
+                    f"{path}/{fn}: {k} has shape {tuple(t.shape)}, the config says "
+                    f"{tuple(want[kmap[k]])}")
             if t.dtype not in (torch.bfloat16, torch.float16, torch.float32):
                 raise ValueError(
-                    f"{path}/{fn}: {k} is stored as {t.dtype} (quantized weights?); this loader takes "
-                    f"bf16, fp16 or fp32 weights: use the original checkpoint")
+                    f"{path}/{fn}: {k} is stored as {t.dtype} (quantized weights?); this loader "
+                    "takes bf16, fp16 or fp32 weights: use the original checkpoint")
             sd[kmap[k]] = t.to(dtype)
     missing = sorted(set(kmap) - {k for k, v in kmap.items() if v in sd})
     if missing:
@@ -452,9 +450,9 @@ def load_hf_dir(path, device, dtype, name=None):
     mask = getattr(tok, "mask_token", None)
     if mask is not None and tok.convert_tokens_to_ids(mask) != ids["mask"]:
         raise ValueError(
-            f"{path}: config.json says mask id {ids['mask']} but the tokenizer's mask token {mask!r} is "
-            f"id {tok.convert_tokens_to_ids(mask)}: the config and tokenizer files are from different models"
-        )
+            f"{path}: config.json says mask id {ids['mask']} but the tokenizer's mask token "
+            f"{mask!r} is id {tok.convert_tokens_to_ids(mask)}: the config and tokenizer files are "
+            "from different models")
     stop = (ids["eot"],) if "eot" in ids else ()
     d = DLLM(net, tok, name or path, ids["mask"], ids["eos"], ids["pad"], stop,
              shift=(layout == "dream"))
@@ -468,10 +466,9 @@ def save_tiny(path, net, meta):
     write_atomic(path, lambda tmp: torch.save(ck, tmp))
 
 
-# a tiny dLLM saw about 60 positions in pretraining (10% of sequences twice that): far past
+# A tiny dLLM saw about 60 positions in pretraining (10% of sequences twice that): far past them its
+# rotary positions mean nothing, and a buffer this long is all the memory a CPU has.
 TINY_MAX_LEN = 1024
-# them its rotary positions mean nothing, and a buffer this long is all the
-# memory a CPU has
 
 
 def load_tiny_file(path, device, name=None):
@@ -488,7 +485,8 @@ def load_tiny_file(path, device, name=None):
         raise ValueError(f"{path} is not a tiny dLLM checkpoint of this version ({e})") from None
     if c.vocab_size != len(tok):
         raise ValueError(
-            f"{path} was trained with a vocabulary of {c.vocab_size} tokens, but the tiny world's has "
+            f"{path} was trained with a vocabulary of {c.vocab_size} tokens, but the tiny world's "
+            "has "
             f"{len(tok)} ({tok.chars!r} and 3 specials): rebuild it with python -m support.pretrain"
         )
     net = Transformer(c)
@@ -561,8 +559,7 @@ SHAPES = {
                   scale_logits=False, include_qkv_bias=False),
     "dream": dict(model_type="Dream", hidden_size=3584, num_hidden_layers=28,
                   num_attention_heads=28, num_key_value_heads=4, intermediate_size=18944,
-                  rope_theta=1e6, rms_norm_eps=1e-6, vocab_size=152064, tie_word_embeddings=False),
-}
+                  rope_theta=1e6, rms_norm_eps=1e-6, vocab_size=152064, tie_word_embeddings=False),}
 
 
 def build_shape(kind, device="meta"):
@@ -582,8 +579,8 @@ if __name__ == "__main__":
     if a.shape:
         net = build_shape(a.shape)
         print(
-            f"{a.shape}: {sum(t.numel() for t in net.parameters()) / 1e9:.3f}B parameters, config {net.c}"
-        )
+            f"{a.shape}: {sum(t.numel() for t in net.parameters()) / 1e9:.3f}B parameters, config "
+            f"{net.c}")
     if a.name:
         try:
             d = load_dllm(a.name, revision=a.revision)

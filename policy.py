@@ -25,8 +25,8 @@ declarations (RULES). Adding a heuristic is adding a class here.
 
     python policy.py          # the spec of every policy
 """
-import math
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -196,8 +196,8 @@ class EOSDamped(Scheduled):
     args = (Arg("g", "G", lo=0, hi=1, grid=(0.4,)), STEPS)
 
     def score(self, obs):
-        progress = ((obs.t * obs.conf.shape[1]).round() /
-                    max(self.steps - 1, 1)).clamp(max=1.0)[:, None]  # (b, 1)
+        spent = (obs.t * obs.conf.shape[1]).round()
+        progress = (spent / max(self.steps - 1, 1)).clamp(max=1.0)[:, None]         # (b, 1)
         return torch.where(obs.eos, obs.conf * (self.g + (1 - self.g) * progress), obs.conf)
 
 
@@ -256,10 +256,10 @@ class PolicyConfig:
     heads: int = 2          # attention heads (rotary positions, bidirectional)
     mlp: int = 512          # GELU MLP width
     init_bias: float = -2.0 # output bias: every masked token starts at sigmoid(-2) = 0.12
-    alpha_lo: float = None  # alpha-conditioned (train.py --alpha-range LO,HI): the range trained on;
+    alpha_lo: float = None  # alpha-conditioned (train.py --alpha-range LO,HI): its range;
     alpha_hi: float = None  # None = one policy per alpha, as in the paper
     alpha_features: str = "smooth"  # how alpha is encoded (alpha_features)
-    actions: str = "bernoulli"      # logits -> action (actions.py): bernoulli (paper) or dpls (App. E)
+    actions: str = "bernoulli"      # logits -> action (actions.py): bernoulli or dpls (App. E)
     # what the policy reads of a confidence c: raw = c alone (paper), log = c, log c and log(1 - c),
     # block = those and log(c / the block's highest candidate c)
     features: str = "log"
@@ -307,9 +307,9 @@ SETTING_DIM = 16   # features per setting value
 
 
 def setting_features(setting, L):
-    """(n, 3) settings (BL / L, dLLM temperature, block_step / BL; env.Obs.setting) -> (n, 3 *
-    SETTING_DIM): smooth features of log(BL) / log(L) (BL 4, 8, 16, 32 at L 32: 0.4, 0.6, 0.8, 1;
-    full diffusion is always 1), of the temperature and of the block's progress."""
+    """(n, 3) settings (BL / L, dLLM temperature, block_step / BL; env.Obs.setting) ->
+    (n, 3 * SETTING_DIM): smooth features of log(BL) / log(L) (BL 4, 8, 16, 32 at L 32: 0.4, 0.6,
+    0.8, 1; full diffusion is always 1), of the temperature and of the block's progress."""
     u_bl = 1 + torch.log(setting[:, 0]) / math.log(max(L, 2))
     return torch.cat(
         [smooth_features(u, SETTING_DIM) for u in (u_bl, setting[:, 1], setting[:, 2])], -1)
@@ -319,18 +319,19 @@ def sinusoidal(t, dim, max_period=10000.0):
     """(n,) times in [0, 1] -> (n, dim) sinusoidal features (t scaled by 1000, as diffusion
     timesteps)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) *
-                      torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    k = torch.arange(half, device=t.device, dtype=torch.float32)
+    freqs = torch.exp(-math.log(max_period) * k / half)
     a = 1000 * t.float()[:, None] * freqs[None]
     return torch.cat([a.cos(), a.sin()], dim=-1)
 
 
 def alpha_features(alpha, hi, dim, kind="smooth"):
-    """(n,) reward exponents in [0, hi] -> (n, dim) sinusoidal features of u = log(1 + alpha) /
-    log(1 + hi) in [0, 1] (the reward's sensitivity to alpha is roughly logarithmic). "smooth":
-    frequencies from pi/4 to 4 pi, so every feature is a smooth function of u and what is learned at
-    one alpha carries over to its neighbours. "timestep": the diffusion-time encoding (frequencies
-    up to 1000 per unit of u), kept for the checkpoints that use it."""
+    """(n,) reward exponents in [0, hi] -> (n, dim) sinusoidal features of
+    u = log(1 + alpha) / log(1 + hi) in [0, 1] (the reward's sensitivity to alpha is roughly
+    logarithmic). "smooth": frequencies from pi/4 to 4 pi, so every feature is a smooth function of
+    u and what is learned at one alpha carries over to its neighbours. "timestep": the
+    diffusion-time encoding (frequencies up to 1000 per unit of u), kept for the checkpoints that
+    use it."""
     u = torch.log1p(alpha.float()) / math.log1p(hi)
     return sinusoidal(u, dim) if kind == "timestep" else smooth_features(u, dim)
 
@@ -349,10 +350,8 @@ class Knobs:
 
 
 # The env.Obs fields the learned policy reads, by name and in forward()'s order: rollouts record
-# them
-# (env.generate(record=READS)) and the update reads them back (grpo.step_log_prob). A new input: a
-# field of env.Obs,
-# its name here, and its use in forward().
+# them (env.generate(record=READS)) and the update reads them back (grpo.step_log_prob). A new
+# input: a field of env.Obs, its name here, and its use in forward().
 READS = ("conf", "masked", "t", "alpha", "cand", "setting")
 # how GRPO's rollouts read the policy; the update scores their actions with the same
 ROLLOUT = Knobs(fallback=False)
@@ -520,8 +519,8 @@ def load_policy(path, device="cpu"):
     ck = read_checkpoint(path)
     if ck["policy_config"]["actions"] not in ACTIONS:
         raise ValueError(
-            f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows {ACTIONS})"
-        )
+            f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows "
+            f"{ACTIONS})")
     try:
         pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))
         load_weights(pol, ck["policy"])
@@ -549,20 +548,20 @@ def checkpoint_policy(spec, device="cpu"):
         arg = next((a for a in CHECKPOINT_OPTIONS if a.name == k), None)
         if arg is None or k in opts or not v:
             raise ValueError(
-                f"{spec!r}: a checkpoint takes ':tau=T', ':beta=B' and, if alpha-conditioned, ':alpha=A'"
-            )
+                f"{spec!r}: a checkpoint takes ':tau=T', ':beta=B' and, if alpha-conditioned, "
+                "':alpha=A'")
         opts[k] = (v, arg.parse(spec, v))
     net, ck = load_policy(path, device)
     if net.conditioned and "alpha" not in opts:
         raise ValueError(
-            f"{spec!r}: {path} is alpha-conditioned (trained on [{net.c.alpha_lo:g}, {net.c.alpha_hi:g}]): "
-            f"pick the point on its front with ':alpha=A'")
+            f"{spec!r}: {path} is alpha-conditioned (trained on [{net.c.alpha_lo:g}, "
+            f"{net.c.alpha_hi:g}]): pick the point on its front with ':alpha=A'")
     if "alpha" in opts:
         a = opts["alpha"][1]
         if not net.conditioned:
             raise ValueError(
-                f"{spec!r}: {path} is not alpha-conditioned (it was trained for one alpha); drop ':alpha='"
-            )
+                f"{spec!r}: {path} is not alpha-conditioned (it was trained for one alpha); drop "
+                "':alpha='")
         if not net.c.alpha_lo <= a <= net.c.alpha_hi:
             raise ValueError(
                 f"{spec!r}: alpha {a:g} is outside the range the policy was trained on "
@@ -594,8 +593,8 @@ def parse_policy(spec, device="cpu"):
     name, _, text = spec.strip().partition(":")
     if name not in RULES:
         raise ValueError(
-            f"unknown policy {spec!r}: use one of {sorted(RULES)} (e.g. topk:steps=32) or a *.pt checkpoint"
-        )
+            f"unknown policy {spec!r}: use one of {sorted(RULES)} (e.g. topk:steps=32) or a *.pt "
+            "checkpoint")
     rule = RULES[name]
     values = parse_args(spec, rule.args, text)
     return rule(*(values[a.name][1] for a in rule.args))
@@ -607,8 +606,8 @@ def parse_policies(specs, device="cpu"):
     pols = [parse_policy(s, device) for s in specs.split(",") if s.strip()]
     if not pols:
         raise ValueError(
-            f"no policy in {specs!r}: pass comma-separated specs, e.g. 'topk:steps=32,threshold:0.9'"
-        )
+            f"no policy in {specs!r}: pass comma-separated specs, e.g. "
+            "'topk:steps=32,threshold:0.9'")
     return pols
 
 

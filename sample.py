@@ -33,23 +33,23 @@ from dataclasses import dataclass
 
 import torch
 
+from common.checkpoints import read_checkpoint
 from common.cli import (MAX_COUNT, append_records, check_args, check_counts, check_out_file,
                         check_seed, check_threads, failed, interrupted, option, parse_config,
                         waiting_lock, write_json)
 from common.dist import finish, gather, init_ranks, on_sigterm, stopped
+from common.hub import resolve_device
 from decode import decode, records_of, row_of
 from env import check_decoding
-from steps import check_buffer
-from common.hub import resolve_device
 from model import check_model_name, load_dllm
-from common.checkpoints import read_checkpoint
 from policy import Learned, checkpoint_of, parse_policies
+from steps import check_buffer
 from tasks import check_split, check_task, get_problems, prompts_of
 
+
 # What `python sample.py` with no policy flag compares: the shipped policy (one for every block
-# length and dLLM
-# temperature, read here in full diffusion at T = 0 unless flags say otherwise) and these hand
-# rules.
+# length and dLLM temperature, read here in full diffusion at T = 0 unless flags say otherwise) and
+# these hand rules.
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "policy.pt")
 HEURISTICS = "topk:steps=32,threshold:0.9,eb:gamma=0.01,pc:lam=1:steps=8,band:hi=0.9:lo=0.08"
 # unless a checkpoint sets them
@@ -64,8 +64,8 @@ class SampleConfig:
         "checkpoint's)")
     task: str = option(
         None,
-        "chain, sub (tiny world), gsm8k, math500, humaneval, mbpp (default chain, or the checkpoint's)"
-    )
+        "chain, sub (tiny world), gsm8k, math500, humaneval, mbpp (default chain, or the "
+        "checkpoint's)")
     policies: str = option(
         None, "comma-separated policy specs, e.g. 'topk:steps=32,threshold:0.9,out/ckpt.pt' (none "
         "given: the shipped policy and five hand rules)")
@@ -112,8 +112,8 @@ def show_generation(dllm, problem, tokens, order, text, ok):
     steps = [str(s) if s else "-" for s in order.tolist()]
     w = [max(len(a), len(b)) + 1 for a, b in zip(toks, steps)]
     print(
-        f"  prompt {problem.question!r}  gold {problem.gold!r}  -> {text!r} {'correct' if ok else 'WRONG'}"
-    )
+        f"  prompt {problem.question!r}  gold {problem.gold!r}  -> {text!r} "
+        f"{'correct' if ok else 'WRONG'}")
     print("  token " + "".join(a.rjust(k) for a, k in zip(toks, w)))
     print("  step  " + "".join(b.rjust(k) for b, k in zip(steps, w)))
 
@@ -167,8 +167,7 @@ def table(rows):
             (f" {r['majority']:>8.1f}" if "majority" in r else (f" {'':>8}" if vote else "")))
     lines += [
         f"* outside its training setting ({r['outside_training']})" for r in rows
-        if "outside_training" in r
-    ]
+        if "outside_training" in r]
     return "\n".join(lines)
 
 
@@ -198,9 +197,9 @@ def check(cfg, policies):
     check_threads(cfg.threads)
     if cfg.num_problems * cfg.samples * len(policies) > MAX_COUNT:
         raise ValueError(
-            f"--num-problems {cfg.num_problems:,} x --samples {cfg.samples:,} x {len(policies)} policies "
-            f"is {cfg.num_problems * cfg.samples * len(policies):,} completions: at most {MAX_COUNT:,}"
-        )
+            f"--num-problems {cfg.num_problems:,} x --samples {cfg.samples:,} x {len(policies)} "
+            f"policies is {cfg.num_problems * cfg.samples * len(policies):,} completions: at most "
+            f"{MAX_COUNT:,}")
     check_split(cfg.task, cfg.split)
     check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
     check_task(cfg.task, cfg.data)
@@ -282,15 +281,16 @@ def compare(cfg, policies, problems, dllm, rank, world):
     """Each policy over the problems (this rank's share), gathered and printed by rank 0 -> the rows
     (rank 0)."""
     say = print if rank == 0 else (lambda *a, **k: None)
-    say(f"model {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}), task {cfg.task}, L={cfg.gen_length} "
-        f"BL={cfg.block_length}, n={len(problems)}, samples {cfg.samples}, T={cfg.temperature}, cache {cfg.cache}"
+    say(f"model {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}), task {cfg.task}, "
+        f"L={cfg.gen_length} BL={cfg.block_length}, n={len(problems)}, samples {cfg.samples}, "
+        f"T={cfg.temperature}, cache {cfg.cache}"
         + (f", {world} ranks" if world > 1 else ""))
     rows, records = [], []
     away = {p.spec: p.trained for p in policies if outside(p, cfg.gen_length, cfg.block_length)}
     for spec, (L, BLs) in away.items():
-        say(f"warning: {spec} was trained at L {L}, BL {','.join(map(str, BLs))} and runs here at L {cfg.gen_length}, BL "
-            f"{cfg.block_length}: a learned policy is not known to work outside its training setting (its rows say so)"
-            )
+        say(f"warning: {spec} was trained at L {L}, BL {','.join(map(str, BLs))} and runs here at "
+            f"L {cfg.gen_length}, BL {cfg.block_length}: a learned policy is not known to work "
+            "outside its training setting (its rows say so)")
     for pol in policies:
         # a long run says where it is, bar or no bar
         if len(problems) * cfg.samples >= PROGRESS_LINE:

@@ -3,7 +3,7 @@ The dLLM's denoising step for env.generate: one forward -> x0, conf (and margin 
 L), for the rows asked. Three steps behind one call, step(x, am, rows, block, temperature, seeds):
 
   UncachedStep  the dLLM over the whole buffer of the rows (exact)
-  ForwardMemo   the same, read back where an earlier call computed that state (exact at T = 0, no cache)
+  ForwardMemo   the same, read back where an earlier call computed the state (exact at T = 0)
   CachedStep    Fast-dLLM's prefix / dual KV cache (approximate, semi-autoregressive only)
 
 docs/design.md says why each exists and what it costs.
@@ -129,8 +129,8 @@ class ForwardMemo:
             prompt = prompt.numpy().tobytes()
             if self.prompts.setdefault(k, prompt) != prompt:
                 raise ValueError(
-                    f"a ForwardMemo is for one set of prompts batched one way: row key {k} came with "
-                    f"another (padded) prompt")
+                    f"a ForwardMemo is for one set of prompts batched one way: row key {k} came "
+                    "with another (padded) prompt")
 
     def step(self, dllm, x, am, rows, keys, P, needs=()):
         """x0, conf, margin, entropy (b, L) for the unfinished rows (margin and entropy where needs
@@ -139,10 +139,8 @@ class ForwardMemo:
         want = [True, True, "margin" in needs, "entropy" in needs]
         states = list(zip(keys[rows].tolist(), (g.numpy().tobytes() for g in x[rows, P:].cpu())))
         got = [self.table.get(st) for st in states]
-        got = [
-            g if g is not None and all(g[0][n] is not None for n in range(4) if want[n]) else None
-            for g in got
-        ]
+        has = lambda g: g is not None and all(g[0][n] is not None for n in range(4) if want[n])
+        got = [g if has(g) else None for g in got]
         miss = [i for i, g in enumerate(got) if g is None]
         self.hits += len(got) - len(miss)
         self.misses += len(miss)
@@ -162,10 +160,8 @@ class ForwardMemo:
             # nothing was read: the forward as it is
             if len(miss) == len(got):
                 return [o if w else None for o, w in zip(out, want)]
-        return [
-            torch.stack([b[n][j] for b, j in got]).to(x.device) if want[n] else None
-            for n in range(4)
-        ]
+        return [torch.stack([b[n][j] for b, j in got]).to(x.device) if want[n] else None
+                for n in range(4)]
 
 
 class CachedStep:
@@ -192,8 +188,8 @@ class CachedStep:
         if self.block != block:                     # the block's first step: every row
             if len(rows) != B:
                 raise RuntimeError(
-                    "a cached batch starts each block with all of its rows (generate keeps them in step)"
-                )
+                    "a cached batch starts each block with all of its rows (generate keeps them in "
+                    "step)")
             # the old cache goes before the new one is computed
             self.kv = None
             logits, self.kv = self.dllm.logits(x, am, start=self.P, return_kv=True)

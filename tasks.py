@@ -154,8 +154,8 @@ def read_jsonl(path, task):
             row["answer"]).strip()
         if task == "gsm8k" and gsm8k_gold(gold) is None:
             return (
-                f"its answer {gold[:40]!r} has no number to grade against (GSM8K answers end in '#### <number>', "
-                f"a finite one)")
+                f"its answer {gold[:40]!r} has no number to grade against (GSM8K answers end in "
+                "'#### <number>', a finite one)")
         if not gold or (task == "math500" and not math_gold(gold)):
             return f"its 'answer' {gold[:40]!r} is empty: nothing to grade against"
         return None
@@ -180,8 +180,8 @@ def real_problems(task, split="test", data=None, n=None):
         return codetasks.code_problems(task, split, data)[:n]
     if task == "math500" and split == "train" and not data:
         raise ValueError(
-            "MATH-500 has no train split to download; pass a local jsonl of MATH problems with --data"
-        )
+            "MATH-500 has no train split to download; pass a local jsonl of MATH problems with "
+            "--data")
     rows = read_jsonl(data or _download_real(task, split), task)[:n]
     # the official answer is "reasoning #### 42"; a bare number (42) is accepted too
     if task == "gsm8k":
@@ -224,12 +224,10 @@ def get_problems(task, n=None, seed=0, split="test", data=None):
 
 # --------------------------------------------------------------------------------------------------
 # real tasks: two graders. `paper` is the paper's protocol exactly, quirks included (its numbers
-# compare with the
-# paper's table only under it); `verify` is HF's math-verify, an independent grader that parses
-# LaTeX and plain
-# answers and checks equivalence with sympy. Both are computed for every completion; `paper` is the
-# default reward and
-# the rows' `accuracy`, `verify` is `accuracy_verify` beside it (docs/design.md, "Graders").
+# compare with the paper's table only under it); `verify` is HF's math-verify, an independent grader
+# that parses LaTeX and plain answers and checks equivalence with sympy. Both are computed for every
+# completion; `paper` is the default reward and the rows' `accuracy`, `verify` is `accuracy_verify`
+# beside it (docs/design.md, "Graders").
 
 GRADERS = ("paper", "verify")
 # the paper's number pattern: no '+', no exponent, no thousands groups
@@ -419,8 +417,7 @@ def prompts_of(dllm, problems):
     chat template, its answer prefill after it."""
     return dllm.encode([
         dllm.prompt_text(p.question, SYSTEM_PROMPT if p.system is None else p.system,
-                         ANSWER_PREFIX if p.prefix is None else p.prefix) for p in problems
-    ])
+                         ANSWER_PREFIX if p.prefix is None else p.prefix) for p in problems])
 
 
 def math_key(answer):

@@ -1,13 +1,13 @@
 """
 GRPO training of the unmasking policy against the frozen dLLM (paper section 5). Per step: P
-prompts, a group of G rollouts each (env.generate), reward R = correct * ((L - NFE + 1) / L) **
-alpha, advantage A = R - the group's mean, then K optimizer steps of the clipped objective
+prompts, a group of G rollouts each (env.generate), reward R = correct * ((L - NFE + 1) / L)**alpha,
+advantage A = R - the group's mean, then K optimizer steps of the clipped objective
 (grpo.py). As the paper: no KL term, no reference model, advantages not divided by the group's std.
 Variants: --alpha-range (one policy for every alpha), --actions dpls (App. E), --expert (App. F),
 --imitate (a cloned warm start), --block-lengths / --temperature-range (one policy for every
 setting). The run's machinery (checks, logs, checkpoints, ranks) is in common/runs.py.
 
-    python train.py --out out/p.pt       # the tiny world's recipe: blocks of 8, alpha 1 (2 min, CPU)
+    python train.py --out out/p.pt       # the tiny world's recipe: blocks of 8, alpha 1 (2 min)
     python train.py --block-length 32 --expert threshold:0.9 --steps 60 --eval-tau 0.5 --out f.pt
     python train.py --block-length 8 --alpha-range 0,10 --out out/front.pt   # alpha in [0, 10]
     python train.py --block-length 32 --block-lengths 4,8,16,32 --temperature-range 0,1 \
@@ -38,20 +38,21 @@ import torch.nn.functional as F
 
 from actions import check_actions
 from common import memory
+from common.checkpoints import check_finite_state, read_checkpoint
 from common.cli import check_args, exclusive, failed, interrupted, option, parse_config
+from common.hub import resolve_device
+from common.rng import fmix32
 from common.runs import (RunLog, StopRequested, bounds, check_files, check_finite, check_numbers,
                          check_resume, command_of, log_path, reduced, save_checkpoint,
                          setup_distributed, truncate_log)
-from common.rng import fmix32
+from decode import evaluate
 from env import Rollout, check_decoding, generate, row_keys
-from steps import ForwardMemo, check_buffer
-from grpo import REWARDS, advantages, collate, concat_batches, grpo_loss, old_expert_log_probs, rewards
-from common.hub import resolve_device
+from grpo import (REWARDS, advantages, collate, concat_batches, grpo_loss, old_expert_log_probs,
+                  rewards)
 from model import TINY, check_model_name, load_dllm
-from common.checkpoints import check_finite_state, read_checkpoint
 from policy import (FEATURES, READS, ROLLOUT, Knobs, Learned, LearnedPolicy, PolicyConfig,
                     checkpoint_of, load_weights, parse_policy)
-from decode import evaluate
+from steps import ForwardMemo, check_buffer
 from tasks import GRADERS, REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many, prompts_of
 
 
@@ -127,10 +128,8 @@ def resolve(cfg):
     """The settings with the world's defaults filled in, every value checked - all before a model
     loads."""
     table = TINY_DEFAULTS if (cfg.model in TINY or cfg.model.endswith(".pt")) else REAL
-    cfg = dataclasses.replace(cfg, **{
-        k: v
-        for k, v in table.items() if getattr(cfg, k, None) is None
-    })
+    unset = {k: v for k, v in table.items() if getattr(cfg, k, None) is None}
+    cfg = dataclasses.replace(cfg, **unset)
     blocks = cfg.block_length < cfg.gen_length
     # tiny world: blocks of 8 start at unmask p 0.5, full diffusion at the paper's 0.12
     if cfg.init_bias is None:
@@ -142,8 +141,8 @@ def resolve(cfg):
     elif (cfg.expert_block_length is not None and reads_setting(cfg)
           and cfg.expert_block_length != cfg.block_length):
         raise ValueError(
-            "--expert-block-length: a policy trained over settings has its expert decode in each group's "
-            "own blocks; drop it")
+            "--expert-block-length: a policy trained over settings has its expert decode in each "
+            "group's own blocks; drop it")
     check_numbers(cfg)
     check_settings(cfg)
     check_files(cfg, lambda path: check_checkpoint(cfg))
@@ -162,8 +161,8 @@ def check_settings(cfg):
         block_lengths(cfg)
     if cfg.width % PolicyConfig.heads:
         raise ValueError(
-            f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} attention heads"
-        )
+            f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} "
+            "attention heads")
     check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
     check_actions(cfg.actions)
     if cfg.features not in FEATURES:
@@ -191,14 +190,14 @@ def expert_of(cfg):
     the KV cache only where they are semi-autoregressive."""
     if cfg.actions == "dpls":
         raise ValueError(
-            "--expert needs --actions bernoulli: an expert's step is a set with no order, and a DPLS "
-            "likelihood is of a set and its order")
+            "--expert needs --actions bernoulli: an expert's step is a set with no order, and a "
+            "DPLS likelihood is of a set and its order")
     check_args(expert_block_length=(cfg.expert_block_length, "> 0"))
     check_decoding(cfg.gen_length, cfg.expert_block_length)
     if checkpoint_of(cfg.expert):
         raise ValueError(
-            f"--expert {cfg.expert}: the expert is a heuristic spec (e.g. threshold:0.9), not a checkpoint"
-        )
+            f"--expert {cfg.expert}: the expert is a heuristic spec (e.g. threshold:0.9), not a "
+            "checkpoint")
     expert = parse_policy(cfg.expert)
     expert.check(cfg.gen_length, cfg.expert_block_length)
     return expert
@@ -227,8 +226,9 @@ def check_round(dllm, cfg, prompts, longest):
     cache = cfg.cache if cfg.block_length < cfg.gen_length else "none"
     check_buffer(dllm, prompts * cfg.group_size, longest, cfg.gen_length, cache, T)
     e = dllm.net.tok_emb.weight.element_size()
+    chunk = cfg.batch_size * cfg.gen_length
     plan = memory.grpo_plan(dllm.net.c, e, prompts, cfg.group_size, int(bool(cfg.expert)), longest,
-                            cfg.gen_length, cache, T, cfg.batch_size * cfg.gen_length, dllm.device.type)
+                            cfg.gen_length, cache, T, chunk, dllm.device.type)
     memory.check(plan, dllm.device,
                  "--prompts-per-step, --group-size or --batch-size (the update's loss chunks)")
 
@@ -239,12 +239,12 @@ def check_imitate(cfg):
     check_args(imitate_lr=(cfg.imitate_lr, "> 0"))
     if checkpoint_of(cfg.imitate):
         raise ValueError(
-            f"--imitate {cfg.imitate}: the warm start clones a heuristic spec (e.g. band:hi=0.9:lo=0.08)"
-        )
+            f"--imitate {cfg.imitate}: the warm start clones a heuristic spec (e.g. "
+            "band:hi=0.9:lo=0.08)")
     if cfg.actions != "bernoulli" or cfg.alpha_range is not None:
         raise ValueError(
-            "--imitate clones into a Bernoulli policy for one alpha: drop --actions dpls / --alpha-range"
-        )
+            "--imitate clones into a Bernoulli policy for one alpha: drop --actions dpls / "
+            "--alpha-range")
     parse_policy(cfg.imitate).check(cfg.gen_length, cfg.block_length)
 
 
@@ -268,8 +268,8 @@ def block_lengths(cfg):
         check_decoding(cfg.gen_length, b, cfg.cache if b < cfg.gen_length else "none")
     if len(set(bls)) != len(bls) or cfg.block_length not in bls:
         raise ValueError(
-            f"--block-lengths {cfg.block_lengths}: distinct values, --block-length {cfg.block_length} "
-            f"among them")
+            f"--block-lengths {cfg.block_lengths}: distinct values, --block-length "
+            f"{cfg.block_length} among them")
     return bls
 
 
@@ -577,10 +577,9 @@ def loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy,
             # 3. log (rollout statistics reduced over ranks) and checkpoint
             metrics = dict(step=step + 1, **reduced(exp, ddp, world), entropy=ent,
                            clip_frac=clip_frac, grad_norm=gnorm, loss=loss, lr=lr, rollout_s=t_roll,
-                           update_s=time.time() - t0 - t_roll, **exp.expert,
-                           **({
-                               "temperature": T.mean().item()
-                           } if cfg.temperature_range else {}))
+                           update_s=time.time() - t0 - t_roll, **exp.expert)
+            if cfg.temperature_range:
+                metrics["temperature"] = T.mean().item()
             if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
                 metrics.update(held_out(dllm, policy, eval_set, cfg))
             log.write(metrics)
@@ -606,9 +605,9 @@ def problem_sets(cfg):
     random.Random(cfg.seed).shuffle(train_set)
     if len(train_set) < cfg.prompts_per_step:
         raise ValueError(
-            f"{len(train_set)} training problems{f' in {cfg.data}' if cfg.data else ''}: one GRPO step "
-            f"takes --prompts-per-step {cfg.prompts_per_step} of them; pass more data or a smaller step"
-        )
+            f"{len(train_set)} training problems{f' in {cfg.data}' if cfg.data else ''}: one GRPO "
+            f"step takes --prompts-per-step {cfg.prompts_per_step} of them; pass more data or a "
+            "smaller step")
     if cfg.steps == 0:  # one epoch
         cfg.steps = len(train_set) // cfg.prompts_per_step
     held = cfg.eval_every and cfg.task in TINY_TASKS
@@ -624,8 +623,8 @@ def warm_start(policy, dllm, cfg, train_set, stop, say):
         say("interrupted during the --imitate warm start: nothing saved; run the same command again"
             )
         raise SystemExit(130)
-    say(f"imitated {cfg.imitate} on {cfg.imitate_problems} problems: {cfg.imitate_steps} steps, loss {loss:.4f}, "
-        f"{time.time() - t0:.0f} s")
+    say(f"imitated {cfg.imitate} on {cfg.imitate_problems} problems: {cfg.imitate_steps} steps, "
+        f"loss {loss:.4f}, {time.time() - t0:.0f} s")
 
 
 def held_out(dllm, policy, eval_set, cfg):
@@ -633,9 +632,9 @@ def held_out(dllm, policy, eval_set, cfg):
     conditioned one at both ends of its alpha range (does its speed follow alpha?); one trained over
     block lengths at each of them (suffix _bl<BL>), and over temperatures also at HI (suffix _hot).
     """
-    ends = dict(zip(("_lo", "_hi"), alpha_bounds(cfg.alpha_range))) if cfg.alpha_range else {
-        "": None
-    }
+    ends = {"": None}
+    if cfg.alpha_range:
+        ends = dict(zip(("_lo", "_hi"), alpha_bounds(cfg.alpha_range)))
     T = bounds(cfg.temperature_range, "--temperature-range") if cfg.temperature_range else (0.0,)
     at = [("", cfg.block_length, T[0])]
     if cfg.block_lengths:
@@ -648,10 +647,8 @@ def held_out(dllm, policy, eval_set, cfg):
             row, _ = evaluate(dllm, Learned(policy.eval(), Knobs(tau=cfg.eval_tau, alpha=a)),
                               eval_set, cfg.task, cfg.gen_length, BL, cfg.batch_size, temp,
                               progress=False, cache=cfg.cache if BL < cfg.gen_length else "none")
-            out.update({
-                f"eval_accuracy{suffix}{where}": row["accuracy"],
-                f"eval_nfe{suffix}{where}": row["mean_nfe"]
-            })
+            out[f"eval_accuracy{suffix}{where}"] = row["accuracy"]
+            out[f"eval_nfe{suffix}{where}"] = row["mean_nfe"]
     return out
 
 

@@ -1,5 +1,5 @@
-"""A counter-based random number generator: every draw is a hash of integers (a row's key, the NFE spent, a position),
-so a row's randomness never depends on batching, sharding or the other rows."""
+"""A counter-based random number generator: every draw is a hash of integers (a row's key, the NFE
+spent, a position), so a row's randomness never depends on batching, sharding or the other rows."""
 import torch
 
 
@@ -13,12 +13,16 @@ def fmix32(h):
 
 
 def row_keys(seed, ids):
-    """Random keys (B,) for rows identified by integers ids (B,) (e.g. problem index * G + member)."""
-    return fmix32(fmix32(torch.as_tensor(ids, dtype=torch.long)) ^ fmix32(torch.tensor(seed, dtype=torch.long) + 0x9E37))
+    """Random keys (B,) for rows identified by integers ids (B,) (e.g. problem index * G + member).
+    """
+    return fmix32(
+        fmix32(torch.as_tensor(ids, dtype=torch.long))
+        ^ fmix32(torch.tensor(seed, dtype=torch.long) + 0x9E37))
 
 
 def noise_seeds(keys, nfe):
-    """(b,) 63-bit seeds for the dLLM's Gumbel noise from (row key, NFE spent), salted apart from the policy's
-    draws: a row's tokens at T > 0 never depend on batching, sharding or the other rows."""
+    """(b,) 63-bit seeds for the dLLM's Gumbel noise from (row key, NFE spent), salted apart from
+    the policy's draws: a row's tokens at T > 0 never depend on batching, sharding or the other
+    rows."""
     lo = fmix32(keys ^ fmix32(nfe + 0xD1CE))
     return (fmix32(lo ^ 0xB5297A4D) << 31) ^ lo

@@ -37,7 +37,8 @@ def probe(pol, dllm, problems, L, BL, alphas, tau=1.0):
     lo, hi = pol.c.alpha_lo, pol.c.alpha_hi
     ids, am = prompts_of(dllm, problems)
     middle = Learned(pol, Knobs(tau=tau, alpha=math.sqrt((lo + 1) * (hi + 1)) - 1))   # the middle of the range, in log(1 + alpha)
-    r = generate(dllm, middle, ids, am, L, BL, record=READS, keys=row_keys(0, torch.arange(len(ids))))
+    keys = row_keys(0, torch.arange(len(ids)))
+    r = generate(dllm, middle, ids, am, L, BL, record=READS, keys=keys)
     b = collate(r.steps, expert=True)
     conf, masked, t, cand = b["conf"], b["masked"], b["t"], b["cand"]
     at = lambda a: torch.full(t.shape, float(a))

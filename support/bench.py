@@ -273,8 +273,8 @@ def grpo_round(dllm, ids, am, G, L, BL, cache, temperature=0.0, chunk=None, sync
         mine = generate(dllm, Learned(pol.eval(), Knobs(fallback=False)), ids.repeat_interleave(G, 0),
                         am.repeat_interleave(G, 0), L, BL, temperature, record=READS,
                         keys=row_keys(0, torch.arange(P * G)), cache=cache)
-        theirs = generate(dllm, parse_policy("threshold:0.9"), ids, am, L, BL, temperature, record=READS,
-                          keys=row_keys(1, torch.arange(P)), cache=cache)
+        theirs = generate(dllm, parse_policy("threshold:0.9"), ids, am, L, BL, temperature,
+                          record=READS, keys=row_keys(1, torch.arange(P)), cache=cache)
     sync()
     t_roll = time.perf_counter() - t0
     correct = torch.rand(P * (G + 1), generator=torch.Generator().manual_seed(0)).to(device) < 0.5
