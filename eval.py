@@ -495,8 +495,8 @@ def settings_of(cfg):
     fixed = [s for s in specs if s not in ckpts]
     fixed += learned_specs(ckpts, taus or [1.0], alphas, betas)
     sweep = sweep_names(cfg.sweep)
-    settings = [Setting(cfg.model, cfg.task, L, BL, sweep_specs(sweep, L, BL) + fixed, cache=cfg.cache)
-                for BL in BLs]
+    settings = [Setting(cfg.model, cfg.task, L, BL, sweep_specs(sweep, L, BL) + fixed,
+                        cache=cfg.cache) for BL in BLs]
     if not any(s.specs for s in settings):
         raise ValueError("nothing to evaluate: pass --sweep and/or --policies")
     if (taus or betas) and not ckpts:

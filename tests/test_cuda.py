@@ -48,8 +48,8 @@ def test_the_policy_and_the_grpo_loss_in_float32_on_cuda():
         again = gpu.act(to(obs, "cuda"), Knobs(fallback=False)).logp
     assert (again - a_gpu.logp).abs().max() < 1e-3
     b = dict(conf=obs.conf, masked=obs.masked, cand=obs.cand, t=obs.t, action=a_cpu.unmask, logp_old=a_cpu.logp,
-             row=torch.arange(32) % 4, expert=torch.zeros(32, dtype=torch.bool), alpha=None, order=None,
-             choices=obs.cand, reads=["conf", "masked", "t"])
+             row=torch.arange(32) % 4, expert=torch.zeros(32, dtype=torch.bool), alpha=None,
+             order=None, choices=obs.cand, reads=["conf", "masked", "t"])
     adv = torch.tensor([1.0, -0.5, 0.25, -0.75])
     out = {}
     for name, net, dev in (("cpu", cpu, "cpu"), ("cuda", gpu, "cuda")):

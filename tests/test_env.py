@@ -4,7 +4,8 @@ import torch
 
 from env import Obs, generate, row_keys
 from steps import token_stats
-from policy import READS, EB, Action, Band, Entropy, Factor, Margin, Random, Threshold, TopK, parse_policy, parse_policies
+from policy import (READS, EB, Action, Band, Entropy, Factor, Margin, Random, Threshold, TopK,
+                    parse_policy, parse_policies)
 from tasks import prompts_of
 from tasks import tiny_problems
 
@@ -245,7 +246,8 @@ def test_the_observation_carries_the_setting(tiny):
             return super().select(obs)
     probs = tiny_problems("chain", 3, seed=0)
     ids, am = prompts_of(tiny, probs)
-    r = generate(tiny, Spy(32), ids, am, 32, 8, temperature=torch.tensor([0.0, 0.5, 0.0]), record=READS)
+    temps = torch.tensor([0.0, 0.5, 0.0])
+    r = generate(tiny, Spy(32), ids, am, 32, 8, temperature=temps, record=READS)
     assert all(s.dtype == torch.float32 and s.shape[1] == 3 for s in seen)
     first = seen[0]
     assert torch.allclose(first, torch.tensor([[0.25, 0.0, 0.0], [0.25, 0.5, 0.0], [0.25, 0.0, 0.0]]))

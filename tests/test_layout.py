@@ -1,15 +1,16 @@
-"""The repository reads as a learning resource: the paper's method in 11 files at the top, on two clean layers (the
-helpers in common/ below it, the experiments in support/ above it, nothing pointing up), short functions in the
-method, no import circles, one grammar for policies (the README's list is the registry's), a short README whose first
-command is near its top, and product text that speaks of the project itself, not of its development history."""
+"""The repository reads as a learning resource: the paper's method in 11 files at the top, on two
+clean layers (the helpers in common/ below it, the experiments in support/ above it, nothing
+pointing up), short functions in the method, no import circles, one grammar for policies (the
+README's list is the registry's), a short README whose first command is near its top, and
+product text that speaks of the project itself, not of its development history."""
 import ast
 import os
 import re
 
 from conftest import ROOT
 
-METHOD = ("model.py", "env.py", "steps.py", "policy.py", "actions.py", "grpo.py", "train.py", "decode.py", "sample.py",
-          "eval.py", "tasks.py")
+METHOD = ("model.py", "env.py", "steps.py", "policy.py", "actions.py", "grpo.py", "train.py",
+          "decode.py", "sample.py", "eval.py", "tasks.py")
 SCRIPTS = ("train", "sample", "eval")
 
 
@@ -120,22 +121,23 @@ def test_no_text_about_how_the_project_was_made():
 
 
 def test_the_walkthrough_names_real_code_and_its_numbers():
-    """docs/walkthrough.md: every `file.py:name` it cites exists, and its numbers are those of the tiny run (the
-    vocabulary, the policy's size, the first step's padded prompt length)."""
+    """docs/walkthrough.md: every `file.py:name` it cites exists, and its numbers are those of the
+    tiny run (the vocabulary, the policy's size, the first step's padded prompt length)."""
     import random
     from model import load_dllm
     from policy import LearnedPolicy, PolicyConfig
     from tasks import get_problems, prompts_of
     text = open(os.path.join(ROOT, "docs", "walkthrough.md")).read()
     for path, name in re.findall(r"`([\w/]+\.py):(\w+)", text):
-        assert re.search(rf"^\s*(def|class) {name}\b|^{name} = ", open(os.path.join(ROOT, path)).read(), re.M), \
-            f"{path}:{name}"
+        code = open(os.path.join(ROOT, path)).read()
+        assert re.search(rf"^\s*(def|class) {name}\b|^{name} = ", code, re.M), f"{path}:{name}"
     dllm = load_dllm("tiny", device="cpu")
     problems = get_problems("chain", 100_000, 0, "train", None)
     random.Random(0).shuffle(problems)
     pad = prompts_of(dllm, problems[:16])[0].shape[1]
     params = sum(p.numel() for p in LearnedPolicy(PolicyConfig(init_bias=0.0)).parameters())
-    assert f"V = {dllm.vocab_size}," in text and f"Pp = {pad} " in text and f"{params:,} parameters" in text
+    assert f"V = {dllm.vocab_size}," in text and f"Pp = {pad} " in text
+    assert f"{params:,} parameters" in text
 
 
 def test_help_says_each_default_once(capsys):

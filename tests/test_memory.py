@@ -94,7 +94,7 @@ def test_the_cache_is_compacted_once_per_leaving_not_copied_per_step(tiny, cache
 
 @pytest.mark.parametrize("T", [0.3, 0.8, 2.0])
 def test_noise_in_row_chunks_gives_the_same_tokens(monkeypatch, T):
-    """The Gumbel draw a few rows at a time (steps.NOISE_BYTES) samples what one draw for the whole batch did."""
+    """The Gumbel draw a few rows at a time (steps.NOISE_BYTES) samples what one batch draw did."""
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(5, 7, 50, generator=g) * 3
     seeds = torch.tensor([3, 1, 4, 1, 5]) * 1_000_003
@@ -116,7 +116,8 @@ def test_the_first_update_ratio_is_one_under_autocast(tiny):
     torch.manual_seed(0)
     net = LearnedPolicy(PolicyConfig(init_bias=0.0)).eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        r = generate(tiny, Learned(net, Knobs(fallback=False)), ids, am, 32, 8, record=READS, cache="dual")
+        r = generate(tiny, Learned(net, Knobs(fallback=False)), ids, am, 32, 8, record=READS,
+                     cache="dual")
         batch = collate(r.steps)
         _, logp = step_log_prob(net, batch, slice(0, len(batch["row"])))
     assert (logp - batch["logp_old"]).abs().max() < 1e-3 and logp.dtype == torch.float32

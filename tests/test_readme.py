@@ -37,7 +37,8 @@ def test_the_shipped_policies_know_how_they_were_made():
 
 def test_a_checkpoint_in_an_earlier_layout_gives_the_rows_of_the_current_one(tmp_path):
     """The shipped policy written as an earlier train.py wrote it (its evaluation tau stored as 'tau', settings that
-    did not exist yet left out) decodes exactly as the current file: one upgrade path (common/checkpoints.upgrade_checkpoint)
+    did not exist yet left out) decodes exactly as the current file: one upgrade path
+    (common/checkpoints.upgrade_checkpoint)
     serves every reader."""
     import sample
     ck = torch.load(os.path.join(ROOT, "weights", "policy_semi.pt"), weights_only=True)

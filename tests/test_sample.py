@@ -106,7 +106,7 @@ def test_rows_with_samples_by_hand():
     assert row["pass_at"] == {"1": 50.0, "2": 100 * ((1 - 1 / 6) + (1 - 1 / 6)) / 2, "4": 100.0}
     assert row["majority"] == 50.0                                  # problem 0 votes "2" (wrong), problem 1 "5" (right)
     from decode import majority
-    late = [c(0, 0, True, "3"), c(0, 1, False, "2"), c(0, 2, False, "2"), c(0, 3, True, "3")]   # "3" given first
+    late = [c(0, 0, True, "3"), c(0, 1, False, "2"), c(0, 2, False, "2"), c(0, 3, True, "3")]
     assert majority(late, "chain", problems[0]) and not majority(late[1:3], "chain", problems[0])
 
 

@@ -33,7 +33,8 @@ def fake_batch(S=10, L=6, n=3, seed=0):
     cand = torch.rand(S, L, generator=g) < 0.7
     return dict(conf=torch.rand(S, L, generator=g), masked=cand.clone(), cand=cand, t=torch.rand(S, generator=g),
                 action=(torch.rand(S, L, generator=g) < 0.3) & cand, row=torch.arange(S) % n,
-                expert=torch.zeros(S, dtype=torch.bool), choices=cand, order=None, reads=["conf", "masked", "t"])
+                expert=torch.zeros(S, dtype=torch.bool), choices=cand, order=None,
+                reads=["conf", "masked", "t"])
 
 
 def steps_of(batch, n):
@@ -358,7 +359,8 @@ def test_expert_steps_use_the_mixture_likelihood():
     with torch.no_grad():
         own["logp_old"] = bernoulli_log_prob(pol(own["conf"], own["masked"], own["t"]), own["cand"], own["action"])
     own.update(alpha=None, order=None, expert=torch.zeros(6, dtype=torch.bool))
-    ex = dict(ex, alpha=None, order=None, logp_old=None, choices=ex["masked"], expert=torch.ones(4, dtype=torch.bool))
+    ex = dict(ex, alpha=None, order=None, logp_old=None, choices=ex["masked"],
+              expert=torch.ones(4, dtype=torch.bool))
     old_expert_log_probs(pol, ex, (G, E), chunk=3)
     with torch.no_grad():
         lp = bernoulli_log_prob(pol(ex["conf"], ex["masked"], ex["t"]), ex["masked"], ex["action"])
