@@ -13,9 +13,9 @@ only in how they choose among the candidates (masked positions of the current bl
   eosdamp (g, steps) EOSER (arXiv 2509.23924): the top-k schedule on conf, end-of-text proposals' conf times a
                     factor rising linearly from g to 1 over the steps
   band (hi, lo)     every candidate with conf >= hi or conf <= lo, and always the row's most confident one
-  learned           one adaptive-LayerNorm transformer block over (conf, mask bit, time [, alpha] [, its block and the
-                    setting: BL, dLLM temperature]) -> one logit per position, turned into an action by a Bernoulli per
-                    position or by DPLS (actions.py)
+  learned           one adaptive-LayerNorm transformer block over (conf, mask bit, time [, alpha]
+                    [, its block and the setting: BL, dLLM temperature]) -> one logit per position,
+                    turned into an action by a Bernoulli per position or by DPLS (actions.py)
 Ties in a ranking (common: a saturated tiny model gives conf == 1.0) go to the lowest position.
 
 A spec string names a policy: 'topk:steps=32', 'threshold:0.9', 'band:hi=0.9:lo=0.08', or a

@@ -19,12 +19,9 @@ import sys
 
 # a Ctrl-C while the imports below load (a second or so): one line, not a traceback
 if __name__ == "__main__":
-    signal.signal(
-        signal.SIGINT,
-        lambda *_: (
-            sys.stderr.write("interrupted while starting: nothing was done\n"),
-            # an exit, not an exception an import could swallow
-            os._exit(130)))
+    # (an exit, not an exception an import could swallow)
+    signal.signal(signal.SIGINT, lambda *_: (
+        sys.stderr.write("interrupted while starting: nothing was done\n"), os._exit(130)))
 
 import dataclasses
 import json

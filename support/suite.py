@@ -241,7 +241,8 @@ def suite(results_dir="results", out_dir="out/suite", plot=False, steps=SUITE["s
             tuned = first_rows(path, compile)
         if part == "heuristics":
             write_settings(results_dir)
-            print(f"the heuristic rows are all in {path}; the universal policy's report in {results_dir}/settings.md")
+            print(f"the heuristic rows are all in {path}; the universal policy's report in "
+                  f"{results_dir}/settings.md")
             return
         pols, conds, variants = suite_policies(out_dir, steps)
         for p, log in procs:
@@ -283,7 +284,8 @@ def first_rows(path, compile):
 
 
 def write_settings(results_dir):
-    """The universal policy's report (its rows need no suite policy), also written alone as results/settings.md."""
+    """The universal policy's report (its rows need no suite policy), also written alone as
+    results/settings.md."""
     md = report.settings_report(*universal_rows(os.path.join(results_dir, "tiny.json")))
     with open(os.path.join(results_dir, "settings.md"), "w") as f:
         f.write(md.lstrip("\n"))

@@ -285,7 +285,8 @@ def test_suite_end_to_end_on_a_shrunken_world(tiny_path, tmp_path, monkeypatch):
     su.suite(results_dir=res, out_dir=out, steps=2, part="train")
     assert json.load(open(os.path.join(res, "tiny.json"))) == heur and len(made(out)) == 22
     assert not os.path.exists(os.path.join(res, "tiny.md"))
-    assert open(os.path.join(res, "settings.md")).read().startswith("# One policy for every setting")
+    settings_md = open(os.path.join(res, "settings.md")).read()
+    assert settings_md.startswith("# One policy for every setting")
     su.suite(results_dir=res, out_dir=out, plot=plot, steps=2)             # then the policies' rows and the report
     rows = json.load(open(os.path.join(res, "tiny.json")))
     assert rows[:len(heur)] == heur and len(rows) > len(heur)

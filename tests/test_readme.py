@@ -112,5 +112,6 @@ def test_seeds_over_settings_gives_a_verdict_per_block_length_and_temperature(tm
                "--temperatures", "0,0.8", "--home", "weights/policy_semi.pt", "--n", "6", "--hot-problems", "4",
                "--out", str(tmp_path / "s.json"))
     lines = [l for l in text.splitlines() if l.startswith("BL ") and ": " in l.split("NFE")[0]]
-    assert [l.split(":")[0] for l in lines if "learned" in l] == ["BL  8 T 0", "BL  8 T 0.8", "BL 32 T 0", "BL 32 T 0.8"]
+    learned = [l.split(":")[0] for l in lines if "learned" in l]
+    assert learned == ["BL  8 T 0", "BL  8 T 0.8", "BL 32 T 0", "BL 32 T 0.8"]
     assert sum("per-setting" in l for l in lines) == 2 and "verdicts held over 1 seeds" in text
