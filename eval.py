@@ -250,9 +250,8 @@ class Setting:
         """(n, temperature, samples, split) of this setting, run()'s where it has none of its own.
         """
         pick = lambda mine, default: default if mine is None else mine
-        return pick(self.n, n), pick(self.temperature,
-                                     temperature), pick(self.samples,
-                                                        samples), pick(self.split, split)
+        return (pick(self.n, n), pick(self.temperature, temperature), pick(self.samples, samples),
+                pick(self.split, split))
 
 
 @dataclass
@@ -397,8 +396,8 @@ def summarize(rows):
         s.update(accuracy=acc.mean().item(), mean_nfe=nfe.mean().item(), seeds=len(g),
                  accuracy_sd=acc.std().item() if len(g) > 1 else 0.0,
                  mean_nfe_sd=nfe.std().item() if len(g) > 1 else 0.0,
-                 tokens_per_nfe=sum(r["tokens_per_nfe"]
-                                    for r in g) / len(g), seconds=sum(r["seconds"] for r in g))
+                 tokens_per_nfe=sum(r["tokens_per_nfe"] for r in g) / len(g),
+                 seconds=sum(r["seconds"] for r in g))
         out.append(s)
     return out
 

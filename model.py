@@ -540,8 +540,8 @@ def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_
 
 def check_model_name(name):
     """A --model that load_dllm can resolve, checked in a millisecond before anything else runs."""
-    if name in TINY or name in HUB or os.path.isdir(name) or (name.endswith(".pt") and
-                                                              os.path.isfile(name)):
+    if (name in TINY or name in HUB or os.path.isdir(name)
+            or (name.endswith(".pt") and os.path.isfile(name))):
         return
     if name.endswith(".pt"):
         raise FileNotFoundError(

@@ -473,8 +473,8 @@ class LearnedPolicy(nn.Module):
             u, order = dpls_sample(logits, obs.cand, obs.uniform(), obs.uniform(1),
                                    obs.uniform(2)[:, 0], knobs.tau, knobs.beta)
         else:
-            u, order = bernoulli_sample(logits, obs.cand, obs.uniform(), knobs.tau,
-                                        knobs.beta), None
+            u = bernoulli_sample(logits, obs.cand, obs.uniform(), knobs.tau, knobs.beta)
+            order = None
         logp = action_log_prob(self.c.actions, logits, obs.cand, u, order, knobs)
         if knobs.fallback and order is None:
             u = u | (~u.any(1, keepdim=True) & best_one(logits, obs.cand))

@@ -83,7 +83,7 @@ class TrainConfig:
     std_adv: bool = option(False, "divide advantages by the group std (the paper does not)")
     lr: float = option(None, "AdamW peak learning rate (tiny 1e-3, real 3e-5)")
     weight_decay: float = option(0.1, "AdamW weight decay")
-    grad_clip: float = option(0.2, "gradient-norm clip")
+    grad_clip: float = option(0.2, "gradient-norm clip (the updates and the --imitate warm start)")
     warmup: int = option(None, "linear warm-up steps, then cosine to 0 (tiny 10, real 100)")
     temperature: float = option(0.0, "dLLM sampling temperature during rollouts")
     temperature_range: str = option(None,
@@ -456,8 +456,9 @@ def update(net, policy, opt, exp, cfg):
 def imitate(policy, dllm, cfg, train_set, stop):
     """Warm start (--imitate SPEC): the heuristic decodes the last --imitate-problems training
     prompts (GRPO reaches them last), at each block length in turn; the policy fits its choices
-    (binary cross-entropy per candidate, targets 0.02 / 0.98 so that rollouts still explore) -> the
-    final loss, None on a stop request."""
+    (binary cross-entropy per candidate, targets 0.02 / 0.98 so that rollouts still explore;
+    gradients clipped at --grad-clip as in the updates) -> the final loss, None on a stop
+    request."""
     expert = parse_policy(cfg.imitate)
     problems = train_set[-cfg.imitate_problems:]
     steps, bls = [], block_lengths(cfg) if cfg.block_lengths else (cfg.block_length,)
@@ -487,6 +488,7 @@ def imitate(policy, dllm, cfg, train_set, stop):
         loss = F.binary_cross_entropy_with_logits(logits[cand].float(), target[cand])
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         opt.step()
         if stop.asked:
             return None
