@@ -2,8 +2,8 @@
 The dLLM: one bidirectional transformer (RMSNorm, rotary positions, SwiGLU, optional grouped KV
 heads and q/k/v biases) that serves the tiny models trained here and the real ones.
 LLaDA-8B-Instruct / LLaDA-1.5 and Dream-v0-Instruct-7B load by copying the official safetensors into
-it through a key map with shape checks (docs/real-models.md) - no remote code, so nothing executes
-from the hub and no transformers release can break it.
+it through a key map with shape checks (common/hub.py, docs/real-models.md) - no remote code, so
+nothing executes from the hub and no transformers release can break it.
 
     load_dllm("tiny")   -> DLLM with .mask_id .eos_id .pad_id .vocab_size .device .tokenizer
                            .logits(x, attention_mask) -> (B, N, V), position i scores token i
@@ -14,8 +14,6 @@ Names: tiny, tiny-b (trained by pretrain.py, shipped in weights/), llada, llada-
 a local directory in the official LLaDA or Dream layout, or a tiny checkpoint file (*.pt).
 """
 import argparse
-import json
-import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -24,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.cli import write_atomic
-from common.hub import check_dir, checked_tokenizer, key_map, resolve_device
+from common.hub import (SHAPES, check_dir, checked_tokenizer, config_fields, key_map,
+                        read_config, read_weights, resolve_device)
 
 HUB = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "llada-1.5": "GSAI-ML/LLaDA-1.5",
        "dream": "Dream-org/Dream-v0-Instruct-7B"}
@@ -32,12 +31,6 @@ TINY = ("tiny", "tiny-b")
 # The tiny dLLMs ship with the repository (a few MB each); pretrain.py rebuilds them (the exact
 # command is in each file's meta). Resolved next to this file, so any working directory finds them.
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
-
-# Token ids of the real models, from their official config.json files; the files' values win, these
-# are the check.
-KNOWN_IDS = {"llada": dict(mask=126336, eos=126081, pad=126081, eot=126348),
-             "dream": dict(mask=151666, eos=151643, pad=151643)}
-
 
 @dataclass
 class ModelConfig:
@@ -326,90 +319,10 @@ class DLLM:
 # --------------------------------------------------------------------------------------------------
 # loading
 
-def config_from_hf(cfg):
-    """(ModelConfig, layout, ids) from an official config.json dict: 'llada' (OLMo names) or
-    'dream'."""
-    kind = str(cfg.get("model_type", "")).lower()
-    if "llada" in kind or "d_model" in cfg:
-        d = cfg["d_model"]
-        if not isinstance(d, int) or isinstance(d, bool) or d <= 0:
-            raise ValueError(f"config.json: d_model is {d!r}, not a positive integer")
-        mc = ModelConfig(vocab_size=cfg.get("embedding_size") or cfg["vocab_size"], d_model=d,
-                         n_layers=cfg["n_layers"], n_heads=cfg["n_heads"],
-                         n_kv_heads=cfg.get("n_kv_heads") or cfg["n_heads"],
-                         mlp_hidden=cfg["mlp_hidden_size"],
-                         rope_theta=cfg.get("rope_theta", 10000.0),
-                         norm_eps=cfg.get("rms_norm_eps", 1e-5),
-                         qkv_bias=bool(cfg.get("include_qkv_bias", False)),
-                         tie_embeddings=bool(cfg.get("weight_tying", False)),
-                         emb_scale=math.sqrt(d) if cfg.get("input_emb_norm") else 1.0,
-                         logit_scale=1 / math.sqrt(d) if cfg.get("scale_logits") else 1.0)
-        layout, known = "llada", KNOWN_IDS["llada"]
-    elif "dream" in kind or "hidden_size" in cfg:
-        mc = ModelConfig(vocab_size=cfg["vocab_size"], d_model=cfg["hidden_size"],
-                         n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
-                         n_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
-                         mlp_hidden=cfg["intermediate_size"],
-                         rope_theta=cfg.get("rope_theta",
-                                            10000.0), norm_eps=cfg.get("rms_norm_eps", 1e-6),
-                         qkv_bias=True, tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
-        layout, known = "dream", KNOWN_IDS["dream"]
-    else:
-        raise ValueError("config.json is neither the LLaDA (d_model, n_layers, ...) nor the Dream "
-                         "(hidden_size, num_hidden_layers, ...) layout")
-    ids = {k: cfg.get(f"{k}_token_id", v) for k, v in known.items()}
-    check_config(mc, ids)
-    return mc, layout, ids
-
-
-def check_config(mc, ids):
-    """The numbers of a config.json that the architecture divides by or allocates with: one clear
-    error each."""
-    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden"):
-        v = getattr(mc, name)
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= 10 ** 7:
-            raise ValueError(
-                f"config.json: {name} (its field for it) is {v!r}, not a positive integer")
-    for name in ("rope_theta", "norm_eps"):
-        v = getattr(mc, name)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < float("inf"):
-            raise ValueError(f"config.json: {name} is {v!r}, not a positive number")
-    if mc.d_model % mc.n_heads or mc.n_heads % mc.n_kv_heads:
-        raise ValueError(
-            f"config.json: d_model {mc.d_model}, {mc.n_heads} heads and {mc.n_kv_heads} key/value "
-            "heads do not divide (d_model must be a multiple of the heads, the heads of the "
-            "key/value heads)")
-    for k, v in ids.items():
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < mc.vocab_size:
-            raise ValueError(
-                f"config.json: {k}_token_id is {v!r}, not a token id of the {mc.vocab_size}-token "
-                "vocabulary")
-
-
-def read_hf_config(path):
-    """A model directory's config.json -> (its dict, ModelConfig, layout, token ids), or one clear
-    error."""
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(
-            f"{path} is not a model directory: it has no config.json (LLaDA or Dream layout)")
-    try:
-        with open(os.path.join(path, "config.json")) as f:
-            cfg = json.load(f)
-        return (cfg, *config_from_hf(cfg))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}/config.json is not valid JSON ({e})") from None
-    except (KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
-        raise ValueError(
-            f"{path}/config.json lacks or mistypes the field {e} of the LLaDA / Dream layout"
-        ) from None
-    except ValueError as e:   # check_config's, which names the field
-        raise ValueError(f"{path}/{e}") from None
-
-
 def load_hf_dir(path, device, dtype, name=None):
     """Load a directory in the official LLaDA or Dream layout into our Transformer."""
-    from safetensors.torch import load_file
-    cfg, mc, layout, ids = read_hf_config(path)
+    cfg, fields, layout, ids = read_config(path)
+    mc = ModelConfig(**fields)
     files = sorted(fn for fn in os.listdir(path) if fn.endswith(".safetensors"))
     if not files:
         raise FileNotFoundError(f"{path} has no *.safetensors weights")
@@ -417,42 +330,12 @@ def load_hf_dir(path, device, dtype, name=None):
     with torch.device("meta"):
         net = Transformer(mc)
     want = {k: v.shape for k, v in net.state_dict().items()}
-    kmap, sd = key_map(layout, mc.n_layers, mc.qkv_bias, mc.tie_embeddings), {}
-    for fn in files:  # one shard at a time, straight to the target device and dtype
-        try:
-            shard = load_file(os.path.join(path, fn), device=str(device))
-        # safetensors' own error type for a truncated, empty or foreign file
-        except Exception as e:
-            raise ValueError(
-                f"{path}/{fn} is not a readable safetensors file ({str(e).splitlines()[0][:120]}): "
-                "it is truncated or damaged; download it again") from None
-        for k, t in shard.items():
-            if k not in kmap:
-                continue  # e.g. rotary caches some exports carry
-            if tuple(t.shape) != tuple(want[kmap[k]]):
-                raise ValueError(
-                    f"{path}/{fn}: {k} has shape {tuple(t.shape)}, the config says "
-                    f"{tuple(want[kmap[k]])}")
-            if t.dtype not in (torch.bfloat16, torch.float16, torch.float32):
-                raise ValueError(
-                    f"{path}/{fn}: {k} is stored as {t.dtype} (quantized weights?); this loader "
-                    "takes bf16, fp16 or fp32 weights: use the original checkpoint")
-            sd[kmap[k]] = t.to(dtype)
-    missing = sorted(set(kmap) - {k for k, v in kmap.items() if v in sd})
-    if missing:
-        raise ValueError(
-            f"{path}: {len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
-    net.load_state_dict(sd, strict=not mc.tie_embeddings, assign=True)
+    kmap = key_map(layout, mc.n_layers, mc.qkv_bias, mc.tie_embeddings)
+    net.load_state_dict(read_weights(path, files, kmap, want, dtype, device),
+                        strict=not mc.tie_embeddings, assign=True)
     if mc.tie_embeddings:
         net.lm_head.weight = net.tok_emb.weight
-    tok = checked_tokenizer(path)
-    # the id the env fills the buffer with must be the tokenizer's own
-    mask = getattr(tok, "mask_token", None)
-    if mask is not None and tok.convert_tokens_to_ids(mask) != ids["mask"]:
-        raise ValueError(
-            f"{path}: config.json says mask id {ids['mask']} but the tokenizer's mask token "
-            f"{mask!r} is id {tok.convert_tokens_to_ids(mask)}: the config and tokenizer files are "
-            "from different models")
+    tok = checked_tokenizer(path, ids["mask"])
     stop = (ids["eot"],) if "eot" in ids else ()
     d = DLLM(net, tok, name or path, ids["mask"], ids["eos"], ids["pad"], stop,
              shift=(layout == "dream"))
@@ -486,9 +369,8 @@ def load_tiny_file(path, device, name=None):
     if c.vocab_size != len(tok):
         raise ValueError(
             f"{path} was trained with a vocabulary of {c.vocab_size} tokens, but the tiny world's "
-            "has "
-            f"{len(tok)} ({tok.chars!r} and 3 specials): rebuild it with python -m support.pretrain"
-        )
+            f"has {len(tok)} ({tok.chars!r} and 3 specials): rebuild it with python -m "
+            "support.pretrain")
     net = Transformer(c)
     try:
         net.load_state_dict(ck["state_dict"])
@@ -551,22 +433,10 @@ def check_model_name(name):
         f"LLaDA or Dream layout, or a tiny checkpoint *.pt")
 
 
-# Exact shapes of the real models, for meta-device builds and GPU benchmarks without a download.
-SHAPES = {
-    "llada": dict(model_type="llada", d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32,
-                  mlp_hidden_size=12288, rope_theta=500000.0, rms_norm_eps=1e-5, vocab_size=126464,
-                  embedding_size=126464, weight_tying=False, input_emb_norm=False,
-                  scale_logits=False, include_qkv_bias=False),
-    "dream": dict(model_type="Dream", hidden_size=3584, num_hidden_layers=28,
-                  num_attention_heads=28, num_key_value_heads=4, intermediate_size=18944,
-                  rope_theta=1e6, rms_norm_eps=1e-6, vocab_size=152064, tie_word_embeddings=False),}
-
-
 def build_shape(kind, device="meta"):
     """A randomly initialised (or, on meta, unallocated) network of a real model's exact shape."""
-    mc, _, _ = config_from_hf(SHAPES[kind])
     with torch.device(device):
-        return Transformer(mc)
+        return Transformer(ModelConfig(**config_fields(SHAPES[kind])[0]))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,28 @@
 """
 Machinery for model.py's loaders: the device to run on, and an official LLaDA / Dream directory's
-parts - its checkpoint key names, its files' sanity, its tokenizer (loaded without remote code).
+parts - its config.json read into model.ModelConfig's fields and checked, its checkpoint key names
+and shards, its files' sanity, its tokenizer (loaded without remote code).
 """
 import json
+import math
 import os
 
 import torch
+
+# Token ids of the real models, from their official config.json files; the files' values win, these
+# are the check.
+KNOWN_IDS = {"llada": dict(mask=126336, eos=126081, pad=126081, eot=126348),
+             "dream": dict(mask=151666, eos=151643, pad=151643)}
+
+# Exact shapes of the real models, for meta-device builds and GPU benchmarks without a download.
+SHAPES = {
+    "llada": dict(model_type="llada", d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32,
+                  mlp_hidden_size=12288, rope_theta=500000.0, rms_norm_eps=1e-5, vocab_size=126464,
+                  embedding_size=126464, weight_tying=False, input_emb_norm=False,
+                  scale_logits=False, include_qkv_bias=False),
+    "dream": dict(model_type="Dream", hidden_size=3584, num_hidden_layers=28,
+                  num_attention_heads=28, num_key_value_heads=4, intermediate_size=18944,
+                  rope_theta=1e6, rms_norm_eps=1e-6, vocab_size=152064, tie_word_embeddings=False)}
 
 
 def default_device():
@@ -132,9 +149,10 @@ def check_dir(path, files, cfg):
     return max_len
 
 
-def checked_tokenizer(path):
-    """load_tokenizer, with its chat template rendered once: a damaged file or template is one line
-    naming path."""
+def checked_tokenizer(path, mask_id):
+    """load_tokenizer, with its chat template rendered once and its mask token checked against
+    config.json's mask_id (the id the env fills the buffer with): a damaged file or template, or a
+    tokenizer of another model, is one line naming path."""
     try:
         tok = load_tokenizer(path)
         msgs = [{"role": "user", "content": "1 + 1 ?"}]
@@ -147,4 +165,123 @@ def checked_tokenizer(path):
         raise ValueError(
             f"{path}: its tokenizer or chat template does not load ({type(e).__name__}: {why}): "
             f"download the model directory again") from None
+    mask = getattr(tok, "mask_token", None)
+    if mask is not None and tok.convert_tokens_to_ids(mask) != mask_id:
+        raise ValueError(
+            f"{path}: config.json says mask id {mask_id} but the tokenizer's mask token "
+            f"{mask!r} is id {tok.convert_tokens_to_ids(mask)}: the config and tokenizer files are "
+            "from different models")
     return tok
+
+
+def config_fields(cfg):
+    """(model.ModelConfig's fields, layout, ids) from an official config.json dict: 'llada' (OLMo
+    names) or 'dream'."""
+    kind = str(cfg.get("model_type", "")).lower()
+    if "llada" in kind or "d_model" in cfg:
+        d = cfg["d_model"]
+        if not isinstance(d, int) or isinstance(d, bool) or d <= 0:
+            raise ValueError(f"config.json: d_model is {d!r}, not a positive integer")
+        mc = dict(vocab_size=cfg.get("embedding_size") or cfg["vocab_size"], d_model=d,
+                  n_layers=cfg["n_layers"], n_heads=cfg["n_heads"],
+                  n_kv_heads=cfg.get("n_kv_heads") or cfg["n_heads"],
+                  mlp_hidden=cfg["mlp_hidden_size"],
+                  rope_theta=cfg.get("rope_theta", 10000.0),
+                  norm_eps=cfg.get("rms_norm_eps", 1e-5),
+                  qkv_bias=bool(cfg.get("include_qkv_bias", False)),
+                  tie_embeddings=bool(cfg.get("weight_tying", False)),
+                  emb_scale=math.sqrt(d) if cfg.get("input_emb_norm") else 1.0,
+                  logit_scale=1 / math.sqrt(d) if cfg.get("scale_logits") else 1.0)
+        layout, known = "llada", KNOWN_IDS["llada"]
+    elif "dream" in kind or "hidden_size" in cfg:
+        mc = dict(vocab_size=cfg["vocab_size"], d_model=cfg["hidden_size"],
+                  n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
+                  n_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
+                  mlp_hidden=cfg["intermediate_size"],
+                  rope_theta=cfg.get("rope_theta", 10000.0),
+                  norm_eps=cfg.get("rms_norm_eps", 1e-6), qkv_bias=True,
+                  tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
+        layout, known = "dream", KNOWN_IDS["dream"]
+    else:
+        raise ValueError("config.json is neither the LLaDA (d_model, n_layers, ...) nor the Dream "
+                         "(hidden_size, num_hidden_layers, ...) layout")
+    ids = {k: cfg.get(f"{k}_token_id", v) for k, v in known.items()}
+    check_fields(mc, ids)
+    return mc, layout, ids
+
+
+def check_fields(mc, ids):
+    """The numbers of a config.json that the architecture divides by or allocates with: one clear
+    error each."""
+    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden"):
+        v = mc[name]
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= 10 ** 7:
+            raise ValueError(
+                f"config.json: {name} (its field for it) is {v!r}, not a positive integer")
+    for name in ("rope_theta", "norm_eps"):
+        v = mc[name]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < float("inf"):
+            raise ValueError(f"config.json: {name} is {v!r}, not a positive number")
+    if mc["d_model"] % mc["n_heads"] or mc["n_heads"] % mc["n_kv_heads"]:
+        raise ValueError(
+            f"config.json: d_model {mc['d_model']}, {mc['n_heads']} heads and {mc['n_kv_heads']} "
+            "key/value heads do not divide (d_model must be a multiple of the heads, the heads of "
+            "the key/value heads)")
+    for k, v in ids.items():
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < mc["vocab_size"]:
+            raise ValueError(
+                f"config.json: {k}_token_id is {v!r}, not a token id of the "
+                f"{mc['vocab_size']}-token vocabulary")
+
+
+def read_config(path):
+    """A model directory's config.json -> (its dict, ModelConfig's fields, layout, token ids), or
+    one clear error."""
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(
+            f"{path} is not a model directory: it has no config.json (LLaDA or Dream layout)")
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            cfg = json.load(f)
+        return (cfg, *config_fields(cfg))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}/config.json is not valid JSON ({e})") from None
+    except (KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
+        raise ValueError(
+            f"{path}/config.json lacks or mistypes the field {e} of the LLaDA / Dream layout"
+        ) from None
+    except ValueError as e:   # check_fields', which names the field
+        raise ValueError(f"{path}/{e}") from None
+
+
+def read_weights(path, files, kmap, want, dtype, device):
+    """The official *.safetensors shards -> our state dict (kmap: their key -> ours; want: our
+    name -> shape), one shard at a time, straight to the target device and dtype; a damaged file,
+    a shape the config does not say, quantized weights or a missing weight is one clear error."""
+    from safetensors.torch import load_file
+    sd = {}
+    for fn in files:
+        try:
+            shard = load_file(os.path.join(path, fn), device=str(device))
+        # safetensors' own error type for a truncated, empty or foreign file
+        except Exception as e:
+            raise ValueError(
+                f"{path}/{fn} is not a readable safetensors file ({str(e).splitlines()[0][:120]}): "
+                "it is truncated or damaged; download it again") from None
+        for k, t in shard.items():
+            if k not in kmap:
+                continue  # e.g. rotary caches some exports carry
+            if tuple(t.shape) != tuple(want[kmap[k]]):
+                raise ValueError(
+                    f"{path}/{fn}: {k} has shape {tuple(t.shape)}, the config says "
+                    f"{tuple(want[kmap[k]])}")
+            if t.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+                raise ValueError(
+                    f"{path}/{fn}: {k} is stored as {t.dtype} (quantized weights?); this loader "
+                    "takes bf16, fp16 or fp32 weights: use the original checkpoint")
+            sd[kmap[k]] = t.to(dtype)
+    missing = sorted(set(kmap) - {k for k, v in kmap.items() if v in sd})
+    if missing:
+        raise ValueError(
+            f"{path}: {len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
+    return sd

@@ -29,9 +29,10 @@ from common.cli import check_args, check_counts, check_threads, interrupted, opt
 from env import CACHES, generate, row_keys
 from common.memory import GiB, decode_plan, grpo_plan
 from common.memory import check as check_memory
-from model import SHAPES as MODEL_SHAPES
+from common.hub import SHAPES as MODEL_SHAPES
 from common.hub import resolve_device
-from model import DLLM, ModelConfig, Transformer, config_from_hf, load_dllm
+from common.hub import config_fields
+from model import DLLM, ModelConfig, Transformer, load_dllm
 from policy import READS, Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
 from decode import evaluate
 
@@ -175,7 +176,7 @@ DIMS = dict(mid=dict(vocab_size=32000, d_model=1024, n_layers=8, n_heads=16, n_k
 
 def shape_config(shape):
     """The ModelConfig of a random model: our own mid and small shapes, or a real model's (llada, dream)."""
-    return ModelConfig(**DIMS[shape]) if shape in DIMS else config_from_hf(MODEL_SHAPES[shape])[0]
+    return ModelConfig(**(DIMS[shape] if shape in DIMS else config_fields(MODEL_SHAPES[shape])[0]))
 
 
 def dtype_bytes(device):
