@@ -417,8 +417,8 @@ class LearnedPolicy(nn.Module):
             state = state + cand.long()
         # F.embedding, not table[masked]: its backward sums in a fixed order (indexing's does not on
         # several threads)
-        return F.embedding(state, F.linear(self.mask_emb.weight,
-                                           self.ada.weight)) + self.ada(row)[:, None]
+        table = F.linear(self.mask_emb.weight, self.ada.weight)
+        return F.embedding(state, table) + self.ada(row)[:, None]
 
     def forward(self, conf, masked, t, alpha=None, cand=None, setting=None):
         """(n, L) float32 logits, autocast or not (the rollouts' and the update's log-probabilities
@@ -531,9 +531,8 @@ def load_policy(path, device="cpu"):
     return pol.to(device).eval(), ck
 
 
-CHECKPOINT_OPTIONS = (Arg("tau", "T", lo=0,
-                          open_lo=True), Arg("beta", "B", lo=0,
-                                             open_lo=True), Arg("alpha", "A", lo=0))
+CHECKPOINT_OPTIONS = (Arg("tau", "T", lo=0, open_lo=True), Arg("beta", "B", lo=0, open_lo=True),
+                      Arg("alpha", "A", lo=0))
 
 
 def checkpoint_policy(spec, device="cpu"):

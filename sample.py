@@ -252,8 +252,8 @@ def setup(cfg):
         if isinstance(pol, Learned):
             pol.net.to(dllm.device)
             if cfg.tau is not None:
-                policies[i] = dataclasses.replace(pol,
-                                                  knobs=dataclasses.replace(pol.knobs, tau=cfg.tau),
+                knobs = dataclasses.replace(pol.knobs, tau=cfg.tau)
+                policies[i] = dataclasses.replace(pol, knobs=knobs,
                                                   spec=f"{pol.spec}:tau={cfg.tau}")
     return cfg, policies, problems, dllm, rank, world
 
