@@ -30,8 +30,7 @@ from env import CACHES, generate, row_keys
 from common.memory import GiB, decode_plan, grpo_plan
 from common.memory import check as check_memory
 from common.hub import SHAPES as MODEL_SHAPES
-from common.hub import resolve_device
-from common.hub import config_fields
+from common.hub import config_fields, resolve_device
 from model import DLLM, ModelConfig, Transformer, load_dllm
 from policy import READS, Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
 from decode import evaluate

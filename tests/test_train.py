@@ -445,6 +445,9 @@ def test_imitation_warm_start_clones_the_heuristic(tmp_path):
         agree = ((pol(b["conf"], b["masked"], b["t"]) > 0) == b["action"])[b["cand"]].float().mean().item()
     base = (~b["action"])[b["cand"]].float().mean().item()          # what "unmask nothing" agrees on
     assert agree > 0.9 and agree > base + 0.2, (agree, base)
+    with pytest.raises(SystemExit, match="clones into a Bernoulli"):
+        train.main(["--imitate", "band:hi=0.9:lo=0.08", "--actions", "dpls",
+                    "--out", str(tmp_path / "x.pt")])
 
 
 def test_the_warm_start_clips_its_gradients_as_the_updates_do(tiny_path, tmp_path, monkeypatch):
@@ -456,9 +459,6 @@ def test_the_warm_start_clips_its_gradients_as_the_updates_do(tiny_path, tmp_pat
     train.train(cfg(tiny_path, tmp_path / "c.pt", steps=1, imitate="threshold:0.9", imitate_steps=3,
                     imitate_problems=4, grad_clip=0.3))
     assert norms[:3] == [0.3] * 3 and set(norms) == {0.3}, norms
-    with pytest.raises(SystemExit, match="clones into a Bernoulli"):
-        train.main(["--imitate", "band:hi=0.9:lo=0.08", "--actions", "dpls",
-                    "--out", str(tmp_path / "x.pt")])
 
 
 def test_same_seed_and_thread_count_give_the_same_weights_in_two_processes(tiny_path, tmp_path):
