@@ -451,11 +451,15 @@ def test_imitation_warm_start_clones_the_heuristic(tmp_path):
 
 
 def test_the_warm_start_clips_its_gradients_as_the_updates_do(tiny_path, tmp_path, monkeypatch):
-    """Every clone minibatch clips the gradient norm at --grad-clip: unclipped, the clone of the band rule reached
-    the loss floor on some training seeds and stalled far above it on others (docs/learning.md)."""
+    """Every clone minibatch clips the gradient norm at --grad-clip: unclipped, the clone of the
+    band rule reached the loss floor on some training seeds and stalled far above it on others
+    (docs/learning.md)."""
     norms, real = [], torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
-                        lambda params, max_norm, *a, **k: norms.append(max_norm) or real(params, max_norm, *a, **k))
+
+    def recording(params, max_norm, *a, **k):
+        norms.append(max_norm)
+        return real(params, max_norm, *a, **k)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
     train.train(cfg(tiny_path, tmp_path / "c.pt", steps=1, imitate="threshold:0.9", imitate_steps=3,
                     imitate_problems=4, grad_clip=0.3))
     assert norms[:3] == [0.3] * 3 and set(norms) == {0.3}, norms
