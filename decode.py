@@ -1,7 +1,9 @@
 """
-Decode a set of problems with one policy and grade them: the Completion of every (problem, sample),
-and the row that sums them up (accuracy by both graders, mean NFE, speed, pass@k and majority vote
-with several samples). sample.py, eval.py and train.py's held-out evaluations all go through here.
+What the entry points share to name, run and grade a policy: a spec string -> a policy
+(parse_policy: a hand rule of policy.RULES, or a train.py checkpoint with its knobs); a set of
+problems decoded with it and graded (the Completion of every (problem, sample)); and the row that
+sums them up (accuracy by both graders, mean NFE, speed, pass@k and majority vote with several
+samples). sample.py, eval.py and train.py's held-out evaluations all go through here.
 """
 import json
 import math
@@ -12,10 +14,122 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from actions import ACTIONS
+from common.checkpoints import check_finite_state, read_checkpoint
+from common.specs import Arg, parse_args
 from env import generate, row_keys
+from policy import RULES, Knobs, Learned, LearnedPolicy, PolicyConfig
 from tasks import answer_is_right, final_answer, grade_both, prompts_of
 
 
+
+# --------------------------------------------------------------------------------------------------
+# policies by name: a hand rule's spec, or a train.py checkpoint (read and upgraded by
+# common/checkpoints.py)
+
+def load_weights(pol, state, new=("alpha_mlp.", "alpha_out.")):
+    """Load a state dict whose only missing weights are those of `new` modules (a conditioned policy
+    from before the output scale and shift, or a per-alpha policy that starts a conditioned one:
+    train.py --init). Those stay at their initialisation, which leaves the policy's function
+    unchanged (their output layers are zero)."""
+    missing, unexpected = pol.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith(new)] + list(unexpected)
+    if bad:
+        raise RuntimeError(
+            f"weights that do not fit: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+
+
+def load_policy(path, device="cpu"):
+    """A learned policy network from a train.py checkpoint -> (network in eval mode, checkpoint
+    dict)."""
+    ck = read_checkpoint(path)
+    if ck["policy_config"]["actions"] not in ACTIONS:
+        raise ValueError(
+            f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows "
+            f"{ACTIONS})")
+    try:
+        pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))
+        load_weights(pol, ck["policy"])
+    except (TypeError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{path}: its policy weights do not match its policy config "
+                         f"({str(e).splitlines()[0][:200]})") from None
+    check_finite_state(pol.state_dict(), f"{path}: its policy weights")
+    return pol.to(device).eval(), ck
+
+
+CHECKPOINT_OPTIONS = (Arg("tau", "T", lo=0, open_lo=True), Arg("beta", "B", lo=0, open_lo=True),
+                      Arg("alpha", "A", lo=0))
+
+
+def checkpoint_policy(spec, device="cpu"):
+    """'ckpt.pt[:tau=T][:beta=B][:alpha=A]' -> Learned. tau defaults to the one stored in the
+    checkpoint (train.py --eval-tau); alpha is required for an alpha-conditioned policy and refused
+    otherwise. The spec, the rows' name for the policy, is the path followed by the options as
+    given."""
+    path, _, text = spec.strip().partition(":")
+    opts = parse_args(spec, CHECKPOINT_OPTIONS, text, optional=True)
+    net, ck = load_policy(path, device)
+    if net.conditioned and "alpha" not in opts:
+        raise ValueError(
+            f"{spec!r}: {path} is alpha-conditioned (trained on [{net.c.alpha_lo:g}, "
+            f"{net.c.alpha_hi:g}]): pick the point on its front with ':alpha=A'")
+    if "alpha" in opts:
+        a = opts["alpha"][1]
+        if not net.conditioned:
+            raise ValueError(
+                f"{spec!r}: {path} is not alpha-conditioned (it was trained for one alpha); drop "
+                "':alpha='")
+        if not net.c.alpha_lo <= a <= net.c.alpha_hi:
+            raise ValueError(
+                f"{spec!r}: alpha {a:g} is outside the range the policy was trained on "
+                f"[{net.c.alpha_lo:g}, {net.c.alpha_hi:g}]")
+    knobs = Knobs(tau=opts["tau"][1] if "tau" in opts else float(ck["args"]["eval_tau"]),
+                  beta=opts["beta"][1] if "beta" in opts else 1.0,
+                  alpha=opts["alpha"][1] if "alpha" in opts else None)
+    return Learned(net, knobs, path + "".join(f":{k}={v}" for k, (v, _) in opts.items()),
+                   (ck["args"]["gen_length"], trained_block_lengths(ck["args"])))
+
+
+def trained_block_lengths(args):
+    """The block lengths a checkpoint's policy was trained at (train.py --block-lengths, else
+    --block-length)."""
+    return tuple(int(b) for b in str(args.get("block_lengths") or args["block_length"]).split(","))
+
+
+def checkpoint_of(spec):
+    """The checkpoint file of a learned spec ('dir/ckpt.pt:tau=1.0' -> 'dir/ckpt.pt'), None for a
+    hand rule."""
+    head = spec.strip().split(":")[0]
+    return head if head.endswith(".pt") else None
+
+
+def parse_policy(spec, device="cpu"):
+    """One spec string -> a policy object (a Heuristic, or Learned for a checkpoint)."""
+    if checkpoint_of(spec):
+        return checkpoint_policy(spec, device)
+    name, _, text = spec.strip().partition(":")
+    if name not in RULES:
+        raise ValueError(
+            f"unknown policy {spec!r}: use one of {sorted(RULES)} (e.g. topk:steps=32) or a *.pt "
+            "checkpoint")
+    rule = RULES[name]
+    values = parse_args(spec, rule.args, text)
+    return rule(*(values[a.name][1] for a in rule.args))
+
+
+def parse_policies(specs, device="cpu"):
+    """A comma-separated list of specs -> list of policies (the CLIs' --policies); an empty list is
+    an error."""
+    pols = [parse_policy(s, device) for s in specs.split(",") if s.strip()]
+    if not pols:
+        raise ValueError(
+            f"no policy in {specs!r}: pass comma-separated specs, e.g. "
+            "'topk:steps=32,threshold:0.9'")
+    return pols
+
+
+# --------------------------------------------------------------------------------------------------
+# decoding and grading
 
 @dataclass
 class Completion:

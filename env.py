@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from common.memory import check_buffer
 from common.rng import fmix32, noise_seeds, row_keys
-from steps import check_buffer, make_step
+from steps import make_step
 
 
 @dataclass

@@ -14,18 +14,14 @@ run().
     python eval.py --model llada --task gsm8k --gen-length 256 --block-lengths 32,256 --sweep threshold,eb \
         --policies out/llada_bl32.pt --num-problems 1319 --batch-size 16 --out out/llada_gsm8k.json
 """
-import os
-import signal
-import sys
+from common.start import quiet_ctrl_c
 
-# a Ctrl-C while the imports below load (a second or so): one line, not a traceback
-if __name__ == "__main__":
-    # (an exit, not an exception an import could swallow)
-    signal.signal(signal.SIGINT, lambda *_: (
-        sys.stderr.write("interrupted while starting: nothing was done\n"), os._exit(130)))
+quiet_ctrl_c(__name__)
 
 import hashlib
 import json
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -36,12 +32,12 @@ from common.cli import (MAX_COUNT, Waited, append_records, check_args, check_cou
                         check_seed, check_threads, failed, interrupted, option, parse_config,
                         waiting_lock, write_json)
 from common.dist import broadcast, finish, gather, init_ranks, on_sigterm, stopped
-from common.hub import resolve_device
+from common.hub import check_model_name, resolve_device
 from common.specs import COARSE_STEP_COUNTS, STEP_COUNTS, value_text
-from decode import decode, records_of, row_of
+from decode import checkpoint_of, decode, parse_policy, records_of, row_of
 from env import check_decoding
-from model import check_model_name, load_dllm
-from policy import RULES, Learned, checkpoint_of, parse_policy
+from model import load_dllm
+from policy import RULES, Learned
 from steps import ForwardMemo
 from tasks import check_split, check_task, get_problems
 

@@ -105,15 +105,10 @@ def old_expert_log_probs(net, eb, mixture_sizes, chunk):
 
 def grpo_loss(net, batch, adv, n_rollouts, eps, chunk=4096, actions="bernoulli", mixture_sizes=None,
               metrics=True, knobs=ROLLOUT):
-    """grpo_objective over a batch of recorded steps (rollout of each: batch["row"]), its gradient
-    accumulated into net's parameters (net: the policy or its DDP wrapper) -> (loss, clip fraction,
-    entropy of the policy's own steps: Bernoulli, per candidate position; DPLS, the estimate -log
-    pi(a)). Two savings, both exact: the steps are taken `chunk` at a time (the objective adds up
-    over steps), and the steps of rollouts whose advantage is 0 get no backward (they add exactly 0
-    to the loss and its gradient: in a group that all solved, or all failed, that is every step) -
-    with metrics=True a forward without gradients for the clip fraction and the entropy, without not
-    even that (the two then come from the other steps). Under DDP every step keeps its backward: a
-    rank must not skip the all-reduce."""
+    """grpo_objective over a batch of recorded steps (rollout of each: batch["row"]), `chunk` steps
+    at a time, its gradient accumulated into net's parameters (the policy or its DDP wrapper) ->
+    (loss, clip fraction, entropy of the policy's own steps). Zero-advantage steps get no backward,
+    and with metrics=False no forward (docs/design.md, "Learning")."""
     row = batch["row"]
     steps_in_rollout = torch.zeros(n_rollouts, device=row.device).index_add_(
         0, row, torch.ones_like(row, dtype=torch.float))[row]

@@ -21,13 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.chars import CharTokenizer
 from common.cli import write_atomic
-from common.hub import (SHAPES, check_dir, checked_tokenizer, config_fields, key_map,
-                        read_config, read_weights, resolve_device)
+from common.hub import (HUB, SHAPES, TINY, check_model_name, config_fields, read_dir, read_tiny,
+                        resolve_device)
 
-HUB = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "llada-1.5": "GSAI-ML/LLaDA-1.5",
-       "dream": "Dream-org/Dream-v0-Instruct-7B"}
-TINY = ("tiny", "tiny-b")
 # The tiny dLLMs ship with the repository (a few MB each); pretrain.py rebuilds them (the exact
 # command is in each file's meta). Resolved next to this file, so any working directory finds them.
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
@@ -196,31 +194,7 @@ class Transformer(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# tokenizers and the dLLM object the rest of the repo sees
-
-class CharTokenizer:
-    """Character tokenizer of the tiny world, with pad / mask / end-of-text specials."""
-    specials = ("<pad>", "<mask>", "<eos>")
-    chars = "0123456789+-=#:?~abcdefghijklmnop"
-
-    def __init__(self):
-        self.itos = list(self.specials) + list(self.chars)
-        self.stoi = {s: i for i, s in enumerate(self.itos)}
-        self.pad_token_id, self.mask_token_id, self.eos_token_id = 0, 1, 2
-
-    def __len__(self):
-        return len(self.itos)
-
-    def encode(self, s):
-        bad = set(s) - set(self.chars)
-        if bad:
-            raise ValueError(
-                f"characters {sorted(bad)} are not in the tiny vocabulary {self.chars!r}")
-        return [self.stoi[ch] for ch in s]
-
-    def decode(self, ids):
-        return "".join(self.itos[i] if i >= len(self.specials) else "" for i in ids)
-
+# the dLLM object the rest of the repo sees
 
 class DLLM:
     """A frozen dLLM: the network, its tokenizer and its special ids. Shift handling lives here
@@ -320,25 +294,11 @@ class DLLM:
 # loading
 
 def load_hf_dir(path, device, dtype, name=None):
-    """Load a directory in the official LLaDA or Dream layout into our Transformer."""
-    cfg, fields, layout, ids = read_config(path)
-    mc = ModelConfig(**fields)
-    files = sorted(fn for fn in os.listdir(path) if fn.endswith(".safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{path} has no *.safetensors weights")
-    max_len = check_dir(path, files, cfg)
-    with torch.device("meta"):
-        net = Transformer(mc)
-    want = {k: v.shape for k, v in net.state_dict().items()}
-    kmap = key_map(layout, mc.n_layers, mc.qkv_bias, mc.tie_embeddings)
-    net.load_state_dict(read_weights(path, files, kmap, want, dtype, device),
-                        strict=not mc.tie_embeddings, assign=True)
-    if mc.tie_embeddings:
-        net.lm_head.weight = net.tok_emb.weight
-    tok = checked_tokenizer(path, ids["mask"])
-    stop = (ids["eot"],) if "eot" in ids else ()
-    d = DLLM(net, tok, name or path, ids["mask"], ids["eos"], ids["pad"], stop,
-             shift=(layout == "dream"))
+    """A directory in the official LLaDA or Dream layout (read by common/hub.py) -> DLLM."""
+    net, tok, ids, layout, max_len = read_dir(path, device, dtype,
+                                              lambda f: Transformer(ModelConfig(**f)))
+    d = DLLM(net, tok, name or path, ids["mask"], ids["eos"], ids["pad"],
+             (ids["eot"],) if "eot" in ids else (), shift=(layout == "dream"))
     d.max_len = max_len
     return d
 
@@ -355,32 +315,18 @@ TINY_MAX_LEN = 1024
 
 
 def load_tiny_file(path, device, name=None):
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} is not a tiny dLLM checkpoint ({type(e).__name__})") from None
-    if not isinstance(ck, dict) or "config" not in ck or "state_dict" not in ck:
-        raise ValueError(f"{path} is not a tiny dLLM checkpoint (written by pretrain.py)")
+    """A tiny dLLM checkpoint (support/pretrain.py) -> DLLM."""
     tok = CharTokenizer()
-    try:
-        c = ModelConfig(**ck["config"])
-    except TypeError as e:
-        raise ValueError(f"{path} is not a tiny dLLM checkpoint of this version ({e})") from None
-    if c.vocab_size != len(tok):
-        raise ValueError(
-            f"{path} was trained with a vocabulary of {c.vocab_size} tokens, but the tiny world's "
-            f"has {len(tok)} ({tok.chars!r} and 3 specials): rebuild it with python -m "
-            "support.pretrain")
+    c, state, meta = read_tiny(path, ModelConfig, len(tok))
     net = Transformer(c)
     try:
-        net.load_state_dict(ck["state_dict"])
+        net.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(
             f"{path}: its weights do not match its config ({str(e).splitlines()[0]})") from None
     d = DLLM(net.to(device), tok, name or path, tok.mask_token_id, tok.eos_token_id,
              tok.pad_token_id)
-    d.max_len = TINY_MAX_LEN
-    d.meta = ck.get("meta", {})
+    d.max_len, d.meta = TINY_MAX_LEN, meta
     return d
 
 
@@ -418,19 +364,6 @@ def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_
     if merge if merge is not None else device.type == "cuda":
         dllm.net.merge_projections()
     return dllm
-
-
-def check_model_name(name):
-    """A --model that load_dllm can resolve, checked in a millisecond before anything else runs."""
-    if (name in TINY or name in HUB or os.path.isdir(name)
-            or (name.endswith(".pt") and os.path.isfile(name))):
-        return
-    if name.endswith(".pt"):
-        raise FileNotFoundError(
-            f"tiny dLLM checkpoint {name} not found (python -m support.pretrain writes one)")
-    raise ValueError(
-        f"unknown model {name!r}: use one of {TINY + tuple(HUB)}, a local directory in the "
-        f"LLaDA or Dream layout, or a tiny checkpoint *.pt")
 
 
 def build_shape(kind, device="meta"):

@@ -19,9 +19,9 @@ only in how they choose among the candidates (masked positions of the current bl
 Ties in a ranking (common: a saturated tiny model gives conf == 1.0) go to the lowest position.
 
 A spec string names a policy: 'topk:steps=32', 'threshold:0.9', 'band:hi=0.9:lo=0.08', or a
-checkpoint 'out/ckpt.pt:tau=0.5'. Each hand rule is one class that declares its spec name and
-arguments (Arg) once; parsing, eval.py's sweeps and the list in the README all come from those
-declarations (RULES). Adding a heuristic is adding a class here.
+checkpoint 'out/ckpt.pt:tau=0.5' (both parsed by decode.parse_policy). Each hand rule is one class
+that declares its spec name and arguments (Arg) once; parsing, eval.py's sweeps and the list in the
+README all come from those declarations (RULES). Adding a heuristic is adding a class here.
 
     python policy.py          # the spec of every policy
 """
@@ -33,9 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from actions import ACTIONS, action_log_prob, bernoulli_sample, dpls_sample
-from common.checkpoints import check_finite_state, read_checkpoint
-from common.specs import COARSE_STEP_COUNTS, STEP_COUNTS, Arg, parse_args, value_text
+from actions import action_log_prob, bernoulli_sample, dpls_sample
+from common.specs import COARSE_STEP_COUNTS, STEP_COUNTS, Arg, value_text
 from model import apply_rotary, rotary
 
 
@@ -174,12 +173,8 @@ class Entropy(Scheduled):
 
 
 class PositionCalibrated(Scheduled):
-    """PC-Sampler's position-aware calibration, score exp(-lam * d) * conf. d counts from the start
-    of the generation; counting from the first still-masked position instead would only multiply
-    every candidate of a row by the same factor, which a ranking does not see. The published version
-    also divides by a token-frequency prior from a reference corpus: left out, since no corpus of
-    the dLLM's training data is at hand (the prior mostly corrects end-of-text, which eosdamp
-    targets directly)."""
+    """PC-Sampler's score exp(-lam * d) * conf, d from the start of the generation (its corpus
+    prior left out: docs/design.md, "Hand rules")."""
     name, group, in_all = "pc", "eos-aware", False
     args = (Arg("lam", "L", lo=0, grid=(0.25, 1.0)), STEPS)
 
@@ -189,9 +184,8 @@ class PositionCalibrated(Scheduled):
 
 
 class EOSDamped(Scheduled):
-    """EOSER's end-of-text damping: an end-of-text proposal's conf times g + (1 - g) * progress,
-    progress = steps spent / (steps - 1) rising from 0 to 1, so padding is no longer revealed first
-    from the right in full diffusion."""
+    """EOSER: an end-of-text proposal's conf times g + (1 - g) * progress, progress = steps spent /
+    (steps - 1) rising from 0 to 1."""
     name, group, needs, in_all = "eosdamp", "eos-aware", ("eos",), False
     args = (Arg("g", "G", lo=0, hi=1, grid=(0.4,)), STEPS)
 
@@ -202,7 +196,6 @@ class EOSDamped(Scheduled):
 
 
 class Threshold(Heuristic):
-    """The fallback is per row: no row ever stalls (the paper's code falls back batch-wide)."""
     name = "threshold"
     args = (Arg("lam", "LAMBDA", lo=0, hi=1, open_lo=True, keyword=False,
                 grid=(0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)), )
@@ -230,10 +223,6 @@ class EB(Heuristic):
 
 
 class Band(Heuristic):
-    """Reveal the sure tokens (conf >= hi) and the ones so unsure that the dLLM has no preference
-    (conf <= lo), plus the row's most confident candidate: in the tiny world the least confident
-    tokens are harmless filler (docs/tiny-world.md). Under sampling (T > 0) a low confidence marks
-    an unlikely sample instead."""
     name, group, in_all = "band", "hand", False
     args = (Arg("hi", "H", lo=0, hi=1, grid=(0.7, 0.8, 0.9, 0.95)),
             Arg("lo", "L", lo=0, hi=1, grid=(0.05, 0.08, 0.12)))
@@ -496,118 +485,6 @@ class Learned:
 
     def act(self, obs):
         return self.net.act(obs, self.knobs)
-
-
-# --------------------------------------------------------------------------------------------------
-# checkpoints (written by train.py; read and upgraded by common/checkpoints.py)
-
-def load_weights(pol, state, new=("alpha_mlp.", "alpha_out.")):
-    """Load a state dict whose only missing weights are those of `new` modules (a conditioned policy
-    from before the output scale and shift, or a per-alpha policy that starts a conditioned one:
-    train.py --init). Those stay at their initialisation, which leaves the policy's function
-    unchanged (their output layers are zero)."""
-    missing, unexpected = pol.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not k.startswith(new)] + list(unexpected)
-    if bad:
-        raise RuntimeError(
-            f"weights that do not fit: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
-
-
-def load_policy(path, device="cpu"):
-    """A learned policy network from a train.py checkpoint -> (network in eval mode, checkpoint
-    dict)."""
-    ck = read_checkpoint(path)
-    if ck["policy_config"]["actions"] not in ACTIONS:
-        raise ValueError(
-            f"{path}: unknown action type {ck['policy_config']['actions']!r} (this code knows "
-            f"{ACTIONS})")
-    try:
-        pol = LearnedPolicy(PolicyConfig(**ck["policy_config"]))
-        load_weights(pol, ck["policy"])
-    except (TypeError, RuntimeError, ValueError) as e:
-        raise ValueError(f"{path}: its policy weights do not match its policy config "
-                         f"({str(e).splitlines()[0][:200]})") from None
-    check_finite_state(pol.state_dict(), f"{path}: its policy weights")
-    return pol.to(device).eval(), ck
-
-
-CHECKPOINT_OPTIONS = (Arg("tau", "T", lo=0, open_lo=True), Arg("beta", "B", lo=0, open_lo=True),
-                      Arg("alpha", "A", lo=0))
-
-
-def checkpoint_policy(spec, device="cpu"):
-    """'ckpt.pt[:tau=T][:beta=B][:alpha=A]' -> Learned. tau defaults to the one stored in the
-    checkpoint (train.py --eval-tau); alpha is required for an alpha-conditioned policy and refused
-    otherwise. The spec, the rows' name for the policy, is the path followed by the options as
-    given."""
-    path, _, text = spec.strip().partition(":")
-    opts = {}
-    for part in filter(None, text.split(":")):
-        k, _, v = part.partition("=")
-        arg = next((a for a in CHECKPOINT_OPTIONS if a.name == k), None)
-        if arg is None or k in opts or not v:
-            raise ValueError(
-                f"{spec!r}: a checkpoint takes ':tau=T', ':beta=B' and, if alpha-conditioned, "
-                "':alpha=A'")
-        opts[k] = (v, arg.parse(spec, v))
-    net, ck = load_policy(path, device)
-    if net.conditioned and "alpha" not in opts:
-        raise ValueError(
-            f"{spec!r}: {path} is alpha-conditioned (trained on [{net.c.alpha_lo:g}, "
-            f"{net.c.alpha_hi:g}]): pick the point on its front with ':alpha=A'")
-    if "alpha" in opts:
-        a = opts["alpha"][1]
-        if not net.conditioned:
-            raise ValueError(
-                f"{spec!r}: {path} is not alpha-conditioned (it was trained for one alpha); drop "
-                "':alpha='")
-        if not net.c.alpha_lo <= a <= net.c.alpha_hi:
-            raise ValueError(
-                f"{spec!r}: alpha {a:g} is outside the range the policy was trained on "
-                f"[{net.c.alpha_lo:g}, {net.c.alpha_hi:g}]")
-    knobs = Knobs(tau=opts["tau"][1] if "tau" in opts else float(ck["args"]["eval_tau"]),
-                  beta=opts["beta"][1] if "beta" in opts else 1.0,
-                  alpha=opts["alpha"][1] if "alpha" in opts else None)
-    return Learned(net, knobs, path + "".join(f":{k}={v}" for k, (v, _) in opts.items()),
-                   (ck["args"]["gen_length"], trained_block_lengths(ck["args"])))
-
-
-def trained_block_lengths(args):
-    """The block lengths a checkpoint's policy was trained at (train.py --block-lengths, else
-    --block-length)."""
-    return tuple(int(b) for b in str(args.get("block_lengths") or args["block_length"]).split(","))
-
-
-def checkpoint_of(spec):
-    """The checkpoint file of a learned spec ('dir/ckpt.pt:tau=1.0' -> 'dir/ckpt.pt'), None for a
-    hand rule."""
-    head = spec.strip().split(":")[0]
-    return head if head.endswith(".pt") else None
-
-
-def parse_policy(spec, device="cpu"):
-    """One spec string -> a policy object (a Heuristic, or Learned for a checkpoint)."""
-    if checkpoint_of(spec):
-        return checkpoint_policy(spec, device)
-    name, _, text = spec.strip().partition(":")
-    if name not in RULES:
-        raise ValueError(
-            f"unknown policy {spec!r}: use one of {sorted(RULES)} (e.g. topk:steps=32) or a *.pt "
-            "checkpoint")
-    rule = RULES[name]
-    values = parse_args(spec, rule.args, text)
-    return rule(*(values[a.name][1] for a in rule.args))
-
-
-def parse_policies(specs, device="cpu"):
-    """A comma-separated list of specs -> list of policies (the CLIs' --policies); an empty list is
-    an error."""
-    pols = [parse_policy(s, device) for s in specs.split(",") if s.strip()]
-    if not pols:
-        raise ValueError(
-            f"no policy in {specs!r}: pass comma-separated specs, e.g. "
-            "'topk:steps=32,threshold:0.9'")
-    return pols
 
 
 def spec_forms():

@@ -13,18 +13,14 @@ decodes its share of the problems and rank 0 prints the table: the rows are thos
     python sample.py --policies threshold:0.6 --temperature 0.8 --samples 4 --n 32 --block-length 8   # pass@k
     torchrun --nproc_per_node=2 sample.py --policies threshold:0.9 --num-problems 500 --device cpu
 """
-import os
-import signal
-import sys
+from common.start import quiet_ctrl_c
 
-# a Ctrl-C while the imports below load (a second or so): one line, not a traceback
-if __name__ == "__main__":
-    # (an exit, not an exception an import could swallow)
-    signal.signal(signal.SIGINT, lambda *_: (
-        sys.stderr.write("interrupted while starting: nothing was done\n"), os._exit(130)))
+quiet_ctrl_c(__name__)
 
 import dataclasses
 import json
+import os
+import signal
 import time
 from dataclasses import dataclass
 
@@ -35,12 +31,12 @@ from common.cli import (MAX_COUNT, append_records, check_args, check_counts, che
                         check_seed, check_threads, failed, interrupted, option, parse_config,
                         waiting_lock, write_json)
 from common.dist import finish, gather, init_ranks, on_sigterm, stopped
-from common.hub import resolve_device
-from decode import decode, records_of, row_of
+from common.hub import check_model_name, resolve_device
+from common.memory import check_buffer
+from decode import checkpoint_of, decode, parse_policies, records_of, row_of
 from env import check_decoding
-from model import check_model_name, load_dllm
-from policy import Learned, checkpoint_of, parse_policies
-from steps import check_buffer
+from model import load_dllm
+from policy import Learned
 from tasks import check_split, check_task, get_problems, prompts_of
 
 

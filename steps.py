@@ -10,7 +10,6 @@ docs/design.md says why each exists and what it costs.
 """
 import torch
 
-from common import memory
 from common.memory import MEMO_BYTES, NOISE_BYTES, SOFTMAX_BYTES
 
 
@@ -71,23 +70,6 @@ def sample_x0(x0, logits, hot, temps, seeds):
         contiguous = part[-1] - part[0] == len(part) - 1
         sel = slice(part[0], part[-1] + 1) if contiguous else torch.tensor(part, device=dev)
         x0[sel] = logits[sel].to(torch.float64, copy=True).div_(T).sub_(g).argmax(-1)  # logits kept
-
-
-def check_buffer(dllm, B, P, L, cache="none", temperature=0.0, needs=(),
-                 lower="--batch-size or --gen-length"):
-    """One clear error, before any work, for a buffer longer than the dLLM takes, or a decode of B
-    buffers whose memory plan (common/memory.py: cache, logits, softmax, noise, activations) will
-    not fit in what the device has free (the loaded weights already counted)."""
-    N = P + L
-    if dllm.max_len and N > dllm.max_len:
-        raise ValueError(
-            f"prompt of {P} tokens + gen length {L} exceeds {dllm.name}'s {dllm.max_len} positions")
-    e = dllm.net.tok_emb.weight.element_size()
-    memory.check(
-        memory.decode_plan(
-            dllm.net.c, e, B, P, L, cache, temperature, needs, dllm.device.type,
-            f"a batch of {B} buffers of {N} positions (cache {cache}, T {temperature:g})"),
-        dllm.device, lower)
 
 
 class UncachedStep:

@@ -229,6 +229,20 @@ def get_problems(task, n=None, seed=0, split="test", data=None):
 # completion; `paper` is the default reward and the rows' `accuracy`, `verify` is `accuracy_verify`
 # beside it (docs/design.md, "Graders").
 
+def training_sets(task, seed, data=None, least=1, eval_n=0):
+    """GRPO's problems: the training split shuffled by seed (every problem of a real task, 100,000
+    of a tiny one) and, for a tiny task, eval_n held-out test problems. Fewer training problems
+    than `least` (one GRPO step's prompts) is an error."""
+    train = get_problems(task, None if task in REAL_TASKS else 100_000, seed, "train", data)
+    random.Random(seed).shuffle(train)
+    if len(train) < least:
+        raise ValueError(
+            f"{len(train)} training problems{f' in {data}' if data else ''}: one GRPO step takes "
+            f"--prompts-per-step {least} of them; pass more data or a smaller step")
+    held = get_problems(task, eval_n, seed, "test", None) if eval_n and task in TINY_TASKS else []
+    return train, held
+
+
 GRADERS = ("paper", "verify")
 # the paper's number pattern: no '+', no exponent, no thousands groups
 PAPER_NUMBER = re.compile(r"-?\d+\.?\d*")

@@ -16,44 +16,36 @@ setting). The run's machinery (checks, logs, checkpoints, ranks) is in common/ru
     python train.py --model llada --block-length 32 --out out/llada.pt    # the paper's (one GPU)
     torchrun --nproc_per_node=8 train.py --model llada --out out/dp.pt   # each rank its prompts
 """
-import os
-import signal
-import sys
+from common.start import quiet_ctrl_c
 
-# a Ctrl-C while the imports below load (a second or so): one line, not a traceback
-if __name__ == "__main__":
-    # (an exit, not an exception an import could swallow)
-    signal.signal(signal.SIGINT, lambda *_: (
-        sys.stderr.write("interrupted while starting: nothing was done\n"), os._exit(130)))
+quiet_ctrl_c(__name__)
 
 import dataclasses
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from actions import check_actions
-from common import memory
 from common.checkpoints import check_finite_state, read_checkpoint
-from common.cli import check_args, exclusive, failed, interrupted, option, parse_config
-from common.hub import resolve_device
+from common.cli import entry, option, parse_config
+from common.hub import TINY, check_model_name, resolve_device
 from common.rng import fmix32
 from common.runs import (RunLog, StopRequested, bounds, check_files, check_finite, check_numbers,
-                         check_resume, command_of, log_path, reduced, save_checkpoint,
-                         setup_distributed, truncate_log)
-from decode import evaluate
+                         check_round, command_of, locked, reduced, resume, save_checkpoint,
+                         setup_distributed)
+from decode import checkpoint_of, evaluate, load_weights, parse_policy
 from env import Rollout, check_decoding, generate, row_keys
 from grpo import (REWARDS, advantages, collate, concat_batches, grpo_loss, old_expert_log_probs,
                   rewards)
-from model import TINY, check_model_name, load_dllm
-from policy import (FEATURES, READS, ROLLOUT, Knobs, Learned, LearnedPolicy, PolicyConfig,
-                    checkpoint_of, load_weights, parse_policy)
-from steps import ForwardMemo, check_buffer
-from tasks import GRADERS, REAL_TASKS, TINY_TASKS, check_task, get_problems, grade_many, prompts_of
+from model import load_dllm
+from policy import FEATURES, READS, ROLLOUT, Knobs, Learned, LearnedPolicy, PolicyConfig
+from steps import ForwardMemo
+from tasks import GRADERS, check_task, grade_many, prompts_of, training_sets
 
 
 @dataclass
@@ -128,86 +120,70 @@ def resolve(cfg):
     """The settings with the world's defaults filled in, every value checked - all before a model
     loads."""
     table = TINY_DEFAULTS if (cfg.model in TINY or cfg.model.endswith(".pt")) else REAL
-    unset = {k: v for k, v in table.items() if getattr(cfg, k, None) is None}
-    cfg = dataclasses.replace(cfg, **unset)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in table.items() if getattr(cfg, k) is None})
     blocks = cfg.block_length < cfg.gen_length
     # tiny world: blocks of 8 start at unmask p 0.5, full diffusion at the paper's 0.12
-    if cfg.init_bias is None:
-        cfg.init_bias = 0.0 if blocks else -2.0
-    if cfg.eval_tau is None:
-        cfg.eval_tau = 0.5 if blocks else 1.0
+    cfg.init_bias = (0.0 if blocks else -2.0) if cfg.init_bias is None else cfg.init_bias
+    cfg.eval_tau = (0.5 if blocks else 1.0) if cfg.eval_tau is None else cfg.eval_tau
     if cfg.expert is not None and cfg.expert_block_length is None:
         cfg.expert_block_length = cfg.block_length
-    elif (cfg.expert_block_length is not None and reads_setting(cfg)
-          and cfg.expert_block_length != cfg.block_length):
-        raise ValueError(
-            "--expert-block-length: a policy trained over settings has its expert decode in each "
-            "group's own blocks; drop it")
     check_numbers(cfg)
     check_settings(cfg)
-    check_files(cfg, lambda path: check_checkpoint(cfg))
+    check_files(cfg, SETUP)
     resolve_device(cfg.device)
     check_model_name(cfg.model)
     return cfg
 
 
 def check_settings(cfg):
-    """The names and specs of the settings (the numbers and files: common/runs.py)."""
-    if cfg.reward not in REWARDS:
-        raise ValueError(f"--reward must be one of {', '.join(REWARDS)}, not {cfg.reward!r}")
-    if cfg.grader not in GRADERS:
-        raise ValueError(f"--grader must be one of {', '.join(GRADERS)}, not {cfg.grader!r}")
-    if cfg.block_lengths is not None:
-        block_lengths(cfg)
+    """The names, specs and combinations of the settings (their numbers and files:
+    common/runs.py)."""
+    for flag, value, known in (("--reward", cfg.reward, REWARDS), ("--grader", cfg.grader, GRADERS),
+                               ("--features", cfg.features, FEATURES)):
+        if value not in known:
+            raise ValueError(f"{flag} must be one of {', '.join(known)}, not {value!r}")
     if cfg.width % PolicyConfig.heads:
-        raise ValueError(
-            f"--width {cfg.width} must be a multiple of the policy's {PolicyConfig.heads} "
-            "attention heads")
+        raise ValueError(f"--width {cfg.width} must be a multiple of the policy's "
+                         f"{PolicyConfig.heads} attention heads")
     check_decoding(cfg.gen_length, cfg.block_length, cfg.cache)
+    block_lengths(cfg)
     check_actions(cfg.actions)
-    if cfg.features not in FEATURES:
-        raise ValueError(f"--features must be one of {sorted(FEATURES)}, not {cfg.features!r}")
-    if cfg.imitate is not None:
-        check_imitate(cfg)
     if cfg.expert is not None:
-        expert_of(cfg)
+        if cfg.actions == "dpls":
+            raise ValueError(
+                "--expert needs --actions bernoulli: an expert's step is a set with no order, and "
+                "a DPLS likelihood is of a set and its order")
+        if reads_setting(cfg) and cfg.expert_block_length != cfg.block_length:
+            raise ValueError("--expert-block-length: a policy trained over settings has its expert "
+                             "decode in each group's own blocks; drop it")
+        heuristic("--expert", "the expert", cfg.expert, cfg.gen_length, cfg.expert_block_length)
+    if cfg.imitate is not None:
+        if cfg.init is not None:
+            raise ValueError("--init and --imitate are two warm starts: pick one")
+        if cfg.actions != "bernoulli" or cfg.alpha_range is not None:
+            raise ValueError("--imitate clones into a Bernoulli policy for one alpha: drop "
+                             "--actions dpls / --alpha-range")
+        heuristic("--imitate", "the warm start's teacher", cfg.imitate, cfg.gen_length,
+                  cfg.block_length)
     check_task(cfg.task, cfg.data)
     if cfg.init is not None:
         init_weights(cfg)
 
 
-def check_checkpoint(cfg):
-    """--resume: the checkpoint is of this setup, with finite weights and moments."""
-    ck = read_checkpoint(cfg.out)
-    check_resume(ck, cfg, SETUP)
-    check_finite_state(ck["policy"], f"--resume {cfg.out}: its policy weights")
-    check_finite_state(
-        ck.get("optimizer", {}).get("state", {}), f"--resume {cfg.out}: its optimizer's moments")
-
-
-def expert_of(cfg):
-    """The expert heuristic of --expert, checked against L and its block length. Its rollouts use
-    the KV cache only where they are semi-autoregressive."""
-    if cfg.actions == "dpls":
+def heuristic(flag, role, spec, L, BL):
+    """--expert / --imitate: the hand rule of a spec that decodes L in blocks of BL."""
+    if checkpoint_of(spec):
         raise ValueError(
-            "--expert needs --actions bernoulli: an expert's step is a set with no order, and a "
-            "DPLS likelihood is of a set and its order")
-    check_args(expert_block_length=(cfg.expert_block_length, "> 0"))
-    check_decoding(cfg.gen_length, cfg.expert_block_length)
-    if checkpoint_of(cfg.expert):
-        raise ValueError(
-            f"--expert {cfg.expert}: the expert is a heuristic spec (e.g. threshold:0.9), not a "
-            "checkpoint")
-    expert = parse_policy(cfg.expert)
-    expert.check(cfg.gen_length, cfg.expert_block_length)
-    return expert
+            f"{flag} {spec}: {role} is a heuristic spec (e.g. threshold:0.9), not a checkpoint")
+    check_decoding(L, BL)
+    rule = parse_policy(spec)
+    rule.check(L, BL)
+    return rule
 
 
 def init_weights(cfg):
     """--init CKPT: its weights, checked against this run's policy (width, features, actions) -> a
     state dict."""
-    if cfg.imitate is not None:
-        raise ValueError("--init and --imitate are two warm starts: pick one")
     ck = read_checkpoint(cfg.init)
     mine = dict(width=cfg.width, features=cfg.features, actions=cfg.actions)
     theirs = {k: ck["policy_config"].get(k, ck["args"].get(k)) for k in mine}
@@ -217,47 +193,15 @@ def init_weights(cfg):
     return ck["policy"]
 
 
-def check_round(dllm, cfg, prompts, longest):
-    """One GRPO round's memory plan (rollouts, then the update's loss chunks) against the device's
-    free memory."""
-    T = cfg.temperature
-    if cfg.temperature_range:
-        T = bounds(cfg.temperature_range, "--temperature-range")[1]
-    cache = cfg.cache if cfg.block_length < cfg.gen_length else "none"
-    check_buffer(dllm, prompts * cfg.group_size, longest, cfg.gen_length, cache, T)
-    e = dllm.net.tok_emb.weight.element_size()
-    chunk = cfg.batch_size * cfg.gen_length
-    plan = memory.grpo_plan(dllm.net.c, e, prompts, cfg.group_size, int(bool(cfg.expert)), longest,
-                            cfg.gen_length, cache, T, chunk, dllm.device.type)
-    memory.check(plan, dllm.device,
-                 "--prompts-per-step, --group-size or --batch-size (the update's loss chunks)")
-
-
-def check_imitate(cfg):
-    """--imitate: a heuristic spec that decodes this L / BL, with a Bernoulli, unconditioned policy
-    to clone into."""
-    check_args(imitate_lr=(cfg.imitate_lr, "> 0"))
-    if checkpoint_of(cfg.imitate):
-        raise ValueError(
-            f"--imitate {cfg.imitate}: the warm start clones a heuristic spec (e.g. "
-            "band:hi=0.9:lo=0.08)")
-    if cfg.actions != "bernoulli" or cfg.alpha_range is not None:
-        raise ValueError(
-            "--imitate clones into a Bernoulli policy for one alpha: drop --actions dpls / "
-            "--alpha-range")
-    parse_policy(cfg.imitate).check(cfg.gen_length, cfg.block_length)
-
-
 ALPHA0_SHARE = 0.2   # --alpha-range: share of groups at alpha = LO when LO = 0 (pure correctness)
-
-
-def alpha_bounds(text):
-    return bounds(text, "--alpha-range")
+T_LO_SHARE = 0.25    # --temperature-range: share of groups at LO (greedy decoding when LO = 0)
 
 
 def block_lengths(cfg):
-    """--block-lengths '4,8,16,32' -> (4, 8, 16, 32), each dividing L; --block-length is one of
-    them."""
+    """--block-lengths '4,8,16,32' -> (4, 8, 16, 32), each dividing L, --block-length among them;
+    without it (--block-length,)."""
+    if cfg.block_lengths is None:
+        return (cfg.block_length,)
     try:
         bls = tuple(int(b) for b in cfg.block_lengths.split(","))
     except ValueError:
@@ -267,9 +211,8 @@ def block_lengths(cfg):
     for b in bls:
         check_decoding(cfg.gen_length, b, cfg.cache if b < cfg.gen_length else "none")
     if len(set(bls)) != len(bls) or cfg.block_length not in bls:
-        raise ValueError(
-            f"--block-lengths {cfg.block_lengths}: distinct values, --block-length "
-            f"{cfg.block_length} among them")
+        raise ValueError(f"--block-lengths {cfg.block_lengths}: distinct values, --block-length "
+                         f"{cfg.block_length} among them")
     return bls
 
 
@@ -279,8 +222,12 @@ def reads_setting(cfg):
     return cfg.block_lengths is not None or cfg.temperature_range is not None
 
 
-# --temperature-range: share of the groups at exactly LO (greedy decoding when LO = 0)
-T_LO_SHARE = 0.25
+def temperatures(cfg):
+    """The dLLM temperatures of the rollouts: (LO, HI) of --temperature-range, else
+    (--temperature,)."""
+    if cfg.temperature_range is None:
+        return (cfg.temperature,)
+    return bounds(cfg.temperature_range, "--temperature-range")
 
 
 def draw_settings(cfg, prompt_index):
@@ -290,11 +237,11 @@ def draw_settings(cfg, prompt_index):
     groups at LO (without them: --block-length and --temperature)."""
     h = fmix32(fmix32(prompt_index ^ 0x5E77) ^ cfg.seed)
     u1, u2, u3 = ((fmix32(h + i) >> 8).double() / 2 ** 24 for i in range(3))
-    bls = torch.tensor(block_lengths(cfg) if cfg.block_lengths else (cfg.block_length,))
+    bls = torch.tensor(block_lengths(cfg))
     BL = bls[(u1 * len(bls)).long().clamp(max=len(bls) - 1)]
     if cfg.temperature_range is None:
         return BL, torch.full(u2.shape, cfg.temperature, dtype=torch.float64)
-    lo, hi = bounds(cfg.temperature_range, "--temperature-range")
+    lo, hi = temperatures(cfg)
     return BL, torch.where(u2 < T_LO_SHARE, lo, lo + (hi - lo) * u3)
 
 
@@ -385,18 +332,12 @@ def generate_rows(dllm, pol, ids, am, L, bl, temperature, keys, cache, alpha, me
     """env.generate (recording) for rows that decode at their own block lengths bl (B,): one call
     per block length, merged into one Rollout whose steps number the rows in the whole batch.
     temperature: a number or (B,)."""
-    values = bl.unique().tolist()
     hot = torch.is_tensor(temperature)
-    if len(values) == 1:
-        BL = values[0]
-        return generate(dllm, pol, ids, am, L, BL, temperature, record=READS, keys=keys,
-                        alpha=alpha, memo=memo, cache=cache if BL < L else "none",
-                        memo_keys=memo_keys, noise_keys=noise_keys)
     B = ids.shape[0]
     out = Rollout(torch.empty((B, L), dtype=torch.long, device=ids.device),
                   torch.empty(B, dtype=torch.long, device=ids.device),
                   torch.empty((B, L), dtype=torch.long, device=ids.device))
-    for BL in values:
+    for BL in bl.unique().tolist():
         idx = (bl == BL).nonzero().squeeze(1)
         # the inputs may live on the CPU or the device
         pick = lambda t: t[idx.to(t.device)]
@@ -457,13 +398,11 @@ def imitate(policy, dllm, cfg, train_set, stop):
     """Warm start (--imitate SPEC): the heuristic decodes the last --imitate-problems training
     prompts (GRPO reaches them last), at each block length in turn; the policy fits its choices
     (binary cross-entropy per candidate, targets 0.02 / 0.98 so that rollouts still explore;
-    gradients clipped at --grad-clip as in the updates) -> the final loss, None on a stop
-    request."""
+    gradients clipped at --grad-clip as in the updates) -> the final loss. A stop request exits
+    (nothing is saved)."""
     expert = parse_policy(cfg.imitate)
     problems = train_set[-cfg.imitate_problems:]
-    steps, bls = [], block_lengths(cfg) if cfg.block_lengths else (cfg.block_length,)
-    T = bounds(cfg.temperature_range,
-               "--temperature-range")[0] if cfg.temperature_range else cfg.temperature
+    steps, bls, T = [], block_lengths(cfg), temperatures(cfg)[0]
     for i in range(0, len(problems), cfg.batch_size):
         ids, am = prompts_of(dllm, problems[i:i + cfg.batch_size])
         keys = row_keys(cfg.seed ^ 0xB0C, torch.arange(i, i + len(ids)))
@@ -471,8 +410,7 @@ def imitate(policy, dllm, cfg, train_set, stop):
         BL = bls[i // cfg.batch_size % len(bls)]
         steps += generate(dllm, expert, ids, am, cfg.gen_length, BL, T, record=READS,
                           keys=keys, cache=cfg.cache if BL < cfg.gen_length else "none").steps
-        if stop.asked:
-            return None
+        stop.exit_if_asked("during the --imitate warm start")
     # S recorded steps, each (L,)
     data = collate(steps)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.imitate_lr, betas=(0.9, 0.99))
@@ -490,8 +428,7 @@ def imitate(policy, dllm, cfg, train_set, stop):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         opt.step()
-        if stop.asked:
-            return None
+        stop.exit_if_asked("during the --imitate warm start")
     return loss.item()
 
 
@@ -504,93 +441,36 @@ def train(cfg: TrainConfig, command=None):
     that differ from their defaults."""
     command = command or command_of(cfg)
     cfg = resolve(cfg)
-    # under torchrun rank 0 alone writes --out
-    if "RANK" in os.environ and os.environ["RANK"] != "0":
-        return run(cfg, command)
-    with exclusive(cfg.out, "--out"), exclusive(log_path(cfg.out), "--out's log"):
-        # written by a run that ended after our first check
-        if not cfg.resume and os.path.exists(cfg.out):
-            raise FileExistsError(
-                f"{cfg.out} exists: pass --resume to continue it, or another --out")
-        return run(cfg, command)
+    return locked(cfg, lambda: run(cfg, command))
 
 
 def run(cfg, command):
-    """The paper's loop: rollouts -> rewards -> group advantages -> K clipped updates -> log ->
-    checkpoint."""
+    """Set up (ranks, seeds, data, the dLLM, the policy), then the paper's loop: rollouts ->
+    rewards -> group advantages -> K clipped updates -> log -> checkpoint -> (policy, metrics)."""
     rank, world, ddp = setup_distributed(cfg)
-    say = print if rank == 0 else (lambda *a, **k: None)
     # seeds: the policy's init and everything random below (rollouts: env.row_keys)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    train_set, eval_set = problem_sets(cfg)
+    # the data before the model: a bad --data fails in a second
+    train_set, eval_set = training_sets(cfg.task, cfg.seed, cfg.data, cfg.prompts_per_step,
+                                        cfg.eval_n if cfg.eval_every else 0)
+    if cfg.steps == 0:  # one epoch
+        cfg.steps = len(train_set) // cfg.prompts_per_step
     dllm = load_dllm(cfg.model, device=cfg.device, revision=cfg.revision)
     if cfg.compile:
         dllm.compile()
     # the batch of rollouts must fit in memory
-    longest = prompts_of(dllm, train_set[:64])[0].shape[1]
-    check_round(dllm, cfg, cfg.prompts_per_step // world, longest)
-    policy, opt, start, metrics = build_policy(cfg, dllm.device, rank)
-    say(f"resumed from {cfg.out} at step {start}" if start else f"config {asdict(cfg)}")
-    say(f"dLLM {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}); policy "
-        f"{sum(p.numel() for p in policy.parameters()):,} params, float32 (no autocast); "
-        f"world {world}; {len(train_set)} train problems")
-    log = RunLog(cfg, rank, start)
-    try:
-        return loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy, opt,
-                    start, metrics, log)
-    except BaseException:
-        # a run that fails before its first checkpoint leaves no log to block its rerun
-        log.abandon()
-        raise
-
-
-def loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy, opt, start,
-         metrics, log):
-    """The GRPO steps from `start` (metrics: the last ones logged), logged and checkpointed ->
-    (policy, metrics)."""
-    with StopRequested() as stop:
+    check_round(dllm, cfg, world, prompts_of(dllm, train_set[:64])[0].shape[1])
+    policy, opt = build_policy(cfg, dllm.device)
+    start, metrics = resume(cfg, policy, opt, rank, SETUP)
+    with RunLog(cfg, rank, start) as log, StopRequested() as stop:
+        log.header(dllm, policy, world, len(train_set))
         if cfg.imitate and start == 0:
-            warm_start(policy, dllm, cfg, train_set, stop, say)
-        expert = expert_of(cfg) if cfg.expert else None
-        net = torch.compile(policy) if cfg.compile else policy
-        net = torch.nn.parallel.DistributedDataParallel(net) if ddp else net
-        per_rank, step = cfg.prompts_per_step // world, start
-        for step in log.steps():
-            t0 = time.time()
-            # 1. experience: this rank's share of the step's prompts, G rollouts each (+ the
-            # expert's), rewards, advantages
-            first = step * cfg.prompts_per_step + rank * per_rank
-            problems = [train_set[(first + j) % len(train_set)] for j in range(per_rank)]
-            alpha = cfg.alpha
-            if cfg.alpha_range is not None:
-                lo_hi = alpha_bounds(cfg.alpha_range)
-                alpha = draw_alphas(torch.arange(first, first + per_rank), *lo_hi, cfg.seed)
-                alpha = alpha.repeat_interleave(cfg.group_size).to(dllm.device)
-            BL, T = draw_settings(cfg, torch.arange(first, first + per_rank))
-            exp = rollouts(dllm, policy, expert, cfg, problems, first, alpha, (BL, T))
-            t_roll = time.time() - t0
-            # 2. the clipped policy-gradient update, K optimizer steps on this experience
-            lr = cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss, clip_frac, ent, gnorm = update(net, policy, opt, exp, cfg)
-            check_finite(policy, step, loss, gnorm)
-            # 3. log (rollout statistics reduced over ranks) and checkpoint
-            metrics = dict(step=step + 1, **reduced(exp, ddp, world), entropy=ent,
-                           clip_frac=clip_frac, grad_norm=gnorm, loss=loss, lr=lr, rollout_s=t_roll,
-                           update_s=time.time() - t0 - t_roll, **exp.expert)
-            if cfg.temperature_range:
-                metrics["temperature"] = T.mean().item()
-            if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
-                metrics.update(held_out(dllm, policy, eval_set, cfg))
-            log.write(metrics)
-            if rank == 0 and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or
-                              stop.asked):
-                save_checkpoint(cfg.out, policy, opt, cfg, step + 1, metrics, command)
-            if stop.asked:
-                break
-    log.close(stop.asked, step)
+            t0, loss = time.time(), imitate(policy, dllm, cfg, train_set, stop)
+            log.say(f"imitated {cfg.imitate} on {cfg.imitate_problems} problems: {cfg.imitate_steps} "
+                    f"steps, loss {loss:.4f}, {time.time() - t0:.0f} s")
+        metrics = loop(cfg, command, rank, world, ddp, dllm, train_set, eval_set, policy, opt,
+                       start, metrics, log, stop)
     if ddp:
         dist.destroy_process_group()
     if stop.asked:
@@ -598,51 +478,62 @@ def loop(cfg, command, rank, world, ddp, say, dllm, train_set, eval_set, policy,
     return policy, metrics
 
 
-def problem_sets(cfg):
-    """The shuffled training problems and the held-out ones (tiny tasks); too few for one GRPO step
-    is an error."""
-    train_set = get_problems(cfg.task, None if cfg.task in REAL_TASKS else 100_000, cfg.seed,
-                             "train", cfg.data)
-    # the data before the model: a bad --data fails in a second
-    random.Random(cfg.seed).shuffle(train_set)
-    if len(train_set) < cfg.prompts_per_step:
-        raise ValueError(
-            f"{len(train_set)} training problems{f' in {cfg.data}' if cfg.data else ''}: one GRPO "
-            f"step takes --prompts-per-step {cfg.prompts_per_step} of them; pass more data or a "
-            "smaller step")
-    if cfg.steps == 0:  # one epoch
-        cfg.steps = len(train_set) // cfg.prompts_per_step
-    held = cfg.eval_every and cfg.task in TINY_TASKS
-    return train_set, get_problems(cfg.task, cfg.eval_n, cfg.seed, "test", None) if held else []
-
-
-def warm_start(policy, dllm, cfg, train_set, stop, say):
-    """--imitate: clone the heuristic before the first GRPO step (a stop during it saves nothing).
-    """
-    t0 = time.time()
-    loss = imitate(policy, dllm, cfg, train_set, stop)
-    if loss is None:
-        say("interrupted during the --imitate warm start: nothing saved; run the same command again"
-            )
-        raise SystemExit(130)
-    say(f"imitated {cfg.imitate} on {cfg.imitate_problems} problems: {cfg.imitate_steps} steps, "
-        f"loss {loss:.4f}, {time.time() - t0:.0f} s")
+def loop(cfg, command, rank, world, ddp, dllm, train_set, eval_set, policy, opt, start, metrics,
+         log, stop):
+    """The GRPO steps from `start` (metrics: the last ones logged), logged and checkpointed -> the
+    last metrics."""
+    expert = parse_policy(cfg.expert) if cfg.expert else None
+    net = torch.compile(policy) if cfg.compile else policy
+    net = torch.nn.parallel.DistributedDataParallel(net) if ddp else net
+    per_rank, step = cfg.prompts_per_step // world, start
+    for step in log.steps():
+        t0 = time.time()
+        # 1. experience: this rank's share of the step's prompts, G rollouts each (+ the expert's),
+        # rewards, advantages
+        first = step * cfg.prompts_per_step + rank * per_rank
+        problems = [train_set[(first + j) % len(train_set)] for j in range(per_rank)]
+        alpha = cfg.alpha
+        if cfg.alpha_range is not None:
+            alpha = draw_alphas(torch.arange(first, first + per_rank),
+                                *bounds(cfg.alpha_range, "--alpha-range"), cfg.seed)
+            alpha = alpha.repeat_interleave(cfg.group_size).to(dllm.device)
+        BL, T = draw_settings(cfg, torch.arange(first, first + per_rank))
+        exp = rollouts(dllm, policy, expert, cfg, problems, first, alpha, (BL, T))
+        t_roll = time.time() - t0
+        # 2. the clipped policy-gradient update, K optimizer steps on this experience
+        lr = cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss, clip_frac, ent, gnorm = update(net, policy, opt, exp, cfg)
+        check_finite(policy, step, loss, gnorm)
+        # 3. log (rollout statistics reduced over ranks) and checkpoint
+        metrics = dict(step=step + 1, **reduced(exp, ddp, world), entropy=ent, clip_frac=clip_frac,
+                       grad_norm=gnorm, loss=loss, lr=lr, rollout_s=t_roll,
+                       update_s=time.time() - t0 - t_roll, **exp.expert)
+        if cfg.temperature_range:
+            metrics["temperature"] = T.mean().item()
+        if cfg.eval_every and eval_set and (step + 1) % cfg.eval_every == 0 and rank == 0:
+            metrics.update(held_out(dllm, policy, eval_set, cfg))
+        log.write(metrics)
+        if rank == 0 and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or stop.asked):
+            save_checkpoint(cfg.out, policy, opt, cfg, step + 1, metrics, command)
+        if stop.asked:
+            break
+    log.close(stop.asked, step)
+    return metrics
 
 
 def held_out(dllm, policy, eval_set, cfg):
     """Accuracy and mean NFE of the policy (fallback on, at --eval-tau) on held-out problems; a
-    conditioned one at both ends of its alpha range (does its speed follow alpha?); one trained over
-    block lengths at each of them (suffix _bl<BL>), and over temperatures also at HI (suffix _hot).
-    """
+    conditioned one at both ends of its alpha range (suffixes _lo, _hi: does its speed follow
+    alpha?); one trained over block lengths at each of them (_bl<BL>), over temperatures also at HI
+    (_hot)."""
     ends = {"": None}
     if cfg.alpha_range:
-        ends = dict(zip(("_lo", "_hi"), alpha_bounds(cfg.alpha_range)))
-    T = bounds(cfg.temperature_range, "--temperature-range") if cfg.temperature_range else (0.0,)
-    at = [("", cfg.block_length, T[0])]
-    if cfg.block_lengths:
-        at = [(f"_bl{BL}", BL, T[0]) for BL in block_lengths(cfg)]
-    if len(T) > 1:
-        at.append(("_hot", cfg.block_length, T[1]))
+        ends = dict(zip(("_lo", "_hi"), bounds(cfg.alpha_range, "--alpha-range")))
+    T = temperatures(cfg) if cfg.temperature_range else (0.0,)
+    at = [(f"_bl{BL}" if cfg.block_lengths else "", BL, T[0]) for BL in block_lengths(cfg)]
+    at += [("_hot", cfg.block_length, T[1])] if len(T) > 1 else []
     out = {}
     for suffix, a in ends.items():
         for where, BL, temp in at:
@@ -654,50 +545,27 @@ def held_out(dllm, policy, eval_set, cfg):
     return out
 
 
-def build_policy(cfg, dev, rank):
-    """The policy (fp32), its AdamW, and where to start: step 0, or the checkpoint's step with
-    --resume."""
-    lo, hi = alpha_bounds(cfg.alpha_range) if cfg.alpha_range else (None, None)
+def build_policy(cfg, dev):
+    """The policy (fp32, or --init's weights) and its AdamW."""
+    lo, hi = bounds(cfg.alpha_range, "--alpha-range") if cfg.alpha_range else (None, None)
     policy = LearnedPolicy(
         PolicyConfig(width=cfg.width, init_bias=cfg.init_bias, alpha_lo=lo, alpha_hi=hi,
                      actions=cfg.actions, features=cfg.features,
                      setting=reads_setting(cfg))).to(dev)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
-    if not cfg.resume:
-        # a per-alpha policy into a conditioned one: its conditioning starts at zero, so at every
-        # alpha
-        if cfg.init:
-            load_weights(policy, init_weights(cfg))    # the run starts as that policy
-        return policy, opt, 0, {}
-    # its weights' and moments' finiteness checked before any work (check_files)
-    ck = read_checkpoint(cfg.out)
-    check_resume(ck, cfg, SETUP)
-    try:
-        policy.load_state_dict(ck["policy"])
-        opt.load_state_dict(ck["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise ValueError(f"--resume: {cfg.out} does not fit this policy (--width {cfg.width}?): "
-                         f"{str(e).splitlines()[0][:200]}") from None
-    torch.set_rng_state(ck["torch_rng"])
-    if rank == 0:
-        truncate_log(log_path(cfg.out), ck["step"])
-    return policy, opt, ck["step"], ck["metrics"]
+    if cfg.init and not cfg.resume:
+        # a per-alpha policy into a conditioned one: its conditioning starts at zero, so the run
+        # starts as that policy at every alpha
+        load_weights(policy, init_weights(cfg))
+    return policy, opt
 
 
 def main(argv=None):
-    signal.signal(signal.SIGINT, signal.default_int_handler)   # from here Ctrl-C is handled below
-    try:
-        cfg, command = parse_config(TrainConfig, argv, "GRPO training of the unmasking policy",
-                                    "python train.py")
-        return train(cfg, command)
-    # a second Ctrl-C, or one before the loop: the last checkpoint written is intact
-    except KeyboardInterrupt:
-        raise interrupted(
-            "interrupted: every checkpoint written before is intact (saves are atomic); --resume "
-            "continues from the last one") from None
-    except (ValueError, RuntimeError, OSError) as e:
-        raise failed(e)
+    return entry(lambda: train(*parse_config(TrainConfig, argv, "GRPO training of the unmasking "
+                                             "policy", "python train.py")),
+                 "interrupted: every checkpoint written before is intact (saves are atomic); "
+                 "--resume continues from the last one")
 
 
 if __name__ == "__main__":

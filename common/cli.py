@@ -257,6 +257,19 @@ def interrupted(message):
     return SystemExit(130)
 
 
+def entry(body, on_interrupt):
+    """An entry point's body() with Ctrl-C handled from here on: a Ctrl-C is the one line
+    on_interrupt, a ValueError / RuntimeError / OSError one clear error."""
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return body()
+    except KeyboardInterrupt:
+        raise interrupted(on_interrupt) from None
+    except (ValueError, RuntimeError, OSError) as e:
+        raise failed(e)
+
+
 class Lock:
     """path + '.lock' (filelock: an OS lock that the kernel releases however its holder exits), with
     a note beside it (path + '.lock.owner') of who holds it and since when, for a process that has

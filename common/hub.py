@@ -9,6 +9,10 @@ import os
 
 import torch
 
+HUB = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "llada-1.5": "GSAI-ML/LLaDA-1.5",
+       "dream": "Dream-org/Dream-v0-Instruct-7B"}
+TINY = ("tiny", "tiny-b")
+
 # Token ids of the real models, from their official config.json files; the files' values win, these
 # are the check.
 KNOWN_IDS = {"llada": dict(mask=126336, eos=126081, pad=126081, eot=126348),
@@ -285,3 +289,58 @@ def read_weights(path, files, kmap, want, dtype, device):
         raise ValueError(
             f"{path}: {len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
     return sd
+
+
+def read_dir(path, device, dtype, build):
+    """A directory in the official LLaDA or Dream layout -> (network, tokenizer, token ids, layout,
+    the longest sequence it takes). build(fields) makes the network of ModelConfig's fields; its
+    weights come from the shards, checked against it."""
+    cfg, fields, layout, ids = read_config(path)
+    files = sorted(fn for fn in os.listdir(path) if fn.endswith(".safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path} has no *.safetensors weights")
+    max_len = check_dir(path, files, cfg)
+    with torch.device("meta"):
+        net = build(fields)
+    want = {k: v.shape for k, v in net.state_dict().items()}
+    tied = net.c.tie_embeddings
+    kmap = key_map(layout, net.c.n_layers, net.c.qkv_bias, tied)
+    net.load_state_dict(read_weights(path, files, kmap, want, dtype, device), strict=not tied,
+                        assign=True)
+    if tied:
+        net.lm_head.weight = net.tok_emb.weight
+    return net, checked_tokenizer(path, ids["mask"]), ids, layout, max_len
+
+
+def read_tiny(path, config, vocab):
+    """A tiny dLLM checkpoint (support/pretrain.py) -> (its config(**fields), state dict, meta),
+    checked to be one, of this version and of the tiny world's vocabulary (`vocab` tokens)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a tiny dLLM checkpoint ({type(e).__name__})") from None
+    if not isinstance(ck, dict) or "config" not in ck or "state_dict" not in ck:
+        raise ValueError(f"{path} is not a tiny dLLM checkpoint (written by pretrain.py)")
+    try:
+        c = config(**ck["config"])
+    except TypeError as e:
+        raise ValueError(f"{path} is not a tiny dLLM checkpoint of this version ({e})") from None
+    if c.vocab_size != vocab:
+        raise ValueError(
+            f"{path} was trained with a vocabulary of {c.vocab_size} tokens, but the tiny world's "
+            f"has {vocab}: rebuild it with python -m support.pretrain")
+    return c, ck["state_dict"], ck.get("meta", {})
+
+
+def check_model_name(name):
+    """A --model that model.load_dllm can resolve, checked in a millisecond before anything else
+    runs."""
+    if (name in TINY or name in HUB or os.path.isdir(name)
+            or (name.endswith(".pt") and os.path.isfile(name))):
+        return
+    if name.endswith(".pt"):
+        raise FileNotFoundError(
+            f"tiny dLLM checkpoint {name} not found (python -m support.pretrain writes one)")
+    raise ValueError(
+        f"unknown model {name!r}: use one of {TINY + tuple(HUB)}, a local directory in the "
+        f"LLaDA or Dream layout, or a tiny checkpoint *.pt")

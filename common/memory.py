@@ -163,3 +163,27 @@ def check(plan, device, lower, loaded=("weights", "runtime")):
         raise ValueError(f"{plan.what} needs about {rest.total / GiB:.1f} GiB ({rest.line()} GiB), "
                          f"and this device ({torch.device(device).type}) has {have / GiB:.1f} GiB "
                          f"free: lower {lower}")
+
+
+def check_buffer(dllm, B, P, L, cache="none", temperature=0.0, needs=(),
+                 lower="--batch-size or --gen-length"):
+    """One clear error, before any work, for a buffer longer than the dLLM takes, or a decode of B
+    buffers (prompt P + L) that will not fit in what the device has free."""
+    N = P + L
+    if dllm.max_len and N > dllm.max_len:
+        raise ValueError(
+            f"prompt of {P} tokens + gen length {L} exceeds {dllm.name}'s {dllm.max_len} positions")
+    e = dllm.net.tok_emb.weight.element_size()
+    check(decode_plan(dllm.net.c, e, B, P, L, cache, temperature, needs, dllm.device.type,
+                      f"a batch of {B} buffers of {N} positions (cache {cache}, T {temperature:g})"),
+          dllm.device, lower)
+
+
+def check_round(dllm, prompts, G, E, P, L, cache, temperature, chunk):
+    """One GRPO round (prompts x (G + E) rollouts of prompt P + L, then loss chunks of `chunk`
+    steps) against the device's free memory."""
+    check_buffer(dllm, prompts * G, P, L, cache, temperature)
+    e = dllm.net.tok_emb.weight.element_size()
+    check(grpo_plan(dllm.net.c, e, prompts, G, E, P, L, cache, temperature, chunk,
+                    dllm.device.type), dllm.device,
+          "--prompts-per-step, --group-size or --batch-size (the update's loss chunks)")

@@ -15,8 +15,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from common import memory
+from common.checkpoints import check_finite_state, read_checkpoint
 from common.cli import (check_args, check_counts, check_distinct, check_out_file, check_seed,
-                        write_atomic)
+                        exclusive, write_atomic)
 
 
 def check_numbers(cfg):
@@ -30,7 +32,8 @@ def check_numbers(cfg):
                temperature=(cfg.temperature, ">= 0"), width=(cfg.width, "> 0"),
                batch_size=(cfg.batch_size, ">= 1"), eval_every=(cfg.eval_every, ">= 0"),
                eval_n=(cfg.eval_n, ">= 1"), save_every=(cfg.save_every,
-                                                        ">= 1"), eval_tau=(cfg.eval_tau, "> 0"))
+                                                        ">= 1"), eval_tau=(cfg.eval_tau, "> 0"),
+               imitate_lr=(cfg.imitate_lr, "> 0"), expert_block_length=(cfg.expert_block_length, "> 0"))
     check_counts(gen_length=(cfg.gen_length, 1), group_size=(cfg.group_size, 2),
                  steps=(cfg.steps, 0), prompts_per_step=(cfg.prompts_per_step, 1),
                  updates_per_batch=(cfg.updates_per_batch, 1), batch_size=(cfg.batch_size, 1),
@@ -57,10 +60,10 @@ def check_numbers(cfg):
         raise ValueError("--expert-block-length is the expert's block length: pass --expert too")
 
 
-def check_files(cfg, check_checkpoint):
+def check_files(cfg, setup):
     """--out, its log and --init: distinct, writable, and a fresh run never on top of an old one;
-    with --resume check_checkpoint(path) reads and checks the checkpoint (before a 16 GB model
-    loads, not after)."""
+    with --resume the checkpoint is read and checked against the settings named in setup (before a
+    16 GB model loads, not after)."""
     log = log_path(cfg.out)
     if log == os.path.abspath(cfg.out):
         raise ValueError(
@@ -83,7 +86,7 @@ def check_files(cfg, check_checkpoint):
     if cfg.resume:
         if not os.path.isfile(cfg.out):
             raise FileNotFoundError(f"--resume: no checkpoint at {cfg.out}")
-        check_checkpoint(cfg.out)
+        check_checkpoint(cfg, setup)
     elif os.path.exists(cfg.out):  # never overwrite a finished or interrupted run
         raise FileExistsError(f"{cfg.out} exists: pass --resume to continue it, or another --out")
     elif os.path.exists(log):
@@ -91,6 +94,57 @@ def check_files(cfg, check_checkpoint):
             f"{log} is the log of an earlier run whose checkpoint {cfg.out} is gone: move it "
             f"away (a fresh run starts a fresh log) or pass another --out")
     check_out_file(cfg.out, "--out")
+
+
+def check_checkpoint(cfg, setup):
+    """--resume: the checkpoint in --out is of this setup, with finite weights and moments -> it."""
+    ck = read_checkpoint(cfg.out)
+    check_resume(ck, cfg, setup)
+    check_finite_state(ck["policy"], f"--resume {cfg.out}: its policy weights")
+    check_finite_state(
+        ck.get("optimizer", {}).get("state", {}), f"--resume {cfg.out}: its optimizer's moments")
+    return ck
+
+
+def check_round(dllm, cfg, world, P):
+    """One GRPO round of this rank (its prompts x (G + an expert's 1) rollouts of prompt P + L, then
+    the update's loss chunks) against the device's free memory, at the hottest temperature."""
+    T = bounds(cfg.temperature_range, "--temperature-range")[1] if cfg.temperature_range else (
+        cfg.temperature)
+    memory.check_round(dllm, cfg.prompts_per_step // world, cfg.group_size, int(bool(cfg.expert)),
+                       P, cfg.gen_length, cfg.cache if cfg.block_length < cfg.gen_length else "none",
+                       T, cfg.batch_size * cfg.gen_length)
+
+
+def locked(cfg, run):
+    """run() holding the locks on --out and its log (under torchrun, rank 0 alone writes them)."""
+    if os.environ.get("RANK", "0") != "0":
+        return run()
+    with exclusive(cfg.out, "--out"), exclusive(log_path(cfg.out), "--out's log"):
+        # written by a run that ended after our first check
+        if not cfg.resume and os.path.exists(cfg.out):
+            raise FileExistsError(
+                f"{cfg.out} exists: pass --resume to continue it, or another --out")
+        return run()
+
+
+def resume(cfg, policy, opt, rank, setup):
+    """--resume: the policy's weights, its optimizer's moments and the RNG from --out (checked
+    before any work by check_files) -> (its step, its last metrics); a fresh run: (0, {})."""
+    if not cfg.resume:
+        return 0, {}
+    ck = read_checkpoint(cfg.out)
+    check_resume(ck, cfg, setup)
+    try:
+        policy.load_state_dict(ck["policy"])
+        opt.load_state_dict(ck["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ValueError(f"--resume: {cfg.out} does not fit this policy (--width {cfg.width}?): "
+                         f"{str(e).splitlines()[0][:200]}") from None
+    torch.set_rng_state(ck["torch_rng"])
+    if rank == 0:
+        truncate_log(log_path(cfg.out), ck["step"])
+    return ck["step"], ck["metrics"]
 
 
 def log_path(out):
@@ -128,6 +182,13 @@ class StopRequested:
         if self.asked:
             raise KeyboardInterrupt
         self.asked = True
+
+    def exit_if_asked(self, during):
+        """A stop during a phase that saves nothing: one line (rank 0) and exit code 130."""
+        if self.asked:
+            if os.environ.get("RANK", "0") == "0":
+                print(f"interrupted {during}: nothing saved; run the same command again")
+            raise SystemExit(130)
 
     def __exit__(self, *exc):
         if threading.current_thread() is threading.main_thread():
@@ -170,6 +231,29 @@ class RunLog:
                         disable=None if rank == 0 else True)
         self.wb = wandb_run(cfg) if rank == 0 else None
 
+    def __enter__(self):
+        return self
+
+    def say(self, line):
+        """A line on the console (rank 0), above the progress bar."""
+        if self.rank == 0:
+            (self.bar.write if self.bar.disable is False else print)(line)
+
+    def header(self, dllm, policy, world, problems):
+        """The run's first lines: its settings (or where it resumes), the dLLM, the policy."""
+        self.say(f"resumed from {self.cfg.out} at step {self.start}" if self.start else
+                 f"config {asdict(self.cfg)}")
+        self.say(f"dLLM {dllm.name} on {dllm.device} ({dllm.net.tok_emb.weight.dtype}); policy "
+                 f"{sum(p.numel() for p in policy.parameters()):,} params, float32 (no autocast); "
+                 f"world {world}; {problems} train problems")
+
+    def __exit__(self, failure, *_):
+        """After a failure, the log this run started goes if the run never wrote its checkpoint (so
+        it blocks no rerun)."""
+        if failure and self.file and self.start == 0 and not os.path.exists(self.cfg.out):
+            self.file.close()
+            os.remove(log_path(self.cfg.out))
+
     def steps(self):
         return self.bar
 
@@ -180,19 +264,12 @@ class RunLog:
         eta = (time.time() - self.t0) / (step - self.start) * (self.cfg.steps - step)
         line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in metrics.items())
-        (self.bar.write if self.bar.disable is False else print)(line +
-                                                                 f" | eta {eta / 60:.1f} min")
+        self.say(line + f" | eta {eta / 60:.1f} min")
         self.file = self.file or open(log_path(self.cfg.out), "a")
         self.file.write(json.dumps(metrics) + "\n")
         self.file.flush()
         if self.wb:
             self.wb.log(metrics)
-
-    def abandon(self):
-        """After a failure: the log this run started goes, if the run never wrote its checkpoint."""
-        if self.file and self.start == 0 and not os.path.exists(self.cfg.out):
-            self.file.close()
-            os.remove(log_path(self.cfg.out))
 
     def close(self, stopped, step):
         if self.rank:

@@ -58,17 +58,20 @@ class Arg:
         return f"in {'(' if self.open_lo else '['}{value_text(self.lo)}, {value_text(self.hi)}]"
 
 
-def parse_args(spec, args, text):
-    """'steps=32' / '0.9' / 'hi=0.9:lo=0.08' -> {name: value}, checked against args (a tuple of
-    Arg). A value without its name fills the next argument in order."""
-    values, usage = {}, ":".join(f"{a.name}={a.metavar}" if a.keyword else a.metavar for a in args)
+def parse_args(spec, args, text, optional=False):
+    """'steps=32' / '0.9' / 'hi=0.9:lo=0.08' -> {name: (text, value)}, checked against args (a tuple
+    of Arg). A value without its name fills the next argument in order; every argument is needed
+    unless optional."""
+    forms = [f"{a.name}={a.metavar}" if a.keyword else a.metavar for a in args]
+    usage = "".join(f"[:{f}]" for f in forms) if optional else ":" + ":".join(forms)
+    values = {}
     for i, part in enumerate(p for p in text.split(":") if p):
         key, eq, val = part.rpartition("=")
         name = key if eq else (args[i].name if i < len(args) else None)
         arg = next((a for a in args if a.name == name), None)
         if arg is None or name in values or not val:
-            raise ValueError(f"{spec!r}: write it as {spec.split(':')[0]}:{usage}")
+            raise ValueError(f"{spec!r}: write it as {spec.split(':')[0]}{usage}")
         values[name] = (val, arg.parse(spec, val))
-    if len(values) != len(args):
-        raise ValueError(f"{spec!r}: write it as {spec.split(':')[0]}:{usage}")
+    if len(values) != len(args) and not optional:
+        raise ValueError(f"{spec!r}: write it as {spec.split(':')[0]}{usage}")
     return values

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import torch
 
 from common.cli import check_counts, interrupted, option, parse_config
+from decode import evaluate, load_policy
 from env import generate, row_keys
 from grpo import collate
 from model import load_dllm
-from policy import READS, Knobs, Learned, load_policy
-from decode import evaluate
+from policy import READS, Knobs, Learned
 from tasks import get_problems, prompts_of
 
 

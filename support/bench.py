@@ -26,14 +26,14 @@ from dataclasses import dataclass
 import torch
 
 from common.cli import check_args, check_counts, check_threads, interrupted, option, parse_config
+from decode import evaluate, parse_policy
 from env import CACHES, generate, row_keys
 from common.memory import GiB, decode_plan, grpo_plan
 from common.memory import check as check_memory
 from common.hub import SHAPES as MODEL_SHAPES
 from common.hub import config_fields, resolve_device
 from model import DLLM, ModelConfig, Transformer, load_dllm
-from policy import READS, Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
-from decode import evaluate
+from policy import READS, Knobs, Learned, LearnedPolicy, PolicyConfig
 
 SHAPES = {  # name -> L, BL, prompt length, sequences, batch size, and the heuristics timed by default
     "tiny": dict(L=32, BL=8, policies="threshold:0.9,topk:steps=8"),

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import torch
 
 from common.cli import check_args, check_counts, interrupted, option, parse_config
+from decode import evaluate, parse_policy
 from env import generate
 from model import load_dllm
-from policy import Band, Heuristic, parse_policy
-from decode import evaluate
+from policy import Band, Heuristic
 from tasks import get_problems, prompts_of
 
 

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from common.chars import CharTokenizer
 from common.cli import check_args, check_counts, check_out_file, check_threads, interrupted, option, parse_config
 from common.memory import check as check_memory
 from common.memory import pretrain_plan
-from model import CharTokenizer, ModelConfig, Transformer, save_tiny
+from model import ModelConfig, Transformer, save_tiny
 from policy import Action
 from tasks import STEP_CHARS, STEPS, make_chain, make_sub
 
@@ -183,7 +184,7 @@ def check_world(name, n=500, task="chain", L=32):
     check_counts(num_problems=(n, 1))
     from steps import token_stats
     from model import load_dllm
-    from policy import parse_policy
+    from decode import parse_policy
     from decode import evaluate
     from tasks import get_problems, prompts_of
     dllm = load_dllm(name, device="cpu")

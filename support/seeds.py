@@ -24,9 +24,9 @@ import statistics
 from dataclasses import dataclass
 
 from common.cli import check_counts, interrupted, option, parse_config
+from decode import checkpoint_of, trained_block_lengths
 from eval import SLACK, Setting, run, sweep_specs
 from common.checkpoints import read_checkpoint
-from policy import checkpoint_of, trained_block_lengths
 
 HAND = ("topk", "threshold", "factor", "eb", "pc", "band")   # the paper's fixed-step and adaptive rules, PC-Sampler, band
 L = 32                                                       # the tiny chain task's generation length

@@ -20,11 +20,12 @@ import torch
 from filelock import FileLock, Timeout
 
 import train
+from decode import parse_policy
 from env import generate, row_keys
 from common.cli import check_args, check_threads, interrupted, option, parse_config, write_json
 from eval import Setting, canonical, learned_specs, run, summarize, sweep_specs
 from model import load_dllm
-from policy import RULES, parse_policy
+from policy import RULES
 from support import report
 from support.seeds import HAND, Study
 from support.shifts import (SHIFTS, best_hand_rule, modes, nongreedy_settings, shift_settings, shipped_spec, tune,

@@ -60,7 +60,7 @@ BAD = [
     ("sample", ["--policies", "topk:steps=3", "--block-length", "8"], "multiple of the 4 blocks"),
     ("sample", ["--policies", "x.pt:tau=abc"], "tau 'abc' is not a number"),
     ("sample", ["--policies", "x.pt:tau=-1"], "tau must be > 0"),
-    ("sample", ["--policies", "x.pt:gamma=2"], "takes ':tau=T', ':beta=B' and, if alpha-conditioned, ':alpha=A'"),
+    ("sample", ["--policies", "x.pt:gamma=2"], "write it as x.pt[:tau=T][:beta=B][:alpha=A]"),
     ("sample", ["--policies", "x.pt:beta=0"], "beta must be > 0"),
     ("sample", ["--policies", "x.pt:beta=nan"], "beta must be finite"),
     ("sample", ["--policies", "{empty}"], "not a policy checkpoint written by train.py (EOFError)"),
@@ -228,7 +228,7 @@ def test_policy_of_another_width_and_setup(tiny_path, tmp_path):
     ck = torch.load(out, weights_only=True)
     ck["policy_config"]["width"] = 64                       # weights of width 128 under a config that says 64
     torch.save(ck, tmp_path / "bad.pt")
-    from policy import load_policy
+    from decode import load_policy
     with pytest.raises(ValueError, match="do not match its policy config") as e:
         load_policy(str(tmp_path / "bad.pt"))
     assert "\n" not in str(e.value)

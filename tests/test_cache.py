@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
+from decode import parse_policy
 from env import CACHES, generate, row_keys
 from steps import CachedStep
-from policy import READS, Learned, LearnedPolicy, parse_policy
+from policy import READS, Learned, LearnedPolicy
 from tasks import prompts_of
 from tasks import tiny_problems
 

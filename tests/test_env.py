@@ -2,10 +2,10 @@
 import pytest
 import torch
 
+from decode import parse_policies, parse_policy
 from env import Obs, generate, row_keys
 from steps import token_stats
-from policy import (READS, EB, Action, Band, Entropy, Factor, Margin, Random, Threshold, TopK,
-                    parse_policy, parse_policies)
+from policy import READS, EB, Action, Band, Entropy, Factor, Margin, Random, Threshold, TopK
 from tasks import prompts_of
 from tasks import tiny_problems
 
@@ -76,7 +76,7 @@ def test_band_reveals_both_ends_and_the_best():
 def test_band_answer_reveals_the_answer_slot_with_its_value():
     """band+answer (support/chain_rules.py): proposals "+1 3 e # 3" with the value (position 2) revealed now by the
     band: the answer slot (after '#') goes with it when it proposes the same digit, not when it proposes another."""
-    from model import CharTokenizer
+    from common.chars import CharTokenizer
     from support.chain_rules import BandAnswer
     tok = CharTokenizer()
     rule = BandAnswer(0.9, 0.08, tok)

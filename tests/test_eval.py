@@ -13,10 +13,11 @@ import torch
 from conftest import ROOT
 
 import eval as ev
+from decode import parse_policy
 from support import report
 from support import suite as su
 from support import verdicts
-from policy import RULES, parse_policy
+from policy import RULES
 
 
 def run_eval(*args):

@@ -16,10 +16,11 @@ import torch
 import steps
 import model
 from conftest import ROOT
+from decode import parse_policy
 from env import generate, row_keys
 from steps import token_stats
 from model import DLLM, ModelConfig, Transformer
-from policy import READS, Knobs, Learned, LearnedPolicy, PolicyConfig, parse_policy
+from policy import READS, Knobs, Learned, LearnedPolicy, PolicyConfig
 from tasks import prompts_of, tiny_problems
 
 

@@ -110,7 +110,8 @@ def test_alpha_reaches_the_logits_through_the_output_film_from_the_first_step():
 def test_older_conditioned_checkpoints_load_without_the_output_film(tmp_path):
     """A conditioned policy saved before the output FiLM loads, its FiLM at zero: the same function. Any other
     missing or extra weight is one clear error."""
-    from policy import PolicyConfig, load_policy, load_weights
+    from decode import load_policy, load_weights
+    from policy import PolicyConfig
     c = PolicyConfig(alpha_lo=0.0, alpha_hi=10.0)
     torch.manual_seed(0)
     old = LearnedPolicy(c)
@@ -126,19 +127,20 @@ def test_older_conditioned_checkpoints_load_without_the_output_film(tmp_path):
 
 
 def test_alpha_specs_and_the_range(tmp_path):
-    from policy import PolicyConfig, parse_policy
+    from decode import parse_policy
+    from policy import PolicyConfig
     for name, c in (("c.pt", PolicyConfig(alpha_lo=0.0, alpha_hi=10.0)), ("p.pt", PolicyConfig())):
         save_policy(tmp_path / name, LearnedPolicy(c).state_dict(), c)
     pol = parse_policy(f"{tmp_path}/c.pt:tau=0.5:alpha=3")
     assert pol.knobs.alpha == 3.0 and pol.knobs.tau == 0.5 and pol.spec.endswith("c.pt:tau=0.5:alpha=3")
     for spec, msg in [("c.pt:alpha=11", "outside the range the policy was trained on"), ("c.pt:alpha=-1", "alpha must be >= 0"),
-                      ("p.pt:alpha=1", "not alpha-conditioned"), ("c.pt:gamma=2", "takes ':tau=T'"),
-                      ("c.pt:alpha=1:alpha=2", "takes ':tau=T'"), ("c.pt:alpha=x", "not a number")]:
+                      ("p.pt:alpha=1", "not alpha-conditioned"), ("c.pt:gamma=2", r"c.pt\[:tau=T\]\[:beta=B\]"),
+                      ("c.pt:alpha=1:alpha=2", r"c.pt\[:tau=T\]"), ("c.pt:alpha=x", "not a number")]:
         with pytest.raises(ValueError, match=msg):
             parse_policy(f"{tmp_path}/{spec}")
     with pytest.raises(ValueError, match="is alpha-conditioned .* pick the point on its front"):
         parse_policy(f"{tmp_path}/c.pt")                 # a CLI spec must say where on the front
-    from policy import load_policy
+    from decode import load_policy
     pol, o = load_policy(f"{tmp_path}/c.pt")[0], make_obs()
     with pytest.raises(ValueError, match="needs its point on the front"):
         pol.act(o)
@@ -207,7 +209,8 @@ def test_log_features_separate_what_raw_confidence_crowds_together():
 
 def test_a_checkpoint_without_features_loads_as_raw(tmp_path):
     from dataclasses import asdict
-    from policy import PolicyConfig, load_policy
+    from decode import load_policy
+    from policy import PolicyConfig
     old = LearnedPolicy(PolicyConfig(features="raw"))
     cfg = asdict(old.c)
     del cfg["features"]                                              # written before the field existed
@@ -221,7 +224,8 @@ def test_a_setting_reading_policy_reads_its_block_the_setting_and_starts_neutral
     features (BL / L, the dLLM temperature, the block's progress) reach the logits; the setting's output scale and
     shift and ada start at zero (so its first logits depend on neither the setting nor the block). A
     checkpoint of it declares the block lengths it was trained at."""
-    from policy import PolicyConfig, checkpoint_policy
+    from decode import checkpoint_policy
+    from policy import PolicyConfig
     torch.manual_seed(0)
     pol = LearnedPolicy(PolicyConfig(setting=True))
     o = make_obs(4, 8)

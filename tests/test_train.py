@@ -318,7 +318,7 @@ def test_alpha_norm_puts_every_alpha_on_the_correctness_scale():
 def test_init_starts_a_conditioned_policy_as_a_per_alpha_one(tiny_path, tmp_path, monkeypatch):
     """--init CKPT: the conditioned policy starts as CKPT's policy at every alpha (its conditioning at zero), trains
     from there (the log's held-out evaluation at both ends of the range), and a policy of another shape is refused."""
-    from policy import load_policy
+    from decode import load_policy
     grade_by(monkeypatch, lambda *a: True)
     per = str(tmp_path / "per.pt")
     train.train(cfg(tiny_path, per, steps=2, init_bias=0.0, alpha=1.0))
@@ -430,7 +430,7 @@ def test_imitation_warm_start_clones_the_heuristic(tmp_path):
     a short fit keep it fast (0.95 against 0.67 when written); the full-size fit of the band rule: docs/learning.md."""
     from env import generate, row_keys
     from grpo import collate
-    from policy import parse_policy
+    from decode import parse_policy
     from tasks import prompts_of
     from tasks import tiny_problems
     from model import load_dllm
