@@ -89,15 +89,12 @@ def check_decoding(L, BL, cache="none"):
 def generate(dllm, policy, prompt_ids, prompt_mask, gen_length, block_length, temperature=0.0,
              record=(), keys=None, cache="none", alpha=None, memo=None, memo_keys=None,
              noise_keys=None):
-    """Run `policy` on left-padded prompts (B, P) until every row is finished -> Rollout.
-
-    policy: act(obs) -> policy.Action, check(L, BL), needs (extra observations: margin, entropy,
-    eos). record: the Obs fields to record per step (GRPO: policy.READS), none by default.
-    temperature: the dLLM's, a float or (B,). keys (B,): each row's random key (policy draws, and
-    the dLLM's noise unless noise_keys (B,) is given). cache: none, prefix or dual
-    (steps.CachedStep). alpha (B,): each row's reward exponent, shown to the policy. memo /
-    memo_keys: a steps.ForwardMemo and each row's prompt id. With a cache the rows keep in step
-    block by block (docs/design.md)."""
+    """Run `policy` (act(obs) -> policy.Action, check(L, BL), needs: extra Obs fields) on
+    left-padded prompts (B, P) until every row is finished -> Rollout. record: the Obs fields kept
+    per step (GRPO: policy.READS). temperature: the dLLM's, a float or (B,). keys (B,): each row's
+    random key (its policy draws, and its dLLM noise unless noise_keys (B,)). cache: none, prefix or
+    dual (steps.CachedStep; the rows keep in step block by block). alpha (B,): each row's reward
+    exponent. memo / memo_keys: a steps.ForwardMemo and each row's prompt id."""
     L, BL, (B, P), dev = gen_length, block_length, prompt_ids.shape, prompt_ids.device
     needs = getattr(policy, "needs", ())
     temps = torch.as_tensor(temperature, dtype=torch.float64, device=dev).expand(B)   # each row's T

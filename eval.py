@@ -309,9 +309,8 @@ def run(out, settings, n=500, seeds=(0, ), batch_size=128, temperature=0.0, devi
         sn, T, K, sp = s.resolved(n, temperature, samples, split)
         if loaded != s.model:   # one dLLM in memory at a time (real ones are 16 GB)
             dllm = None
-            dllm, loaded = load_dllm(s.model, device=resolve_device(device)), s.model
-            if compile:
-                dllm.compile()
+            dllm = load_dllm(s.model, device=resolve_device(device), compile=compile)
+            loaded = s.model
         # the forwards' outputs, shared by the policies and BLs
         where = (s.model, s.task, s.gen_length, seed, sn, sp)
         if where not in memos:

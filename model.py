@@ -330,11 +330,12 @@ def load_tiny_file(path, device, name=None):
     return d
 
 
-def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_DIR, merge=None):
+def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_DIR, merge=None,
+              compile=False):
     """Any dLLM by name (see the module docstring). bf16 on GPU, fp32 on CPU unless dtype says
     otherwise. merge (default: on CUDA): one matmul for q/k/v and one for gate/up
     (Block.merge_projections); the CPU keeps the separate ones, so its numbers stay those of the
-    layout the weights come in."""
+    layout the weights come in. compile: DLLM.compile."""
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if name in TINY:
@@ -363,7 +364,7 @@ def load_dllm(name, device=None, dtype=None, revision=None, weights_dir=WEIGHTS_
         check_model_name(name)
     if merge if merge is not None else device.type == "cuda":
         dllm.net.merge_projections()
-    return dllm
+    return dllm.compile() if compile else dllm
 
 
 def build_shape(kind, device="meta"):

@@ -325,6 +325,14 @@ def alpha_features(alpha, hi, dim, kind="smooth"):
     return sinusoidal(u, dim) if kind == "timestep" else smooth_features(u, dim)
 
 
+def mlp(d_in, d, d_out, zero=True):
+    """Linear -> SiLU -> Linear; zero: its output layer starts at zero."""
+    m = nn.Sequential(nn.Linear(d_in, d), nn.SiLU(), nn.Linear(d, d_out))
+    if zero:
+        nn.init.zeros_(m[2].weight), nn.init.zeros_(m[2].bias)
+    return m
+
+
 @dataclass(frozen=True)
 class Knobs:
     """How a learned policy is read at one call; nothing of it is stored in the network."""
@@ -347,11 +355,9 @@ ROLLOUT = Knobs(fallback=False)
 
 
 class LearnedPolicy(nn.Module):
-    """The paper's policy (section 4): the READS fields -> one unmask logit per position (n, L).
-    Confidence features, one adaptive-LayerNorm transformer block conditioned on time [, alpha] [,
-    the setting], and a head. alpha and the setting also scale and shift the logits; every
-    conditioning path starts at zero, so a new policy is the unconditioned one of its seed
-    (docs/design.md, "Learning")."""
+    """The paper's policy (section 4): the READS fields -> one unmask logit per position (n, L): one
+    adaptive-LayerNorm transformer block over confidence features, conditioned on time [, alpha] [,
+    the setting], which also scale and shift the logits (from zero: docs/design.md, "Learning")."""
 
     def __init__(self, c: PolicyConfig = PolicyConfig()):
         super().__init__()
@@ -361,28 +367,20 @@ class LearnedPolicy(nn.Module):
                 f"unknown policy features {c.features!r}: use one of {sorted(FEATURES)}")
         self.conf_in = nn.Linear(FEATURES[c.features], d)
         self.mask_emb = nn.Embedding(3 if c.setting else 2, d)
-        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.time_mlp = mlp(d, d, d, zero=False)
         self.ada = nn.Linear(d, 6 * d)   # shift, scale, gate for attention and MLP
-        self.ln1 = nn.LayerNorm(d, elementwise_affine=False)
-        self.ln2 = nn.LayerNorm(d, elementwise_affine=False)
+        self.ln1, self.ln2 = (nn.LayerNorm(d, elementwise_affine=False) for _ in range(2))
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.mlp = nn.Sequential(nn.Linear(d, c.mlp), nn.GELU(), nn.Linear(c.mlp, d))
         self.ln_out, self.head = nn.LayerNorm(d), nn.Linear(d, 1)
         # identity modulation at init
         nn.init.zeros_(self.ada.weight), nn.init.zeros_(self.ada.bias)
         nn.init.zeros_(self.head.weight), nn.init.constant_(self.head.bias, c.init_bias)
-        if c.alpha_hi is not None:
-            self.alpha_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-            nn.init.zeros_(self.alpha_mlp[2].weight), nn.init.zeros_(self.alpha_mlp[2].bias)
-            # a scale and a shift
-            self.alpha_out = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 2))
-            nn.init.zeros_(self.alpha_out[2].weight), nn.init.zeros_(self.alpha_out[2].bias)
+        if c.alpha_hi is not None:   # conditioning, and a scale and a shift of the logits
+            self.alpha_mlp, self.alpha_out = mlp(d, d, d), mlp(d, d, 2)
         if c.setting:
-            self.setting_mlp = nn.Sequential(nn.Linear(3 * SETTING_DIM, d), nn.SiLU(),
-                                             nn.Linear(d, d))
-            self.setting_out = nn.Sequential(nn.Linear(3 * SETTING_DIM, d), nn.SiLU(),
-                                             nn.Linear(d, 2))
-            nn.init.zeros_(self.setting_out[2].weight), nn.init.zeros_(self.setting_out[2].bias)
+            self.setting_mlp = mlp(3 * SETTING_DIM, d, d, zero=False)
+            self.setting_out = mlp(3 * SETTING_DIM, d, 2)
 
     @property
     def conditioned(self):

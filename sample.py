@@ -236,9 +236,8 @@ def setup(cfg):
         torch.set_num_threads(cfg.threads)
     problems = get_problems(cfg.task, cfg.num_problems, cfg.seed, cfg.split, cfg.data)
     rank, world, _, device = init_ranks(cfg.device)
-    dllm = load_dllm(cfg.model, device=resolve_device(device), revision=cfg.revision)
-    if cfg.compile:
-        dllm.compile()
+    dllm = load_dllm(cfg.model, device=resolve_device(device), revision=cfg.revision,
+                     compile=cfg.compile)
     needs = {n for p in policies for n in getattr(p, "needs", ())}
     check_buffer(dllm, min(cfg.batch_size,
                            len(problems) * cfg.samples),

@@ -394,13 +394,13 @@ def update(net, policy, opt, exp, cfg):
     return out
 
 
-def imitate(policy, dllm, cfg, train_set, stop):
+def imitate(policy, dllm, cfg, train_set, stop, say=print):
     """Warm start (--imitate SPEC): the heuristic decodes the last --imitate-problems training
     prompts (GRPO reaches them last), at each block length in turn; the policy fits its choices
     (binary cross-entropy per candidate, targets 0.02 / 0.98 so that rollouts still explore;
-    gradients clipped at --grad-clip as in the updates) -> the final loss. A stop request exits
-    (nothing is saved)."""
-    expert = parse_policy(cfg.imitate)
+    gradients clipped at --grad-clip as in the updates) -> the final loss, said. A stop request
+    exits (nothing is saved)."""
+    expert, t0 = parse_policy(cfg.imitate), time.time()
     problems = train_set[-cfg.imitate_problems:]
     steps, bls, T = [], block_lengths(cfg), temperatures(cfg)[0]
     for i in range(0, len(problems), cfg.batch_size):
@@ -429,6 +429,8 @@ def imitate(policy, dllm, cfg, train_set, stop):
         torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         opt.step()
         stop.exit_if_asked("during the --imitate warm start")
+    say(f"imitated {cfg.imitate} on {cfg.imitate_problems} problems: {cfg.imitate_steps} steps, "
+        f"loss {loss.item():.4f}, {time.time() - t0:.0f} s")
     return loss.item()
 
 
@@ -456,9 +458,7 @@ def run(cfg, command):
                                         cfg.eval_n if cfg.eval_every else 0)
     if cfg.steps == 0:  # one epoch
         cfg.steps = len(train_set) // cfg.prompts_per_step
-    dllm = load_dllm(cfg.model, device=cfg.device, revision=cfg.revision)
-    if cfg.compile:
-        dllm.compile()
+    dllm = load_dllm(cfg.model, device=cfg.device, revision=cfg.revision, compile=cfg.compile)
     # the batch of rollouts must fit in memory
     check_round(dllm, cfg, world, prompts_of(dllm, train_set[:64])[0].shape[1])
     policy, opt = build_policy(cfg, dllm.device)
@@ -466,9 +466,7 @@ def run(cfg, command):
     with RunLog(cfg, rank, start) as log, StopRequested() as stop:
         log.header(dllm, policy, world, len(train_set))
         if cfg.imitate and start == 0:
-            t0, loss = time.time(), imitate(policy, dllm, cfg, train_set, stop)
-            log.say(f"imitated {cfg.imitate} on {cfg.imitate_problems} problems: {cfg.imitate_steps} "
-                    f"steps, loss {loss:.4f}, {time.time() - t0:.0f} s")
+            imitate(policy, dllm, cfg, train_set, stop, log.say)
         metrics = loop(cfg, command, rank, world, ddp, dllm, train_set, eval_set, policy, opt,
                        start, metrics, log, stop)
     if ddp:
