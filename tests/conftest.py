@@ -8,7 +8,10 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-torch.set_num_threads(2)
+# Under pytest-xdist (`-n 2`) a worker per core, each on one thread, and so the scripts it starts; alone, two threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 # Every test runs on the CPU, on a machine with a GPU too (and the scripts they start inherit it); the CUDA tests
 # (test_cuda.py) pass their device explicitly.
 os.environ["DLLM_UNMASK_DEVICE"] = "cpu"
@@ -163,10 +166,17 @@ def dream_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory):
-    """A tiny dLLM trained for a few seconds: the real code path, not the 8-minute model."""
+    """A tiny dLLM trained for a few seconds: the real code path, not the 8-minute model. Trained once per test run:
+    parallel workers (pytest-xdist) share it through the run's temporary folder, under a lock."""
+    from filelock import FileLock
     from support import pretrain
-    out = str(tmp_path_factory.mktemp("tiny"))
-    return pretrain.pretrain(pretrain.PretrainConfig(name="tiny", out_dir=out, steps=60, batch_size=64, warmup=10))
+    base = tmp_path_factory.getbasetemp()
+    out = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "tiny-dllm"
+    with FileLock(str(out) + ".lock"):
+        if (out / "tiny.pt").is_file():
+            return str(out / "tiny.pt")
+        return pretrain.pretrain(pretrain.PretrainConfig(name="tiny", out_dir=str(out), steps=60, batch_size=64,
+                                                         warmup=10))
 
 
 @pytest.fixture(scope="session")

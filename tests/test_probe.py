@@ -135,20 +135,26 @@ def test_products_of_counts_are_bounded(argv, msg):
     assert out.returncode != 0 and msg in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr[-500:]
 
 
-@pytest.mark.parametrize("argv", [["sample.py", "--n", "500"], ["-m", "support.chain_rules", "--n", "200"],
-                                  ["-m", "support.alpha_probe", "weights/policy_front.pt"], ["eval.py", "--sweep", "topk"]])
-def test_ctrl_c_at_any_moment_is_one_line(argv, tmp_path):
+def test_ctrl_c_at_any_moment_is_one_line(tmp_path):
     """SIGINT while the imports load (0.3 s) and while it works (4 s): a short message, never a traceback, and a
-    non-zero exit (tests/test_reliability.py interrupts the scripts at other moments)."""
+    non-zero exit (tests/test_reliability.py interrupts the scripts at other moments). The four scripts run side by
+    side."""
     import signal
     import time
-    argv = argv + (["--out", str(tmp_path / "e.json")] if argv[0] == "eval.py" else [])
+    scripts = [["sample.py", "--n", "500"], ["-m", "support.chain_rules", "--n", "200"],
+               ["-m", "support.alpha_probe", "weights/policy_front.pt"],
+               ["eval.py", "--sweep", "topk", "--out", str(tmp_path / "e.json")]]
     for delay in (0.3, 4.0):
-        p = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs = [subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for argv in scripts]
         time.sleep(delay)
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=60)
-        assert p.returncode != 0 and "Traceback" not in err and len(err.strip().splitlines()) <= 1, (delay, err[-1500:])
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for argv, p in zip(scripts, procs):
+            out, err = p.communicate(timeout=60)
+            assert p.returncode != 0 and "Traceback" not in err and len(err.strip().splitlines()) <= 1, (argv, delay,
+                                                                                                       err[-1500:])
+            (tmp_path / "e.json").unlink(missing_ok=True)
 
 
 def one_line(argv, cwd=ROOT, env=None):
@@ -158,27 +164,36 @@ def one_line(argv, cwd=ROOT, env=None):
     return lines[0]
 
 
+def one_lines(cases):
+    """one_line over [(argv, the texts its line must hold)], the processes side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(4) as pool:
+        lines = list(pool.map(lambda c: one_line(c[0]), cases))
+    for (argv, wants), line in zip(cases, lines):
+        assert all(w in line for w in wants), (argv, line)
+
+
 def test_misleading_messages_now_name_the_input(tmp_path):
     os.mkfifo(tmp_path / "fifo")
-    # it exists: it is not a regular file
-    for data in ("/dev/null", str(tmp_path / "fifo")):
-        assert f"--data {data} is not a regular file" in one_line(
-            ["sample.py", "--task", "gsm8k", "--data", data, "--policies", "threshold:0.9"])
-    for form in (["--temperature-range", "-1,1"], ["--temperature-range=-1,1"], ["--temperature-range", "-.5,1"]):
-        # as typed
-        assert "need 0 <= LO < HI" in one_line(["train.py", *form, "--out", str(tmp_path / "t.pt")])
     nan = stored(tmp_path)
     ck = torch.load(nan, weights_only=False)
     ck["policy"]["head.bias"] = torch.full_like(ck["policy"]["head.bias"], float("nan"))
     torch.save(ck, tmp_path / "nan.pt")
-    assert "--init" in (msg := one_line(["train.py", "--init", str(tmp_path / "nan.pt"), "--out", str(tmp_path / "i.pt")])) \
-        and "weights are not finite" in msg
-    assert "--weight-decay must be in [0, 10], not 1e+30" in one_line(["train.py", "--weight-decay", "1e30",
-                                                                        "--out", str(tmp_path / "w.pt")])
     ck = torch.load(os.path.join(ROOT, "weights", "policy_semi.pt"), weights_only=False)
     ck["args"]["model"] = "nonexistent_model_dir"
     torch.save(ck, tmp_path / "m.pt")
-    assert "the model stored in --policy" in one_line(["sample.py", "--policy", str(tmp_path / "m.pt")])
+    one_lines([
+        # it exists: it is not a regular file
+        *[(["sample.py", "--task", "gsm8k", "--data", data, "--policies", "threshold:0.9"],
+           [f"--data {data} is not a regular file"]) for data in ("/dev/null", str(tmp_path / "fifo"))],
+        # as typed
+        *[(["train.py", *form, "--out", str(tmp_path / "t.pt")], ["need 0 <= LO < HI"])
+          for form in (["--temperature-range", "-1,1"], ["--temperature-range=-1,1"], ["--temperature-range", "-.5,1"])],
+        (["train.py", "--init", str(tmp_path / "nan.pt"), "--out", str(tmp_path / "i.pt")],
+         ["--init", "weights are not finite"]),
+        (["train.py", "--weight-decay", "1e30", "--out", str(tmp_path / "w.pt")],
+         ["--weight-decay must be in [0, 10], not 1e+30"]),
+        (["sample.py", "--policy", str(tmp_path / "m.pt")], ["the model stored in --policy"])])
 
 
 def test_the_log_path_is_checked_with_the_other_files(tmp_path):
