@@ -408,36 +408,35 @@ class LearnedPolicy(nn.Module):
         return F.embedding(state, table) + self.ada(row)[:, None]
 
     def forward(self, conf, masked, t, alpha=None, cand=None, setting=None):
-        """(n, L) float32 logits, autocast or not (the rollouts' and the update's log-probabilities
-        must agree)."""
+        """The READS fields -> (n, L) float32 logits, autocast or not (the rollouts' and the update's
+        log-probabilities must agree): per-position features, the block, then the scale and shift of
+        alpha and of the setting. A new input is its name in READS, here and where it enters."""
         if self.c.setting and (cand is None or setting is None):
             raise ValueError(
                 "a setting-reading policy needs the candidates and the setting (env.Obs)")
         with torch.autocast(conf.device.type, enabled=False):
-            return self.scaled_logits(conf.float(), masked, t.float(), alpha, cand,
-                                      None if setting is None else setting.float())
-
-    def scaled_logits(self, conf, masked, t, alpha=None, cand=None, setting=None):
-        logits = self.block_logits(conf, masked, t, alpha, cand, setting)
-        if self.conditioned:
-            a = alpha_features(alpha, self.c.alpha_hi, self.c.width, self.c.alpha_features)
-            scale, shift = self.alpha_out(a).unbind(-1)                              # (n,) each
-            logits = logits * (1 + scale[:, None]) + shift[:, None]
-        if self.c.setting:
-            scale, shift = self.setting_out(setting_features(setting, conf.shape[1])).unbind(-1)
-            logits = logits * (1 + scale[:, None]) + shift[:, None]
+            conf, t, L = conf.float(), t.float(), conf.shape[1]
+            setting = None if setting is None else setting.float()
+            h = self.conf_in(conf_features(conf, self.c.features, cand))            # (n, L, d)
+            logits = self.block(h, self.modulation(masked, t, alpha, cand, setting))
+            if self.conditioned:
+                a = alpha_features(alpha, self.c.alpha_hi, self.c.width, self.c.alpha_features)
+                scale, shift = self.alpha_out(a).unbind(-1)                          # (n,) each
+                logits = logits * (1 + scale[:, None]) + shift[:, None]
+            if self.c.setting:
+                scale, shift = self.setting_out(setting_features(setting, L)).unbind(-1)
+                logits = logits * (1 + scale[:, None]) + shift[:, None]
         return logits
 
-    def block_logits(self, conf, masked, t, alpha=None, cand=None, setting=None):
-        """The transformer block: (n, L) logits before the output scales and shifts of alpha and the
-        setting."""
-        n, L = conf.shape
-        h = self.conf_in(conf_features(conf, self.c.features, cand))                # (n, L, d)
-        b1, s1, g1, b2, s2, g2 = self.modulation(masked, t, alpha, cand, setting).chunk(6, dim=-1)
+    def block(self, h, mod):
+        """The adaptive-LayerNorm transformer block: features h (n, L, d), modulation mod (n, L, 6d)
+        -> logits (n, L)."""
+        n, L, _ = h.shape
+        b1, s1, g1, b2, s2, g2 = mod.chunk(6, dim=-1)
         a = self.ln1(h) * (1 + s1) + b1
         # (n, H, L, hd) each
         q, k, v = self.qkv(a).view(n, L, 3, self.c.heads, -1).permute(2, 0, 3, 1, 4)
-        cos, sin = rotary(torch.arange(L, device=conf.device).expand(n, L), q.shape[-1], 10000.0)
+        cos, sin = rotary(torch.arange(L, device=h.device).expand(n, L), q.shape[-1], 10000.0)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, L, -1)
         h = h + (1 + g1) * self.proj(a)

@@ -111,7 +111,7 @@ def test_older_conditioned_checkpoints_load_without_the_output_film(tmp_path):
     """A conditioned policy saved before the output FiLM loads, its FiLM at zero: the same function. Any other
     missing or extra weight is one clear error."""
     from decode import load_policy, load_weights
-    from policy import PolicyConfig
+    from policy import PolicyConfig, conf_features
     c = PolicyConfig(alpha_lo=0.0, alpha_hi=10.0)
     torch.manual_seed(0)
     old = LearnedPolicy(c)
@@ -119,7 +119,8 @@ def test_older_conditioned_checkpoints_load_without_the_output_film(tmp_path):
     save_policy(tmp_path / "old.pt", state, c)
     pol, _ = load_policy(str(tmp_path / "old.pt"))
     conf, masked, t, a = torch.rand(2, 6), torch.rand(2, 6) < 0.5, torch.rand(2), torch.full((2,), 3.0)
-    torch.testing.assert_close(pol(conf, masked, t, a), old.block_logits(conf, masked, t, a))
+    before_film = old.block(old.conf_in(conf_features(conf, c.features)), old.modulation(masked, t, a))
+    torch.testing.assert_close(pol(conf, masked, t, a), before_film)
     with pytest.raises(RuntimeError, match="do not fit: head.weight"):
         load_weights(LearnedPolicy(c), {k: v for k, v in state.items() if k != "head.weight"})
     with pytest.raises(RuntimeError, match="do not fit: extra"):
