@@ -49,7 +49,8 @@ class Action:
 
 
 def rank_select(score, cand, k):
-    """Select the k (per row, (b,) long) highest-scoring candidates; ties go to the lowest position."""
+    """Select the k (per row, (b,) long) highest-scoring candidates; ties go to the lowest
+    position."""
     score = score.masked_fill(~cand, float("-inf"))
     order = torch.sort(score, dim=1, descending=True, stable=True).indices         # (b, L)
     positions = torch.arange(score.shape[1], device=score.device).expand_as(order)
@@ -408,9 +409,10 @@ class LearnedPolicy(nn.Module):
         return F.embedding(state, table) + self.ada(row)[:, None]
 
     def forward(self, conf, masked, t, alpha=None, cand=None, setting=None):
-        """The READS fields -> (n, L) float32 logits, autocast or not (the rollouts' and the update's
-        log-probabilities must agree): per-position features, the block, then the scale and shift of
-        alpha and of the setting. A new input is its name in READS, here and where it enters."""
+        """The READS fields -> (n, L) float32 logits, autocast or not (the rollouts' and the
+        update's log-probabilities must agree): per-position features, the block, then the scale and
+        shift of alpha and of the setting. A new input is its name in READS, here and where it
+        enters."""
         if self.c.setting and (cand is None or setting is None):
             raise ValueError(
                 "a setting-reading policy needs the candidates and the setting (env.Obs)")
