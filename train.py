@@ -156,7 +156,8 @@ def check_settings(cfg):
         if reads_setting(cfg) and cfg.expert_block_length != cfg.block_length:
             raise ValueError("--expert-block-length: a policy trained over settings has its expert "
                              "decode in each group's own blocks; drop it")
-        heuristic("--expert", "the expert", cfg.expert, cfg.gen_length, cfg.expert_block_length)
+        heuristic("--expert", "the expert", cfg.expert, cfg.gen_length,
+                  block_lengths(cfg) if reads_setting(cfg) else (cfg.expert_block_length,))
     if cfg.imitate is not None:
         if cfg.init is not None:
             raise ValueError("--init and --imitate are two warm starts: pick one")
@@ -164,20 +165,21 @@ def check_settings(cfg):
             raise ValueError("--imitate clones into a Bernoulli policy for one alpha: drop "
                              "--actions dpls / --alpha-range")
         heuristic("--imitate", "the warm start's teacher", cfg.imitate, cfg.gen_length,
-                  cfg.block_length)
+                  block_lengths(cfg))
     check_task(cfg.task, cfg.data)
     if cfg.init is not None:
         init_weights(cfg)
 
 
-def heuristic(flag, role, spec, L, BL):
-    """--expert / --imitate: the hand rule of a spec that decodes L in blocks of BL."""
+def heuristic(flag, role, spec, L, bls):
+    """--expert / --imitate: the hand rule of a spec that decodes L in blocks of each of bls."""
     if checkpoint_of(spec):
         raise ValueError(
             f"{flag} {spec}: {role} is a heuristic spec (e.g. threshold:0.9), not a checkpoint")
-    check_decoding(L, BL)
     rule = parse_policy(spec)
-    rule.check(L, BL)
+    for BL in bls:
+        check_decoding(L, BL)
+        rule.check(L, BL)
     return rule
 
 
@@ -217,14 +219,12 @@ def block_lengths(cfg):
 
 
 def reads_setting(cfg):
-    """Whether the policy is trained over settings (and so reads them): block lengths or dLLM
-    temperatures."""
+    """Whether the policy is trained over block lengths or temperatures, and so reads them."""
     return cfg.block_lengths is not None or cfg.temperature_range is not None
 
 
 def temperatures(cfg):
-    """The dLLM temperatures of the rollouts: (LO, HI) of --temperature-range, else
-    (--temperature,)."""
+    """The rollouts' dLLM temperatures: --temperature-range's (LO, HI), else (--temperature,)."""
     if cfg.temperature_range is None:
         return (cfg.temperature,)
     return bounds(cfg.temperature_range, "--temperature-range")
@@ -438,9 +438,8 @@ def imitate(policy, dllm, cfg, train_set, stop, say=print):
 # the loop
 
 def train(cfg: TrainConfig, command=None):
-    """Resolve and check the settings, hold the lock on --out and its log, and run the GRPO loop ->
-    (policy, metrics). command: what the user typed (stored in the checkpoint); by default the flags
-    that differ from their defaults."""
+    """Resolve and check the settings, then run the GRPO loop holding the lock on --out -> (policy,
+    metrics). command (stored in the checkpoint): as typed; by default the flags set in cfg."""
     command = command or command_of(cfg)
     cfg = resolve(cfg)
     return locked(cfg, lambda: run(cfg, command))
