@@ -1,7 +1,8 @@
 """
-Machinery for model.py's loaders: the device to run on, and an official LLaDA / Dream directory's
-parts - its config.json read into model.ModelConfig's fields and checked, its checkpoint key names
-and shards, its files' sanity, its tokenizer (loaded without remote code).
+Machinery for model.py's loaders: the device to run on, the model names (check_model_name), an
+official LLaDA / Dream directory read into a network that model.py builds (read_dir: its config.json
+read into model.ModelConfig's fields and checked, its checkpoint key names and shards, its files'
+sanity, its tokenizer, loaded without remote code), and a tiny checkpoint's checks (read_tiny).
 """
 import json
 import math
