@@ -75,8 +75,8 @@ def dpls_sample(logits, cand, u_first, u_rest, u_stop, tau=1.0, beta=1.0):
 
 def dpls_log_prob(logits, cand, order, tau=1.0, beta=1.0):
     """Exact log-probability (n,) in float32 of the drawn set and its order under DPLS (0 for a row
-    without candidates). With the candidates sorted as drawn (z_1 the forced pick, z_2..z_K the later
-    draws, then the undrawn ones) and s = -log(beta) the STOP logit:
+    without candidates). With the candidates sorted as drawn (z_1 the forced pick, z_2..z_K the
+    later draws, then the undrawn ones) and s = -log(beta) the STOP logit:
         log p = z_1 - lse(z_1..z_m) + sum_{j=2..K} [z_j - lse(z_j..z_m, s)]
                 + s - lse(z_{K+1}..z_m, s).
     """

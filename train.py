@@ -459,7 +459,8 @@ def run(cfg, command):
         cfg.steps = len(train_set) // cfg.prompts_per_step
     dllm = load_dllm(cfg.model, device=cfg.device, revision=cfg.revision, compile=cfg.compile)
     # the batch of rollouts must fit in memory
-    check_round(dllm, cfg, world, prompts_of(dllm, train_set[:64])[0].shape[1])
+    check_round(dllm, cfg, world, prompts_of(dllm, train_set[:64])[0].shape[1],
+                temperatures(cfg)[-1])
     policy, opt = build_policy(cfg, dllm.device)
     start, metrics = resume(cfg, policy, opt, rank, SETUP)
     with RunLog(cfg, rank, start) as log, StopRequested() as stop:

@@ -174,8 +174,8 @@ def check_buffer(dllm, B, P, L, cache="none", temperature=0.0, needs=(),
         raise ValueError(
             f"prompt of {P} tokens + gen length {L} exceeds {dllm.name}'s {dllm.max_len} positions")
     e = dllm.net.tok_emb.weight.element_size()
-    check(decode_plan(dllm.net.c, e, B, P, L, cache, temperature, needs, dllm.device.type,
-                      f"a batch of {B} buffers of {N} positions (cache {cache}, T {temperature:g})"),
+    what = f"a batch of {B} buffers of {N} positions (cache {cache}, T {temperature:g})"
+    check(decode_plan(dllm.net.c, e, B, P, L, cache, temperature, needs, dllm.device.type, what),
           dllm.device, lower)
 
 

@@ -33,7 +33,8 @@ def check_numbers(cfg):
                batch_size=(cfg.batch_size, ">= 1"), eval_every=(cfg.eval_every, ">= 0"),
                eval_n=(cfg.eval_n, ">= 1"), save_every=(cfg.save_every,
                                                         ">= 1"), eval_tau=(cfg.eval_tau, "> 0"),
-               imitate_lr=(cfg.imitate_lr, "> 0"), expert_block_length=(cfg.expert_block_length, "> 0"))
+               imitate_lr=(cfg.imitate_lr, "> 0"),
+               expert_block_length=(cfg.expert_block_length, "> 0"))
     check_counts(gen_length=(cfg.gen_length, 1), group_size=(cfg.group_size, 2),
                  steps=(cfg.steps, 0), prompts_per_step=(cfg.prompts_per_step, 1),
                  updates_per_batch=(cfg.updates_per_batch, 1), batch_size=(cfg.batch_size, 1),
@@ -106,14 +107,13 @@ def check_checkpoint(cfg, setup):
     return ck
 
 
-def check_round(dllm, cfg, world, P):
+def check_round(dllm, cfg, world, P, T):
     """One GRPO round of this rank (its prompts x (G + an expert's 1) rollouts of prompt P + L, then
-    the update's loss chunks) against the device's free memory, at the hottest temperature."""
-    T = bounds(cfg.temperature_range, "--temperature-range")[1] if cfg.temperature_range else (
-        cfg.temperature)
+    the update's loss chunks) against the device's free memory, at dLLM temperature T (the
+    hottest)."""
+    cache = cfg.cache if cfg.block_length < cfg.gen_length else "none"
     memory.check_round(dllm, cfg.prompts_per_step // world, cfg.group_size, int(bool(cfg.expert)),
-                       P, cfg.gen_length, cfg.cache if cfg.block_length < cfg.gen_length else "none",
-                       T, cfg.batch_size * cfg.gen_length)
+                       P, cfg.gen_length, cache, T, cfg.batch_size * cfg.gen_length)
 
 
 def locked(cfg, run):

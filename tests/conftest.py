@@ -8,7 +8,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-# Under pytest-xdist (`-n 2`) a worker per core, each on one thread, and so the scripts it starts; alone, two threads.
+# Under pytest-xdist (`-n 2`) a worker per core, each on one thread, and so the scripts it starts;
+# alone, two threads.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
@@ -166,8 +167,9 @@ def dream_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory):
-    """A tiny dLLM trained for a few seconds: the real code path, not the 8-minute model. Trained once per test run:
-    parallel workers (pytest-xdist) share it through the run's temporary folder, under a lock."""
+    """A tiny dLLM trained for a few seconds: the real code path, not the 8-minute model. Trained
+    once per test run: parallel workers (pytest-xdist) share it through the run's temporary
+    folder, under a lock."""
     from filelock import FileLock
     from support import pretrain
     base = tmp_path_factory.getbasetemp()
@@ -175,8 +177,9 @@ def tiny_path(tmp_path_factory):
     with FileLock(str(out) + ".lock"):
         if (out / "tiny.pt").is_file():
             return str(out / "tiny.pt")
-        return pretrain.pretrain(pretrain.PretrainConfig(name="tiny", out_dir=str(out), steps=60, batch_size=64,
-                                                         warmup=10))
+        cfg = pretrain.PretrainConfig(name="tiny", out_dir=str(out), steps=60, batch_size=64,
+                                      warmup=10)
+        return pretrain.pretrain(cfg)
 
 
 @pytest.fixture(scope="session")

@@ -148,7 +148,8 @@ BAD = [
     ("train", ["--expert", "topk:steps=2", "--expert-block-length", "8"], "multiple of the 4 blocks"),
     ("train", ["--expert", "x.pt"], "the expert is a heuristic spec"),
     # a warm start over block lengths is checked at each of them, before the model loads
-    ("train", ["--block-lengths", "4,8", "--imitate", "topk:steps=4"], "a multiple of the 8 blocks"),
+    ("train", ["--block-lengths", "4,8", "--imitate", "topk:steps=4"],
+     "a multiple of the 8 blocks"),
     ("train", ["--expert-block-length", "8"], "pass --expert too"),
     ("train", ["--expert", "threshold:0.9", "--actions", "dpls"], "--expert needs --actions bernoulli"),
     ("train", ["--task", "humaneval", "--data", "missing.jsonl"], "HumanEval has only a test split"),

@@ -151,19 +151,20 @@ print(json.dumps(dict(peak=int(hwm.split()[1]) * 1024, plan=plan.total)))
 """
 
 
-# every decoding mode; a GRPO round's plan is its update in each of them (the rollouts' terms are the decodes'), so
-# two rounds: uncached at T 0 (the forward memo) and the dual cache at T 0.8
+# every decoding mode; a GRPO round's plan is its update in each of them (the rollouts' terms are
+# the decodes'), so two rounds: uncached at T 0 (the forward memo) and the dual cache at T 0.8
 PEAK_RUNS = [("decode", cache, T) for cache in ("none", "prefix", "dual") for T in (0.0, 0.8)]
 PEAK_RUNS += [("grpo", "none", 0.0), ("grpo", "dual", 0.8)]
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak from /proc (Linux)")
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"),
+                    reason="reads the peak from /proc (Linux)")
 def test_the_plan_matches_the_measured_peak():
-    """A decode of 16 buffers and a GRPO round of 2 x (4 + 1) rollouts (vocabulary 16K, L 64) on a random model
-    (PEAK_RUNS), each in its own process, two at a time (one thread each): the process's peak resident
-    memory within 25% of the plan. glibc keeps freed heap pages unless told to trim them (MALLOC_TRIM_THRESHOLD_=0):
-    the plan counts what tensors hold, not what the allocator keeps. (One test, so that a parallel run measures
-    once.)"""
+    """A decode of 16 buffers and a GRPO round of 2 x (4 + 1) rollouts (vocabulary 16K, L 64) on a
+    random model (PEAK_RUNS), each in its own process, two at a time (one thread each): the
+    process's peak resident memory within 25% of the plan. glibc keeps freed heap pages unless told
+    to trim them (MALLOC_TRIM_THRESHOLD_=0): the plan counts what tensors hold, not what the
+    allocator keeps. (One test, so that a parallel run measures once.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(run):

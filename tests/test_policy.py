@@ -119,7 +119,8 @@ def test_older_conditioned_checkpoints_load_without_the_output_film(tmp_path):
     save_policy(tmp_path / "old.pt", state, c)
     pol, _ = load_policy(str(tmp_path / "old.pt"))
     conf, masked, t, a = torch.rand(2, 6), torch.rand(2, 6) < 0.5, torch.rand(2), torch.full((2,), 3.0)
-    before_film = old.block(old.conf_in(conf_features(conf, c.features)), old.modulation(masked, t, a))
+    h = old.conf_in(conf_features(conf, c.features))
+    before_film = old.block(h, old.modulation(masked, t, a))
     torch.testing.assert_close(pol(conf, masked, t, a), before_film)
     with pytest.raises(RuntimeError, match="do not fit: head.weight"):
         load_weights(LearnedPolicy(c), {k: v for k, v in state.items() if k != "head.weight"})
@@ -134,9 +135,12 @@ def test_alpha_specs_and_the_range(tmp_path):
         save_policy(tmp_path / name, LearnedPolicy(c).state_dict(), c)
     pol = parse_policy(f"{tmp_path}/c.pt:tau=0.5:alpha=3")
     assert pol.knobs.alpha == 3.0 and pol.knobs.tau == 0.5 and pol.spec.endswith("c.pt:tau=0.5:alpha=3")
-    for spec, msg in [("c.pt:alpha=11", "outside the range the policy was trained on"), ("c.pt:alpha=-1", "alpha must be >= 0"),
-                      ("p.pt:alpha=1", "not alpha-conditioned"), ("c.pt:gamma=2", r"c.pt\[:tau=T\]\[:beta=B\]"),
-                      ("c.pt:alpha=1:alpha=2", r"c.pt\[:tau=T\]"), ("c.pt:alpha=x", "not a number")]:
+    for spec, msg in [("c.pt:alpha=11", "outside the range the policy was trained on"),
+                      ("c.pt:alpha=-1", "alpha must be >= 0"),
+                      ("p.pt:alpha=1", "not alpha-conditioned"),
+                      ("c.pt:gamma=2", r"c.pt\[:tau=T\]\[:beta=B\]"),
+                      ("c.pt:alpha=1:alpha=2", r"c.pt\[:tau=T\]"),
+                      ("c.pt:alpha=x", "not a number")]:
         with pytest.raises(ValueError, match=msg):
             parse_policy(f"{tmp_path}/{spec}")
     with pytest.raises(ValueError, match="is alpha-conditioned .* pick the point on its front"):

@@ -136,25 +136,26 @@ def test_products_of_counts_are_bounded(argv, msg):
 
 
 def test_ctrl_c_at_any_moment_is_one_line(tmp_path):
-    """SIGINT while the imports load (0.3 s) and while it works (4 s): a short message, never a traceback, and a
-    non-zero exit (tests/test_reliability.py interrupts the scripts at other moments). The four scripts run side by
-    side."""
+    """SIGINT while the imports load (0.3 s) and while it works (4 s): a short message, never a
+    traceback, and a non-zero exit (tests/test_reliability.py interrupts the scripts at other
+    moments). The four scripts run side by side."""
     import signal
     import time
     scripts = [["sample.py", "--n", "500"], ["-m", "support.chain_rules", "--n", "200"],
                ["-m", "support.alpha_probe", "weights/policy_front.pt"],
                ["eval.py", "--sweep", "topk", "--out", str(tmp_path / "e.json")]]
     for delay in (0.3, 4.0):
-        procs = [subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for argv in scripts]
+        procs = [subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for argv in scripts]
         time.sleep(delay)
         for p in procs:
             p.send_signal(signal.SIGINT)
         for argv, p in zip(scripts, procs):
             out, err = p.communicate(timeout=60)
-            assert p.returncode != 0 and "Traceback" not in err and len(err.strip().splitlines()) <= 1, (argv, delay,
-                                                                                                       err[-1500:])
-            (tmp_path / "e.json").unlink(missing_ok=True)
+            lines = err.strip().splitlines()
+            assert p.returncode != 0 and "Traceback" not in err and len(lines) <= 1, (
+                argv, delay, err[-1500:])
+        (tmp_path / "e.json").unlink(missing_ok=True)
 
 
 def one_line(argv, cwd=ROOT, env=None):
@@ -185,10 +186,12 @@ def test_misleading_messages_now_name_the_input(tmp_path):
     one_lines([
         # it exists: it is not a regular file
         *[(["sample.py", "--task", "gsm8k", "--data", data, "--policies", "threshold:0.9"],
-           [f"--data {data} is not a regular file"]) for data in ("/dev/null", str(tmp_path / "fifo"))],
+           [f"--data {data} is not a regular file"])
+          for data in ("/dev/null", str(tmp_path / "fifo"))],
         # as typed
         *[(["train.py", *form, "--out", str(tmp_path / "t.pt")], ["need 0 <= LO < HI"])
-          for form in (["--temperature-range", "-1,1"], ["--temperature-range=-1,1"], ["--temperature-range", "-.5,1"])],
+          for form in (["--temperature-range", "-1,1"], ["--temperature-range=-1,1"],
+                       ["--temperature-range", "-.5,1"])],
         (["train.py", "--init", str(tmp_path / "nan.pt"), "--out", str(tmp_path / "i.pt")],
          ["--init", "weights are not finite"]),
         (["train.py", "--weight-decay", "1e30", "--out", str(tmp_path / "w.pt")],

@@ -276,21 +276,24 @@ def interrupt(argv, ready, times=1, timeout=120):
 
 
 def test_ctrl_c_anywhere_is_one_line(tiny_path, tmp_path):
-    """Ctrl-C while sample, eval and a warm start work, and twice during GRPO: exit 130 with one line (the four run side
-    by side)."""
+    """Ctrl-C while sample, eval and a warm start work, and twice during GRPO: exit 130 with one
+    line (the four run side by side)."""
     from concurrent.futures import ThreadPoolExecutor
-    runs = [(["sample.py", "--model", tiny_path, "--policies", "topk:steps=32", "--n", "2000", "--batch-size", "8"],
-             "model ", 1),
-            (["eval.py", "--model", tiny_path, "--sweep", "topk", "--n", "2000", "--batch-size", "8",
-              "--out", str(tmp_path / "r.json")], "chain L=", 1),
+    runs = [(["sample.py", "--model", tiny_path, "--policies", "topk:steps=32", "--n", "2000",
+              "--batch-size", "8"], "model ", 1),
+            (["eval.py", "--model", tiny_path, "--sweep", "topk", "--n", "2000",
+              "--batch-size", "8", "--out", str(tmp_path / "r.json")], "chain L=", 1),
             (["train.py", *tiny_train(tiny_path, tmp_path / "im.pt", "--imitate", "threshold:0.9",
-                                      "--imitate-problems", "4000", "--batch-size", "8")], "dLLM ", 1),
-            (["train.py", *tiny_train(tiny_path, tmp_path / "two.pt", "--steps", "50", "--prompts-per-step", "8")],
-             "step 1 ", 2)]                                                       # the second Ctrl-C stops at once
+                                      "--imitate-problems", "4000", "--batch-size", "8")],
+             "dLLM ", 1),
+            # the second Ctrl-C stops at once
+            (["train.py", *tiny_train(tiny_path, tmp_path / "two.pt", "--steps", "50",
+                                      "--prompts-per-step", "8")], "step 1 ", 2)]
     with ThreadPoolExecutor(len(runs)) as pool:
         (c1, e1), (c2, e2), (c3, e3), (c4, e4) = pool.map(lambda r: interrupt(*r), runs)
     assert c1 == 130 and "interrupted: nothing was written" in e1 and "Traceback" not in e1
     assert c2 == 130 and "keeps every row finished before" in e2 and "Traceback" not in e2
     assert c3 == 130 and "Traceback" not in e3 and not (tmp_path / "im.pt").exists()
-    assert c4 == 130 and "Traceback" not in e4 and ("every checkpoint written before is intact" in e4 or
-                                                     "continue with the same flags and --resume" in e4)
+    assert c4 == 130 and "Traceback" not in e4
+    assert ("every checkpoint written before is intact" in e4
+            or "continue with the same flags and --resume" in e4)

@@ -123,8 +123,8 @@ def test_sampling_command_prints_pass_at_k_and_the_majority_vote():
 
 
 def test_compile_flag_compiles_the_dllm_it_loads(monkeypatch):
-    """sample.py --compile: the dLLM it loads is compiled (that a compiled dLLM gives the eager rows, with either cache,
-    is tests/test_eval.py's)."""
+    """sample.py --compile: the dLLM it loads is compiled (that a compiled dLLM gives the eager
+    rows, with either cache, is tests/test_eval.py's)."""
     import model
     import sample as s
     seen = []
